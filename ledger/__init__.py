@@ -7,6 +7,14 @@ names here with small edits and keep ``__all__`` sorted by section.
 from ._canonical import canonical_json, parse_canonical
 from ._hasher import EMPTY_ROOT, hash_children, hash_leaf
 from ._log import Entry, append_entries, append_entry
+from ._errors import (
+    BookError,
+    CheckpointRefused,
+    LedgerError,
+    LogError,
+    TransferRejected,
+    VerificationError,
+)
 from ._models import LedgerBase
 
 metadata = LedgerBase.metadata
@@ -22,6 +30,13 @@ __all__ = [
     "Entry",
     "append_entries",
     "append_entry",
+    # errors
+    "LedgerError",
+    "LogError",
+    "VerificationError",
+    "CheckpointRefused",
+    "BookError",
+    "TransferRejected",
     # storage
     "LedgerBase",
     "metadata",

@@ -16,7 +16,7 @@ os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 import typer
 
-from . import audit, consent, data, federation, ledger
+from . import audit, book, consent, data, federation, ledger
 
 app = typer.Typer(
     name="fedgate",
@@ -25,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(ledger.app, name="ledger", help="The transparency log and the book.")
+app.add_typer(book.app, name="book", help="The double-entry book: accounts, transfers, balances.")
 app.add_typer(audit.app, name="audit", help="Offline verification for auditors.")
 app.add_typer(consent.app, name="consent", help="Merchant consents: grant, pause, revoke, check.")
 app.add_typer(data.app, name="data", help="ERP and platform data: synthesis, connectors.")
