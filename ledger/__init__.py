@@ -4,18 +4,83 @@ Public surface only; implementation lives in private modules. Helpers: add
 names here with small edits and keep ``__all__`` sorted by section.
 """
 
+from ._book import (
+    Account,
+    AccountKind,
+    Transfer,
+    TransferRequest,
+    TrialBalance,
+    TrialBalanceRow,
+    balance,
+    get_account,
+    get_transfer,
+    list_accounts,
+    open_account,
+    post_linked,
+    post_transfer,
+    transfers_of,
+    trial_balance,
+)
+from ._audit import AuditFailure, AuditReport, audit_export, verify_log
 from ._canonical import canonical_json, parse_canonical
+from ._checkpoint import Checkpoint, list_checkpoints, open_checkpoint, sign_checkpoint
+from ._export import ExportSummary, export_log
 from ._hasher import EMPTY_ROOT, hash_children, hash_leaf
 from ._log import Entry, append_entries, append_entry
 from ._errors import (
+    AccountRejected,
     BookError,
     CheckpointRefused,
+    CurrencyMismatch,
+    FloatMoneyError,
+    ExportFormatError,
+    InvalidProof,
     LedgerError,
+    LogCorrupted,
     LogError,
+    MoneyError,
+    NoteError,
+    OutOfRange,
+    RootMismatch,
+    SplitError,
     TransferRejected,
     VerificationError,
 )
 from ._models import LedgerBase
+from ._note import NoteVerifier, make_vkey, parse_vkey, sign_note, verify_note
+from ._money import Money
+from ._payout import (
+    DATA_USAGE_FEE_EXPENSE,
+    EQUITY,
+    INTEREST_INCOME,
+    INTEREST_SHARE_EXPENSE,
+    LOANS_RECEIVABLE,
+    PLATFORM_CASH,
+    data_usage_fee,
+    interest_share,
+    isv_payable,
+    isv_settled,
+    open_isv_accounts,
+    open_standard_chart,
+    settlement_cleared,
+    settlement_instructed,
+    split,
+    split_by,
+)
+from ._proof import (
+    ConsistencyProof,
+    InclusionProof,
+    TreeHead,
+    consistency_proof,
+    inclusion_proof,
+    tree_head,
+)
+from ._verify import (
+    root_from_consistency_proof,
+    root_from_inclusion_proof,
+    verify_consistency,
+    verify_inclusion,
+)
 
 metadata = LedgerBase.metadata
 
@@ -30,13 +95,87 @@ __all__ = [
     "Entry",
     "append_entries",
     "append_entry",
+    # proofs: generation from stored nodes
+    "ConsistencyProof",
+    "InclusionProof",
+    "TreeHead",
+    "consistency_proof",
+    "inclusion_proof",
+    "tree_head",
+    # proofs: verification (pure)
+    "root_from_consistency_proof",
+    "root_from_inclusion_proof",
+    "verify_consistency",
+    "verify_inclusion",
+    # checkpoints and signed notes
+    "Checkpoint",
+    "list_checkpoints",
+    "open_checkpoint",
+    "sign_checkpoint",
+    "NoteVerifier",
+    "make_vkey",
+    "parse_vkey",
+    "sign_note",
+    "verify_note",
+    # export and audit
+    "AuditFailure",
+    "AuditReport",
+    "ExportSummary",
+    "audit_export",
+    "export_log",
+    "verify_log",
     # errors
     "LedgerError",
     "LogError",
     "VerificationError",
     "CheckpointRefused",
+    "RootMismatch",
+    "InvalidProof",
+    "NoteError",
+    "OutOfRange",
+    "LogCorrupted",
+    "ExportFormatError",
     "BookError",
+    "MoneyError",
+    "FloatMoneyError",
+    "CurrencyMismatch",
+    "AccountRejected",
     "TransferRejected",
+    "SplitError",
+    # the book
+    "Money",
+    "Account",
+    "AccountKind",
+    "TransferRequest",
+    "Transfer",
+    "TrialBalance",
+    "TrialBalanceRow",
+    "open_account",
+    "get_account",
+    "list_accounts",
+    "post_transfer",
+    "post_linked",
+    "get_transfer",
+    "transfers_of",
+    "balance",
+    "trial_balance",
+    # payouts and the chart of accounts
+    "split",
+    "split_by",
+    "PLATFORM_CASH",
+    "LOANS_RECEIVABLE",
+    "EQUITY",
+    "INTEREST_INCOME",
+    "DATA_USAGE_FEE_EXPENSE",
+    "INTEREST_SHARE_EXPENSE",
+    "isv_payable",
+    "isv_settled",
+    "open_standard_chart",
+    "open_isv_accounts",
+    "data_usage_fee",
+    "interest_share",
+    "settlement_instructed",
+    "settlement_cleared",
     # storage
     "LedgerBase",
     "metadata",

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -26,6 +26,10 @@ from sqlalchemy.orm import Session
 from ._canonical import canonical_json
 from ._hasher import EMPTY_ROOT, hash_children, hash_leaf
 from ._models import LogEntryRow, LogHeadRow, TreeNodeRow
+
+# The Core tables: bulk inserts skip the ORM's unit of work (much faster per row).
+_ENTRIES = cast(Table, LogEntryRow.__table__)
+_NODES = cast(Table, TreeNodeRow.__table__)
 
 __all__ = ["Entry", "append_entry", "append_entries", "compact_range", "format_time"]
 
@@ -124,8 +128,10 @@ def append_entries(
                 TreeNodeRow.index.in_({ix for _, ix in frontier_keys}),
             )
         ).all()
-        stored = {(r.level, r.index): r.hash for r in rows}
-    frontier: list[tuple[int, int, bytes]] = [(lv, ix, stored[(lv, ix)]) for lv, ix in frontier_keys]
+        stored = {(r[0], r[1]): r[2] for r in rows}
+    frontier: list[tuple[int, int, bytes]] = [
+        (lv, ix, stored[(lv, ix)]) for lv, ix in frontier_keys
+    ]
 
     entries: list[Entry] = []
     new_nodes: list[dict[str, Any]] = []
@@ -149,8 +155,8 @@ def append_entries(
         size += 1
         entries.append(Entry(seq, kind, when, dict(body), data, leaf))
 
-    session.execute(LogEntryRow.__table__.insert(), new_rows)
-    session.execute(TreeNodeRow.__table__.insert(), new_nodes)
+    session.execute(_ENTRIES.insert(), new_rows)
+    session.execute(_NODES.insert(), new_nodes)
     root = frontier[-1][2]
     for _, _, node in reversed(frontier[:-1]):
         root = hash_children(node, root)

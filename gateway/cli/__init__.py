@@ -16,7 +16,7 @@ os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 import typer
 
-from . import audit, book, consent, data, federation, ledger
+from . import audit, book, consent, data, db, federation, ledger
 
 app = typer.Typer(
     name="fedgate",
@@ -30,6 +30,7 @@ app.add_typer(audit.app, name="audit", help="Offline verification for auditors."
 app.add_typer(consent.app, name="consent", help="Merchant consents: grant, pause, revoke, check.")
 app.add_typer(data.app, name="data", help="ERP and platform data: synthesis, connectors.")
 app.add_typer(federation.app, name="fl", help="Federated training and scoring jobs.")
+app.add_typer(db.app, name="db", help="Database schema migrations.")
 
 
 def main() -> None:

@@ -1,0 +1,288 @@
+"""The ISV node's ClientApp: sketch, train, evaluate and score on manifest-filtered ERP rows.
+
+Mods, outermost first: :func:`manifest_mod`, :func:`egress_guard_mod`,
+:func:`usage_receipt_mod`. Every handler starts from :func:`current_request`
+(which exists only after the manifest mod verified the message) and reads rows
+only through :func:`load_cohort`; each records what it used for the receipt.
+
+Deployment: ``flwr-clientapp`` loads ``federation.apps.client_app:app``; the
+SuperNode's ``--node-config`` carries ``isv-id``, ``erp-path``, ``node-key``,
+``gateway-key``, ``state-dir``. Simulation: ``run_config["sim-nodes"]`` lists
+those per partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from .._errors import BudgetExceeded
+from ..dp import PrivacyLedger, train_dp_sgd
+from ..features import BinEncoder, QuantileSketch
+from ..metrics import auc, brier, ks
+from ..models import build_g_erp, get_weights, predict_proba, set_weights, train_local
+from ..schema import MERCHANT_ID
+from ..specs import DPBudget
+from ._keys import (
+    ACTION_IDENTIFY,
+    ACTION_SCORE,
+    ACTION_SKETCH,
+    ARRAYS_KEY,
+    ENCODER_KEY,
+    ERR,
+    IDENTITY_KEY,
+    JOB_KEY,
+    KEY_ARCH,
+    KEY_BATCH_SIZE,
+    KEY_DP_DELTA,
+    KEY_DP_EPSILON,
+    KEY_DP_MAX_GRAD_NORM,
+    KEY_EPOCHS,
+    KEY_HIDDEN,
+    KEY_ISV_ID,
+    KEY_LIFETIME_EPSILON,
+    KEY_LR,
+    KEY_MERCHANT_IDS,
+    KEY_NONCE,
+    KEY_PROXIMAL_MU,
+    KEY_ROUND,
+    KEY_ROUNDS,
+    KEY_SEED,
+    KEY_SIGNATURE,
+    METRICS_KEY,
+    NUM_EXAMPLES,
+    SCORE_IDS_KEY,
+    SCORES_KEY,
+    SKETCH_KEY,
+)
+from ._mods import CallNext, egress_guard_mod, manifest_mod, usage_receipt_mod
+from ._node import Cohort, is_holdout, label_vector, load_cohort
+from ._request import current_request, current_usage
+
+__all__ = ["app", "identify_payload", "build_client_app"]
+
+
+def identify_payload(nonce: bytes, isv_id: str) -> bytes:
+    """The bytes a node signs to prove it holds ``isv_id``'s key."""
+    return b"fedgate-identify\n" + isv_id.encode() + b"\n" + nonce
+
+
+def _error(msg: Message, code: int, reason: str) -> Message:
+    return Message(Error(code=code, reason=reason), reply_to=msg)
+
+
+def _cohort() -> Cohort:
+    req = current_request()
+    assert req.manifest is not None
+    return load_cohort(req.node, req.manifest, now=datetime.now(UTC))
+
+
+def _encoder(msg: Message, cohort: Cohort) -> BinEncoder:
+    encoder = BinEncoder.from_arrays(
+        {k: v.numpy() for k, v in msg.content.array_records[ENCODER_KEY].items()}
+    )
+    return encoder
+
+
+def _model(msg: Message, n_inputs: int) -> torch.nn.Module:
+    cfg = msg.content.config_records[JOB_KEY]
+    model = build_g_erp(str(cfg[KEY_ARCH]), n_inputs, hidden=int(cfg[KEY_HIDDEN]))
+    set_weights(model, msg.content.array_records[ARRAYS_KEY].to_numpy_ndarrays())
+    return model
+
+
+def _labelled(cohort: Cohort, *, holdout: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    frame = cohort.frame
+    keep = frame[MERCHANT_ID].map(lambda m: m in cohort.labels and is_holdout(m) == holdout)
+    part = frame[keep.astype(bool)]
+    return part, label_vector(cohort, part), list(part[MERCHANT_ID])  # type: ignore[return-value]
+
+
+def _budget(cfg: ConfigRecord) -> DPBudget | None:
+    eps = float(cfg[KEY_DP_EPSILON])  # type: ignore[arg-type]
+    if eps <= 0:
+        return None
+    return DPBudget(
+        epsilon=eps,
+        delta=float(cfg[KEY_DP_DELTA]),  # type: ignore[arg-type]
+        max_grad_norm=float(cfg[KEY_DP_MAX_GRAD_NORM]),  # type: ignore[arg-type]
+        lifetime_epsilon=float(cfg[KEY_LIFETIME_EPSILON]),  # type: ignore[arg-type]
+    )
+
+
+def _defaults_mod(defaults: Mapping[str, Any]) -> Callable[[Message, Context, CallNext], Message]:
+    def run_config_defaults_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:
+        """Fill run-config keys the runtime did not set (simulation's Python API)."""
+        for key, value in defaults.items():
+            if key not in ctx.run_config:
+                ctx.run_config[key] = value
+        return call_next(msg, ctx)
+
+    return run_config_defaults_mod
+
+
+def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
+    """A fresh ClientApp with fedgate's mods and handlers.
+
+    Parameters
+    ----------
+    run_config : Mapping[str, Any] | None, default None
+        Defaults under ``context.run_config``, set before the manifest mod runs.
+    """
+    mods = [manifest_mod, egress_guard_mod, usage_receipt_mod]
+    if run_config:
+        mods.insert(0, _defaults_mod(dict(run_config)))
+    client = ClientApp(mods=mods)
+
+    @client.query(ACTION_IDENTIFY)
+    def identify(msg: Message, ctx: Context) -> Message:
+        """Prove this node's ISV identity by signing the server's nonce (reads no rows)."""
+        node = current_request().node
+        nonce = msg.content.config_records[JOB_KEY][KEY_NONCE]
+        assert isinstance(nonce, bytes)
+        sig = node.signing_key().sign(identify_payload(nonce, node.isv_id))
+        return Message(
+            RecordDict({IDENTITY_KEY: ConfigRecord({KEY_ISV_ID: node.isv_id, KEY_SIGNATURE: sig})}),
+            reply_to=msg,
+        )
+
+    @client.query(ACTION_SKETCH)
+    def sketch(msg: Message, ctx: Context) -> Message:
+        """Mergeable quantile sketches of the cohort's consented features (never rows)."""
+        cohort = _cohort()
+        if cohort.frame.empty:
+            return _error(msg, ERR.NO_DATA, "no consented rows at this node")
+        sk = QuantileSketch.from_frame(cohort.frame, list(cohort.features))
+        req = current_request()
+        assert req.manifest is not None
+        current_usage().record(
+            rows_used=len(cohort.frame),
+            merchant_ids=cohort.merchant_ids,
+            epsilon=0.0,
+            delta=0.0,
+        )
+        arrays = ArrayRecord({k: _array(v) for k, v in sk.to_arrays().items()})
+        return Message(
+            RecordDict({SKETCH_KEY: arrays, METRICS_KEY: MetricRecord({NUM_EXAMPLES: len(cohort.frame)})}),
+            reply_to=msg,
+        )
+
+    @client.train()
+    def train(msg: Message, ctx: Context) -> Message:
+        """Local training (DP-SGD when the job has a budget) from the global weights."""
+        torch.set_num_threads(1)
+        req = current_request()
+        cfg = msg.content.config_records[JOB_KEY]
+        cohort = _cohort()
+        part, y, ids = _labelled(cohort, holdout=False)
+        if len(part) == 0:
+            return _error(msg, ERR.NO_DATA, "no labelled consented rows to train on")
+        X = _encoder(msg, cohort).transform(part)
+        model = _model(msg, X.shape[1])
+        budget = _budget(cfg)
+        job_id = str(cfg["job-id"])
+        common = dict(
+            epochs=int(cfg[KEY_EPOCHS]),  # type: ignore[arg-type]
+            batch_size=int(cfg[KEY_BATCH_SIZE]),  # type: ignore[arg-type]
+            lr=float(cfg[KEY_LR]),  # type: ignore[arg-type]
+            proximal_mu=float(cfg[KEY_PROXIMAL_MU]),  # type: ignore[arg-type]
+            seed=int(cfg[KEY_SEED]) + int(cfg[KEY_ROUND]),  # type: ignore[arg-type]
+        )
+        epsilon, delta = 0.0, 0.0
+        if budget is None:
+            loss = train_local(model, X, y, **common)  # type: ignore[arg-type]
+        else:
+            ledger = PrivacyLedger(req.node.privacy_ledger_path)
+            try:
+                # Refuse before touching the optimiser: a job that would overrun any budget
+                # trains nobody.
+                ledger.reserve(job_id=job_id, budget=budget, merchant_ids=ids)
+                rounds_left = int(cfg[KEY_ROUNDS]) - int(cfg[KEY_ROUND]) + 1  # type: ignore[arg-type]
+                result = train_dp_sgd(
+                    model, X, y, budget=budget, history=ledger.job_history(job_id),
+                    rounds_left=rounds_left, **common,  # type: ignore[arg-type]
+                )
+            except BudgetExceeded as exc:
+                return _error(msg, ERR.BUDGET_EXCEEDED, f"BUDGET_EXCEEDED: {exc}")
+            epsilon = ledger.record(job_id, result.steps)
+            delta = budget.delta
+            loss = result.loss
+        current_usage().record(rows_used=len(part), merchant_ids=ids, epsilon=epsilon, delta=delta)
+        sent = msg.content.array_records[ARRAYS_KEY]
+        weights = get_weights(model)
+        arrays = ArrayRecord({k: _array(np.asarray(w, dtype=sent[k].numpy().dtype))
+                              for k, w in zip(sent.keys(), weights, strict=True)})
+        metrics = MetricRecord(
+            {NUM_EXAMPLES: len(part), "train-loss": float(loss), "epsilon": epsilon, "delta": delta}
+        )
+        return Message(RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: metrics}), reply_to=msg)
+
+    @client.evaluate()
+    def evaluate(msg: Message, ctx: Context) -> Message:
+        """AUC, KS and Brier of the global model on this node's held-out merchants."""
+        torch.set_num_threads(1)
+        cohort = _cohort()
+        part, y, ids = _labelled(cohort, holdout=True)
+        if len(part) == 0 or y.min() == y.max():
+            return _error(msg, ERR.NO_DATA, "held-out merchants lack both classes")
+        X = _encoder(msg, cohort).transform(part)
+        p = predict_proba(_model(msg, X.shape[1]), X)
+        cfg = msg.content.config_records[JOB_KEY]
+        budget = _budget(cfg)
+        req = current_request()
+        eps = 0.0
+        if budget is not None:
+            eps = PrivacyLedger(req.node.privacy_ledger_path).job_epsilon(str(cfg["job-id"]), budget.delta)
+        current_usage().record(
+            rows_used=len(part), merchant_ids=ids, epsilon=eps, delta=budget.delta if budget else 0.0
+        )
+        metrics = MetricRecord(
+            {
+                NUM_EXAMPLES: len(part),
+                "auc": float(auc(y, p)),
+                "ks": float(ks(y, p)),
+                "brier": float(brier(y, p)),
+                "n-pos": int(y.sum()),
+            }
+        )
+        return Message(RecordDict({METRICS_KEY: metrics}), reply_to=msg)
+
+    @client.query(ACTION_SCORE)
+    def score(msg: Message, ctx: Context) -> Message:
+        """Per-merchant g-scores for the merchants of a credit_scoring manifest."""
+        torch.set_num_threads(1)
+        cohort = _cohort()
+        if cohort.frame.empty:
+            return _error(msg, ERR.NO_DATA, "no consented rows at this node")
+        X = _encoder(msg, cohort).transform(cohort.frame)
+        p = predict_proba(_model(msg, X.shape[1]), X).astype(np.float64)
+        ids = [str(m) for m in cohort.frame[MERCHANT_ID]]
+        current_usage().record(rows_used=len(ids), merchant_ids=ids, epsilon=0.0, delta=0.0)
+        return Message(
+            RecordDict(
+                {
+                    SCORES_KEY: ArrayRecord({"g": _array(p)}),
+                    SCORE_IDS_KEY: ConfigRecord({KEY_MERCHANT_IDS: ids}),
+                    METRICS_KEY: MetricRecord({NUM_EXAMPLES: len(ids)}),
+                }
+            ),
+            reply_to=msg,
+        )
+
+    return client
+
+
+def _array(value: np.ndarray) -> object:
+    from flwr.app import Array
+
+    return Array(np.ascontiguousarray(value))
+
+
+app = build_client_app()
+"""The ClientApp Flower loads (``federation.apps.client_app:app``)."""

@@ -1,0 +1,572 @@
+"""The platform's ServerApp: identify nodes, federated statistics, training rounds, scoring.
+
+A training job (``mode = "train"``):
+
+1. **identify** — each node signs a fresh nonce; only nodes whose signature
+   verifies with a registered ISV key take part;
+2. **statistics round** (round 0) — nodes return mergeable quantile sketches of
+   their consented features; the merged sketch gives the bin edges;
+3. **training rounds** 1..R — FedAvg or FedProx through :class:`ConsentedStrategy`;
+   every node gets its own cohort manifest per round, rebuilt from live consent;
+4. every reply's usage receipt is verified with that node's key and written to
+   the ledger as ``data.used``;
+5. the model is saved with its lineage (job, rounds, receipts, manifest roots, ε).
+
+A scoring job (``mode = "score"``) loads a saved model and asks each node for
+g-scores under ``credit_scoring`` manifests.
+
+Run config keys (kebab-case) are read once in :func:`main` into :class:`ServerSettings`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from logging import INFO, WARNING
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
+
+from consent import ManifestEntry, build_manifest, sign_manifest
+from ledger import append_entry
+
+from .._errors import FederationError, JobFailed, ReceiptInvalid
+from ..features import BinEncoder, QuantileSketch
+from ..models import build_g_erp, get_weights
+from ..receipts import verify_receipt
+from ..schema import MERCHANT_ID, erp_fields_for
+from ..specs import ModelSpec, spec_from_run_config, spec_to_run_config
+from ._db import open_sessions
+from ._keys import (
+    ACTION_IDENTIFY,
+    ACTION_SCORE,
+    ACTION_SKETCH,
+    ARRAYS_KEY,
+    ENCODER_KEY,
+    IDENTITY_KEY,
+    JOB_KEY,
+    KEY_ARCH,
+    KEY_BATCH_SIZE,
+    KEY_CATEGORIES,
+    KEY_DP_DELTA,
+    KEY_DP_EPSILON,
+    KEY_DP_MAX_GRAD_NORM,
+    KEY_EPOCHS,
+    KEY_HIDDEN,
+    KEY_ISV_ID,
+    KEY_JOB_ID,
+    KEY_LIFETIME_EPSILON,
+    KEY_LR,
+    KEY_MANIFEST,
+    KEY_MERCHANT_IDS,
+    KEY_NONCE,
+    KEY_PROXIMAL_MU,
+    KEY_RECEIPT,
+    KEY_ROUND,
+    KEY_ROUNDS,
+    KEY_SEED,
+    KEY_SIGNATURE,
+    RECEIPT_KEY,
+    SCORE_IDS_KEY,
+    SCORES_KEY,
+    SKETCH_KEY,
+)
+from ._strategy import ConsentedStrategy, RoundLog
+from .client_app import identify_payload
+
+__all__ = [
+    "ServerSettings",
+    "CohortSource",
+    "make_server_app",
+    "app",
+    "RESULT_FILE",
+    "MODEL_FILE",
+    "LINEAGE_FILE",
+    "SCORES_FILE",
+]
+
+RESULT_FILE = "result.json"
+MODEL_FILE = "model.npz"
+LINEAGE_FILE = "lineage.json"
+SCORES_FILE = "scores.csv"
+DATA_USED = "data.used"
+DEFAULT_MANIFEST_TTL = timedelta(minutes=15)
+DEFAULT_TIMEOUT = 3600.0
+
+
+class CohortSource(Protocol):
+    """Where the platform learns which merchants may be used: the live consent state."""
+
+    def entries(
+        self,
+        *,
+        data_provider: str,
+        data_consumer: str,
+        purpose: str,
+        categories: Sequence[str],
+        at: datetime,
+    ) -> list[ManifestEntry]:
+        """Manifest entries (label unset) for every merchant whose consent allows this use."""
+        ...
+
+
+def _cohort_from_consent(db_url: str) -> CohortSource:
+    """The consent package's cohort check over the platform database."""
+    import consent
+
+    factory = getattr(consent, "cohort_entries", None)
+    if factory is None:
+        raise FederationError(
+            "consent does not export cohort_entries(session, ...) yet; pass a CohortSource",
+            code="NO_COHORT_SOURCE",
+        )
+    _, sessions = open_sessions(db_url)
+
+    class _Source:
+        def entries(self, **kw: Any) -> list[ManifestEntry]:
+            with sessions() as s:
+                return list(factory(s, **kw))
+
+    return _Source()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    """The ServerApp's configuration, read once from ``context.run_config``.
+
+    Parameters
+    ----------
+    job_id : str
+    mode : str
+        ``"train"`` or ``"score"``.
+    spec : ModelSpec
+    db_url : str
+        Platform database (consent state, ledger).
+    gateway_key : Path
+        The gateway's Ed25519 private key (PEM) that signs manifests.
+    node_keys : Path
+        JSON ``{isv_id: path to the node's public key PEM}``.
+    data_consumer : str
+    out_dir : Path
+        Where the model, lineage, scores and ``result.json`` go.
+    labels_path : Path | None
+        Platform table (Parquet/CSV) with ``merchant_id`` and the spec's label (train mode).
+    model_dir : Path | None
+        A trained job's ``out_dir`` (score mode).
+    manifest_ttl : timedelta, default 15 min
+    seed : int, default 0
+    timeout : float, default 3600
+        Seconds to wait for replies per round.
+    """
+
+    job_id: str
+    mode: str
+    spec: ModelSpec
+    db_url: str
+    gateway_key: Path
+    node_keys: Path
+    data_consumer: str
+    out_dir: Path
+    labels_path: Path | None = None
+    model_dir: Path | None = None
+    manifest_ttl: timedelta = DEFAULT_MANIFEST_TTL
+    seed: int = 0
+    timeout: float = DEFAULT_TIMEOUT
+
+    @classmethod
+    def from_run_config(cls, rc: Mapping[str, Any]) -> ServerSettings:
+        """Parse the run config (kebab-case keys)."""
+        def opt_path(key: str) -> Path | None:
+            v = str(rc.get(key, ""))
+            return Path(v) if v else None
+
+        mode = str(rc.get("mode", "train"))
+        if mode not in ("train", "score"):
+            raise FederationError(f"mode must be train or score, got {mode!r}", code="BAD_CONFIG")
+        try:
+            return cls(
+                job_id=str(rc["job-id"]),
+                mode=mode,
+                spec=spec_from_run_config(rc),
+                db_url=str(rc["db-url"]),
+                gateway_key=Path(str(rc["gateway-key"])),
+                node_keys=Path(str(rc["node-keys"])),
+                data_consumer=str(rc["data-consumer"]),
+                out_dir=Path(str(rc["out-dir"])),
+                labels_path=opt_path("labels-path"),
+                model_dir=opt_path("model-dir"),
+                manifest_ttl=timedelta(seconds=float(rc.get("manifest-ttl-s", 900))),
+                seed=int(rc.get("seed", 0)),
+                timeout=float(rc.get("timeout-s", DEFAULT_TIMEOUT)),
+            )
+        except KeyError as exc:
+            raise FederationError(f"run config lacks {exc}", code="BAD_CONFIG") from None
+
+
+def _load_private(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise FederationError(f"{path} is not an Ed25519 private key", code="BAD_CONFIG")
+    return key
+
+
+def _load_node_keys(path: Path) -> dict[str, Ed25519PublicKey]:
+    out: dict[str, Ed25519PublicKey] = {}
+    for isv, pem_path in json.loads(path.read_text("utf-8")).items():
+        key = serialization.load_pem_public_key(Path(pem_path).read_bytes())
+        if not isinstance(key, Ed25519PublicKey):
+            raise FederationError(f"node key of {isv} is not Ed25519", code="BAD_CONFIG")
+        out[str(isv)] = key
+    return out
+
+
+def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
+    if path.suffix.lower() == ".csv":
+        return pd.read_csv(path, usecols=columns, dtype={MERCHANT_ID: str})
+    return pd.read_parquet(path, columns=columns)
+
+
+def _arrays(values: Mapping[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in values.items()})
+
+
+def _weights_record(weights: Sequence[np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({str(i): Array(np.ascontiguousarray(w)) for i, w in enumerate(weights)})
+
+
+@dataclass
+class _Job:
+    """One job's server-side state; :meth:`run` is the whole job."""
+
+    settings: ServerSettings
+    grid: Grid
+    cohort: CohortSource
+    on_round: Callable[[RoundLog], None] | None = None
+    nodes: dict[int, str] = field(default_factory=dict)
+    receipts: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    epsilon: dict[str, float] = field(default_factory=dict)
+    stats_roots: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.gateway_key = _load_private(s.gateway_key)
+        self.node_keys = _load_node_keys(s.node_keys)
+        self.engine, self.sessions = open_sessions(s.db_url)
+        self.labels: dict[str, int] = {}
+        if s.mode == "train":
+            if s.labels_path is None:
+                raise FederationError("train mode needs labels-path", code="BAD_CONFIG")
+            tab = _read_table(s.labels_path, [MERCHANT_ID, s.spec.label])
+            tab = tab.dropna(subset=[s.spec.label])
+            self.labels = dict(zip(tab[MERCHANT_ID].astype(str), tab[s.spec.label].astype(int), strict=True))
+
+    # -- messages --------------------------------------------------------------------------
+    def _send(self, messages: list[Message]) -> list[Message]:
+        return list(self.grid.send_and_receive(messages, timeout=self.settings.timeout))
+
+    def identify(self) -> None:
+        """Map Flower node ids to ISV ids by a signed challenge."""
+        msgs, nonces = [], {}
+        for node_id in self.grid.get_node_ids():
+            nonce = secrets.token_bytes(32)
+            nonces[node_id] = nonce
+            content = RecordDict({JOB_KEY: ConfigRecord({KEY_NONCE: nonce})})
+            msgs.append(Message(content, dst_node_id=node_id, message_type=f"query.{ACTION_IDENTIFY}"))
+        for reply in self._send(msgs):
+            nid = reply.metadata.src_node_id
+            if reply.has_error():
+                self.failures.append(f"identify@node-{nid}: [{reply.error.code}] {reply.error.reason}")
+                continue
+            ident = reply.content.config_records[IDENTITY_KEY]
+            isv, sig = str(ident[KEY_ISV_ID]), ident[KEY_SIGNATURE]
+            key = self.node_keys.get(isv)
+            try:
+                if key is None or not isinstance(sig, bytes):
+                    raise InvalidSignature
+                key.verify(sig, identify_payload(nonces[nid], isv))
+            except InvalidSignature:
+                self.failures.append(f"identify@node-{nid}: UNKNOWN_NODE: claims {isv!r}")
+                continue
+            if isv in self.nodes.values():
+                self.failures.append(f"identify@node-{nid}: DUPLICATE_NODE: {isv!r} twice")
+                continue
+            self.nodes[nid] = isv
+        log(INFO, "fedgate: identified nodes %s", sorted(self.nodes.values()))
+        if not self.nodes:
+            raise JobFailed("no node proved its identity", code="NO_NODES", reasons=self.failures)
+
+    def job_config(self, server_round: int, isv: str, purpose: str) -> tuple[ConfigRecord, str, int]:
+        """The per-node job record: settings plus a freshly built, signed manifest."""
+        s, spec = self.settings, self.settings.spec
+        now = datetime.now(UTC)
+        entries = self.cohort.entries(
+            data_provider=isv,
+            data_consumer=s.data_consumer,
+            purpose=purpose,
+            categories=spec.categories,
+            at=now,
+        )
+        if purpose == "model_training":
+            entries = [_with_label(e, self.labels.get(e.merchant_id)) for e in entries]
+        manifest = build_manifest(
+            job_id=s.job_id,
+            round=server_round,
+            data_provider=isv,
+            data_consumer=s.data_consumer,
+            purpose=purpose,
+            categories=spec.categories,
+            entries=entries,
+            issued_at=now,
+            ttl=s.manifest_ttl,
+        )
+        rc = spec_to_run_config(spec)
+        cfg = ConfigRecord(
+            {
+                KEY_JOB_ID: s.job_id,
+                KEY_ROUND: server_round,
+                KEY_ROUNDS: spec.rounds,
+                KEY_MANIFEST: sign_manifest(manifest, self.gateway_key),
+                KEY_ARCH: spec.arch,
+                KEY_HIDDEN: spec.hidden,
+                KEY_EPOCHS: spec.local_epochs,
+                KEY_BATCH_SIZE: spec.batch_size,
+                KEY_LR: spec.lr,
+                KEY_PROXIMAL_MU: spec.proximal_mu,
+                KEY_CATEGORIES: ",".join(spec.categories),
+                KEY_SEED: s.seed,
+                KEY_DP_EPSILON: float(rc["dp-epsilon"]),
+                KEY_DP_DELTA: float(rc["dp-delta"]),
+                KEY_DP_MAX_GRAD_NORM: float(rc["dp-max-grad-norm"]),
+                KEY_LIFETIME_EPSILON: float(rc["dp-lifetime-epsilon"]),
+            }
+        )
+        return cfg, manifest.root, len(entries)
+
+    # -- receipts --------------------------------------------------------------------------
+    def check_receipt(
+        self, reply: Message, isv: str, server_round: int, action: str, root: str
+    ) -> str | None:
+        """Verify a reply's receipt against the node's key and this request; ledger it."""
+        rec = reply.content.config_records.get(RECEIPT_KEY)
+        token = rec.get(KEY_RECEIPT) if rec is not None else None
+        if not isinstance(token, bytes):
+            return "reply carries no receipt"
+        try:
+            receipt = verify_receipt(token, self.node_keys[isv])
+        except ReceiptInvalid as exc:
+            return f"{exc.code}: {exc}"
+        expected = (self.settings.job_id, server_round, isv, action, root)
+        got = (receipt.job_id, receipt.round, receipt.data_provider, receipt.action, receipt.manifest_root)
+        if got != expected:
+            return f"receipt is for {got}, expected {expected}"
+        body = {**receipt.to_body(), "receipt": token.decode("ascii")}
+        with self.sessions() as session, session.begin():
+            entry = append_entry(session, DATA_USED, body)
+        self.receipts.append({**body, "ledger_seq": entry.seq})
+        if receipt.epsilon_spent > self.epsilon.get(isv, 0.0):
+            self.epsilon[isv] = receipt.epsilon_spent
+        return None
+
+    # -- phases ----------------------------------------------------------------------------
+    def statistics(self) -> BinEncoder:
+        """Round 0: merge the nodes' sketches into bin edges."""
+        spec = self.settings.spec
+        msgs = []
+        for nid, isv in self.nodes.items():
+            cfg, root, _ = self.job_config(0, isv, spec.purpose)
+            self.stats_roots[isv] = root
+            msgs.append(Message(RecordDict({JOB_KEY: cfg}), dst_node_id=nid, message_type=f"query.{ACTION_SKETCH}"))
+        sketches = []
+        for reply in self._send(msgs):
+            isv = self.nodes.get(reply.metadata.src_node_id, "?")
+            if reply.has_error():
+                self.failures.append(f"sketch@{isv}: [{reply.error.code}] {reply.error.reason}")
+                continue
+            problem = self.check_receipt(reply, isv, 0, f"query.{ACTION_SKETCH}", self.stats_roots[isv])
+            if problem:
+                self.failures.append(f"sketch@{isv}: RECEIPT_INVALID: {problem}")
+                continue
+            arrays = reply.content.array_records[SKETCH_KEY]
+            sketches.append(QuantileSketch.from_arrays({k: v.numpy() for k, v in arrays.items()}))
+        if not sketches:
+            raise JobFailed("no node returned a sketch", code="NO_STATISTICS", reasons=self.failures)
+        return BinEncoder(QuantileSketch.merge(sketches).bin_edges(spec.n_bins))
+
+    def strategy(self) -> Strategy:
+        """FedAvg or FedProx over exactly the identified nodes."""
+        spec, n = self.settings.spec, len(self.nodes)
+        common: dict[str, Any] = dict(
+            fraction_train=1.0,
+            fraction_evaluate=1.0,
+            min_train_nodes=n,
+            min_evaluate_nodes=n,
+            min_available_nodes=n,
+            arrayrecord_key=ARRAYS_KEY,
+        )
+        if spec.strategy == "fedprox":
+            return FedProx(proximal_mu=spec.proximal_mu, **common)
+        return FedAvg(**common)
+
+    def train(self) -> dict[str, Any]:
+        """Statistics, then the training rounds; returns the result document."""
+        s, spec = self.settings, self.settings.spec
+        self.identify()
+        encoder = self.statistics()
+        model = build_g_erp(spec.arch, encoder.n_outputs, hidden=spec.hidden)
+        initial = _weights_record(get_weights(model))
+        roots: dict[tuple[int, str], str] = {}
+
+        def manifest_for(server_round: int, isv: str) -> tuple[ConfigRecord, str, int]:
+            cfg, root, count = self.job_config(server_round, isv, spec.purpose)
+            roots[(server_round, isv)] = root
+            return cfg, root, count
+
+        def check(reply: Message, isv: str, server_round: int, action: str) -> str | None:
+            return self.check_receipt(reply, isv, server_round, action, roots[(server_round, isv)])
+
+        wrapper = ConsentedStrategy(
+            self.strategy(),
+            nodes=self.nodes,
+            manifest_for=manifest_for,
+            check_receipt=check,
+            encoder=_arrays(encoder.to_arrays()),
+            on_round=self.on_round,
+        )
+        result = wrapper.start(self.grid, initial, num_rounds=spec.rounds, timeout=s.timeout)
+        rounds = wrapper.as_dict()
+        for r in rounds.values():
+            self.failures.extend(f"round: {f}" for f in r["failures"])
+        final = result.arrays if result.arrays is not None else initial
+        s.out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            s.out_dir / MODEL_FILE,
+            **{f"w{i}": w for i, w in enumerate(final.to_numpy_ndarrays())},
+            **{f"enc::{k}": v for k, v in encoder.to_arrays().items()},
+        )
+        lineage = {
+            "job_id": s.job_id,
+            "spec": spec_to_run_config(spec),
+            "rounds": spec.rounds,
+            "nodes": sorted(self.nodes.values()),
+            "statistics_manifest_roots": self.stats_roots,
+            "manifest_roots": {str(r): v["manifest_roots"] for r, v in rounds.items()},
+            "receipts": [{k: v for k, v in rc.items() if k != "receipt"} for rc in self.receipts],
+            "epsilon": self.epsilon,
+            "delta": spec.dp.delta if spec.dp else 0.0,
+            "features": erp_fields_for(spec.categories),
+        }
+        (s.out_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True), "utf-8")
+        return {
+            "rounds": {str(r): v for r, v in rounds.items()},
+            "model_path": str(s.out_dir / MODEL_FILE),
+        }
+
+    def score(self) -> dict[str, Any]:
+        """Load a trained model and collect g-scores under credit_scoring manifests."""
+        s = self.settings
+        if s.model_dir is None:
+            raise FederationError("score mode needs model-dir", code="BAD_CONFIG")
+        self.identify()
+        stored = np.load(s.model_dir / MODEL_FILE)
+        weights = [stored[f"w{i}"] for i in range(sum(1 for k in stored.files if k.startswith("w")))]
+        encoder = _arrays({k[5:]: stored[k] for k in stored.files if k.startswith("enc::")})
+        msgs, roots = [], {}
+        for nid, isv in self.nodes.items():
+            cfg, root, _ = self.job_config(0, isv, "credit_scoring")
+            roots[isv] = root
+            content = RecordDict({JOB_KEY: cfg, ARRAYS_KEY: _weights_record(weights), ENCODER_KEY: encoder})
+            msgs.append(Message(content, dst_node_id=nid, message_type=f"query.{ACTION_SCORE}"))
+        frames = []
+        for reply in self._send(msgs):
+            isv = self.nodes.get(reply.metadata.src_node_id, "?")
+            if reply.has_error():
+                self.failures.append(f"score@{isv}: [{reply.error.code}] {reply.error.reason}")
+                continue
+            problem = self.check_receipt(reply, isv, 0, f"query.{ACTION_SCORE}", roots[isv])
+            if problem:
+                self.failures.append(f"score@{isv}: RECEIPT_INVALID: {problem}")
+                continue
+            ids = reply.content.config_records[SCORE_IDS_KEY][KEY_MERCHANT_IDS]
+            g = reply.content.array_records[SCORES_KEY]["g"].numpy()
+            frames.append(pd.DataFrame({MERCHANT_ID: list(ids), "isv_id": isv, "g": g}))  # type: ignore[arg-type]
+        s.out_dir.mkdir(parents=True, exist_ok=True)
+        scores = pd.concat(frames) if frames else pd.DataFrame(columns=[MERCHANT_ID, "isv_id", "g"])
+        scores.to_csv(s.out_dir / SCORES_FILE, index=False)
+        return {"scores_path": str(s.out_dir / SCORES_FILE), "n_scores": len(scores)}
+
+    def run(self) -> None:
+        """The whole job; writes ``result.json`` whatever happens, raises on any failure."""
+        s = self.settings
+        doc: dict[str, Any] = {"job_id": s.job_id, "mode": s.mode, "status": "failed"}
+        try:
+            doc.update(self.train() if s.mode == "train" else self.score())
+            doc["status"] = "failed" if self.failures else "succeeded"
+        except Exception as exc:
+            self.failures.append(f"SERVER_FAILED: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            doc["failures"] = self.failures
+            doc["epsilon"] = self.epsilon
+            doc["receipts"] = self.receipts
+            doc["nodes"] = sorted(self.nodes.values())
+            s.out_dir.mkdir(parents=True, exist_ok=True)
+            tmp = s.out_dir / f".{RESULT_FILE}.tmp"
+            tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str), "utf-8")
+            os.replace(tmp, s.out_dir / RESULT_FILE)
+            self.engine.dispose()
+        if self.failures:
+            log(WARNING, "fedgate: job %s failed: %s", s.job_id, self.failures)
+            raise JobFailed(f"job {s.job_id} had {len(self.failures)} failure(s)", reasons=self.failures)
+
+
+def _with_label(entry: ManifestEntry, label: int | None) -> ManifestEntry:
+    from dataclasses import replace
+
+    return replace(entry, label=label)
+
+
+def make_server_app(
+    *,
+    cohort_source: CohortSource | None = None,
+    on_round: Callable[[RoundLog], None] | None = None,
+    run_config: Mapping[str, Any] | None = None,
+) -> ServerApp:
+    """A ServerApp; ``cohort_source`` defaults to consent's cohort check on ``db-url``.
+
+    Parameters
+    ----------
+    cohort_source : CohortSource | None, default None
+    on_round : Callable[[RoundLog], None] | None, default None
+        Called in the server process after each training round (progress, tests).
+    run_config : Mapping[str, Any] | None, default None
+        Defaults under ``context.run_config`` (the simulation runtime's Python API
+        has no run config of its own).
+    """
+    server = ServerApp()
+    defaults = dict(run_config or {})
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        settings = ServerSettings.from_run_config({**defaults, **dict(context.run_config)})
+        source = cohort_source or _cohort_from_consent(settings.db_url)
+        _Job(settings=settings, grid=grid, cohort=source, on_round=on_round).run()
+
+    return server
+
+
+app = make_server_app()
+"""The ServerApp Flower loads (``federation.apps.server_app:app``)."""

@@ -1,0 +1,131 @@
+"""Column-mapping files: how an ISV's own table maps onto fedgate's ERP schema.
+
+A mapping is a small TOML file that the ISV writes once::
+
+    # erp_mapping.toml
+    [columns]                      # schema field = the ISV's column name
+    merchant_id = "MerchID"
+    as_of = "SnapshotDate"
+    monthly_revenue = "Revenue"
+    labour_cost = "Wages"
+    # ... one line per ERP field; a field not listed is read from a column of
+    # the same name as the field.
+
+    [units]                        # schema value = source value * scale
+    monthly_revenue = 100                              # a bare number is the scale
+    labour_cost = { from = "yuan", scale = 100 }       # or say what the source unit is
+    gross_margin = { from = "percent", scale = 0.01 }
+
+    ignore = ["Notes", "UpdatedBy"]    # (top level) source columns the node must never read
+
+Rules: money fields are stored as integer fen, so a source in yuan needs
+``scale = 100`` (the scaled value is rounded to the nearest fen); ``from`` is
+documentation only. Any source column that is neither mapped nor ignored is an
+``EXTRA_COLUMNS`` error, so a schema change at the ISV is noticed, not silently
+read.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .._errors import MappingError
+from ..schema import AS_OF, ERP_FEATURES, MERCHANT_ID
+
+__all__ = ["ColumnMapping", "load_mapping"]
+
+_KEY_COLUMNS = (MERCHANT_ID, AS_OF)
+_TOP_KEYS = {"columns", "units", "ignore"}
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnMapping:
+    """Schema field -> source column, per-field scale factors, and ignored source columns.
+
+    Parameters
+    ----------
+    columns : Mapping[str, str]
+        Schema field name -> the ISV's column name; missing fields map to themselves.
+    scales : Mapping[str, float]
+        Schema field -> factor applied to the source value (default 1).
+    ignore : frozenset[str]
+        Source columns that exist but are never read.
+    """
+
+    columns: Mapping[str, str] = field(default_factory=dict)
+    scales: Mapping[str, float] = field(default_factory=dict)
+    ignore: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        full = {f: f for f in (*_KEY_COLUMNS, *ERP_FEATURES)}
+        unknown = sorted(set(self.columns) - full.keys())
+        if unknown:
+            raise MappingError(f"[columns] names unknown schema fields: {unknown}")
+        full.update(self.columns)
+        sources = list(full.values())
+        dupes = sorted({s for s in sources if sources.count(s) > 1})
+        if dupes:
+            raise MappingError(f"source columns mapped to several fields: {dupes}")
+        bad_scale = sorted(set(self.scales) - set(ERP_FEATURES))
+        if bad_scale:
+            raise MappingError(f"[units] names unknown or non-numeric fields: {bad_scale}")
+        for name, scale in self.scales.items():
+            if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
+                raise MappingError(f"[units] {name}: scale must be a positive number",
+                                   column=name)
+        clash = sorted(self.ignore & set(sources))
+        if clash:
+            raise MappingError(f"columns both mapped and ignored: {clash}")
+        object.__setattr__(self, "columns", MappingProxyType(full))
+        object.__setattr__(self, "scales", MappingProxyType(dict(self.scales)))
+
+    def source(self, schema_field: str) -> str:
+        """The ISV's column name for ``schema_field``."""
+        return self.columns[schema_field]
+
+    def scale(self, schema_field: str) -> float:
+        """Factor from source value to schema value (1 when not given)."""
+        return float(self.scales.get(schema_field, 1.0))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ColumnMapping:
+        """Build from parsed TOML; raises ``MappingError`` on any malformed part."""
+        extra = sorted(set(data) - _TOP_KEYS)
+        if extra:
+            raise MappingError(f"unknown top-level keys {extra}; expected {sorted(_TOP_KEYS)}")
+        columns = data.get("columns", {})
+        if not isinstance(columns, dict) or not all(isinstance(v, str) and v
+                                                    for v in columns.values()):
+            raise MappingError("[columns] must map field names to non-empty column names")
+        scales: dict[str, float] = {}
+        units = data.get("units", {})
+        if not isinstance(units, dict):
+            raise MappingError("[units] must be a table")
+        for name, spec in units.items():
+            if isinstance(spec, dict):
+                if set(spec) - {"from", "scale"} or "scale" not in spec:
+                    raise MappingError(f"[units] {name}: expected {{ from = ..., scale = ... }}",
+                                       column=name)
+                spec = spec["scale"]
+            if isinstance(spec, bool) or not isinstance(spec, int | float):
+                raise MappingError(f"[units] {name}: scale must be a number", column=name)
+            scales[name] = float(spec)
+        ignore = data.get("ignore", [])
+        if not isinstance(ignore, list) or not all(isinstance(c, str) for c in ignore):
+            raise MappingError("ignore must be a list of column names")
+        return cls(columns=dict(columns), scales=scales, ignore=frozenset(ignore))
+
+
+def load_mapping(path: str | Path) -> ColumnMapping:
+    """Read a mapping TOML file; raises ``MappingError`` if unreadable or malformed."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise MappingError(f"cannot read mapping {path}: {exc}") from exc
+    return ColumnMapping.from_dict(data)

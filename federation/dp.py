@@ -1,0 +1,384 @@
+"""Differential privacy at the node: Opacus DP-SGD and a cumulative, persisted accountant.
+
+Opacus' ``make_private_with_epsilon`` sizes the noise for one call, so a job of
+R rounds would spend R times its ε. Here the node keeps each job's RDP history
+(noise multiplier, sample rate, steps) in a file and, every round, picks the
+noise so that *history + the remaining rounds* still fits the job's ε.
+
+Two budgets are enforced, both before a single row is touched:
+
+* **per job** — RDP accounting over all of the job's rounds at this node;
+* **per merchant lifetime** — when a merchant first enters a DP job, the job's
+  whole ε is charged to that merchant (basic composition across jobs, an upper
+  bound); a job that would push any merchant past its lifetime ε is refused.
+
+The runner calls :func:`check_job_budget` before it submits a job; the node
+calls the same check (through :meth:`PrivacyLedger.reserve`) before training.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from opacus import PrivacyEngine
+from opacus.accountants import RDPAccountant
+from torch.utils.data import DataLoader, TensorDataset
+
+from ._errors import BudgetExceeded
+from .specs import DPBudget
+
+__all__ = [
+    "PrivacyLedger",
+    "BudgetCheck",
+    "check_job_budget",
+    "epsilon_of",
+    "noise_for_budget",
+    "train_dp_sgd",
+    "train_plain_sgd",
+    "DPRoundResult",
+]
+
+HistoryEntry = tuple[float, float, int]  # (noise multiplier, sample rate, steps)
+
+_MIN_SIGMA = 0.3
+_MAX_SIGMA = 200.0
+
+
+def epsilon_of(history: Sequence[HistoryEntry], delta: float) -> float:
+    """ε of an RDP history at ``delta`` (0.0 for an empty history)."""
+    if not history:
+        return 0.0
+    acc = RDPAccountant()
+    acc.history = [(float(s), float(q), int(n)) for s, q, n in history]
+    return float(acc.get_epsilon(delta))
+
+
+def noise_for_budget(
+    history: Sequence[HistoryEntry],
+    *,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+) -> float:
+    """The smallest noise multiplier (to ~1 %) with ε(history + ``steps`` more) ≤ target.
+
+    Raises
+    ------
+    BudgetExceeded
+        If even the largest noise considered would exceed ``target_epsilon``.
+    """
+    def eps(sigma: float) -> float:
+        return epsilon_of([*history, (sigma, sample_rate, steps)], delta)
+
+    if eps(_MAX_SIGMA) > target_epsilon:
+        raise BudgetExceeded(
+            f"job budget ε={target_epsilon} cannot cover {steps} more steps "
+            f"(already spent ε={epsilon_of(history, delta):.3f})"
+        )
+    low, high = _MIN_SIGMA, _MAX_SIGMA
+    if eps(low) <= target_epsilon:
+        return low
+    while high - low > 0.01 * low:
+        mid = (low + high) / 2
+        if eps(mid) > target_epsilon:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    """Outcome of a budget check: ``ok`` and, if not, which merchants would overrun."""
+
+    ok: bool
+    job_epsilon_spent: float
+    over_budget: tuple[str, ...]
+    reason: str = ""
+
+
+class PrivacyLedger:
+    """A node's persisted privacy accounting (a JSON file, locked while updated).
+
+    Parameters
+    ----------
+    path : Path
+        The JSON file; created on first write.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    # -- storage --------------------------------------------------------------------------
+    def _read(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {"jobs": {}, "merchants": {}}
+        return dict(json.loads(self.path.read_text(encoding="utf-8")))
+
+    def _write(self, state: dict[str, Any]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        # Jobs may run concurrently on one node; the lock serialises read-modify-write.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                state = self._read()
+                yield state
+                self._write(state)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # -- queries --------------------------------------------------------------------------
+    def job_history(self, job_id: str) -> list[HistoryEntry]:
+        """The job's RDP history at this node."""
+        job = self._read()["jobs"].get(job_id)
+        return [tuple(h) for h in job["history"]] if job else []  # type: ignore[misc]
+
+    def job_epsilon(self, job_id: str, delta: float) -> float:
+        """ε the job has spent at this node so far."""
+        return epsilon_of(self.job_history(job_id), delta)
+
+    def merchant_spent(self, merchant_id: str) -> float:
+        """The merchant's lifetime ε charged at this node."""
+        m = self._read()["merchants"].get(merchant_id)
+        return float(m["epsilon"]) if m else 0.0
+
+    def check(self, *, job_id: str, budget: DPBudget, merchant_ids: Iterable[str]) -> BudgetCheck:
+        """Would training ``merchant_ids`` in ``job_id`` fit both budgets? Pure read."""
+        return _check(self._read(), job_id=job_id, budget=budget, merchant_ids=merchant_ids)
+
+    # -- updates --------------------------------------------------------------------------
+    def reserve(self, *, job_id: str, budget: DPBudget, merchant_ids: Iterable[str]) -> None:
+        """Charge the job's ε to every merchant new to the job, or refuse the whole lot.
+
+        Raises
+        ------
+        BudgetExceeded
+            Nothing is charged when any merchant or the job would overrun.
+        """
+        ids = sorted(set(merchant_ids))
+        with self._locked() as state:
+            result = _check(state, job_id=job_id, budget=budget, merchant_ids=ids)
+            if not result.ok:
+                raise BudgetExceeded(result.reason)
+            job = state["jobs"].setdefault(
+                job_id, {"epsilon": budget.epsilon, "delta": budget.delta, "history": []}
+            )
+            charged = set(job.setdefault("merchants", []))
+            for mid in ids:
+                if mid in charged:
+                    continue
+                m = state["merchants"].setdefault(mid, {"epsilon": 0.0, "jobs": []})
+                m["epsilon"] = float(m["epsilon"]) + budget.epsilon
+                m["jobs"].append(job_id)
+                charged.add(mid)
+            job["merchants"] = sorted(charged)
+
+    def record(self, job_id: str, steps: Sequence[HistoryEntry]) -> float:
+        """Append DP-SGD steps to the job's history; returns the job's ε after them."""
+        with self._locked() as state:
+            job = state["jobs"][job_id]
+            job["history"].extend([float(s), float(q), int(n)] for s, q, n in steps)
+            history = [tuple(h) for h in job["history"]]
+            delta = float(job["delta"])
+        return epsilon_of(history, delta)  # type: ignore[arg-type]
+
+
+def _check(
+    state: dict[str, Any], *, job_id: str, budget: DPBudget, merchant_ids: Iterable[str]
+) -> BudgetCheck:
+    job = state["jobs"].get(job_id)
+    spent = epsilon_of([tuple(h) for h in job["history"]], budget.delta) if job else 0.0
+    if spent >= budget.epsilon:
+        return BudgetCheck(False, spent, (), f"job {job_id} has spent its ε={budget.epsilon}")
+    charged = set(job.get("merchants", [])) if job else set()
+    over = tuple(
+        sorted(
+            mid
+            for mid in set(merchant_ids) - charged
+            if float(state["merchants"].get(mid, {}).get("epsilon", 0.0)) + budget.epsilon
+            > budget.lifetime_epsilon + 1e-12
+        )
+    )
+    if over:
+        return BudgetCheck(
+            False,
+            spent,
+            over,
+            f"{len(over)} merchant(s) would exceed lifetime ε={budget.lifetime_epsilon}",
+        )
+    return BudgetCheck(True, spent, ())
+
+
+def check_job_budget(
+    ledgers: Iterable[PrivacyLedger], *, job_id: str, budget: DPBudget, merchant_ids: Iterable[str]
+) -> None:
+    """Refuse a job before submission if any node's ledger says it would overrun.
+
+    Raises
+    ------
+    BudgetExceeded
+        With the first failing node's reason.
+    """
+    ids = list(merchant_ids)
+    for ledger in ledgers:
+        result = ledger.check(job_id=job_id, budget=budget, merchant_ids=ids)
+        if not result.ok:
+            raise BudgetExceeded(f"{ledger.path}: {result.reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class DPRoundResult:
+    """What one round of DP-SGD did: mean loss, noise, and the steps to record."""
+
+    loss: float
+    noise_multiplier: float
+    steps: tuple[HistoryEntry, ...]
+
+
+def _loader(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> DataLoader[Any]:
+    ds = TensorDataset(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32))
+    return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+
+def _epochs(
+    model: torch.nn.Module,
+    loader: DataLoader[Any],
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    lr: float,
+    proximal_mu: float,
+    anchor: list[torch.Tensor],
+    params: list[torch.nn.Parameter],
+) -> float:
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    total, count = 0.0, 0
+    model.train()
+    for _ in range(epochs):
+        for xb, yb in loader:
+            if len(xb) == 0:  # Poisson sampling can draw an empty batch
+                continue
+            optimizer.zero_grad()
+            loss = loss_fn(model(xb).reshape(-1), yb)
+            loss.backward()
+            optimizer.step()
+            if proximal_mu > 0:
+                # FedProx's pull towards the round's global weights, as a separate step: it
+                # does not touch the data, so under DP it costs no privacy.
+                with torch.no_grad():
+                    for p, p0 in zip(params, anchor, strict=True):
+                        p.sub_(lr * proximal_mu * (p - p0))
+            total += float(loss.detach()) * len(xb)
+            count += len(xb)
+    return total / max(count, 1)
+
+
+def train_dp_sgd(
+    model: torch.nn.Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    budget: DPBudget,
+    history: Sequence[HistoryEntry],
+    rounds_left: int,
+    proximal_mu: float = 0.0,
+    seed: int = 0,
+) -> DPRoundResult:
+    """One round of DP-SGD with noise sized for the job's remaining rounds.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Trained in place; its forward returns logits of shape (n,).
+    X, y : np.ndarray
+        Features (float32) and 0/1 labels of the manifest-filtered cohort.
+    epochs, batch_size : int
+        Local epochs and expected (Poisson) batch size.
+    lr : float
+    budget : DPBudget
+        The job's (ε, δ, clipping norm).
+    history : Sequence[HistoryEntry]
+        The job's RDP history at this node before this round.
+    rounds_left : int
+        Rounds including this one; noise is sized so all of them fit the budget.
+    proximal_mu : float, default 0.0
+    seed : int, default 0
+
+    Raises
+    ------
+    BudgetExceeded
+        If the remaining rounds cannot fit the job's ε at any noise level.
+    """
+    if len(X) == 0:
+        raise ValueError("X must not be empty")
+    torch.manual_seed(seed)
+    sample_rate = min(1.0, batch_size / len(X))
+    steps_per_round = epochs * math.ceil(1 / sample_rate)
+    sigma = noise_for_budget(
+        history,
+        target_epsilon=budget.epsilon,
+        delta=budget.delta,
+        sample_rate=sample_rate,
+        steps=steps_per_round * max(rounds_left, 1),
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    anchor = [p.detach().clone() for p in params]
+    optimizer = torch.optim.SGD(params, lr=lr)
+    engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+    dp_model, dp_opt, dp_loader = engine.make_private(
+        module=model,
+        optimizer=optimizer,
+        data_loader=_loader(X, y, batch_size, seed),
+        noise_multiplier=sigma,
+        max_grad_norm=budget.max_grad_norm,
+        poisson_sampling=True,
+    )
+    loss = _epochs(
+        dp_model, dp_loader, dp_opt, epochs=epochs, lr=lr,
+        proximal_mu=proximal_mu, anchor=anchor, params=params,
+    )
+    steps = tuple((float(s), float(q), int(n)) for s, q, n in engine.accountant.history)
+    # Opacus leaves hooks on the wrapped module; remove them so the weights read back cleanly.
+    dp_model._close()  # noqa: SLF001 - GradSampleModule's documented way to drop its hooks
+    return DPRoundResult(loss=loss, noise_multiplier=sigma, steps=steps)
+
+
+def train_plain_sgd(
+    model: torch.nn.Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    proximal_mu: float = 0.0,
+    seed: int = 0,
+) -> float:
+    """The same loop as :func:`train_dp_sgd` without Opacus (the DP cost baseline)."""
+    torch.manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    anchor = [p.detach().clone() for p in params]
+    return _epochs(
+        model, _loader(X, y, batch_size, seed), torch.optim.SGD(params, lr=lr),
+        epochs=epochs, lr=lr, proximal_mu=proximal_mu, anchor=anchor, params=params,
+    )

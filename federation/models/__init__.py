@@ -1,0 +1,30 @@
+"""The credit models: ``g_erp`` (torch, federated), ``f_platform`` (scikit-learn) and the combiner."""
+
+from ._combiner import Combiner, PDEstimates
+from ._g_erp import (
+    G_ARCHS,
+    LogisticG,
+    MlpG,
+    build_g_erp,
+    get_weights,
+    predict_proba,
+    set_weights,
+    train_local,
+)
+from ._platform import F_KINDS, PlatformModel, fit_f_platform
+
+__all__ = [
+    "G_ARCHS",
+    "LogisticG",
+    "MlpG",
+    "build_g_erp",
+    "train_local",
+    "predict_proba",
+    "get_weights",
+    "set_weights",
+    "F_KINDS",
+    "PlatformModel",
+    "fit_f_platform",
+    "Combiner",
+    "PDEstimates",
+]

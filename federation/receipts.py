@@ -1,0 +1,150 @@
+"""Usage receipts: what a node signs about each reply (job, round, rows, merchants, ε).
+
+A receipt is a JWS compact serialisation (RFC 7515, ``alg`` EdDSA / Ed25519)
+whose payload is the RFC 8785 canonical JSON of :class:`UsageReceipt`. The
+ServerApp verifies it with the node's registered public key and writes the
+payload to the ledger as ``data.used``. Merchant ids are not in the receipt,
+only :func:`merchant_ids_hash` of them, so the ledger never lists a cohort.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ._errors import ReceiptInvalid
+
+__all__ = [
+    "UsageReceipt",
+    "merchant_ids_hash",
+    "sign_receipt",
+    "verify_receipt",
+    "RECEIPT_TYPE",
+]
+
+RECEIPT_TYPE = "fedgate-usage-receipt+jws"
+_HEADER = {"alg": "EdDSA", "typ": RECEIPT_TYPE}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageReceipt:
+    """One node's account of one reply.
+
+    Parameters
+    ----------
+    job_id : str
+    round : int
+    data_provider : str
+        The ISV id of the node that signed.
+    action : str
+        ``train``, ``evaluate``, ``query.sketch`` or ``query.score``.
+    rows_used : int
+        ERP rows read for this reply (after manifest filtering).
+    merchants_used : int
+    merchants_hash : str
+        :func:`merchant_ids_hash` of the merchant ids actually used.
+    manifest_root : str
+        The Merkle root of the manifest that authorised the read.
+    epsilon_spent : float
+        ε of the job at this node after this reply (cumulative over rounds; 0 without DP).
+    delta : float
+    issued_at : str
+        RFC 3339 UTC time of signing.
+    """
+
+    job_id: str
+    round: int
+    data_provider: str
+    action: str
+    rows_used: int
+    merchants_used: int
+    merchants_hash: str
+    manifest_root: str
+    epsilon_spent: float
+    delta: float
+    issued_at: str
+
+    def to_body(self) -> dict[str, Any]:
+        """The receipt as a JSON-ready dict (the ledger entry body)."""
+        return asdict(self)
+
+
+def merchant_ids_hash(ids: Iterable[str]) -> str:
+    """Hex SHA-256 of the canonical JSON list of the sorted, distinct merchant ids."""
+    return hashlib.sha256(rfc8785.dumps(sorted(set(ids)))).hexdigest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_receipt(receipt: UsageReceipt, key: Ed25519PrivateKey) -> bytes:
+    """The receipt as JWS compact bytes signed with the node's key."""
+    signing_input = f"{_b64(rfc8785.dumps(_HEADER))}.{_b64(rfc8785.dumps(receipt.to_body()))}"
+    signature = key.sign(signing_input.encode("ascii"))
+    return f"{signing_input}.{_b64(signature)}".encode("ascii")
+
+
+def verify_receipt(token: bytes, public_key: Ed25519PublicKey) -> UsageReceipt:
+    """Check the signature and shape of a receipt and return it.
+
+    Parameters
+    ----------
+    token : bytes
+        JWS compact bytes from :func:`sign_receipt`.
+    public_key : Ed25519PublicKey
+        The registered key of the node the receipt claims to come from.
+
+    Raises
+    ------
+    ReceiptInvalid
+        ``code`` ``RECEIPT_MALFORMED`` (not a JWS of a receipt) or ``RECEIPT_SIGNATURE``.
+    """
+    try:
+        header_b64, payload_b64, sig_b64 = token.decode("ascii").split(".")
+        header = json.loads(_unb64(header_b64))
+        signature = _unb64(sig_b64)
+    except (UnicodeDecodeError, ValueError, binascii.Error) as exc:
+        raise ReceiptInvalid(f"receipt is not JWS compact: {exc}", code="RECEIPT_MALFORMED") from exc
+    if header != _HEADER:
+        raise ReceiptInvalid(f"unexpected receipt header {header!r}", code="RECEIPT_MALFORMED")
+    try:
+        public_key.verify(signature, f"{header_b64}.{payload_b64}".encode("ascii"))
+    except InvalidSignature:
+        raise ReceiptInvalid("receipt signature does not verify", code="RECEIPT_SIGNATURE") from None
+    try:
+        body = json.loads(_unb64(payload_b64))
+        return _receipt_from_body(body)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ReceiptInvalid(f"receipt payload malformed: {exc}", code="RECEIPT_MALFORMED") from exc
+
+
+def _receipt_from_body(body: Mapping[str, Any]) -> UsageReceipt:
+    expected = set(UsageReceipt.__dataclass_fields__)
+    if not isinstance(body, Mapping) or set(body) != expected:
+        raise ValueError("receipt fields differ from the UsageReceipt schema")
+    ints = ("round", "rows_used", "merchants_used")
+    floats = ("epsilon_spent", "delta")
+    for k in ints:
+        if not isinstance(body[k], int) or isinstance(body[k], bool) or body[k] < 0:
+            raise ValueError(f"{k} must be a non-negative integer")
+    for k in floats:
+        if not isinstance(body[k], int | float) or isinstance(body[k], bool) or body[k] < 0:
+            raise ValueError(f"{k} must be a non-negative number")
+    for k in expected - set(ints) - set(floats):
+        if not isinstance(body[k], str):
+            raise ValueError(f"{k} must be a string")
+    return UsageReceipt(**{k: (float(v) if k in floats else v) for k, v in body.items()})

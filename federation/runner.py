@@ -1,0 +1,271 @@
+"""Submit a federated job and wait for its result, whatever the runtime.
+
+For now the runtime is Flower's **simulation runtime** (one process, Ray
+actors as ISV nodes). The deployment runtime (SuperLink + SuperNodes) will
+plug in behind the same :func:`run_job`.
+
+Privacy defaults are applied here, at the edge, before Flower or Ray start:
+telemetry and update checks off, Ray usage stats off, Ray bound to 127.0.0.1,
+no dashboard, no runtime dependency installation.
+
+A run counts as succeeded only if the ServerApp returned, wrote its result
+document with status ``succeeded``, and no node failed; anything else raises
+:class:`JobFailed` with the reasons (Flower's own CLI exits 0 on failure).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var, _value in (
+    ("FLWR_TELEMETRY_ENABLED", "0"),
+    ("FLWR_DISABLE_UPDATE_CHECK", "1"),
+    ("RAY_USAGE_STATS_ENABLED", "0"),
+    ("RAY_DISABLE_DOCKER_CPU_WARNING", "1"),
+    ("RAY_DEDUP_LOGS", "0"),
+):
+    os.environ.setdefault(_var, _value)
+
+import json  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Mapping, Sequence  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from ._errors import JobFailed  # noqa: E402
+from .apps._node import SIM_NODES_KEY, NodeConfig  # noqa: E402
+from .apps._strategy import RoundLog  # noqa: E402
+from .apps.server_app import RESULT_FILE, CohortSource  # noqa: E402
+from .dp import PrivacyLedger, check_job_budget  # noqa: E402
+from .specs import spec_from_run_config  # noqa: E402
+
+__all__ = ["SimulationRuntime", "JobResult", "RoundMetrics", "run_job", "check_budget", "node_entry"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulationRuntime:
+    """Flower simulation runtime settings, sized for a 2-core machine.
+
+    Parameters
+    ----------
+    num_cpus : int, default 2
+        CPUs Ray may use in total.
+    client_cpus : float, default 1.0
+        CPUs per ClientApp actor (so ``num_cpus / client_cpus`` nodes run at once).
+    host : str, default "127.0.0.1"
+        The only address Ray binds to.
+    verbose : bool, default False
+    """
+
+    num_cpus: int = 2
+    client_cpus: float = 1.0
+    host: str = "127.0.0.1"
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_cpus < 1:
+            raise ValueError("num_cpus must be >= 1")
+        if not 0 < self.client_cpus <= self.num_cpus:
+            raise ValueError("client_cpus must be in (0, num_cpus]")
+
+    def backend_config(self) -> dict[str, Any]:
+        """Flower's ``backend_config``: Ray init args and client resources."""
+        return {
+            "init_args": {
+                "num_cpus": self.num_cpus,
+                "num_gpus": 0,
+                "include_dashboard": False,
+                "_node_ip_address": self.host,
+                "logging_level": "WARNING",
+                "log_to_driver": self.verbose,
+            },
+            "client_resources": {"num_cpus": self.client_cpus, "num_gpus": 0.0},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RoundMetrics:
+    """One training round: evaluation metrics per node and the failures seen."""
+
+    round: int
+    per_node: Mapping[str, Mapping[str, float]]
+    train: Mapping[str, Mapping[str, float]]
+    failures: tuple[str, ...]
+    manifest_roots: Mapping[str, str]
+    merchants: Mapping[str, int]
+
+    def weighted(self, key: str) -> float:
+        """``key`` averaged over nodes, weighted by their evaluation examples."""
+        pairs = [(m[key], m.get("num-examples", 0.0)) for m in self.per_node.values() if key in m]
+        total = sum(w for _, w in pairs)
+        return sum(v * w for v, w in pairs) / total if total else float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """A finished job: per-round metrics, receipts, ε per node, where the outputs are."""
+
+    job_id: str
+    mode: str
+    nodes: tuple[str, ...]
+    rounds: tuple[RoundMetrics, ...]
+    receipts: tuple[Mapping[str, Any], ...]
+    epsilon: Mapping[str, float]
+    out_dir: Path
+    model_path: Path | None
+    scores_path: Path | None
+    seconds: float
+    round_seconds: tuple[float, ...] = field(default=())
+
+
+def node_entry(node: NodeConfig) -> dict[str, str]:
+    """A node's config as the node-config mapping a SuperNode (or a simulated one) reads."""
+    return {
+        "isv-id": node.isv_id,
+        "erp-path": str(node.erp_path),
+        "node-key": str(node.node_key),
+        "gateway-key": str(node.gateway_key),
+        "state-dir": str(node.state_dir),
+    }
+
+
+def check_budget(
+    run_config: Mapping[str, Any], nodes: Sequence[NodeConfig], merchant_ids: Sequence[str] = ()
+) -> None:
+    """Refuse a DP job before submission if any node's privacy ledger says it would overrun.
+
+    Raises
+    ------
+    BudgetExceeded
+    """
+    spec = spec_from_run_config(run_config)
+    if spec.dp is None:
+        return
+    check_job_budget(
+        [PrivacyLedger(n.privacy_ledger_path) for n in nodes],
+        job_id=str(run_config["job-id"]),
+        budget=spec.dp,
+        merchant_ids=merchant_ids,
+    )
+
+
+def _read_result(out_dir: Path, seconds: float, round_times: list[float]) -> JobResult:
+    doc = json.loads((out_dir / RESULT_FILE).read_text("utf-8"))
+    rounds = tuple(
+        RoundMetrics(
+            round=int(r),
+            per_node=v["evaluate"],
+            train=v["train"],
+            failures=tuple(v["failures"]),
+            manifest_roots=v["manifest_roots"],
+            merchants=v["merchants"],
+        )
+        for r, v in sorted(doc.get("rounds", {}).items(), key=lambda kv: int(kv[0]))
+    )
+    return JobResult(
+        job_id=doc["job_id"],
+        mode=doc["mode"],
+        nodes=tuple(doc["nodes"]),
+        rounds=rounds,
+        receipts=tuple(doc["receipts"]),
+        epsilon=doc["epsilon"],
+        out_dir=out_dir,
+        model_path=Path(doc["model_path"]) if doc.get("model_path") else None,
+        scores_path=Path(doc["scores_path"]) if doc.get("scores_path") else None,
+        seconds=seconds,
+        round_seconds=tuple(round_times),
+    )
+
+
+def run_job(
+    run_config: Mapping[str, Any],
+    nodes: Sequence[NodeConfig],
+    *,
+    cohort_source: CohortSource | None = None,
+    on_round: Callable[[RoundLog], None] | None = None,
+    runtime: SimulationRuntime | None = None,
+) -> JobResult:
+    """Run one job on the simulation runtime and return its result, or raise.
+
+    Parameters
+    ----------
+    run_config : Mapping[str, Any]
+        The ServerApp's run config (kebab-case): ``job-id``, ``spec`` (+ overrides),
+        ``mode``, ``db-url``, ``gateway-key``, ``node-keys``, ``data-consumer``,
+        ``out-dir``, ``labels-path`` or ``model-dir``.
+    nodes : Sequence[NodeConfig]
+        One simulated ISV node each.
+    cohort_source : CohortSource | None, default None
+        Defaults to consent's cohort check on ``db-url``.
+    on_round : Callable[[RoundLog], None] | None, default None
+        Called after each training round (in this process).
+    runtime : SimulationRuntime | None, default ``SimulationRuntime()``
+
+    Raises
+    ------
+    BudgetExceeded
+        A DP job that would overrun a node's budget (checked before anything starts).
+    JobFailed
+        The run did not succeed; ``reasons`` lists what each node or the server reported.
+    """
+    from flwr.simulation import run_simulation
+
+    from .apps.client_app import build_client_app
+    from .apps.server_app import make_server_app
+
+    runtime = runtime or SimulationRuntime()
+    if not nodes:
+        raise JobFailed("no nodes to run on", code="NO_NODES")
+    out_dir = Path(str(run_config["out-dir"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if str(run_config.get("mode", "train")) == "train":
+        check_budget(run_config, nodes)
+    sim_nodes = out_dir / "sim-nodes.json"
+    sim_nodes.write_text(json.dumps([node_entry(n) for n in nodes], indent=2), "utf-8")
+    (out_dir / RESULT_FILE).unlink(missing_ok=True)
+    config = {**dict(run_config), SIM_NODES_KEY: str(sim_nodes)}
+
+    round_times: list[float] = []
+    started = time.perf_counter()
+    last = [started]
+
+    def _on_round(log: RoundLog) -> None:
+        now = time.perf_counter()
+        round_times.append(now - last[0])
+        last[0] = now
+        if on_round is not None:
+            on_round(log)
+
+    server = make_server_app(cohort_source=cohort_source, on_round=_on_round, run_config=config)
+    client = build_client_app(run_config=config)
+    error: BaseException | None = None
+    try:
+        run_simulation(
+            server_app=server,
+            client_app=client,
+            num_supernodes=len(nodes),
+            backend_name="ray",
+            backend_config=runtime.backend_config(),  # type: ignore[arg-type]
+            verbose_logging=runtime.verbose,
+        )
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - every way the runtime can die
+        error = exc
+    seconds = time.perf_counter() - started
+    result_file = out_dir / RESULT_FILE
+    if not result_file.exists():
+        raise JobFailed(
+            f"job {run_config.get('job-id')} produced no result: {error!r}",
+            code="RUNTIME_FAILED",
+            reasons=[repr(error)] if error else [],
+        ) from (error if isinstance(error, Exception) else None)
+    doc = json.loads(result_file.read_text("utf-8"))
+    if error is not None or doc.get("status") != "succeeded":
+        reasons = list(doc.get("failures", [])) or [repr(error)]
+        code = getattr(error, "code", None) if isinstance(error, JobFailed) else None
+        raise JobFailed(
+            f"job {doc.get('job_id')} failed: {'; '.join(reasons)[:2000]}",
+            code=code or "JOB_FAILED",
+            reasons=reasons,
+        )
+    return _read_result(out_dir, seconds, round_times)

@@ -1,0 +1,266 @@
+"""Named model specs (``pd-erp``, ``pd-erp-only``, ``fake-trade``) and their run-config form.
+
+A spec says which ERP feature categories a job reads, which label it learns,
+the architecture, the federated schedule and the DP budget. The ServerApp
+reads the spec once from ``context.run_config`` (kebab-case keys, see
+:func:`spec_from_run_config`) and passes the values to constructors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from ._errors import SpecError
+
+__all__ = [
+    "DPBudget",
+    "ModelSpec",
+    "SPECS",
+    "get_spec",
+    "spec_from_run_config",
+    "spec_to_run_config",
+    "DEFAULT_LIFETIME_EPSILON",
+]
+
+DEFAULT_DELTA = 1e-5
+DEFAULT_MAX_GRAD_NORM = 1.0
+DEFAULT_LIFETIME_EPSILON = 10.0
+"""A merchant's lifetime ε across all jobs at one node (basic composition across jobs)."""
+
+_ARCHS = ("logistic", "mlp")
+_STRATEGIES = ("fedavg", "fedprox")
+_PURPOSES = ("model_training",)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DPBudget:
+    """A DP-SGD budget for one job at one node.
+
+    Parameters
+    ----------
+    epsilon : float
+        The job's total ε over all its rounds (must be > 0).
+    delta : float, default 1e-5
+    max_grad_norm : float, default 1.0
+        Per-sample gradient clipping bound.
+    lifetime_epsilon : float, default 10.0
+        The per-merchant lifetime budget this job must fit into.
+    """
+
+    epsilon: float
+    delta: float = DEFAULT_DELTA
+    max_grad_norm: float = DEFAULT_MAX_GRAD_NORM
+    lifetime_epsilon: float = DEFAULT_LIFETIME_EPSILON
+
+    def __post_init__(self) -> None:
+        if not self.epsilon > 0:
+            raise SpecError(f"DP epsilon must be > 0, got {self.epsilon}")
+        if not 0 < self.delta < 1:
+            raise SpecError(f"DP delta must be in (0, 1), got {self.delta}")
+        if not self.max_grad_norm > 0:
+            raise SpecError(f"DP max_grad_norm must be > 0, got {self.max_grad_norm}")
+        if self.lifetime_epsilon < self.epsilon:
+            raise SpecError("lifetime_epsilon must be at least the job's epsilon")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    """A named federated model: features, label, architecture, schedule and DP budget.
+
+    Parameters
+    ----------
+    name : str
+    categories : tuple[str, ...]
+        Consent data categories (ERP field groups) the job reads.
+    label : str
+        The label the platform puts into the manifest entries.
+    arch : str, default "logistic"
+        ``"logistic"`` or ``"mlp"``.
+    hidden : int, default 32
+        MLP hidden width (ignored for logistic).
+    rounds : int, default 5
+    local_epochs : int, default 1
+    lr : float, default 0.05
+    batch_size : int, default 64
+    strategy : str, default "fedavg"
+        ``"fedavg"`` or ``"fedprox"``.
+    proximal_mu : float, default 0.0
+        FedProx's μ; must be > 0 with ``strategy="fedprox"``.
+    dp : DPBudget | None, default None
+        ``None`` trains without differential privacy.
+    n_bins : int, default 10
+        Quantile bins per feature, edges from federated sketches.
+    purpose : str, default "model_training"
+        The consent purpose a training manifest names.
+    """
+
+    name: str
+    categories: tuple[str, ...]
+    label: str
+    arch: str = "logistic"
+    hidden: int = 32
+    rounds: int = 5
+    local_epochs: int = 1
+    lr: float = 0.05
+    batch_size: int = 64
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.0
+    dp: DPBudget | None = field(default=None)
+    n_bins: int = 10
+    purpose: str = "model_training"
+
+    def __post_init__(self) -> None:
+        if not self.categories:
+            raise SpecError(f"spec {self.name!r}: categories must not be empty")
+        if self.arch not in _ARCHS:
+            raise SpecError(f"spec {self.name!r}: arch must be one of {_ARCHS}, got {self.arch!r}")
+        if self.strategy not in _STRATEGIES:
+            raise SpecError(
+                f"spec {self.name!r}: strategy must be one of {_STRATEGIES}, got {self.strategy!r}"
+            )
+        if self.strategy == "fedprox" and not self.proximal_mu > 0:
+            raise SpecError(f"spec {self.name!r}: fedprox needs proximal_mu > 0")
+        if self.purpose not in _PURPOSES:
+            raise SpecError(f"spec {self.name!r}: purpose must be one of {_PURPOSES}")
+        for name, value, low in (
+            ("rounds", self.rounds, 1),
+            ("local_epochs", self.local_epochs, 1),
+            ("batch_size", self.batch_size, 1),
+            ("n_bins", self.n_bins, 2),
+            ("hidden", self.hidden, 1),
+        ):
+            if value < low:
+                raise SpecError(f"spec {self.name!r}: {name} must be >= {low}, got {value}")
+        if not self.lr > 0:
+            raise SpecError(f"spec {self.name!r}: lr must be > 0, got {self.lr}")
+
+
+# Every consent category that covers an ERP field (``tax`` covers none yet).
+_ALL_FINANCIALS = (
+    "cost_of_goods",
+    "margins",
+    "turnover",
+    "inventory",
+    "receivables",
+    "labour_cost",
+    "logistics_cost",
+    "cash_and_debt",
+    "orders_and_shipping",
+)
+
+SPECS: Mapping[str, ModelSpec] = MappingProxyType(
+    {
+        s.name: s
+        for s in (
+            ModelSpec(
+                name="pd-erp",
+                categories=_ALL_FINANCIALS,
+                label="default_12m",
+                arch="logistic",
+                rounds=5,
+                dp=DPBudget(epsilon=3.0),
+            ),
+            ModelSpec(
+                name="pd-erp-only",
+                categories=_ALL_FINANCIALS,
+                label="default_12m",
+                arch="mlp",
+                rounds=8,
+                strategy="fedprox",
+                proximal_mu=0.01,
+                dp=DPBudget(epsilon=3.0),
+            ),
+            ModelSpec(
+                name="fake-trade",
+                categories=("orders_and_shipping", "logistics_cost", "turnover"),
+                label="fake_trade",
+                arch="mlp",
+                rounds=5,
+                dp=None,
+            ),
+        )
+    }
+)
+"""The named specs; jobs may override schedule and budget through run config."""
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The named spec, or :class:`SpecError` (code ``UNKNOWN_SPEC``)."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise SpecError(
+            f"unknown model spec {name!r}; known: {', '.join(sorted(SPECS))}", code="UNKNOWN_SPEC"
+        ) from None
+
+
+def spec_to_run_config(spec: ModelSpec) -> dict[str, Any]:
+    """The spec as flat kebab-case run-config values (what ``flwr run --run-config`` takes).
+
+    ``dp-epsilon = 0.0`` stands for "no DP" because run config has no null.
+    """
+    dp = spec.dp
+    return {
+        "spec": spec.name,
+        "categories": ",".join(spec.categories),
+        "label": spec.label,
+        "arch": spec.arch,
+        "hidden": spec.hidden,
+        "rounds": spec.rounds,
+        "local-epochs": spec.local_epochs,
+        "lr": spec.lr,
+        "batch-size": spec.batch_size,
+        "strategy": spec.strategy,
+        "proximal-mu": spec.proximal_mu,
+        "n-bins": spec.n_bins,
+        "purpose": spec.purpose,
+        "dp-epsilon": dp.epsilon if dp else 0.0,
+        "dp-delta": dp.delta if dp else DEFAULT_DELTA,
+        "dp-max-grad-norm": dp.max_grad_norm if dp else DEFAULT_MAX_GRAD_NORM,
+        "dp-lifetime-epsilon": dp.lifetime_epsilon if dp else DEFAULT_LIFETIME_EPSILON,
+    }
+
+
+def spec_from_run_config(run_config: Mapping[str, Any]) -> ModelSpec:
+    """Build the spec named by ``run_config["spec"]`` with any kebab-case overrides applied.
+
+    Raises
+    ------
+    SpecError
+        Unknown spec name (``UNKNOWN_SPEC``) or an invalid value (``BAD_SPEC``).
+    """
+    base = get_spec(str(run_config.get("spec", "")))
+    merged = {**spec_to_run_config(base), **dict(run_config)}
+    try:
+        eps = float(merged["dp-epsilon"])
+        dp = (
+            DPBudget(
+                epsilon=eps,
+                delta=float(merged["dp-delta"]),
+                max_grad_norm=float(merged["dp-max-grad-norm"]),
+                lifetime_epsilon=float(merged["dp-lifetime-epsilon"]),
+            )
+            if eps > 0
+            else None
+        )
+        return replace(
+            base,
+            categories=tuple(c for c in str(merged["categories"]).split(",") if c),
+            label=str(merged["label"]),
+            arch=str(merged["arch"]),
+            hidden=int(merged["hidden"]),
+            rounds=int(merged["rounds"]),
+            local_epochs=int(merged["local-epochs"]),
+            lr=float(merged["lr"]),
+            batch_size=int(merged["batch-size"]),
+            strategy=str(merged["strategy"]),
+            proximal_mu=float(merged["proximal-mu"]),
+            n_bins=int(merged["n-bins"]),
+            purpose=str(merged["purpose"]),
+            dp=dp,
+        )
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"bad run config for spec {base.name!r}: {exc}") from exc
