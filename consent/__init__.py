@@ -1,5 +1,20 @@
-"""fedgate consent: signed merchant authorizations, their lifecycle, checks and cohort manifests."""
+"""fedgate consent: signed merchant authorizations, their lifecycle, checks and cohort manifests.
 
+Public surface only; implementation lives in private modules. ``metadata``
+holds consent's own tables (``gateway.db.all_metadata`` picks it up).
+"""
+
+from ._artefact import (
+    ConsentArtefact,
+    Frequency,
+    SignedArtefact,
+    approve_artefact,
+    parse_terms,
+    sign_artefact,
+    verify_approval,
+    verify_artefact,
+)
+from ._check import ConsentRecord, Decision, evaluate, require_consent
 from ._errors import (
     ConsentDenied,
     ConsentError,
@@ -9,6 +24,8 @@ from ._errors import (
     ManifestRejected,
     TransitionRefused,
 )
+from ._index import Cohort, ConsentIndex, cohort_entries
+from ._lifecycle import ConsentEvent, ConsentState, Status, apply_event, fold_events
 from ._manifest import (
     DEFAULT_CLOCK_SKEW,
     MAX_MANIFEST_TTL,
@@ -19,14 +36,74 @@ from ._manifest import (
     sign_manifest,
     verify_manifest,
 )
-from ._vocab import CATEGORIES, DENY_CODES, PURPOSES, Purpose
+from ._models import ConsentBase
+from ._receipt import ConsentReceipt
+from ._store import (
+    ConsentView,
+    Grant,
+    activate,
+    check,
+    expire_due,
+    get_consent,
+    grant,
+    list_consents,
+    pause,
+    record_use,
+    reject,
+    require,
+    resume,
+    revoke,
+)
+from ._vocab import CATEGORIES, DENY_CODES, ID_PATTERN, PURPOSES, Purpose
+
+metadata = ConsentBase.metadata
 
 __all__ = [
     # vocabulary
     "CATEGORIES",
     "DENY_CODES",
+    "ID_PATTERN",
     "PURPOSES",
     "Purpose",
+    # the artefact
+    "ConsentArtefact",
+    "Frequency",
+    "SignedArtefact",
+    "parse_terms",
+    "sign_artefact",
+    "verify_artefact",
+    "approve_artefact",
+    "verify_approval",
+    # lifecycle
+    "Status",
+    "ConsentEvent",
+    "ConsentState",
+    "apply_event",
+    "fold_events",
+    "ConsentReceipt",
+    # the database
+    "Grant",
+    "ConsentView",
+    "grant",
+    "activate",
+    "reject",
+    "pause",
+    "resume",
+    "revoke",
+    "record_use",
+    "expire_due",
+    "get_consent",
+    "list_consents",
+    # checks
+    "Decision",
+    "ConsentRecord",
+    "evaluate",
+    "require_consent",
+    "check",
+    "require",
+    "ConsentIndex",
+    "Cohort",
+    "cohort_entries",
     # cohort manifests
     "DEFAULT_CLOCK_SKEW",
     "MAX_MANIFEST_TTL",
@@ -44,4 +121,7 @@ __all__ = [
     "ConsentNotFound",
     "TransitionRefused",
     "ConsentIntegrityError",
+    # storage
+    "ConsentBase",
+    "metadata",
 ]

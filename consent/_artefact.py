@@ -42,6 +42,7 @@ __all__ = [
     "ARTEFACT_TYPE",
     "APPROVAL_TYPE",
     "FREQUENCY_UNITS",
+    "FrequencyUnit",
     "Frequency",
     "ConsentArtefact",
     "SignedArtefact",
@@ -52,13 +53,15 @@ __all__ = [
     "approve_artefact",
     "verify_approval",
     "artefact_hash",
+    "check_terms",
+    "read_artefact_unverified",
 ]
 
 ARTEFACT_TYPE: Final = "fedgate-consent+jws"
 APPROVAL_TYPE: Final = "fedgate-consent-approval+jws"
 SCHEMA: Final = "fedgate.consent/1"
-FREQUENCY_UNITS: Final = ("hour", "day", "month", "year")
 FrequencyUnit = Literal["hour", "day", "month", "year"]
+FREQUENCY_UNITS: Final[tuple[FrequencyUnit, ...]] = ("hour", "day", "month", "year")
 _ALG: Final = "Ed25519"
 _MAX_INT = 2**53 - 1
 
@@ -132,6 +135,10 @@ class ConsentArtefact:
     created_at: datetime
     version: int = 1
     supersedes: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body that is signed (see :func:`artefact_body`)."""
+        return artefact_body(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +402,20 @@ def verify_artefact(token: str, key: Ed25519PublicKey) -> SignedArtefact:
         body = parse_canonical(obj.payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _refuse("MALFORMED", f"artefact body is not canonical JSON: {exc}") from exc
+    return SignedArtefact(artefact=_body_to_artefact(body), token=token, hash=artefact_hash(token))
+
+
+def read_artefact_unverified(token: str) -> SignedArtefact:
+    """Parse a stored artefact token WITHOUT checking its signature.
+
+    Only for reading the terms of an artefact this database already holds
+    (lifecycle transitions, listings); every consent check verifies instead.
+    """
+    try:
+        obj = jws.extract_compact(token.encode("ascii"), registry=_REGISTRY)
+        body = parse_canonical(obj.payload)
+    except (JoseError, ValueError, UnicodeError) as exc:
+        raise _refuse("MALFORMED", f"stored artefact is unreadable: {exc}") from exc
     return SignedArtefact(artefact=_body_to_artefact(body), token=token, hash=artefact_hash(token))
 
 

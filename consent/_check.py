@@ -17,20 +17,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import NamedTuple
 
 from ._artefact import SignedArtefact
 from ._errors import ConsentDenied, InvalidConsentRequest
 from ._lifecycle import ConsentState, Status
 
-__all__ = ["Decision", "ConsentRecord", "evaluate", "evaluate_one", "require_consent"]
+__all__ = [
+    "Decision",
+    "ConsentRecord",
+    "evaluate",
+    "evaluate_one",
+    "require_consent",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The answer to one consent check.
 
     ``allowed`` with the consent id and artefact hash that allow the use, or a
-    denial with exactly one ``code`` and a human ``reason``.
+    denial with exactly one ``code`` and a human ``reason``. Immutable and
+    compared by value; a ``NamedTuple`` rather than a frozen dataclass because
+    the snapshot check builds one per decision and a frozen dataclass costs
+    several times more to construct.
     """
 
     allowed: bool
@@ -95,41 +104,116 @@ def evaluate_one(
         The data period the use reads; ``None`` skips the range test (the use
         then reads only within the consent's own range).
     """
+    return _evaluate_one(record, purpose, tuple(categories), at, data_range)
+
+
+_D = Decision
+
+Compiled = tuple[
+    Decision | None,  # the status-only denial, if any (fixed for this record)
+    Decision,  # the allow decision (fixed for this record)
+    str,  # consent id
+    str,  # artefact hash
+    datetime,  # consent_start
+    datetime,  # consent_expiry
+    bool,  # paused
+    tuple[str, ...],  # purposes
+    tuple[str, ...],  # categories
+    date,  # data_from
+    date,  # data_to
+    int,  # uses allowed per period
+    ConsentRecord,
+]
+"""A record flattened for :func:`_decide`; the snapshot keeps one per consent."""
+
+
+def compile_record(record: ConsentRecord) -> Compiled:
+    """Precompute everything about ``record`` that does not depend on the query."""
     a = record.signed.artefact
     cid, digest = a.consent_id, record.signed.hash
     status = record.state.status
+    static: Decision | None = None
     if not record.signature_ok:
-        return Decision.deny("SIGNATURE_INVALID", "artefact signature does not verify", cid, digest)
-    if status is Status.SUPERSEDED:
-        return Decision.deny("SUPERSEDED", "terms were replaced by a newer artefact", cid, digest)
-    if status is Status.REVOKED:
-        return Decision.deny("REVOKED", "the merchant revoked this consent", cid, digest)
-    if status is Status.PENDING or status is Status.REJECTED:
-        return Decision.deny("NO_CONSENT", f"consent is {status.value.lower()}", cid, digest)
-    if status is Status.EXPIRED or at >= a.consent_expiry:
-        return Decision.deny("EXPIRED", "consent has expired", cid, digest)
-    if at < a.consent_start:
-        return Decision.deny("NOT_YET_VALID", "consent has not started", cid, digest)
-    if status is Status.PAUSED:
-        return Decision.deny("PAUSED", "the merchant paused this consent", cid, digest)
-    if purpose not in a.purposes:
-        return Decision.deny("PURPOSE_NOT_COVERED", f"purpose {purpose} not consented", cid, digest)
-    if not frozenset(a.categories).issuperset(categories):
-        return Decision.deny("CATEGORY_NOT_COVERED", "a category is not consented", cid, digest)
-    if data_range is not None and not (a.data_from <= data_range[0] <= data_range[1] <= a.data_to):
-        return Decision.deny("RANGE_NOT_COVERED", "data range outside the consent", cid, digest)
-    if record.state.uses_in_period(a.frequency, at) >= a.frequency.uses:
-        return Decision.deny("FREQUENCY_EXCEEDED", "use limit for this period reached", cid, digest)
-    return Decision.allow(cid, digest)
+        static = _D(False, "SIGNATURE_INVALID", cid, digest, "artefact signature does not verify")
+    elif status is Status.SUPERSEDED:
+        static = _D(False, "SUPERSEDED", cid, digest, "terms were replaced by a newer artefact")
+    elif status is Status.REVOKED:
+        static = _D(False, "REVOKED", cid, digest, "the merchant revoked this consent")
+    elif status is Status.PENDING or status is Status.REJECTED:
+        static = _D(False, "NO_CONSENT", cid, digest, f"consent is {status.value.lower()}")
+    elif status is Status.EXPIRED:
+        static = _D(False, "EXPIRED", cid, digest, "consent has expired")
+    return (
+        static,
+        _D(True, None, cid, digest, "covered by consent"),
+        cid,
+        digest,
+        a.consent_start,
+        a.consent_expiry,
+        status is Status.PAUSED,
+        a.purposes,
+        a.categories,
+        a.data_from,
+        a.data_to,
+        a.frequency.uses,
+        record,
+    )
 
 
-def _relevance(record: ConsentRecord, purpose: str) -> tuple[bool, bool, int, str]:
+def _decide(
+    c: Compiled,
+    purpose: str,
+    categories: tuple[str, ...],
+    at: datetime,
+    data_range: tuple[date, date] | None,
+) -> Decision:
+    """The rules, in precedence order, over a compiled record: the one implementation."""
+    static, allow, cid, digest, start, expiry, paused, purposes, covered, lo, hi, limit, rec = c
+    if static is not None:
+        return static
+    if at >= expiry:
+        return _D(False, "EXPIRED", cid, digest, "consent has expired")
+    if at < start:
+        return _D(False, "NOT_YET_VALID", cid, digest, "consent has not started")
+    if paused:
+        return _D(False, "PAUSED", cid, digest, "the merchant paused this consent")
+    if purpose not in purposes:
+        return _D(False, "PURPOSE_NOT_COVERED", cid, digest, "purpose not consented")
+    for category in categories:
+        if category not in covered:
+            return _D(False, "CATEGORY_NOT_COVERED", cid, digest, "a category is not consented")
+    if data_range is not None and not (lo <= data_range[0] <= data_range[1] <= hi):
+        return _D(False, "RANGE_NOT_COVERED", cid, digest, "data range outside the consent")
+    state = rec.state
+    # period_uses bounds the uses in any one period, so the calendar maths is rarely needed.
+    if (
+        state.period_uses >= limit
+        and state.uses_in_period(rec.signed.artefact.frequency, at) >= limit
+    ):
+        return _D(False, "FREQUENCY_EXCEEDED", cid, digest, "use limit for this period reached")
+    return allow
+
+
+def _evaluate_one(
+    record: ConsentRecord,
+    purpose: str,
+    categories: tuple[str, ...],
+    at: datetime,
+    data_range: tuple[date, date] | None,
+) -> Decision:
+    """:func:`evaluate_one` with positional arguments."""
+    return _decide(compile_record(record), purpose, categories, at, data_range)
+
+
+def _relevance(record: ConsentRecord, purpose: str) -> tuple[bool, bool, int, datetime, str]:
+    """Sort key, most relevant last; the consent id breaks ties so the choice is total."""
     a = record.signed.artefact
     return (
         purpose in a.purposes,
         record.state.status is not Status.SUPERSEDED,
         a.version,
-        a.created_at.isoformat(),
+        a.created_at,
+        a.consent_id,
     )
 
 
@@ -149,7 +233,8 @@ def evaluate(
     Records for other merchants, providers or consumers are ignored. If any
     consent allows the use, the newest such consent is cited; otherwise the
     denial of the most relevant consent is returned (one covering the purpose,
-    not superseded, newest), or ``NO_CONSENT`` when there is none.
+    not superseded, highest version, newest, then highest consent id), or
+    ``NO_CONSENT`` when there is none.
     """
     if at.tzinfo is None:
         raise InvalidConsentRequest("at must be timezone-aware", code="MALFORMED")
@@ -166,10 +251,7 @@ def evaluate(
     if not mine:
         return Decision.deny("NO_CONSENT", "no consent from this merchant for this use")
     mine.sort(key=lambda r: _relevance(r, purpose), reverse=True)
-    decisions = [
-        evaluate_one(r, purpose=purpose, categories=wanted, at=at, data_range=data_range)
-        for r in mine
-    ]
+    decisions = [_evaluate_one(r, purpose, wanted, at, data_range) for r in mine]
     for decision in decisions:
         if decision.allowed:
             return decision

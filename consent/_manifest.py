@@ -30,6 +30,7 @@ import json
 import os
 import re
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -134,7 +135,7 @@ class ManifestEntry:
     label: int | None = None  # optional training label (e.g. default_12m) from the platform
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class CohortManifest:
     """What the gateway sends a node for one job round; see the module docstring."""
 
@@ -330,7 +331,7 @@ def build_manifest(
                 f"consent {entry.consent_id!r} is not in force at issued_at", "ENTRY_INVALID"
             )
     root = merkle_root(_leaf_hashes(lines))
-    return CohortManifest(
+    manifest = CohortManifest(
         job_id=job_id,
         round=round,
         data_provider=data_provider,
@@ -342,6 +343,27 @@ def build_manifest(
         entries=tuple(ordered),
         root=root.hex(),
     )
+    _remember(manifest, lines)
+    return manifest
+
+
+# Canonical entry lines of manifests that build_manifest returned, by object
+# identity, so signing one does not encode 10^5 entries a second time. Both
+# types are frozen, so cached lines cannot go stale; the weak reference drops
+# the lines with the manifest.
+_ENCODED: dict[int, tuple[weakref.ref[CohortManifest], list[bytes]]] = {}
+
+
+def _remember(manifest: CohortManifest, lines: list[bytes]) -> None:
+    key = id(manifest)
+    _ENCODED[key] = (weakref.ref(manifest, lambda _: _ENCODED.pop(key, None)), lines)
+
+
+def _encoded(manifest: CohortManifest) -> list[bytes] | None:
+    cached = _ENCODED.get(id(manifest))
+    if cached is None or cached[0]() is not manifest:
+        return None
+    return cached[1]
 
 
 def _header(manifest: CohortManifest) -> dict[str, Any]:
@@ -363,7 +385,9 @@ def _header(manifest: CohortManifest) -> dict[str, Any]:
 def sign_manifest(manifest: CohortManifest, key: Ed25519PrivateKey) -> bytes:
     """Sign ``manifest`` with the gateway key; see the module docstring for the bytes.
 
-    The root is recomputed from the entries first, so a hand-built manifest
+    For a manifest that :func:`build_manifest` returned, the entry lines and
+    root it computed are reused; any other manifest has its entries encoded
+    and validated and its root recomputed first, so a hand-built manifest
     whose root does not match its entries is never signed.
 
     Raises
@@ -372,8 +396,12 @@ def sign_manifest(manifest: CohortManifest, key: Ed25519PrivateKey) -> bytes:
         ``ENTRY_INVALID`` for a malformed entry, ``ROOT_MISMATCH`` when
         ``manifest.root`` is not the root of ``manifest.entries``.
     """
-    lines = _encode_entries(manifest.entries)
-    root = merkle_root(_leaf_hashes(lines))
+    lines = _encoded(manifest)
+    if lines is None:  # not from build_manifest: encode, validate and re-derive the root
+        lines = _encode_entries(manifest.entries)
+        root = merkle_root(_leaf_hashes(lines))
+    else:
+        root = bytes.fromhex(manifest.root)
     if root.hex() != manifest.root:
         raise _refuse_build(
             f"root {manifest.root} does not match entries (computed {root.hex()})",
@@ -498,35 +526,46 @@ def _parse_entries(blob: bytes, now: datetime, max_skew: timedelta) -> list[Mani
     except UnicodeDecodeError as exc:
         raise _reject("ENTRY_INVALID", "entries must be ASCII") from exc
     entries: list[ManifestEntry] = []
+    append = entries.append
     previous = ""
     match = _ENTRY_TEXT.fullmatch
+    parse_time_ = datetime.fromisoformat
+    days: dict[str, date] = {}  # a cohort's data ranges repeat; parse each day once
+    latest_start = now + max_skew
     for index, line in enumerate(lines):
         found = match(line)
         if found is None:
             raise _reject("ENTRY_INVALID", f"entry {index} is not a canonical manifest entry")
-        a_hash, expiry, consent_id, start, d_from, d_to, label, merchant = found.groups()
+        a_hash, expiry_s, consent_id, start_s, from_s, to_s, label_s, merchant = found.groups()
         try:
-            entry = ManifestEntry(
-                merchant,
-                consent_id,
-                a_hash,
-                datetime.fromisoformat(start),
-                datetime.fromisoformat(expiry),
-                date.fromisoformat(d_from),
-                date.fromisoformat(d_to),
-                None if label == "null" else int(label),
-            )
+            start, expiry = parse_time_(start_s), parse_time_(expiry_s)
+            lo = days.get(from_s)
+            if lo is None:
+                lo = days[from_s] = date.fromisoformat(from_s)
+            hi = days.get(to_s)
+            if hi is None:
+                hi = days[to_s] = date.fromisoformat(to_s)
         except ValueError as exc:  # e.g. month 13: the right shape, not a real date
             raise _reject("ENTRY_INVALID", f"entry {index}: {exc}") from exc
-        problem = _entry_problem(entry)
-        if problem is None and merchant <= previous:
-            problem = f"merchant {merchant!r} duplicated or out of order"
-        if problem is None and not entry.consent_start - max_skew <= now < entry.consent_expiry:
-            problem = f"consent {consent_id!r} is not in force at {format_time(now)}"
-        if problem is not None:
+        label = None if label_s == "null" else int(label_s)
+        entry = ManifestEntry(merchant, consent_id, a_hash, start, expiry, lo, hi, label)
+        # One combined test on the fast path; the slow path below says what failed.
+        if (
+            expiry <= start
+            or hi < lo
+            or merchant <= previous
+            or start > latest_start
+            or now >= expiry
+            or (label is not None and not -_MAX_LABEL <= label <= _MAX_LABEL)
+        ):
+            problem = _entry_problem(entry)
+            if problem is None and merchant <= previous:
+                problem = f"merchant {merchant!r} duplicated or out of order"
+            if problem is None:
+                problem = f"consent {consent_id!r} is not in force at {format_time(now)}"
             raise _reject("ENTRY_INVALID", f"entry {index}: {problem}")
         previous = merchant
-        entries.append(entry)
+        append(entry)
     return entries
 
 

@@ -1,3 +1,57 @@
 """fedgate federation: ERP data, models and the Flower apps that train and score on ISV nodes."""
 
-__all__: list[str] = []
+from typing import Any
+
+from ._errors import BudgetExceeded, FederationError, JobFailed, ReceiptInvalid, SpecError
+from .receipts import UsageReceipt, merchant_ids_hash, sign_receipt, verify_receipt
+from .specs import SPECS, DPBudget, ModelSpec, get_spec, spec_from_run_config, spec_to_run_config
+
+# Flower apps, runner and DP pull in flwr, Ray, torch and Opacus: loaded on first use so
+# that ``import federation.schema`` (CLI, data tools) stays light.
+_LAZY = {
+    "JobResult": "runner",
+    "RoundMetrics": "runner",
+    "SimulationRuntime": "runner",
+    "check_budget": "runner",
+    "run_job": "runner",
+    "PrivacyLedger": "dp",
+    "check_job_budget": "dp",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__: list[str] = [
+    # errors (Flower side)
+    "FederationError",
+    "SpecError",
+    "BudgetExceeded",
+    "ReceiptInvalid",
+    "JobFailed",
+    # model specs
+    "SPECS",
+    "DPBudget",
+    "ModelSpec",
+    "get_spec",
+    "spec_from_run_config",
+    "spec_to_run_config",
+    # usage receipts
+    "UsageReceipt",
+    "merchant_ids_hash",
+    "sign_receipt",
+    "verify_receipt",
+    # jobs and DP (lazy)
+    "JobResult",
+    "RoundMetrics",
+    "SimulationRuntime",
+    "check_budget",
+    "run_job",
+    "PrivacyLedger",
+    "check_job_budget",
+]

@@ -2,18 +2,18 @@
 
     FederationError                  root: catch-all for federation failures
     ├── SpecError                    an unknown model spec or a bad run-config value (fix the input)
-    ├── BudgetExceeded               a job would exceed a per-job or per-merchant DP budget (refused
-    │                                before it starts; wait, shrink the job, or pick fewer merchants)
+    ├── BudgetExceeded               a job would exceed a per-job or per-merchant DP budget;
+    │                                refused before it starts (wait, shrink it, pick fewer)
     ├── ReceiptInvalid               a usage receipt failed verification (tampering or a wrong key)
     ├── JobFailed                    a submitted job did not finish cleanly; ``reasons`` says why
-    │                                (a node refused or failed, the ServerApp raised, the runtime died)
-    └── DataError                    ERP/platform data or a mapping file is unusable (fix the input);
-        │                            ``code`` names the case, ``column`` the column if one is at fault
+    │                                (a node refused or failed, the ServerApp raised, ...)
+    └── DataError                    ERP/platform data or a mapping is unusable (fix the input);
+        │                            ``code`` names the case, ``column`` the culprit column
         ├── MappingError             a column-mapping TOML file is malformed (BAD_MAPPING)
         ├── DataValidationError      rows break the schema: MISSING_COLUMNS, EXTRA_COLUMNS,
         │                            WRONG_TYPE, NEGATIVE_VALUE, DUPLICATE_MERCHANT, OUT_OF_RANGE
-        ├── DatasetUnavailable       a reference dataset's files are not installed (DATASET_MISSING)
-        └── ModelError               model weights or inputs do not fit the model (BAD_WEIGHTS, …)
+        ├── DatasetUnavailable       a reference dataset is not installed (DATASET_MISSING)
+        └── ModelError               weights or inputs do not fit the model (BAD_WEIGHTS, …)
 
 Data and model errors raised by the data/ML side also derive from :class:`FederationError`.
 Each class carries a machine-readable ``code``.

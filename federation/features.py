@@ -246,7 +246,7 @@ class BinEncoder:
         return names
 
     def transform(self, df: pd.DataFrame) -> np.ndarray:
-        """One-hot bins as float32 ``(n_rows, n_outputs)``; raises ``DataError`` on a missing column."""
+        """One-hot bins, float32 ``(n_rows, n_outputs)``; ``DataError`` on a missing column."""
         out = np.zeros((len(df), self.n_outputs), dtype=np.float32)
         rows = np.arange(len(df))
         for i, (col, e) in enumerate(self.edges.items()):

@@ -118,13 +118,17 @@ def verify_receipt(token: bytes, public_key: Ed25519PublicKey) -> UsageReceipt:
         header = json.loads(_unb64(header_b64))
         signature = _unb64(sig_b64)
     except (UnicodeDecodeError, ValueError, binascii.Error) as exc:
-        raise ReceiptInvalid(f"receipt is not JWS compact: {exc}", code="RECEIPT_MALFORMED") from exc
+        raise ReceiptInvalid(
+            f"receipt is not JWS compact: {exc}", code="RECEIPT_MALFORMED"
+        ) from exc
     if header != _HEADER:
         raise ReceiptInvalid(f"unexpected receipt header {header!r}", code="RECEIPT_MALFORMED")
     try:
         public_key.verify(signature, f"{header_b64}.{payload_b64}".encode("ascii"))
     except InvalidSignature:
-        raise ReceiptInvalid("receipt signature does not verify", code="RECEIPT_SIGNATURE") from None
+        raise ReceiptInvalid(
+            "receipt signature does not verify", code="RECEIPT_SIGNATURE"
+        ) from None
     try:
         body = json.loads(_unb64(payload_b64))
         return _receipt_from_body(body)

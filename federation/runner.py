@@ -30,17 +30,25 @@ import json  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Mapping, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from ._errors import JobFailed  # noqa: E402
 from .apps._node import SIM_NODES_KEY, NodeConfig  # noqa: E402
 from .apps._strategy import RoundLog  # noqa: E402
-from .apps.server_app import RESULT_FILE, CohortSource  # noqa: E402
+from .apps.server_app import RESULT_FILE, CohortSource, consent_cohort_source  # noqa: E402
 from .dp import PrivacyLedger, check_job_budget  # noqa: E402
 from .specs import spec_from_run_config  # noqa: E402
 
-__all__ = ["SimulationRuntime", "JobResult", "RoundMetrics", "run_job", "check_budget", "node_entry"]
+__all__ = [
+    "SimulationRuntime",
+    "JobResult",
+    "RoundMetrics",
+    "run_job",
+    "check_budget",
+    "node_entry",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,9 +139,26 @@ def node_entry(node: NodeConfig) -> dict[str, str]:
 
 
 def check_budget(
-    run_config: Mapping[str, Any], nodes: Sequence[NodeConfig], merchant_ids: Sequence[str] = ()
+    run_config: Mapping[str, Any],
+    nodes: Sequence[NodeConfig],
+    *,
+    cohort_source: CohortSource | None = None,
+    at: datetime | None = None,
 ) -> None:
-    """Refuse a DP job before submission if any node's privacy ledger says it would overrun.
+    """Refuse a DP job before submission if it would overrun a job or merchant budget.
+
+    Each node's cohort (the live consents for the job's purpose and categories)
+    is checked against that node's privacy ledger. On the simulation runtime the
+    ledgers are local files; a deployment asks the nodes (they refuse too).
+
+    Parameters
+    ----------
+    run_config : Mapping[str, Any]
+        The job's run config (``spec`` and overrides, ``job-id``, ``data-consumer``,
+        ``db-url`` when ``cohort_source`` is not given).
+    nodes : Sequence[NodeConfig]
+    cohort_source : CohortSource | None, default consent's cohort check on ``db-url``
+    at : datetime | None, default now
 
     Raises
     ------
@@ -142,12 +167,22 @@ def check_budget(
     spec = spec_from_run_config(run_config)
     if spec.dp is None:
         return
-    check_job_budget(
-        [PrivacyLedger(n.privacy_ledger_path) for n in nodes],
-        job_id=str(run_config["job-id"]),
-        budget=spec.dp,
-        merchant_ids=merchant_ids,
-    )
+    source = cohort_source or consent_cohort_source(str(run_config["db-url"]))
+    when = at or datetime.now(UTC)
+    for node in nodes:
+        entries = source.entries(
+            data_provider=node.isv_id,
+            data_consumer=str(run_config["data-consumer"]),
+            purpose=spec.purpose,
+            categories=spec.categories,
+            at=when,
+        )
+        check_job_budget(
+            [PrivacyLedger(node.privacy_ledger_path)],
+            job_id=str(run_config["job-id"]),
+            budget=spec.dp,
+            merchant_ids=[e.merchant_id for e in entries],
+        )
 
 
 def _read_result(out_dir: Path, seconds: float, round_times: list[float]) -> JobResult:
@@ -220,7 +255,7 @@ def run_job(
     out_dir = Path(str(run_config["out-dir"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     if str(run_config.get("mode", "train")) == "train":
-        check_budget(run_config, nodes)
+        check_budget(run_config, nodes, cohort_source=cohort_source)
     sim_nodes = out_dir / "sim-nodes.json"
     sim_nodes.write_text(json.dumps([node_entry(n) for n in nodes], indent=2), "utf-8")
     (out_dir / RESULT_FILE).unlink(missing_ok=True)

@@ -4,6 +4,7 @@ Public surface only; implementation lives in private modules. Helpers: add
 names here with small edits and keep ``__all__`` sorted by section.
 """
 
+from ._audit import AuditFailure, AuditReport, audit_export, verify_log
 from ._book import (
     Account,
     AccountKind,
@@ -21,19 +22,15 @@ from ._book import (
     transfers_of,
     trial_balance,
 )
-from ._audit import AuditFailure, AuditReport, audit_export, verify_log
 from ._canonical import canonical_json, parse_canonical
 from ._checkpoint import Checkpoint, list_checkpoints, open_checkpoint, sign_checkpoint
-from ._export import ExportSummary, export_log
-from ._hasher import EMPTY_ROOT, hash_children, hash_leaf
-from ._log import Entry, append_entries, append_entry
 from ._errors import (
     AccountRejected,
     BookError,
     CheckpointRefused,
     CurrencyMismatch,
-    FloatMoneyError,
     ExportFormatError,
+    FloatMoneyError,
     InvalidProof,
     LedgerError,
     LogCorrupted,
@@ -46,9 +43,12 @@ from ._errors import (
     TransferRejected,
     VerificationError,
 )
+from ._export import ExportSummary, export_log
+from ._hasher import EMPTY_ROOT, hash_children, hash_leaf
+from ._log import Entry, append_entries, append_entry
 from ._models import LedgerBase
-from ._note import NoteVerifier, make_vkey, parse_vkey, sign_note, verify_note
 from ._money import Money
+from ._note import NoteVerifier, make_vkey, parse_vkey, sign_note, verify_note
 from ._payout import (
     DATA_USAGE_FEE_EXPENSE,
     EQUITY,

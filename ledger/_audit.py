@@ -41,6 +41,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,21 +332,33 @@ def _read_header(line: str) -> dict[str, Any]:
     return header
 
 
+# The exact line the exporter writes; anything else goes through json.loads.
+_ENTRY_LINE = re.compile(
+    r'\{"seq":(0|[1-9][0-9]{0,18}),"leaf":"([A-Za-z0-9+/]*={0,2})","hash":"([A-Za-z0-9+/]*={0,2})"\}\n?'
+)
+
+
 def _entries(lines: Iterator[str], first: int) -> Iterator[tuple[int, bytes, bytes]]:
     """Parse entry lines strictly; a bad line raises :class:`_Malformed` at its position."""
-    loads, a2b = json.loads, binascii.a2b_base64
+    loads, a2b, match = json.loads, binascii.a2b_base64, _ENTRY_LINE.fullmatch
     i = first
     for line in lines:
         try:
-            obj = loads(line)
-            if len(obj) != 3:
-                raise ValueError("entry lines have exactly seq, leaf, hash")
-            seq = obj["seq"]
-            if type(seq) is not int:
-                raise ValueError("seq is not an integer")
-            yield seq, a2b(obj["leaf"], strict_mode=True), a2b(obj["hash"], strict_mode=True)
+            fast = match(line)
+            if fast is not None:
+                seq: Any = int(fast[1])
+                leaf, recorded = fast[2], fast[3]
+            else:
+                obj = loads(line)
+                if not isinstance(obj, dict) or set(obj) != {"seq", "leaf", "hash"}:
+                    raise ValueError("entry lines have exactly seq, leaf, hash")
+                seq, leaf, recorded = obj["seq"], obj["leaf"], obj["hash"]
+                if type(seq) is not int:
+                    raise ValueError("seq is not an integer")
+            item = (seq, a2b(leaf, strict_mode=True), a2b(recorded, strict_mode=True))
         except (ValueError, KeyError, TypeError) as exc:
             raise _Malformed(i, f"entry line {i}: {exc}") from exc
+        yield item
         i += 1
 
 

@@ -86,7 +86,7 @@ def parse_vkey(vkey: str) -> NoteVerifier:
     NoteError
         ``code="BAD_VKEY"`` for any malformed or inconsistent verifier key.
     """
-    parts = vkey.split("+")
+    parts = vkey.split("+", 2)  # base64 may itself contain '+'; name and id may not
     if len(parts) != 3:
         raise NoteError("verifier key must be <name>+<hex id>+<base64 key>", code="BAD_VKEY")
     name, hex_id, b64 = parts

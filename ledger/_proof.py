@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.orm import Session
 
 from ._errors import LogCorrupted, OutOfRange
@@ -36,9 +35,27 @@ __all__ = [
 
 NodeKey = tuple[int, int]  # (level, index) of a perfect subtree
 
-_NODES = select(TreeNodeRow.level, TreeNodeRow.index, TreeNodeRow.hash).where(
-    tuple_(TreeNodeRow.level, TreeNodeRow.index).in_(bindparam("keys", expanding=True))
-)
+_NODE_SQL: dict[tuple[str, int], str] = {}
+
+
+def _node_sql(paramstyle: str, count: int) -> str:
+    """``SELECT`` of ``count`` nodes by primary key, as driver SQL (cached per shape).
+
+    Written as an OR of point lookups, which SQLite (multi-index OR) and
+    PostgreSQL (bitmap OR) both answer from the primary key; SQLite scans the
+    whole table for a row-value ``IN`` list. Going straight to the driver skips
+    SQLAlchemy's statement compilation, which would otherwise dominate (the
+    statement's shape changes with the proof's length).
+    """
+    key = (paramstyle, count)
+    sql = _NODE_SQL.get(key)
+    if sql is None:
+        mark = "?" if paramstyle == "qmark" else "%s"
+        term = f'(level = {mark} AND "index" = {mark})'
+        where = " OR ".join([term] * count)
+        sql = f'SELECT level, "index", hash FROM {TreeNodeRow.__tablename__} WHERE {where}'
+        _NODE_SQL[key] = sql
+    return sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +108,12 @@ def inclusion_ranges(index: int, size: int, start_level: int = 0) -> list[list[N
     inner = (index ^ (size - 1)).bit_length()
     parts: list[list[NodeKey]] = []
     for level in range(start_level, inner):
-        begin = ((index >> level) ^ 1) << level
-        parts.append(_range_nodes(begin, min(begin + (1 << level), size)))
+        sibling = (index >> level) ^ 1
+        begin = sibling << level
+        if begin + (1 << level) <= size:
+            parts.append([(level, sibling)])  # a whole perfect subtree: the common case
+        else:
+            parts.append(_range_nodes(begin, size))
     for level in range(max(inner, start_level), size.bit_length()):
         if (index >> level) & 1:
             parts.append([(level, (index >> level) ^ 1)])
@@ -131,8 +152,10 @@ def _read_nodes(session: Session, keys: Iterable[NodeKey], size: int) -> dict[No
     wanted = set(keys)
     if not wanted:
         return {}
-    rows = session.execute(_NODES, {"keys": list(wanted)}).all()
-    found: dict[NodeKey, bytes] = {(r[0], r[1]): r[2] for r in rows}
+    conn = session.connection()
+    sql = _node_sql(str(conn.dialect.paramstyle), len(wanted))
+    rows = conn.exec_driver_sql(sql, tuple(v for key in wanted for v in key)).all()
+    found: dict[NodeKey, bytes] = {(r[0], r[1]): bytes(r[2]) for r in rows}
     if len(found) != len(wanted):
         # Only now pay for reading the head: a caller error or a damaged table?
         head = current_head(session)

@@ -16,8 +16,9 @@ Each mod returns an error reply with a code from :class:`ERR` instead of raising
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord
 
@@ -89,14 +90,25 @@ def _error(msg: Message, code: int, reason: str) -> Message:
     return Message(Error(code=code, reason=reason), reply_to=msg)
 
 
-def make_manifest_mod(clock: Clock = _utcnow) -> Callable[[Message, Context, CallNext], Message]:
-    """A manifest mod reading time from ``clock`` (tests pass a fixed clock)."""
+def make_manifest_mod(
+    clock: Clock = _utcnow, run_config_defaults: Mapping[str, Any] | None = None
+) -> Callable[[Message, Context, CallNext], Message]:
+    """A manifest mod.
+
+    Parameters
+    ----------
+    clock : Clock, default ``datetime.now(UTC)``
+        The node's clock (tests pass a fixed one).
+    run_config_defaults : Mapping[str, Any] | None, default None
+        Run-config values used where ``context.run_config`` has none (simulation).
+    """
+    defaults = dict(run_config_defaults or {})
 
     def manifest_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:
         """Verify the message's cohort manifest before any handler may read a row."""
         action = _action(msg)
         try:
-            node = NodeConfig.from_context(ctx.node_config, ctx.run_config)
+            node = NodeConfig.from_context(ctx.node_config, {**defaults, **dict(ctx.run_config)})
         except (ValueError, OSError, KeyError) as exc:
             return _error(msg, ERR.NODE_FAILURE, f"node misconfigured: {exc}")
         content = msg.content
@@ -113,7 +125,7 @@ def make_manifest_mod(clock: Clock = _utcnow) -> Callable[[Message, Context, Cal
             return _error(msg, ERR.MANIFEST_MISMATCH, f"action {action!r} is not served")
         cfg = content.config_records.get(JOB_KEY)
         token = cfg.get(KEY_MANIFEST) if cfg is not None else None
-        if not isinstance(token, bytes):
+        if not isinstance(token, bytes) or not token:
             return _error(msg, ERR.MANIFEST_MISSING, "message carries no signed cohort manifest")
         now = clock()
         try:
@@ -143,7 +155,9 @@ def make_manifest_mod(clock: Clock = _utcnow) -> Callable[[Message, Context, Cal
                 f"{action} needs purpose {purpose!r}, manifest says {manifest.purpose!r}",
             )
         # Defence in depth: re-check every consent window here, not only inside consent/.
-        stale = [e.merchant_id for e in manifest.entries if not e.consent_start <= now < e.consent_expiry]
+        stale = [
+            e.merchant_id for e in manifest.entries if not e.consent_start <= now < e.consent_expiry
+        ]
         bad_range = [e.merchant_id for e in manifest.entries if e.data_from > e.data_to]
         if stale or bad_range:
             return _error(
@@ -254,7 +268,9 @@ def egress_guard_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message
     if problem is not None:
         # Log the record names only: the blocked content may be exactly what must not leak.
         log.error("egress guard blocked a %s reply: %s", msg.metadata.message_type, problem)
-        return Message(Error(code=ERR.EGRESS_BLOCKED, reason=f"EGRESS_BLOCKED: {problem}"), reply_to=msg)
+        return Message(
+            Error(code=ERR.EGRESS_BLOCKED, reason=f"EGRESS_BLOCKED: {problem}"), reply_to=msg
+        )
     return reply
 
 

@@ -105,7 +105,11 @@ class ConsentedStrategy(Strategy):
                 rlog.merchants[isv] = count
             # A fresh RecordDict per node: Flower's strategies share one across messages.
             content = RecordDict(
-                {**dict(msg.content.items()), JOB_KEY: self._configs[key], ENCODER_KEY: self.encoder}
+                {
+                    **dict(msg.content.items()),
+                    JOB_KEY: self._configs[key],
+                    ENCODER_KEY: self.encoder,
+                }
             )
             out.append(
                 Message(
@@ -144,7 +148,9 @@ class ConsentedStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """The inner strategy's messages, each with its node's manifest and the encoder."""
-        return self._decorate(server_round, self.inner.configure_train(server_round, arrays, config, grid))
+        return self._decorate(
+            server_round, self.inner.configure_train(server_round, arrays, config, grid)
+        )
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -13,7 +13,7 @@ those per partition.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,7 +61,7 @@ from ._keys import (
     SCORES_KEY,
     SKETCH_KEY,
 )
-from ._mods import CallNext, egress_guard_mod, manifest_mod, usage_receipt_mod
+from ._mods import egress_guard_mod, make_manifest_mod, manifest_mod, usage_receipt_mod
 from ._node import Cohort, is_holdout, label_vector, load_cohort
 from ._request import current_request, current_usage
 
@@ -116,29 +116,17 @@ def _budget(cfg: ConfigRecord) -> DPBudget | None:
     )
 
 
-def _defaults_mod(defaults: Mapping[str, Any]) -> Callable[[Message, Context, CallNext], Message]:
-    def run_config_defaults_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:
-        """Fill run-config keys the runtime did not set (simulation's Python API)."""
-        for key, value in defaults.items():
-            if key not in ctx.run_config:
-                ctx.run_config[key] = value
-        return call_next(msg, ctx)
-
-    return run_config_defaults_mod
-
-
 def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     """A fresh ClientApp with fedgate's mods and handlers.
 
     Parameters
     ----------
     run_config : Mapping[str, Any] | None, default None
-        Defaults under ``context.run_config``, set before the manifest mod runs.
+        Defaults under ``context.run_config`` (the simulation runtime's Python API
+        gives the ClientApp no run config of its own).
     """
-    mods = [manifest_mod, egress_guard_mod, usage_receipt_mod]
-    if run_config:
-        mods.insert(0, _defaults_mod(dict(run_config)))
-    client = ClientApp(mods=mods)
+    first = make_manifest_mod(run_config_defaults=run_config) if run_config else manifest_mod
+    client = ClientApp(mods=[first, egress_guard_mod, usage_receipt_mod])
 
     @client.query(ACTION_IDENTIFY)
     def identify(msg: Message, ctx: Context) -> Message:
@@ -169,7 +157,9 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
         )
         arrays = ArrayRecord({k: _array(v) for k, v in sk.to_arrays().items()})
         return Message(
-            RecordDict({SKETCH_KEY: arrays, METRICS_KEY: MetricRecord({NUM_EXAMPLES: len(cohort.frame)})}),
+            RecordDict(
+                {SKETCH_KEY: arrays, METRICS_KEY: MetricRecord({NUM_EXAMPLES: len(cohort.frame)})}
+            ),
             reply_to=msg,
         )
 
@@ -205,8 +195,13 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
                 ledger.reserve(job_id=job_id, budget=budget, merchant_ids=ids)
                 rounds_left = int(cfg[KEY_ROUNDS]) - int(cfg[KEY_ROUND]) + 1  # type: ignore[arg-type]
                 result = train_dp_sgd(
-                    model, X, y, budget=budget, history=ledger.job_history(job_id),
-                    rounds_left=rounds_left, **common,  # type: ignore[arg-type]
+                    model,
+                    X,
+                    y,
+                    budget=budget,
+                    history=ledger.job_history(job_id),
+                    rounds_left=rounds_left,
+                    **common,  # type: ignore[arg-type]
                 )
             except BudgetExceeded as exc:
                 return _error(msg, ERR.BUDGET_EXCEEDED, f"BUDGET_EXCEEDED: {exc}")
@@ -216,8 +211,12 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
         current_usage().record(rows_used=len(part), merchant_ids=ids, epsilon=epsilon, delta=delta)
         sent = msg.content.array_records[ARRAYS_KEY]
         weights = get_weights(model)
-        arrays = ArrayRecord({k: _array(np.asarray(w, dtype=sent[k].numpy().dtype))
-                              for k, w in zip(sent.keys(), weights, strict=True)})
+        arrays = ArrayRecord(
+            {
+                k: _array(np.asarray(w, dtype=sent[k].numpy().dtype))
+                for k, w in zip(sent.keys(), weights, strict=True)
+            }
+        )
         metrics = MetricRecord(
             {NUM_EXAMPLES: len(part), "train-loss": float(loss), "epsilon": epsilon, "delta": delta}
         )
@@ -238,9 +237,14 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
         req = current_request()
         eps = 0.0
         if budget is not None:
-            eps = PrivacyLedger(req.node.privacy_ledger_path).job_epsilon(str(cfg["job-id"]), budget.delta)
+            eps = PrivacyLedger(req.node.privacy_ledger_path).job_epsilon(
+                str(cfg["job-id"]), budget.delta
+            )
         current_usage().record(
-            rows_used=len(part), merchant_ids=ids, epsilon=eps, delta=budget.delta if budget else 0.0
+            rows_used=len(part),
+            merchant_ids=ids,
+            epsilon=eps,
+            delta=budget.delta if budget else 0.0,
         )
         metrics = MetricRecord(
             {

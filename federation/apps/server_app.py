@@ -39,6 +39,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
+from sqlalchemy.orm import Session, sessionmaker
 
 from consent import ManifestEntry, build_manifest, sign_manifest
 from ledger import append_entry
@@ -91,6 +92,11 @@ __all__ = [
     "ServerSettings",
     "CohortSource",
     "make_server_app",
+    "consent_cohort_source",
+    "job_record",
+    "ExpectedReceipt",
+    "record_receipt",
+    "DATA_USED",
     "app",
     "RESULT_FILE",
     "MODEL_FILE",
@@ -123,7 +129,7 @@ class CohortSource(Protocol):
         ...
 
 
-def _cohort_from_consent(db_url: str) -> CohortSource:
+def consent_cohort_source(db_url: str) -> CohortSource:
     """The consent package's cohort check over the platform database."""
     import consent
 
@@ -189,6 +195,7 @@ class ServerSettings:
     @classmethod
     def from_run_config(cls, rc: Mapping[str, Any]) -> ServerSettings:
         """Parse the run config (kebab-case keys)."""
+
         def opt_path(key: str) -> Path | None:
             v = str(rc.get(key, ""))
             return Path(v) if v else None
@@ -272,7 +279,9 @@ class _Job:
                 raise FederationError("train mode needs labels-path", code="BAD_CONFIG")
             tab = _read_table(s.labels_path, [MERCHANT_ID, s.spec.label])
             tab = tab.dropna(subset=[s.spec.label])
-            self.labels = dict(zip(tab[MERCHANT_ID].astype(str), tab[s.spec.label].astype(int), strict=True))
+            self.labels = dict(
+                zip(tab[MERCHANT_ID].astype(str), tab[s.spec.label].astype(int), strict=True)
+            )
 
     # -- messages --------------------------------------------------------------------------
     def _send(self, messages: list[Message]) -> list[Message]:
@@ -285,11 +294,15 @@ class _Job:
             nonce = secrets.token_bytes(32)
             nonces[node_id] = nonce
             content = RecordDict({JOB_KEY: ConfigRecord({KEY_NONCE: nonce})})
-            msgs.append(Message(content, dst_node_id=node_id, message_type=f"query.{ACTION_IDENTIFY}"))
+            msgs.append(
+                Message(content, dst_node_id=node_id, message_type=f"query.{ACTION_IDENTIFY}")
+            )
         for reply in self._send(msgs):
             nid = reply.metadata.src_node_id
             if reply.has_error():
-                self.failures.append(f"identify@node-{nid}: [{reply.error.code}] {reply.error.reason}")
+                self.failures.append(
+                    f"identify@node-{nid}: [{reply.error.code}] {reply.error.reason}"
+                )
                 continue
             ident = reply.content.config_records[IDENTITY_KEY]
             isv, sig = str(ident[KEY_ISV_ID]), ident[KEY_SIGNATURE]
@@ -309,7 +322,9 @@ class _Job:
         if not self.nodes:
             raise JobFailed("no node proved its identity", code="NO_NODES", reasons=self.failures)
 
-    def job_config(self, server_round: int, isv: str, purpose: str) -> tuple[ConfigRecord, str, int]:
+    def job_config(
+        self, server_round: int, isv: str, purpose: str
+    ) -> tuple[ConfigRecord, str, int]:
         """The per-node job record: settings plus a freshly built, signed manifest."""
         s, spec = self.settings, self.settings.spec
         now = datetime.now(UTC)
@@ -333,26 +348,12 @@ class _Job:
             issued_at=now,
             ttl=s.manifest_ttl,
         )
-        rc = spec_to_run_config(spec)
-        cfg = ConfigRecord(
-            {
-                KEY_JOB_ID: s.job_id,
-                KEY_ROUND: server_round,
-                KEY_ROUNDS: spec.rounds,
-                KEY_MANIFEST: sign_manifest(manifest, self.gateway_key),
-                KEY_ARCH: spec.arch,
-                KEY_HIDDEN: spec.hidden,
-                KEY_EPOCHS: spec.local_epochs,
-                KEY_BATCH_SIZE: spec.batch_size,
-                KEY_LR: spec.lr,
-                KEY_PROXIMAL_MU: spec.proximal_mu,
-                KEY_CATEGORIES: ",".join(spec.categories),
-                KEY_SEED: s.seed,
-                KEY_DP_EPSILON: float(rc["dp-epsilon"]),
-                KEY_DP_DELTA: float(rc["dp-delta"]),
-                KEY_DP_MAX_GRAD_NORM: float(rc["dp-max-grad-norm"]),
-                KEY_LIFETIME_EPSILON: float(rc["dp-lifetime-epsilon"]),
-            }
+        cfg = job_record(
+            spec=spec,
+            job_id=s.job_id,
+            round=server_round,
+            manifest=sign_manifest(manifest, self.gateway_key),
+            seed=s.seed,
         )
         return cfg, manifest.root, len(entries)
 
@@ -365,20 +366,20 @@ class _Job:
         token = rec.get(KEY_RECEIPT) if rec is not None else None
         if not isinstance(token, bytes):
             return "reply carries no receipt"
+        expected = ExpectedReceipt(
+            job_id=self.settings.job_id,
+            round=server_round,
+            data_provider=isv,
+            action=action,
+            manifest_root=root,
+        )
         try:
-            receipt = verify_receipt(token, self.node_keys[isv])
+            body = record_receipt(self.sessions, token, self.node_keys[isv], expected)
         except ReceiptInvalid as exc:
             return f"{exc.code}: {exc}"
-        expected = (self.settings.job_id, server_round, isv, action, root)
-        got = (receipt.job_id, receipt.round, receipt.data_provider, receipt.action, receipt.manifest_root)
-        if got != expected:
-            return f"receipt is for {got}, expected {expected}"
-        body = {**receipt.to_body(), "receipt": token.decode("ascii")}
-        with self.sessions() as session, session.begin():
-            entry = append_entry(session, DATA_USED, body)
-        self.receipts.append({**body, "ledger_seq": entry.seq})
-        if receipt.epsilon_spent > self.epsilon.get(isv, 0.0):
-            self.epsilon[isv] = receipt.epsilon_spent
+        self.receipts.append(body)
+        if body["epsilon_spent"] > self.epsilon.get(isv, 0.0):
+            self.epsilon[isv] = body["epsilon_spent"]
         return None
 
     # -- phases ----------------------------------------------------------------------------
@@ -389,21 +390,31 @@ class _Job:
         for nid, isv in self.nodes.items():
             cfg, root, _ = self.job_config(0, isv, spec.purpose)
             self.stats_roots[isv] = root
-            msgs.append(Message(RecordDict({JOB_KEY: cfg}), dst_node_id=nid, message_type=f"query.{ACTION_SKETCH}"))
+            msgs.append(
+                Message(
+                    RecordDict({JOB_KEY: cfg}),
+                    dst_node_id=nid,
+                    message_type=f"query.{ACTION_SKETCH}",
+                )
+            )
         sketches = []
         for reply in self._send(msgs):
             isv = self.nodes.get(reply.metadata.src_node_id, "?")
             if reply.has_error():
                 self.failures.append(f"sketch@{isv}: [{reply.error.code}] {reply.error.reason}")
                 continue
-            problem = self.check_receipt(reply, isv, 0, f"query.{ACTION_SKETCH}", self.stats_roots[isv])
+            problem = self.check_receipt(
+                reply, isv, 0, f"query.{ACTION_SKETCH}", self.stats_roots[isv]
+            )
             if problem:
                 self.failures.append(f"sketch@{isv}: RECEIPT_INVALID: {problem}")
                 continue
             arrays = reply.content.array_records[SKETCH_KEY]
             sketches.append(QuantileSketch.from_arrays({k: v.numpy() for k, v in arrays.items()}))
         if not sketches:
-            raise JobFailed("no node returned a sketch", code="NO_STATISTICS", reasons=self.failures)
+            raise JobFailed(
+                "no node returned a sketch", code="NO_STATISTICS", reasons=self.failures
+            )
         return BinEncoder(QuantileSketch.merge(sketches).bin_edges(spec.n_bins))
 
     def strategy(self) -> Strategy:
@@ -469,7 +480,9 @@ class _Job:
             "delta": spec.dp.delta if spec.dp else 0.0,
             "features": erp_fields_for(spec.categories),
         }
-        (s.out_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True), "utf-8")
+        (s.out_dir / LINEAGE_FILE).write_text(
+            json.dumps(lineage, indent=2, sort_keys=True), "utf-8"
+        )
         return {
             "rounds": {str(r): v for r, v in rounds.items()},
             "model_path": str(s.out_dir / MODEL_FILE),
@@ -482,13 +495,17 @@ class _Job:
             raise FederationError("score mode needs model-dir", code="BAD_CONFIG")
         self.identify()
         stored = np.load(s.model_dir / MODEL_FILE)
-        weights = [stored[f"w{i}"] for i in range(sum(1 for k in stored.files if k.startswith("w")))]
+        weights = [
+            stored[f"w{i}"] for i in range(sum(1 for k in stored.files if k.startswith("w")))
+        ]
         encoder = _arrays({k[5:]: stored[k] for k in stored.files if k.startswith("enc::")})
         msgs, roots = [], {}
         for nid, isv in self.nodes.items():
             cfg, root, _ = self.job_config(0, isv, "credit_scoring")
             roots[isv] = root
-            content = RecordDict({JOB_KEY: cfg, ARRAYS_KEY: _weights_record(weights), ENCODER_KEY: encoder})
+            content = RecordDict(
+                {JOB_KEY: cfg, ARRAYS_KEY: _weights_record(weights), ENCODER_KEY: encoder}
+            )
             msgs.append(Message(content, dst_node_id=nid, message_type=f"query.{ACTION_SCORE}"))
         frames = []
         for reply in self._send(msgs):
@@ -530,7 +547,89 @@ class _Job:
             self.engine.dispose()
         if self.failures:
             log(WARNING, "fedgate: job %s failed: %s", s.job_id, self.failures)
-            raise JobFailed(f"job {s.job_id} had {len(self.failures)} failure(s)", reasons=self.failures)
+            raise JobFailed(
+                f"job {s.job_id} had {len(self.failures)} failure(s)", reasons=self.failures
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpectedReceipt:
+    """What a receipt must say to count: the request it answers."""
+
+    job_id: str
+    round: int
+    data_provider: str
+    action: str
+    manifest_root: str
+
+
+def record_receipt(
+    sessions: sessionmaker[Session],
+    token: bytes,
+    public_key: Ed25519PublicKey,
+    expected: ExpectedReceipt,
+) -> dict[str, Any]:
+    """Verify a node's receipt and append it to the ledger as ``data.used`` (own transaction).
+
+    Returns
+    -------
+    dict[str, Any]
+        The ledger entry body plus its ``ledger_seq``.
+
+    Raises
+    ------
+    ReceiptInvalid
+        Bad signature or format (``RECEIPT_SIGNATURE`` / ``RECEIPT_MALFORMED``), or a
+        receipt for another request (``RECEIPT_MISMATCH``); nothing is written.
+    """
+    receipt = verify_receipt(token, public_key)
+    got = (
+        receipt.job_id,
+        receipt.round,
+        receipt.data_provider,
+        receipt.action,
+        receipt.manifest_root,
+    )
+    want = (
+        expected.job_id,
+        expected.round,
+        expected.data_provider,
+        expected.action,
+        expected.manifest_root,
+    )
+    if got != want:
+        raise ReceiptInvalid(f"receipt is for {got}, expected {want}", code="RECEIPT_MISMATCH")
+    body = {**receipt.to_body(), "receipt": token.decode("ascii")}
+    with sessions() as session, session.begin():
+        entry = append_entry(session, DATA_USED, body)
+    return {**body, "ledger_seq": entry.seq}
+
+
+def job_record(
+    *, spec: ModelSpec, job_id: str, round: int, manifest: bytes, seed: int = 0
+) -> ConfigRecord:
+    """The job record a node receives with every message: ids, signed manifest, settings."""
+    rc = spec_to_run_config(spec)
+    return ConfigRecord(
+        {
+            KEY_JOB_ID: job_id,
+            KEY_ROUND: round,
+            KEY_ROUNDS: spec.rounds,
+            KEY_MANIFEST: manifest,
+            KEY_ARCH: spec.arch,
+            KEY_HIDDEN: spec.hidden,
+            KEY_EPOCHS: spec.local_epochs,
+            KEY_BATCH_SIZE: spec.batch_size,
+            KEY_LR: spec.lr,
+            KEY_PROXIMAL_MU: spec.proximal_mu,
+            KEY_CATEGORIES: ",".join(spec.categories),
+            KEY_SEED: seed,
+            KEY_DP_EPSILON: float(rc["dp-epsilon"]),
+            KEY_DP_DELTA: float(rc["dp-delta"]),
+            KEY_DP_MAX_GRAD_NORM: float(rc["dp-max-grad-norm"]),
+            KEY_LIFETIME_EPSILON: float(rc["dp-lifetime-epsilon"]),
+        }
+    )
 
 
 def _with_label(entry: ManifestEntry, label: int | None) -> ManifestEntry:
@@ -562,7 +661,7 @@ def make_server_app(
     @server.main()
     def main(grid: Grid, context: Context) -> None:
         settings = ServerSettings.from_run_config({**defaults, **dict(context.run_config)})
-        source = cohort_source or _cohort_from_consent(settings.db_url)
+        source = cohort_source or consent_cohort_source(settings.db_url)
         _Job(settings=settings, grid=grid, cohort=source, on_round=on_round).run()
 
     return server

@@ -1,4 +1,4 @@
-"""The credit models: ``g_erp`` (torch, federated), ``f_platform`` (scikit-learn) and the combiner."""
+"""Credit models: ``g_erp`` (torch, federated), ``f_platform`` (scikit-learn), the combiner."""
 
 from ._combiner import Combiner, PDEstimates
 from ._g_erp import (

@@ -164,11 +164,12 @@ def train_local(
     last = float("nan")
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)
+        # One gather per epoch; the batches are then cheap contiguous views.
+        xs, ys = xt[perm], yt[perm]
         total, batches = 0.0, 0
         for start in range(0, n, batch_size):
-            idx = perm[start:start + batch_size]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss = loss_fn(model(xs[start:start + batch_size]), ys[start:start + batch_size])
             objective = loss
             if anchor:
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor,

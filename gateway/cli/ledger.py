@@ -1,7 +1,205 @@
-"""``fedgate ledger …`` commands."""
+"""``fedgate ledger …`` commands: the log's head, proofs, checkpoints, export, and a demo."""
 
 from __future__ import annotations
 
+import base64
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.table import Table
+
+import ledger
+
+from ..keys import load_or_create_key
+from ._common import console, fail, session, settings
 
 app = typer.Typer(no_args_is_help=True)
+
+DEMO_EXPORT_NAME = "ledger-export.jsonl"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _log_key() -> ledger.NoteVerifier:
+    """The log's verifier (public key named by the configured origin)."""
+    cfg = settings()
+    key = load_or_create_key(cfg.resolved_key_dir, "log")
+    return ledger.parse_vkey(ledger.make_vkey(cfg.log_origin, key.public_key()))
+
+
+def _sign() -> ledger.Checkpoint:
+    cfg = settings()
+    key = load_or_create_key(cfg.resolved_key_dir, "log")
+    try:
+        with session() as s:
+            return ledger.sign_checkpoint(s, key, cfg.log_origin)
+    except ledger.LogError as exc:
+        fail(exc.code, str(exc))
+
+
+@app.command()
+def head() -> None:
+    """Show the log's size, root and latest checkpoint."""
+    with session() as s:
+        current = ledger.tree_head(s)
+        checkpoints = ledger.list_checkpoints(s)
+    table = _kv_table()
+    table.add_row("origin", settings().log_origin)
+    table.add_row("size", str(current.size))
+    table.add_row("root", _b64(current.root))
+    table.add_row("vkey", _log_key().vkey)
+    latest = checkpoints[-1] if checkpoints else None
+    table.add_row("last checkpoint", f"size {latest.size}" if latest else "none")
+    console.print(table)
+
+
+@app.command()
+def checkpoint() -> None:
+    """Sign a checkpoint of the current head (refused if it contradicts the last one)."""
+    cp = _sign()
+    console.print(f"[green]checkpoint[/] size {cp.size} root {cp.root_b64}")
+    console.print(cp.note, highlight=False, markup=False, end="")
+
+
+@app.command()
+def checkpoints() -> None:
+    """List the stored checkpoints, oldest first."""
+    with session() as s:
+        rows = ledger.list_checkpoints(s)
+    table = Table("size", "root (base64)", "origin")
+    for cp in rows:
+        table.add_row(str(cp.size), cp.root_b64, cp.origin)
+    console.print(table)
+
+
+@app.command()
+def proof(
+    seq: Annotated[int, typer.Argument(help="Entry sequence number.")],
+    size: Annotated[int | None, typer.Option(help="Tree size (default: current).")] = None,
+) -> None:
+    """Print an RFC 9162 inclusion proof for entry SEQ as JSON (checked before printing)."""
+    try:
+        with session() as s:
+            p = ledger.inclusion_proof(s, seq, size)
+        ledger.verify_inclusion(p.leaf_hash, p.index, p.size, p.hashes, p.root)
+    except ledger.LogError as exc:
+        fail(exc.code, str(exc))
+    out = {
+        "leafIdx": p.index,
+        "treeSize": p.size,
+        "leafHash": _b64(p.leaf_hash),
+        "root": _b64(p.root),
+        "proof": [_b64(h) for h in p.hashes],
+    }
+    console.print_json(json.dumps(out))
+
+
+@app.command()
+def consistency(
+    size1: Annotated[int, typer.Argument(help="Older tree size.")],
+    size: Annotated[int | None, typer.Option(help="Newer tree size (default: current).")] = None,
+) -> None:
+    """Print an RFC 9162 consistency proof from SIZE1 to the current (or given) size as JSON."""
+    try:
+        with session() as s:
+            p = ledger.consistency_proof(s, size1, size)
+        if p.size1 > 0:
+            ledger.verify_consistency(p.size1, p.size2, p.hashes, p.root1, p.root2)
+    except ledger.LogError as exc:
+        fail(exc.code, str(exc))
+    out = {
+        "size1": p.size1,
+        "size2": p.size2,
+        "root1": _b64(p.root1),
+        "root2": _b64(p.root2),
+        "proof": [_b64(h) for h in p.hashes],
+    }
+    console.print_json(json.dumps(out))
+
+
+@app.command()
+def export(out: Annotated[Path, typer.Argument(help="File to write (JSON Lines).")]) -> None:
+    """Write the whole log, its checkpoints and its public key to OUT for offline audit."""
+    cfg = settings()
+    key = load_or_create_key(cfg.resolved_key_dir, "log")
+    try:
+        with session() as s:
+            summary = ledger.export_log(s, out, key.public_key(), origin=cfg.log_origin)
+    except ledger.LogError as exc:
+        fail(exc.code, str(exc))
+    console.print(
+        f"[green]exported[/] {summary.size} entries, {summary.checkpoints} checkpoints to {out}\n"
+        f"vkey {summary.vkey}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def verify() -> None:
+    """Verify the live log in the database: leaves, nodes, head and checkpoints."""
+    with session() as s:
+        report = ledger.verify_log(s, _log_key())
+    if report.failure is not None:
+        f = report.failure
+        fail(f.code, f"first bad index {f.index}: {f.message}")
+    console.print(
+        f"[green]ok[/] {report.size} entries, {report.checkpoints_verified} checkpoints verified"
+    )
+
+
+@app.command()
+def demo() -> None:
+    """Append sample entries, sign a checkpoint, export the log and audit the export."""
+    cfg = settings()
+    now = datetime.now(UTC)
+    samples: list[tuple[str, dict[str, object]]] = [
+        ("rate.changed", {"rate": "data_usage_fee", "minor_units": 50, "currency": "CNY"}),
+        ("consent.granted", {"consent_id": "demo-c1", "merchant": "m-001", "isv": "isv-a"}),
+        ("data.used", {"job": "demo-job", "round": 1, "rows": 120, "consent_id": "demo-c1"}),
+        ("transfer.posted", {"id": "demo-t1", "amount": 6000, "currency": "CNY"}),
+        ("consent.revoked", {"consent_id": "demo-c1", "merchant": "m-001"}),
+    ]
+    with session() as s:
+        entries = ledger.append_entries(s, samples, at=now)
+    console.print(f"appended entries {entries[0].seq}..{entries[-1].seq}")
+    cp = _sign()
+    console.print(f"signed checkpoint at size {cp.size}")
+    out = cfg.data_dir / DEMO_EXPORT_NAME
+    export(out)
+    report = ledger.audit_export(out, vkey=_log_key())
+    _print_report(report, out)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _kv_table(title: str | None = None) -> Table:
+    """A two-column key/value table that folds long values (keys, roots) instead of cutting."""
+    table = Table(title=title, show_header=False)
+    table.add_column("key", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    return table
+
+
+def _print_report(report: ledger.AuditReport, path: Path) -> None:
+    """Render an audit report as a table (shared with ``fedgate audit verify``)."""
+    table = _kv_table(title=f"audit of {path}")
+    table.add_row("origin", report.origin or "")
+    table.add_row("entries recomputed", str(report.size))
+    table.add_row("root", _b64(report.root))
+    table.add_row("checkpoints verified", f"{report.checkpoints_verified}")
+    if report.failure is None:
+        table.add_row("result", "[bold green]OK[/]")
+    else:
+        f = report.failure
+        table.add_row("result", f"[bold red]FAILED {f.code}[/]")
+        table.add_row("first bad index", str(f.index))
+        if f.checkpoint_size is not None:
+            table.add_row("checkpoint size", str(f.checkpoint_size))
+        table.add_row("reason", f.message)
+    console.print(table)

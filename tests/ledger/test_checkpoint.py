@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,6 +21,7 @@ from ledger import (
     open_checkpoint,
     sign_checkpoint,
     tree_head,
+    verify_log,
 )
 from ledger._checkpoint import parse_checkpoint_body
 from ledger._models import CheckpointRow, LogEntryRow, LogHeadRow, TreeNodeRow
@@ -84,12 +86,21 @@ def test_refuses_when_history_was_rewritten(sessions: sessionmaker[Session]) -> 
     _append(sessions, 2, start=4)
     # Rewrite history consistently in entries, nodes and head: a forked log.
     with sessions() as s, s.begin():
-        s.execute(update(TreeNodeRow).where(TreeNodeRow.level == 0, TreeNodeRow.index == 1)
-                  .values(hash=b"\x11" * 32))
-        s.execute(update(TreeNodeRow).where(TreeNodeRow.level == 1, TreeNodeRow.index == 0)
-                  .values(hash=b"\x22" * 32))
-        s.execute(update(TreeNodeRow).where(TreeNodeRow.level == 2, TreeNodeRow.index == 0)
-                  .values(hash=b"\x33" * 32))
+        s.execute(
+            update(TreeNodeRow)
+            .where(TreeNodeRow.level == 0, TreeNodeRow.index == 1)
+            .values(hash=b"\x11" * 32)
+        )
+        s.execute(
+            update(TreeNodeRow)
+            .where(TreeNodeRow.level == 1, TreeNodeRow.index == 0)
+            .values(hash=b"\x22" * 32)
+        )
+        s.execute(
+            update(TreeNodeRow)
+            .where(TreeNodeRow.level == 2, TreeNodeRow.index == 0)
+            .values(hash=b"\x33" * 32)
+        )
     with sessions() as s, s.begin():
         s.execute(update(LogHeadRow).values(root=tree_head(s, 6).root))
 
@@ -173,3 +184,37 @@ def test_malformed_checkpoint_bodies(body: str) -> None:
         parse_checkpoint_body(body)
 
     assert info.value.code == "MALFORMED_CHECKPOINT"
+
+
+def test_concurrent_appends_and_checkpoints(sessions: sessionmaker[Session]) -> None:
+    """Checkpoints signed while others append are all consistent and the log verifies."""
+    errors: list[BaseException] = []
+
+    def appender(t: int) -> None:
+        try:
+            for i in range(8):
+                with sessions() as s, s.begin():
+                    append_entries(s, [("test.cp", {"t": t, "i": i})])
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+
+    def signer() -> None:
+        try:
+            for _ in range(8):
+                with sessions() as s, s.begin():
+                    sign_checkpoint(s, KEY, ORIGIN)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=appender, args=(t,)) for t in range(3)]
+    threads.append(threading.Thread(target=signer))
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    with sessions() as s:
+        report = verify_log(s, VKEY)
+
+    assert errors == []
+    assert report.ok, report.failure
+    assert report.size == 24

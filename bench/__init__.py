@@ -1,0 +1,1 @@
+"""fedgate benchmarks: each module prints a table of ratios against a named peer."""

@@ -1,0 +1,407 @@
+"""Ledger benchmarks against pymerkle 7, in one run: appends, proofs, offline audit.
+
+Run ``python -m bench.ledger`` (10⁶ entries, a few minutes) or
+``python -m bench.ledger --entries 1000`` for a smoke run. PostgreSQL comes
+from ``FEDGATE_BENCH_POSTGRES_URL`` (default the local ``test`` database); the
+benchmark works in a private schema and drops it afterwards.
+
+Every timed loop runs on inputs built before it, and every output is checked
+afterwards: the fedgate root must equal the root pymerkle computes over the
+same leaf bytes, every generated proof must verify against that root, and the
+audit must recompute it, so a fast wrong answer fails the run.
+
+Ratios read "times better than pymerkle": throughput ÷ pymerkle's
+throughput, or pymerkle's latency ÷ fedgate's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+import ledger
+from gateway.db import create_schema, make_engine, make_sessionmaker
+
+DEFAULT_ENTRIES = 1_000_000
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+BATCH = 1_000
+ORIGIN = "bench.fedgate/ledger"
+KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"fedgate bench key").digest())
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRow:
+    """One measured line of the table."""
+
+    metric: str
+    fedgate: float
+    unit: str
+    peer: str = "—"
+    peer_value: float | None = None
+    target: str = ""
+    met: bool | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        """Times better than the peer (higher is better), None without a peer."""
+        if self.peer_value is None or self.peer_value == 0 or self.fedgate == 0:
+            return None
+        per_second = self.unit.endswith("/s")
+        return self.fedgate / self.peer_value if per_second else self.peer_value / self.fedgate
+
+    def __repr__(self) -> str:
+        ratio = f"{self.ratio:.2f}x" if self.ratio is not None else "n/a"
+        return f"BenchRow({self.metric}: {self.fedgate:,.3f} {self.unit}, vs {self.peer} {ratio})"
+
+
+@dataclass(frozen=True, slots=True)
+class BenchResult:
+    """Everything one run measured, keyed by the number of entries."""
+
+    entries: int
+    rows: tuple[BenchRow, ...]
+    root: bytes
+    digest: str
+
+
+def _items(count: int) -> list[tuple[str, dict[str, Any]]]:
+    """A batch of realistic entry bodies, built once and reused for every batch."""
+    return [
+        (
+            "data.used",
+            {"job": "bench-job", "round": i % 50, "rows": 100 + i % 977, "merchant": f"m-{i:07d}"},
+        )
+        for i in range(count)
+    ]
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def _append_batched(
+    factory: sessionmaker[Session], total: int, batch: Sequence[tuple[str, dict[str, Any]]]
+) -> tuple[float, list[bytes]]:
+    """Append ``total`` entries, ``len(batch)`` per committed transaction; return (s, leaves)."""
+    leaves: list[bytes] = []
+    start = time.perf_counter()
+    done = 0
+    while done < total:
+        part = batch[: min(len(batch), total - done)]
+        with factory() as s, s.begin():
+            leaves.extend(e.leaf_data for e in ledger.append_entries(s, part))
+        done += len(part)
+    return time.perf_counter() - start, leaves
+
+
+def _append_single(factory: sessionmaker[Session], count: int) -> float:
+    """Seconds for ``count`` appends, one committed transaction each."""
+    bodies = [{"n": i} for i in range(count)]
+    start = time.perf_counter()
+    for body in bodies:
+        with factory() as s, s.begin():
+            ledger.append_entry(s, "bench.single", body)
+    return time.perf_counter() - start
+
+
+@contextmanager
+def _postgres(url: str) -> Iterator[sessionmaker[Session] | None]:
+    """Sessions in a private PostgreSQL schema (dropped afterwards), or None if unreachable."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # noqa: BLE001 - any connection failure means "skip PostgreSQL"
+        print(f"PostgreSQL unreachable at {url}: {exc}", file=sys.stderr)
+        admin.dispose()
+        yield None
+        return
+    sep = "&" if "?" in url else "?"
+    engine = make_engine(f"{url}{sep}options={quote(f'-csearch_path={schema}')}")
+    try:
+        create_schema(engine)
+        yield make_sessionmaker(engine)
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _sqlite(path: Path) -> sessionmaker[Session]:
+    engine = make_engine(f"sqlite:///{path}")
+    create_schema(engine)
+    return make_sessionmaker(engine)
+
+
+def _proof_rows(
+    factory: sessionmaker[Session], size: int, root: bytes, indices: Sequence[int], label: str
+) -> tuple[BenchRow, float, list[ledger.InclusionProof]]:
+    """Time proof generation (one session, as a server would hold) and check every proof."""
+    with factory() as s:
+        ledger.inclusion_proof(s, 0, size)  # warm the connection and statement cache
+        start = time.perf_counter()
+        proofs = [ledger.inclusion_proof(s, i, size) for i in indices]
+        gen = (time.perf_counter() - start) / len(indices)
+    for p in proofs:
+        if p.root != root:
+            raise SystemExit(f"{label}: proof for {p.index} carries a wrong root")
+    return BenchRow(f"inclusion proof generation, {label}", gen * 1e3, "ms"), gen, proofs
+
+
+def run(entries: int, *, singles: int, proofs: int, pg_entries: int, pg_url: str) -> BenchResult:
+    """Run every benchmark once and return the rows (also printed by :func:`main`)."""
+    import pymerkle
+
+    rows: list[BenchRow] = []
+    batch = _items(min(BATCH, entries))
+    work = Path(tempfile.mkdtemp(prefix="fedgate-bench-"))
+    rng = random.Random(9162)
+    indices = [rng.randrange(entries) for _ in range(proofs)]
+    digest = hashlib.sha256()
+
+    # 1. Durable batched appends on SQLite: fedgate vs pymerkle SqliteTree.
+    log = _sqlite(work / "fedgate.db")
+    secs, leaves = _append_batched(log, entries, batch)
+    peer = pymerkle.SqliteTree(str(work / "pymerkle.db"))
+    chunks = [leaves[k : k + BATCH] for k in range(0, entries, BATCH)]
+    peer_secs, _ = _timed(lambda: [peer.append_entries(chunk) for chunk in chunks])
+    rows.append(
+        BenchRow(
+            f"durable appends, batched x{BATCH}, SQLite",
+            entries / secs,
+            "entries/s",
+            "pymerkle SqliteTree",
+            entries / peer_secs,
+            ">= 5,000/s",
+            entries / secs >= 5_000,
+        )
+    )
+
+    # 2. Single durable appends (one transaction each) on fresh SQLite files.
+    single_secs = _append_single(_sqlite(work / "single.db"), singles)
+    peer_single = pymerkle.SqliteTree(str(work / "pymerkle-single.db"))
+    single_data = [b"single-%d" % i for i in range(singles)]
+    peer_single_secs, _ = _timed(lambda: [peer_single.append_entry(d) for d in single_data])
+    rows.append(
+        BenchRow(
+            "durable appends, single, SQLite",
+            singles / single_secs,
+            "entries/s",
+            "pymerkle SqliteTree",
+            singles / peer_single_secs,
+        )
+    )
+
+    # 3. The same on PostgreSQL (pymerkle has no PostgreSQL backend).
+    with _postgres(pg_url) as pg:
+        if pg is None:
+            rows.append(BenchRow("durable appends, PostgreSQL", 0.0, "skipped"))
+        else:
+            n_pg = min(pg_entries, entries)
+            pg_secs, pg_leaves = _append_batched(pg, n_pg, batch)
+            rows.append(
+                BenchRow(
+                    f"durable appends, batched x{BATCH}, PostgreSQL ({n_pg:,})",
+                    n_pg / pg_secs,
+                    "entries/s",
+                    target=">= 5,000/s",
+                    met=n_pg / pg_secs >= 5_000,
+                )
+            )
+            rows.append(
+                BenchRow(
+                    "durable appends, single, PostgreSQL",
+                    singles / _append_single(pg, singles),
+                    "entries/s",
+                )
+            )
+            pg_root = pymerkle.InmemoryTree()
+            for leaf in pg_leaves:
+                pg_root.append_entry(leaf)
+            pg_row, _, pg_proofs = _proof_rows(
+                pg,
+                n_pg,
+                pg_root.get_root(),
+                [i % n_pg for i in indices],
+                f"PostgreSQL at {n_pg:,}",
+            )
+            rows.append(pg_row)
+            for p in pg_proofs:
+                digest.update(b"".join(p.hashes))
+
+    # 4. Cross-check: pymerkle's root over the same leaf bytes equals fedgate's.
+    memory = pymerkle.InmemoryTree()
+    rebuild_secs, _ = _timed(lambda: [memory.append_entry(leaf) for leaf in leaves])
+    rebuild_secs += _timed(memory.get_root)[0]
+    root = memory.get_root()
+    with log() as s:
+        head = ledger.tree_head(s)
+    if (head.size, head.root) != (entries, root):
+        raise SystemExit("fedgate's root differs from pymerkle's over the same leaves")
+
+    # 5. Inclusion proofs at `entries`: generation and verification.
+    gen_row, gen, fed_proofs = _proof_rows(log, entries, root, indices, f"SQLite at {entries:,}")
+    peer_gen_sql, peer_proofs_sql = _timed(
+        lambda: [peer.prove_inclusion(i + 1, entries) for i in indices[: min(proofs, 200)]]
+    )
+    peer_gen_mem, peer_proofs = _timed(
+        lambda: [memory.prove_inclusion(i + 1, entries) for i in indices]
+    )
+    rows.append(
+        BenchRow(
+            gen_row.metric,
+            gen_row.fedgate,
+            "ms",
+            "pymerkle SqliteTree",
+            peer_gen_sql / len(peer_proofs_sql) * 1e3,
+            "<= 1 ms",
+            gen * 1e3 <= 1.0,
+        )
+    )
+    rows.append(
+        BenchRow(
+            gen_row.metric,
+            gen_row.fedgate,
+            "ms",
+            "pymerkle InmemoryTree",
+            peer_gen_mem / len(indices) * 1e3,
+        )
+    )
+    fed_inputs = [(p.leaf_hash, p.index, p.size, p.hashes, root) for p in fed_proofs]
+
+    def verify_all() -> int:
+        ok = 0
+        for leaf_hash, index, size, hashes, want in fed_inputs:
+            ledger.verify_inclusion(leaf_hash, index, size, hashes, want)
+            ok += 1
+        return ok
+
+    ver_secs, verified = _timed(verify_all)
+    peer_inputs = [(leaves[i], p) for i, p in zip(indices, peer_proofs, strict=True)]
+    bases = [memory.hash_buff(leaf) for leaf, _ in peer_inputs]
+    peer_ver_secs, _ = _timed(
+        lambda: [
+            pymerkle.verify_inclusion(base, root, p)
+            for base, (_, p) in zip(bases, peer_inputs, strict=True)
+        ]
+    )
+    if verified != len(fed_proofs):
+        raise SystemExit("not every fedgate proof verified")
+    rows.append(
+        BenchRow(
+            f"inclusion proof verification at {entries:,}",
+            ver_secs / verified * 1e3,
+            "ms",
+            "pymerkle verify_inclusion",
+            peer_ver_secs / len(peer_inputs) * 1e3,
+        )
+    )
+    for p in fed_proofs:
+        digest.update(b"".join(p.hashes))
+
+    # 6. Full offline audit of the export vs pymerkle rebuilding the tree from the leaves.
+    with log() as s, s.begin():
+        ledger.sign_checkpoint(s, KEY, ORIGIN)
+    export_path = work / "export.jsonl"
+    with log() as s:
+        export_secs, _ = _timed(
+            lambda: ledger.export_log(s, export_path, KEY.public_key(), origin=ORIGIN)
+        )
+    audit_secs, report = _timed(
+        lambda: ledger.audit_export(export_path, vkey=ledger.make_vkey(ORIGIN, KEY.public_key()))
+    )
+    if not report.ok or report.root != root or report.size != entries:
+        raise SystemExit(f"audit did not reproduce the log: {report.failure}")
+    rows.append(
+        BenchRow(
+            f"offline audit verify of {entries:,} entries",
+            audit_secs,
+            "s",
+            "pymerkle InmemoryTree rebuild + root",
+            rebuild_secs,
+            "<= 20 s",
+            audit_secs <= 20.0,
+        )
+    )
+    rows.append(BenchRow(f"export of {entries:,} entries (file write)", export_secs, "s"))
+
+    digest.update(root)
+    for path in work.iterdir():
+        path.unlink()
+    work.rmdir()
+    return BenchResult(entries, tuple(rows), root, digest.hexdigest())
+
+
+def render(result: BenchResult) -> str:
+    """The result as a markdown table."""
+    lines = [
+        f"ledger benchmark, {result.entries:,} entries "
+        f"(root {result.root.hex()[:16]}…, proof digest {result.digest[:16]}…)",
+        "",
+        "| metric | fedgate | peer | peer value | vs peer | target | met |",
+        "|---|---:|---|---:|---:|---|---|",
+    ]
+    for r in result.rows:
+        peer_value = f"{r.peer_value:,.3f} {r.unit}" if r.peer_value is not None else "—"
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "n/a"
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        lines.append(
+            f"| {r.metric} | {r.fedgate:,.3f} {r.unit} | {r.peer} | {peer_value} | {ratio} "
+            f"| {r.target} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run and print the table; a failed correctness check exits non-zero."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ledger", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--entries", type=int, default=DEFAULT_ENTRIES, help="log size (default 10^6)"
+    )
+    parser.add_argument("--singles", type=int, default=300, help="single appends per backend")
+    parser.add_argument("--proofs", type=int, default=1_000, help="proofs to generate and verify")
+    parser.add_argument(
+        "--pg-entries", type=int, default=100_000, help="batched appends on PostgreSQL"
+    )
+    args = parser.parse_args(argv)
+    if args.entries < 2 or args.singles < 1 or args.proofs < 1:
+        parser.error("--entries must be >= 2, --singles and --proofs >= 1")
+    pg_url = os.environ.get("FEDGATE_BENCH_POSTGRES_URL", DEFAULT_PG_URL)
+    result = run(
+        args.entries,
+        singles=args.singles,
+        proofs=args.proofs,
+        pg_entries=args.pg_entries,
+        pg_url=pg_url,
+    )
+    print(render(result))
+    missed = [r.metric for r in result.rows if r.met is False]
+    if missed:
+        print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
