@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any, Final, Literal, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -451,8 +451,3 @@ def _verify_jws(token: str, key: Ed25519PublicKey, typ: str, payload: bytes | No
     if obj.headers().get("typ") != typ:
         raise _refuse("SIGNATURE_INVALID", f"token is not of type {typ}")
     return obj
-
-
-def expiry_window(artefact: ConsentArtefact) -> timedelta:
-    """``consent_expiry - consent_start``."""
-    return artefact.consent_expiry - artefact.consent_start

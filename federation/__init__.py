@@ -2,7 +2,18 @@
 
 from typing import Any
 
-from ._errors import BudgetExceeded, FederationError, JobFailed, ReceiptInvalid, SpecError
+from ._errors import (
+    BudgetExceeded,
+    DataError,
+    DatasetUnavailable,
+    DataValidationError,
+    FederationError,
+    JobFailed,
+    MappingError,
+    ModelError,
+    ReceiptInvalid,
+    SpecError,
+)
 from .receipts import UsageReceipt, merchant_ids_hash, sign_receipt, verify_receipt
 from .specs import SPECS, DPBudget, ModelSpec, get_spec, spec_from_run_config, spec_to_run_config
 
@@ -34,6 +45,12 @@ __all__: list[str] = [
     "BudgetExceeded",
     "ReceiptInvalid",
     "JobFailed",
+    # errors (data side)
+    "DataError",
+    "MappingError",
+    "DataValidationError",
+    "DatasetUnavailable",
+    "ModelError",
     # model specs
     "SPECS",
     "DPBudget",

@@ -38,7 +38,7 @@ def _column_values(df: pd.DataFrame, column: str) -> np.ndarray:
         raise DataError(f"column {column!r} is not in the frame", code="MISSING_COLUMNS",
                         column=column)
     try:
-        return df[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.asarray(df[column].to_numpy(dtype=np.float64, na_value=np.nan))
     except (TypeError, ValueError) as exc:
         raise DataError(f"column {column!r} is not numeric: {exc}", code="WRONG_TYPE",
                         column=column) from exc

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from ._errors import DatasetUnavailable, DataError
+from ._errors import DataError, DatasetUnavailable
 from .schema import LABEL, MERCHANT_ID
 
 __all__ = [
@@ -135,7 +135,7 @@ class RealSplit:
     @property
     def y(self) -> np.ndarray:
         """Labels in ``platform`` row order (int8)."""
-        return self.platform[LABEL].to_numpy(dtype=np.int8)
+        return np.asarray(self.platform[LABEL].to_numpy(dtype=np.int8))
 
     def isv_table(self, isv: str, *, with_platform: bool = False) -> pd.DataFrame:
         """One ISV's rows with the label (and the platform columns when ``with_platform``)."""

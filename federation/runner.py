@@ -259,7 +259,7 @@ def run_job(
     sim_nodes = out_dir / "sim-nodes.json"
     sim_nodes.write_text(json.dumps([node_entry(n) for n in nodes], indent=2), "utf-8")
     (out_dir / RESULT_FILE).unlink(missing_ok=True)
-    config = {**dict(run_config), SIM_NODES_KEY: str(sim_nodes)}
+    config = {"min-nodes": len(nodes), **dict(run_config), SIM_NODES_KEY: str(sim_nodes)}
 
     round_times: list[float] = []
     started = time.perf_counter()

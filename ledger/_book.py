@@ -423,8 +423,8 @@ def _check_funds(
             if running[code] < 0:
                 raise _reject(
                     "INSUFFICIENT_FUNDS",
-                    f"transfer {req.id!r} would take {code!r} to {running[code]} "
-                    f"{req.amount.currency}; the account may not go negative",
+                    f"transfer {req.id!r} would take {code!r} to "
+                    f"{Money(running[code], req.amount.currency)}; it may not go negative",
                     req.id,
                 )
 

@@ -64,6 +64,7 @@ from ._keys import (
 from ._mods import egress_guard_mod, make_manifest_mod, manifest_mod, usage_receipt_mod
 from ._node import Cohort, is_holdout, label_vector, load_cohort
 from ._request import current_request, current_usage
+from ._secagg import legacy_bridge_mod, secagg_mod
 
 __all__ = ["app", "identify_payload", "build_client_app"]
 
@@ -126,7 +127,11 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
         gives the ClientApp no run config of its own).
     """
     first = make_manifest_mod(run_config_defaults=run_config) if run_config else manifest_mod
-    client = ClientApp(mods=[first, egress_guard_mod, usage_receipt_mod])
+    # SecAgg+ and its legacy-record bridge sit outside fedgate's three mods and pass every
+    # other message through untouched, so handlers see one message shape either way.
+    client = ClientApp(
+        mods=[secagg_mod, legacy_bridge_mod, first, egress_guard_mod, usage_receipt_mod]
+    )
 
     @client.query(ACTION_IDENTIFY)
     def identify(msg: Message, ctx: Context) -> Message:

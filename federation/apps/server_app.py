@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -175,7 +176,13 @@ class ServerSettings:
     manifest_ttl : timedelta, default 15 min
     seed : int, default 0
     timeout : float, default 3600
-        Seconds to wait for replies per round.
+        Seconds to wait for replies per round (and for nodes to connect).
+    min_nodes : int, default 1
+        Nodes to wait for before the job starts.
+    secagg : bool, default False
+        Aggregate training updates with SecAgg+ (FedAvg only).
+    secagg_num_shares, secagg_threshold : float, default 1.0, 0.67
+        SecAgg+ share fraction and reconstruction threshold fraction.
     """
 
     job_id: str
@@ -191,6 +198,10 @@ class ServerSettings:
     manifest_ttl: timedelta = DEFAULT_MANIFEST_TTL
     seed: int = 0
     timeout: float = DEFAULT_TIMEOUT
+    min_nodes: int = 1
+    secagg: bool = False
+    secagg_num_shares: float = 1.0
+    secagg_threshold: float = 0.67
 
     @classmethod
     def from_run_config(cls, rc: Mapping[str, Any]) -> ServerSettings:
@@ -218,6 +229,10 @@ class ServerSettings:
                 manifest_ttl=timedelta(seconds=float(rc.get("manifest-ttl-s", 900))),
                 seed=int(rc.get("seed", 0)),
                 timeout=float(rc.get("timeout-s", DEFAULT_TIMEOUT)),
+                min_nodes=int(rc.get("min-nodes", 1)),
+                secagg=str(rc.get("secagg", "false")).lower() in ("1", "true", "yes"),
+                secagg_num_shares=float(rc.get("secagg-num-shares", 1.0)),
+                secagg_threshold=float(rc.get("secagg-threshold", 0.67)),
             )
         except KeyError as exc:
             raise FederationError(f"run config lacks {exc}", code="BAD_CONFIG") from None
@@ -262,6 +277,7 @@ class _Job:
     grid: Grid
     cohort: CohortSource
     on_round: Callable[[RoundLog], None] | None = None
+    context: Context | None = None
     nodes: dict[int, str] = field(default_factory=dict)
     receipts: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -287,10 +303,20 @@ class _Job:
     def _send(self, messages: list[Message]) -> list[Message]:
         return list(self.grid.send_and_receive(messages, timeout=self.settings.timeout))
 
+    def _wait_for_nodes(self) -> list[int]:
+        # Nodes register with the SuperLink (or the simulation engine) concurrently with the
+        # ServerApp's start: wait for the expected number, like Flower's own node sampling.
+        deadline = time.monotonic() + self.settings.timeout
+        while True:
+            ids = list(self.grid.get_node_ids())
+            if len(ids) >= self.settings.min_nodes or time.monotonic() > deadline:
+                return ids
+            time.sleep(0.2)
+
     def identify(self) -> None:
         """Map Flower node ids to ISV ids by a signed challenge."""
         msgs, nonces = [], {}
-        for node_id in self.grid.get_node_ids():
+        for node_id in self._wait_for_nodes():
             nonce = secrets.token_bytes(32)
             nonces[node_id] = nonce
             content = RecordDict({JOB_KEY: ConfigRecord({KEY_NONCE: nonce})})
@@ -358,12 +384,10 @@ class _Job:
         return cfg, manifest.root, len(entries)
 
     # -- receipts --------------------------------------------------------------------------
-    def check_receipt(
-        self, reply: Message, isv: str, server_round: int, action: str, root: str
+    def check_token(
+        self, token: bytes | None, isv: str, server_round: int, action: str, root: str
     ) -> str | None:
-        """Verify a reply's receipt against the node's key and this request; ledger it."""
-        rec = reply.content.config_records.get(RECEIPT_KEY)
-        token = rec.get(KEY_RECEIPT) if rec is not None else None
+        """Verify a receipt token against the node's key and this request; ledger it."""
         if not isinstance(token, bytes):
             return "reply carries no receipt"
         expected = ExpectedReceipt(
@@ -381,6 +405,16 @@ class _Job:
         if body["epsilon_spent"] > self.epsilon.get(isv, 0.0):
             self.epsilon[isv] = body["epsilon_spent"]
         return None
+
+    def check_receipt(
+        self, reply: Message, isv: str, server_round: int, action: str, root: str
+    ) -> str | None:
+        """:meth:`check_token` on the receipt record of a reply."""
+        rec = reply.content.config_records.get(RECEIPT_KEY)
+        token = rec.get(KEY_RECEIPT) if rec is not None else None
+        return self.check_token(
+            token if isinstance(token, bytes) else None, isv, server_round, action, root
+        )
 
     # -- phases ----------------------------------------------------------------------------
     def statistics(self) -> BinEncoder:
@@ -449,19 +483,22 @@ class _Job:
         def check(reply: Message, isv: str, server_round: int, action: str) -> str | None:
             return self.check_receipt(reply, isv, server_round, action, roots[(server_round, isv)])
 
-        wrapper = ConsentedStrategy(
-            self.strategy(),
-            nodes=self.nodes,
-            manifest_for=manifest_for,
-            check_receipt=check,
-            encoder=_arrays(encoder.to_arrays()),
-            on_round=self.on_round,
-        )
-        result = wrapper.start(self.grid, initial, num_rounds=spec.rounds, timeout=s.timeout)
-        rounds = wrapper.as_dict()
+        if s.secagg:
+            final, rounds = self._train_secagg(encoder, initial, manifest_for, roots)
+        else:
+            wrapper = ConsentedStrategy(
+                self.strategy(),
+                nodes=self.nodes,
+                manifest_for=manifest_for,
+                check_receipt=check,
+                encoder=_arrays(encoder.to_arrays()),
+                on_round=self.on_round,
+            )
+            result = wrapper.start(self.grid, initial, num_rounds=spec.rounds, timeout=s.timeout)
+            rounds = wrapper.as_dict()
+            final = result.arrays if result.arrays is not None else initial
         for r in rounds.values():
             self.failures.extend(f"round: {f}" for f in r["failures"])
-        final = result.arrays if result.arrays is not None else initial
         s.out_dir.mkdir(parents=True, exist_ok=True)
         np.savez(
             s.out_dir / MODEL_FILE,
@@ -487,6 +524,49 @@ class _Job:
             "rounds": {str(r): v for r, v in rounds.items()},
             "model_path": str(s.out_dir / MODEL_FILE),
         }
+
+    def _train_secagg(
+        self,
+        encoder: BinEncoder,
+        initial: ArrayRecord,
+        manifest_for: Callable[[int, str], tuple[ConfigRecord, str, int]],
+        roots: dict[tuple[int, str], str],
+    ) -> tuple[ArrayRecord, dict[int, dict[str, Any]]]:
+        """The training rounds under SecAgg+ (Flower's legacy workflow, see ``secagg``)."""
+        from ._secagg import run_secagg_rounds
+
+        s = self.settings
+        if self.context is None:
+            raise FederationError("SecAgg+ needs the ServerApp context", code="BAD_CONFIG")
+        if s.spec.strategy != "fedavg":
+            raise FederationError("SecAgg+ runs FedAvg only", code="BAD_CONFIG")
+        weights, logs = run_secagg_rounds(
+            self.grid,
+            self.context,
+            rounds=s.spec.rounds,
+            initial=initial.to_numpy_ndarrays(),
+            nodes=self.nodes,
+            manifest_for=manifest_for,
+            check_token=lambda tok, isv, rnd, act: self.check_token(
+                tok, isv, rnd, act, roots[(rnd, isv)]
+            ),
+            encoder=encoder.to_arrays(),
+            on_round=self.on_round,
+            num_shares=s.secagg_num_shares,
+            reconstruction_threshold=s.secagg_threshold,
+            timeout=s.timeout,
+        )
+        rounds = {
+            r: {
+                "train": lg.train,
+                "evaluate": lg.evaluate,
+                "failures": lg.failures,
+                "manifest_roots": lg.manifest_roots,
+                "merchants": lg.merchants,
+            }
+            for r, lg in sorted(logs.items())
+        }
+        return _weights_record(weights), rounds
 
     def score(self) -> dict[str, Any]:
         """Load a trained model and collect g-scores under credit_scoring manifests."""
@@ -662,7 +742,7 @@ def make_server_app(
     def main(grid: Grid, context: Context) -> None:
         settings = ServerSettings.from_run_config({**defaults, **dict(context.run_config)})
         source = cohort_source or consent_cohort_source(settings.db_url)
-        _Job(settings=settings, grid=grid, cohort=source, on_round=on_round).run()
+        _Job(settings=settings, grid=grid, cohort=source, on_round=on_round, context=context).run()
 
     return server
 

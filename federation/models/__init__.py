@@ -11,7 +11,7 @@ from ._g_erp import (
     set_weights,
     train_local,
 )
-from ._platform import F_KINDS, PlatformModel, fit_f_platform
+from ._platform import F_KINDS, PlatformModel, fit_f_platform, out_of_fold_f_scores
 
 __all__ = [
     "G_ARCHS",
@@ -25,6 +25,7 @@ __all__ = [
     "F_KINDS",
     "PlatformModel",
     "fit_f_platform",
+    "out_of_fold_f_scores",
     "Combiner",
     "PDEstimates",
 ]

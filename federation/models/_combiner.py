@@ -8,6 +8,11 @@ Two logistic regressions on logits:
   merchants that have a ``g`` score and used for them.
 
 A merchant's uplift (credit line with ``g`` minus without) is computed from the two.
+
+Fit it on ``f`` scores the platform model did not train on (a held-out slice,
+or :func:`~federation.models.out_of_fold_f_scores`) and on ``g`` scores for
+merchants outside ``g``'s training cohort where possible; in-sample scores are
+overconfident and distort the weights.
 """
 
 from __future__ import annotations

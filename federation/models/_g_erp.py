@@ -44,7 +44,8 @@ class LogisticG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(n,)``."""
-        return self.linear(x).squeeze(-1)
+        out: torch.Tensor = self.linear(x)
+        return out.squeeze(-1)
 
 
 class MlpG(nn.Module):
@@ -66,7 +67,8 @@ class MlpG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(n,)``."""
-        return self.out(self.act(self.hidden(x))).squeeze(-1)
+        out: torch.Tensor = self.out(self.act(self.hidden(x)))
+        return out.squeeze(-1)
 
 
 def build_g_erp(arch: str, n_inputs: int, *, hidden: int = 32) -> nn.Module:

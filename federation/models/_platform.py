@@ -10,13 +10,14 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from .._errors import ModelError
 from ..schema import PLATFORM_FEATURES, SECTOR
 
-__all__ = ["F_KINDS", "PlatformModel", "fit_f_platform"]
+__all__ = ["F_KINDS", "PlatformModel", "fit_f_platform", "out_of_fold_f_scores"]
 
 F_KINDS = ("hgb", "logistic")
 
@@ -44,7 +45,8 @@ class PlatformModel:
         missing = [c for c in self.features if c not in df.columns]
         if missing:
             raise ModelError(f"platform frame lacks {missing}", code="BAD_INPUT")
-        return self.pipeline.predict_proba(df[self.features])[:, 1].astype(np.float64)
+        proba = self.pipeline.predict_proba(df[self.features])
+        return np.asarray(proba[:, 1], dtype=np.float64)
 
 
 def fit_f_platform(
@@ -90,3 +92,37 @@ def fit_f_platform(
     pipe = Pipeline([("pre", pre), ("clf", clf)])
     pipe.fit(df[cols], np.asarray(y).astype(int))
     return PlatformModel(pipe, cols, kind)
+
+
+def out_of_fold_f_scores(
+    df: pd.DataFrame,
+    y: np.ndarray | pd.Series,
+    *,
+    folds: int = 5,
+    kind: str = "hgb",
+    features: Sequence[str] | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Cross-fitted ``f`` scores: each row scored by a model that never saw it.
+
+    Fit the :class:`~federation.models.Combiner` on these (or on a held-out
+    slice), not on in-sample ``f`` scores: in-sample scores of a boosted model
+    are overconfident and the combiner would then underweight ``g``.
+
+    Parameters
+    ----------
+    df, y, kind, features, seed
+        As for :func:`fit_f_platform`.
+    folds : int, default 5
+        Stratified folds (>= 2).
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    yy = np.asarray(y).astype(int)
+    out = np.empty(len(df), dtype=np.float64)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train_idx, test_idx in splitter.split(np.zeros(len(df)), yy):
+        model = fit_f_platform(df.iloc[train_idx], yy[train_idx], kind=kind, features=features,
+                               seed=seed)
+        out[test_idx] = model.predict_proba(df.iloc[test_idx])
+    return out

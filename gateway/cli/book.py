@@ -12,7 +12,7 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 import ledger
 
@@ -37,21 +37,21 @@ def _transfer_json(t: ledger.Transfer) -> dict[str, Any]:
 
 @app.command("accounts")
 def accounts() -> None:
-    """List every account with its kind, currency and balance."""
+    """List every account with its kind, balance and currency; check Σdebits = Σcredits."""
     try:
         with session() as s:
             tb = ledger.trial_balance(s)
             flags = {a.code: a.allow_negative for a in ledger.list_accounts(s)}
     except ledger.BookError as exc:
         fail(exc.code, str(exc))
-    table = Table("account", "kind", "debits", "credits", "balance", "no-negative")
+    table = Table("kind", "balance", "currency", "no-neg")
+    table.columns.insert(0, Column("account", no_wrap=True))
     for row in tb.rows:
         table.add_row(
             row.account,
             row.kind.value,
-            str(row.debits),
-            str(row.credits),
-            str(row.balance),
+            str(row.balance).split(" ")[0],
+            row.balance.currency,
             "" if flags[row.account] else "yes",
         )
     console.print(table)

@@ -205,3 +205,22 @@ def test_bad_mapping_files(tmp_path: Path, text: str, fragment: str) -> None:
         load_mapping(path)
 
     assert err.value.code == "BAD_MAPPING" and fragment in str(err.value)
+
+
+def test_data_package_all_is_pinned() -> None:
+    """federation.data exports exactly its public names."""
+    import federation.data
+
+    assert set(federation.data.__all__) == {
+        "ColumnMapping", "load_mapping", "Connector", "CsvConnector", "ParquetConnector",
+        "SqlTableConnector", "check_columns", "coerce_and_validate"}
+
+
+def test_shipped_example_mapping_loads() -> None:
+    """The example mapping shipped with the package is valid and maps every field."""
+    path = Path(__file__).resolve().parents[2] / "federation" / "mappings" / "example_erp.toml"
+
+    m = load_mapping(path)
+
+    assert m.source("merchant_id") == "MerchID" and m.scale("cash") == 100.0
+    assert len(set(m.columns.values()) - set(m.columns)) == len(m.columns)

@@ -39,8 +39,16 @@ def test_rounds_of_one_job_never_exceed_its_epsilon(tmp_path: Path) -> None:
     for rnd in range(1, 4):
         ledger.reserve(job_id="j", budget=BUDGET, merchant_ids=IDS)
         res = train_dp_sgd(
-            model, X, y, epochs=1, batch_size=32, lr=0.1, budget=BUDGET,
-            history=ledger.job_history("j"), rounds_left=4 - rnd, seed=rnd,
+            model,
+            X,
+            y,
+            epochs=1,
+            batch_size=32,
+            lr=0.1,
+            budget=BUDGET,
+            history=ledger.job_history("j"),
+            rounds_left=4 - rnd,
+            seed=rnd,
         )
         spent.append(ledger.record("j", res.steps))
 
@@ -85,4 +93,6 @@ def test_noise_search_refuses_steps_no_noise_can_cover() -> None:
     assert epsilon_of(history, 1e-5) > BUDGET.epsilon
 
     with pytest.raises(BudgetExceeded):
-        noise_for_budget(history, target_epsilon=BUDGET.epsilon, delta=1e-5, sample_rate=0.1, steps=10)
+        noise_for_budget(
+            history, target_epsilon=BUDGET.epsilon, delta=1e-5, sample_rate=0.1, steps=10
+        )

@@ -14,6 +14,7 @@ from federation.models import (
     build_g_erp,
     fit_f_platform,
     get_weights,
+    out_of_fold_f_scores,
     predict_proba,
     set_weights,
     train_local,
@@ -111,6 +112,20 @@ def test_f_platform_fits_platform_frame(kind: str) -> None:
     assert auc(y, model.predict_proba(df)) > 0.7
 
 
+def test_out_of_fold_scores_cover_every_row() -> None:
+    """Cross-fitted f scores exist for every row and still rank above chance."""
+    rng = np.random.default_rng(3)
+    n = 600
+    x = rng.normal(size=n)
+    df = pd.DataFrame({"sales": x, "sector": rng.choice(["food", "toys"], n)})
+    y = (rng.random(n) < 1 / (1 + np.exp(-2 * x))).astype(int)
+
+    scores = out_of_fold_f_scores(df, y, folds=3, kind="logistic")
+
+    assert scores.shape == (n,) and np.isfinite(scores).all()
+    assert auc(y, scores) > 0.7
+
+
 def test_combiner_uses_g_when_present_and_falls_back_without() -> None:
     """With ERP scores the combined PD ranks better; merchants without g keep the platform PD."""
     rng = np.random.default_rng(2)
@@ -128,3 +143,14 @@ def test_combiner_uses_g_when_present_and_falls_back_without() -> None:
     assert has.sum() == n - n // 4
     np.testing.assert_array_equal(pd_est.with_erp[~has], pd_est.platform_only[~has])
     assert auc(y[has], pd_est.with_erp[has]) > auc(y[has], pd_est.platform_only[has]) + 0.05
+
+
+def test_models_package_all_is_pinned() -> None:
+    """federation.models exports exactly its public names."""
+    import federation.models
+
+    assert set(federation.models.__all__) == {
+        "G_ARCHS", "LogisticG", "MlpG", "build_g_erp", "train_local", "predict_proba",
+        "get_weights", "set_weights", "F_KINDS", "PlatformModel", "fit_f_platform",
+        "out_of_fold_f_scores",
+        "Combiner", "PDEstimates"}

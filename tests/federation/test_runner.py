@@ -92,9 +92,21 @@ def test_bad_specs_are_refused_with_a_code(config: dict[str, object], code: str)
 def test_apps_exports_are_pinned() -> None:
     """federation.apps exports exactly these names, and each resolves."""
     expected = {
-        "ERR", "Cohort", "CohortSource", "ConsentedStrategy", "NodeConfig", "RoundLog",
-        "ServerSettings", "build_client_app", "egress_guard_mod", "job_record", "load_cohort",
-        "make_manifest_mod", "make_server_app", "manifest_mod", "usage_receipt_mod",
+        "ERR",
+        "Cohort",
+        "CohortSource",
+        "ConsentedStrategy",
+        "NodeConfig",
+        "RoundLog",
+        "ServerSettings",
+        "build_client_app",
+        "egress_guard_mod",
+        "job_record",
+        "load_cohort",
+        "make_manifest_mod",
+        "make_server_app",
+        "manifest_mod",
+        "usage_receipt_mod",
     }
 
     assert set(federation.apps.__all__) == expected
@@ -104,11 +116,28 @@ def test_apps_exports_are_pinned() -> None:
 def test_federation_exports_the_job_api() -> None:
     """The Flower-side names are exported by federation (lazily where heavy) and resolve."""
     names = {
-        "FederationError", "SpecError", "BudgetExceeded", "ReceiptInvalid", "JobFailed",
-        "SPECS", "DPBudget", "ModelSpec", "get_spec", "spec_from_run_config",
-        "spec_to_run_config", "UsageReceipt", "merchant_ids_hash", "sign_receipt",
-        "verify_receipt", "JobResult", "RoundMetrics", "SimulationRuntime", "check_budget",
-        "run_job", "PrivacyLedger", "check_job_budget",
+        "FederationError",
+        "SpecError",
+        "BudgetExceeded",
+        "ReceiptInvalid",
+        "JobFailed",
+        "SPECS",
+        "DPBudget",
+        "ModelSpec",
+        "get_spec",
+        "spec_from_run_config",
+        "spec_to_run_config",
+        "UsageReceipt",
+        "merchant_ids_hash",
+        "sign_receipt",
+        "verify_receipt",
+        "JobResult",
+        "RoundMetrics",
+        "SimulationRuntime",
+        "check_budget",
+        "run_job",
+        "PrivacyLedger",
+        "check_job_budget",
     }
 
     assert names <= set(federation.__all__)

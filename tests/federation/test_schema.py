@@ -48,3 +48,14 @@ def test_erp_fields_for_unknown_category_raises() -> None:
         schema.erp_fields_for(["margins", "browsing_history"])
 
     assert err.value.code == "UNKNOWN_CATEGORY"
+
+
+def test_federation_exports_data_errors() -> None:
+    """The data-side error classes are exported by federation and share its root."""
+    import federation
+
+    names = {"DataError", "MappingError", "DataValidationError", "DatasetUnavailable",
+             "ModelError"}
+
+    assert names <= set(federation.__all__)
+    assert all(issubclass(getattr(federation, n), federation.FederationError) for n in names)

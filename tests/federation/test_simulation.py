@@ -56,7 +56,9 @@ def test_dp_job_on_three_nodes_honours_a_revocation_between_rounds(
     for rnd in result.rounds:
         assert rnd.failures == ()
         assert set(rnd.per_node) == {"isv0", "isv1", "isv2"}
-        assert all(0.0 <= m["auc"] <= 1.0 and 0.0 <= m["brier"] <= 1.0 for m in rnd.per_node.values())
+        assert all(
+            0.0 <= m["auc"] <= 1.0 and 0.0 <= m["brier"] <= 1.0 for m in rnd.per_node.values()
+        )
     r1, r2 = result.rounds
     assert r2.merchants["isv0"] == r1.merchants["isv0"] - 1
     assert r2.manifest_roots["isv0"] != r1.manifest_roots["isv0"]
@@ -71,9 +73,12 @@ def test_dp_job_on_three_nodes_honours_a_revocation_between_rounds(
 
     assert all(0 < eps <= 3.0 + 1e-6 for eps in result.epsilon.values())
     with sessions() as s:
-        bodies = [parse_canonical(row.leaf_data)["body"] for row in s.scalars(
-            select(LogEntryRow).where(LogEntryRow.kind == "data.used").order_by(LogEntryRow.seq)
-        )]
+        bodies = [
+            parse_canonical(row.leaf_data)["body"]
+            for row in s.scalars(
+                select(LogEntryRow).where(LogEntryRow.kind == "data.used").order_by(LogEntryRow.seq)
+            )
+        ]
     assert len(bodies) == len(result.receipts) == 3 * (1 + 2 * 2)  # sketch + 2 x (train, eval)
     assert {b["receipt"] for b in bodies} == {r["receipt"] for r in result.receipts}
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import given as hyp_given
 from hypothesis import strategies as st
@@ -268,6 +269,7 @@ def test_any_request_sequence_keeps_book_exact(
     book.check(model)
 
 
+@pytest.mark.slow
 def test_stateful_book(sessions: sessionmaker[Session]) -> None:
     """A Hypothesis state machine: posts, exact retries and altered retries, checked every step."""
 
@@ -303,8 +305,8 @@ def test_stateful_book(sessions: sessionmaker[Session]) -> None:
     run_state_machine_as_test(
         BookMachine,
         settings=settings(
-            max_examples=15,
-            stateful_step_count=12,
+            max_examples=12,
+            stateful_step_count=10,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
         ),

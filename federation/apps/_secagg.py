@@ -1,0 +1,315 @@
+"""SecAgg+ for fedgate's jobs, wrapped so the rest of the apps do not care.
+
+Flower's ``SecAggPlusWorkflow`` runs only inside the legacy ``DefaultWorkflow``
+(``FitIns``/``FitRes`` records, a legacy ``Strategy``). This module bridges:
+
+* server: :func:`run_secagg_rounds` drives ``DefaultWorkflow(SecAggPlusWorkflow)``
+  with :class:`_ConsentedLegacyStrategy`, which gives each node its own cohort
+  manifest per round (as :class:`ConsentedStrategy` does) and checks every
+  receipt; it returns the final weights and the round logs;
+* node: :func:`secagg_mod` applies Flower's ``secaggplus_mod`` only to messages
+  of the SecAgg+ protocol, and :func:`legacy_bridge_mod` turns legacy
+  ``fitins``/``evaluateins`` records into fedgate's records (and the reply
+  back), so the manifest mod, egress guard, receipt mod and handlers see the
+  same messages with or without SecAgg+.
+
+With SecAgg+ the server only ever sees the sum of the masked updates; a reply
+whose receipt does not verify cannot be taken out of that sum, so it fails the
+job instead (recorded as a round failure).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flwr.compat.common.recorddict_compat as compat
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
+from flwr.common import (
+    Code,
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    Parameters,
+    Scalar,
+    Status,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg as LegacyFedAvg
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+from flwr.serverapp import Grid
+
+from ._keys import (
+    ARRAYS_KEY,
+    ENCODER_KEY,
+    JOB_KEY,
+    KEY_RECEIPT,
+    METRICS_KEY,
+    NUM_EXAMPLES,
+    RECEIPT_KEY,
+)
+from ._strategy import ManifestFn, RoundLog
+
+__all__ = ["secagg_mod", "legacy_bridge_mod", "run_secagg_rounds", "TokenCheck"]
+
+_ENCODER_CONFIG = "fedgate-encoder"  # npz bytes of the encoder inside a legacy config
+_RECEIPT_METRIC = "fedgate-receipt"  # the receipt token inside legacy FitRes/EvaluateRes metrics
+
+# (token, isv, round, action) -> None if good, else a reason
+TokenCheck = Callable[[bytes | None, str, int, str], str | None]
+
+CallNext = Callable[[Message, Context], Message]
+
+
+# -- node side ------------------------------------------------------------------------------
+def secagg_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:
+    """Flower's ``secaggplus_mod`` for SecAgg+ protocol messages; everything else passes."""
+    if RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, ctx, call_next)
+    return call_next(msg, ctx)
+
+
+def _npz(arrays: Mapping[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def _un_npz(data: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _to_fedgate(params: Parameters, config: Mapping[str, Scalar]) -> RecordDict:
+    weights = parameters_to_ndarrays(params)
+    encoder = config.get(_ENCODER_CONFIG)
+    if not isinstance(encoder, bytes):
+        raise ValueError("legacy instruction lacks the fedgate encoder")
+    return RecordDict(
+        {
+            ARRAYS_KEY: ArrayRecord(
+                {str(i): Array(np.ascontiguousarray(w)) for i, w in enumerate(weights)}
+            ),
+            JOB_KEY: ConfigRecord({k: v for k, v in config.items() if k != _ENCODER_CONFIG}),
+            ENCODER_KEY: ArrayRecord({k: Array(v) for k, v in _un_npz(encoder).items()}),
+        }
+    )
+
+
+def _metrics(content: RecordDict) -> dict[str, Scalar]:
+    metrics: dict[str, Scalar] = {}
+    rec = content.metric_records.get(METRICS_KEY)
+    for k, v in (rec or MetricRecord()).items():
+        metrics[k] = float(v)  # type: ignore[arg-type]
+    receipt = content.config_records.get(RECEIPT_KEY)
+    if receipt is not None:
+        metrics[_RECEIPT_METRIC] = receipt[KEY_RECEIPT]  # type: ignore[assignment]
+    return metrics
+
+
+def legacy_bridge_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:
+    """Translate legacy ``fitins``/``evaluateins`` messages to fedgate's records and back."""
+    content = msg.content
+    if "fitins.config" in content.config_records:
+        ins: FitIns | EvaluateIns = compat.recorddict_to_fitins(content, keep_input=True)
+    elif "evaluateins.config" in content.config_records:
+        ins = compat.recorddict_to_evaluateins(content, keep_input=True)
+    else:
+        return call_next(msg, ctx)
+    inner = Message(content=_to_fedgate(ins.parameters, ins.config), metadata=msg.metadata)
+    reply = call_next(inner, ctx)
+    if reply.has_error():
+        return Message(reply.error, reply_to=msg)
+    out = reply.content
+    metrics = _metrics(out)
+    n = int(metrics.get(NUM_EXAMPLES, 0))  # type: ignore[arg-type]
+    ok = Status(code=Code.OK, message="")
+    if isinstance(ins, FitIns):
+        weights = out.array_records[ARRAYS_KEY].to_numpy_ndarrays()
+        res = FitRes(
+            status=ok, parameters=ndarrays_to_parameters(weights), num_examples=n, metrics=metrics
+        )
+        return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
+    loss = float(metrics.get("brier", 0.0))  # type: ignore[arg-type]
+    eres = EvaluateRes(status=ok, loss=loss, num_examples=n, metrics=metrics)
+    return Message(compat.evaluateres_to_recorddict(eres), reply_to=msg)
+
+
+# -- server side ----------------------------------------------------------------------------
+class _ConsentedLegacyStrategy(LegacyFedAvg):
+    """Legacy FedAvg whose instructions carry per-node manifests and whose replies need receipts."""
+
+    def __init__(
+        self,
+        *,
+        initial: Sequence[np.ndarray],
+        nodes: dict[int, str],
+        manifest_for: ManifestFn,
+        check_token: TokenCheck,
+        encoder: Mapping[str, np.ndarray],
+        on_round: Callable[[RoundLog], None] | None,
+    ) -> None:
+        n = len(nodes)
+        super().__init__(
+            min_fit_clients=n,
+            min_evaluate_clients=n,
+            min_available_clients=n,
+            initial_parameters=ndarrays_to_parameters(list(initial)),
+        )
+        self.nodes = dict(nodes)
+        self.manifest_for = manifest_for
+        self.check_token = check_token
+        self.encoder = _npz(encoder)
+        self.on_round = on_round
+        self.rounds: dict[int, RoundLog] = {}
+        self._configs: dict[tuple[int, str], dict[str, Scalar]] = {}
+
+    def _log(self, rnd: int) -> RoundLog:
+        return self.rounds.setdefault(rnd, RoundLog(round=rnd))
+
+    def _config(self, rnd: int, isv: str) -> dict[str, Scalar]:
+        if (rnd, isv) not in self._configs:
+            cfg, root, count = self.manifest_for(rnd, isv)
+            self._log(rnd).manifest_roots[isv] = root
+            self._log(rnd).merchants[isv] = count
+            self._configs[(rnd, isv)] = {**dict(cfg.items()), _ENCODER_CONFIG: self.encoder}  # type: ignore[dict-item]
+        return self._configs[(rnd, isv)]
+
+    def _instructions(
+        self, rnd: int, client_manager: ClientManager, kind: type
+    ) -> list[tuple[ClientProxy, Any]]:
+        client_manager.wait_for(len(self.nodes))
+        out = []
+        for proxy in client_manager.all().values():
+            isv = self.nodes.get(proxy.node_id)
+            if isv is not None:  # never instruct a node that did not prove its identity
+                out.append((proxy, kind(self._params, self._config(rnd, isv))))
+        return out
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        """One FitIns per identified node, each with that node's manifest."""
+        self._params = parameters
+        return self._instructions(server_round, client_manager, FitIns)
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        """One EvaluateIns per identified node, reusing the round's manifests."""
+        self._params = parameters
+        return self._instructions(server_round, client_manager, EvaluateIns)
+
+    def _screen(
+        self, rnd: int, action: str, results: list[tuple[ClientProxy, Any]], failures: list[Any]
+    ) -> dict[str, dict[str, float]]:
+        rlog = self._log(rnd)
+        rlog.failures.extend(f"{action}: {f!r}" for f in failures)
+        per_node: dict[str, dict[str, float]] = {}
+        for proxy, res in results:
+            isv = self.nodes.get(proxy.node_id, f"node-{proxy.node_id}")
+            token = res.metrics.get(_RECEIPT_METRIC)
+            problem = self.check_token(
+                token if isinstance(token, bytes) else None, isv, rnd, action
+            )
+            if problem is not None:
+                rlog.failures.append(f"{action}@{isv}: RECEIPT_INVALID: {problem}")
+                continue
+            per_node[isv] = {k: float(v) for k, v in res.metrics.items() if k != _RECEIPT_METRIC}  # type: ignore[arg-type]
+        return per_node
+
+    def aggregate_fit(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        """Receipts checked; the parameters are SecAgg+'s unmasked aggregate already."""
+        self._log(server_round).train = self._screen(server_round, "train", results, failures)
+        params, _ = super().aggregate_fit(server_round, results, failures)
+        return params, {}
+
+    def aggregate_evaluate(
+        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: list[Any]
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        """Per-node evaluation metrics; calls ``on_round``."""
+        rlog = self._log(server_round)
+        rlog.evaluate = self._screen(server_round, "evaluate", results, failures)
+        loss, _ = super().aggregate_evaluate(server_round, results, failures)
+        if self.on_round is not None:
+            self.on_round(rlog)
+        return loss, {}
+
+
+def run_secagg_rounds(
+    grid: Grid,
+    context: Context,
+    *,
+    rounds: int,
+    initial: Sequence[np.ndarray],
+    nodes: dict[int, str],
+    manifest_for: ManifestFn,
+    check_token: TokenCheck,
+    encoder: Mapping[str, np.ndarray],
+    on_round: Callable[[RoundLog], None] | None = None,
+    num_shares: float = 1.0,
+    reconstruction_threshold: float = 0.67,
+    timeout: float | None = None,
+) -> tuple[list[np.ndarray], dict[int, RoundLog]]:
+    """Run ``rounds`` of SecAgg+ FedAvg over the identified nodes.
+
+    Parameters
+    ----------
+    grid, context
+        The ServerApp's grid and context.
+    rounds : int
+    initial : Sequence[np.ndarray]
+        Initial model weights.
+    nodes : dict[int, str]
+        Flower node id → ISV id (from the identification handshake).
+    manifest_for : ManifestFn
+        As for :class:`ConsentedStrategy`.
+    check_token : TokenCheck
+        Verifies and ledgers a receipt token.
+    encoder : Mapping[str, np.ndarray]
+        The bin encoder's arrays.
+    on_round : Callable[[RoundLog], None] | None, default None
+    num_shares : float, default 1.0
+        Fraction of nodes each secret is shared with (Flower's ``num_shares``).
+    reconstruction_threshold : float, default 0.67
+        Fraction of shares needed to unmask.
+    timeout : float | None, default None
+
+    Returns
+    -------
+    tuple[list[np.ndarray], dict[int, RoundLog]]
+        Final weights and the per-round logs.
+    """
+    strategy = _ConsentedLegacyStrategy(
+        initial=initial,
+        nodes=nodes,
+        manifest_for=manifest_for,
+        check_token=check_token,
+        encoder=encoder,
+        on_round=on_round,
+    )
+    legacy = LegacyContext(
+        context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy
+    )
+    workflow = DefaultWorkflow(
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=num_shares,
+            reconstruction_threshold=reconstruction_threshold,
+            timeout=timeout,
+        )
+    )
+    workflow(grid, legacy)
+    final = legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
+    return final, strategy.rounds
