@@ -111,6 +111,7 @@ def run(
         float | None, typer.Option("--dp-epsilon", min=0.0, help="Job ε; 0 = no DP.")
     ] = None,
     strategy: Annotated[str | None, typer.Option("--strategy", help="fedavg or fedprox.")] = None,
+    secagg: Annotated[bool, typer.Option("--secagg", help="Aggregate with SecAgg+.")] = False,
     consumer: Annotated[str, typer.Option("--consumer")] = DEFAULT_CONSUMER,
     out: Annotated[Path | None, typer.Option("--out", help="Job output directory.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -131,6 +132,7 @@ def run(
     )
     config["labels-path"] = str((world / str(doc["platform_file"])).resolve())
     config.update(_overrides(rounds=rounds, strategy=strategy, **{"dp-epsilon": dp_epsilon}))
+    config["secagg"] = secagg
     if strategy == "fedprox":
         config.setdefault("proximal-mu", 0.01)
     result = _run(config, nodes, verbose)

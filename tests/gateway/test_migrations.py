@@ -67,3 +67,19 @@ def test_upgrade_is_idempotent(empty_db_url: str) -> None:
     engine.dispose()
 
     assert version
+
+
+def test_upgrade_installs_append_only_triggers(empty_db_url: str) -> None:
+    """The book's append-only triggers exist after a migration, not only after create_all."""
+    upgrade(empty_db_url)
+
+    engine = make_engine(empty_db_url)
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+        else:
+            query = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+        names = set(conn.execute(text(query)).scalars())
+    engine.dispose()
+
+    assert any(name.startswith("book_transfers") for name in names)
