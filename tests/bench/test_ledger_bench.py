@@ -24,8 +24,7 @@ def test_bench_runs_small() -> None:
     assert any("offline audit" in m for m in metrics)
     assert all(row.fedgate > 0 for row in result.rows if row.unit != "skipped")
     assert "| metric |" in table
-    if os.environ.get("FEDGATE_REQUIRE_POSTGRES") == "1":
-        assert any("PostgreSQL" in m and "batched" in m for m in metrics)
+    assert any("PostgreSQL" in m and "batched" in m for m in metrics)
 
 
 @pytest.mark.parametrize("argv", [["--entries", "1"], ["--proofs", "0"]])
