@@ -4,9 +4,10 @@ For now the runtime is Flower's **simulation runtime** (one process, Ray
 actors as ISV nodes). The deployment runtime (SuperLink + SuperNodes) will
 plug in behind the same :func:`run_job`.
 
-Privacy defaults are applied here, at the edge, before Flower or Ray start:
-telemetry and update checks off, Ray usage stats off, Ray bound to 127.0.0.1,
-no dashboard, no runtime dependency installation.
+Privacy defaults: :mod:`federation.apps` turns Flower's telemetry and update
+check and Ray's usage stats off and keeps Ray on the loopback before either is
+imported; here Ray gets ``_node_ip_address=127.0.0.1`` and no dashboard, and
+nothing is installed at run time (no ``runtime_env`` packages).
 
 A run counts as succeeded only if the ServerApp returned, wrote its result
 document with status ``succeeded``, and no node failed; anything else raises
@@ -15,31 +16,28 @@ document with status ``succeeded``, and no node failed; anything else raises
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-for _var, _value in (
-    ("FLWR_TELEMETRY_ENABLED", "0"),
-    ("FLWR_DISABLE_UPDATE_CHECK", "1"),
+from ._errors import JobFailed
+from .apps._node import SIM_NODES_KEY, NodeConfig
+from .apps._strategy import RoundLog
+from .apps.server_app import RESULT_FILE, CohortSource, consent_cohort_source
+from .dp import PrivacyLedger, check_job_budget
+from .specs import spec_from_run_config
+
+_RAY_PRIVACY_ENV = (
     ("RAY_USAGE_STATS_ENABLED", "0"),
+    ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
     ("RAY_DISABLE_DOCKER_CPU_WARNING", "1"),
     ("RAY_DEDUP_LOGS", "0"),
-):
-    os.environ.setdefault(_var, _value)
-
-import json  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Mapping, Sequence  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from ._errors import JobFailed  # noqa: E402
-from .apps._node import SIM_NODES_KEY, NodeConfig  # noqa: E402
-from .apps._strategy import RoundLog  # noqa: E402
-from .apps.server_app import RESULT_FILE, CohortSource, consent_cohort_source  # noqa: E402
-from .dp import PrivacyLedger, check_job_budget  # noqa: E402
-from .specs import spec_from_run_config  # noqa: E402
+)
 
 __all__ = [
     "SimulationRuntime",
@@ -244,6 +242,8 @@ def run_job(
     JobFailed
         The run did not succeed; ``reasons`` lists what each node or the server reported.
     """
+    for var, value in _RAY_PRIVACY_ENV:
+        os.environ.setdefault(var, value)  # Ray reads these when it starts
     from flwr.simulation import run_simulation
 
     from .apps.client_app import build_client_app

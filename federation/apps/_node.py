@@ -32,6 +32,7 @@ __all__ = [
     "Cohort",
     "load_cohort",
     "is_holdout",
+    "label_vector",
     "NODE_CONFIG_KEYS",
     "SIM_NODES_KEY",
 ]

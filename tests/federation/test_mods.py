@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
 
 from federation.apps import ERR, build_client_app, job_record, load_cohort, make_manifest_mod
 from federation.apps._keys import (
@@ -32,7 +33,7 @@ from federation.features import BinEncoder, QuantileSketch
 from federation.models import build_g_erp, get_weights
 from federation.receipts import merchant_ids_hash, verify_receipt
 from federation.schema import erp_fields_for
-from federation.specs import DPBudget, get_spec
+from federation.specs import DPBudget, ModelSpec, get_spec
 
 from ._flworld import World, incoming, make_world, node_context, signed_manifest
 
@@ -72,7 +73,9 @@ def _model_content(
     )
 
 
-def _train_message(world: World, isv: str, job_id: str, *, round: int = 1, spec=SPEC) -> Message:  # noqa: ANN001
+def _train_message(
+    world: World, isv: str, job_id: str, *, round: int = 1, spec: ModelSpec = SPEC
+) -> Message:
     token = signed_manifest(
         world, isv, job_id=job_id, round=round, categories=CATS, labels=_labels(world, isv)
     )
@@ -223,10 +226,8 @@ def test_cohort_reads_only_manifest_merchants_inside_their_data_range(world: Wor
     assert list(cohort.frame.columns) == ["merchant_id", "as_of", *erp_fields_for(CATS)]
 
 
-def _leaky_app(kind: str):  # noqa: ANN202
+def _leaky_app(kind: str) -> ClientApp:
     """A ClientApp with fedgate's real mods whose train handler tries to leak data."""
-    from flwr.clientapp import ClientApp
-
     from federation.apps import egress_guard_mod, manifest_mod, usage_receipt_mod
     from federation.apps._request import current_usage
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -66,7 +67,9 @@ def test_merchant_hash_ignores_order_and_duplicates() -> None:
     ],
     ids=["edited-rows", "other-nodes-key", "missing-part", "not-ascii"],
 )
-def test_bad_receipts_are_refused(mutate, other_key: bool, code: str) -> None:  # noqa: ANN001
+def test_bad_receipts_are_refused(
+    mutate: Callable[[bytes], bytes], other_key: bool, code: str
+) -> None:
     """Edited, misattributed or mangled receipts raise ReceiptInvalid with a code."""
     token = mutate(sign_receipt(RECEIPT, KEY))
     key = Ed25519PrivateKey.generate() if other_key else KEY

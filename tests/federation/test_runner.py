@@ -60,6 +60,14 @@ def test_simulation_runtime_binds_to_localhost_and_fits_two_cores() -> None:
         SimulationRuntime(client_cpus=3.0)
 
 
+def test_ray_stays_on_the_loopback() -> None:
+    """Importing the apps puts Ray in single-machine mode, so 127.0.0.1 is not rewritten."""
+    from ray._private import ray_constants, services
+
+    assert ray_constants.ENABLE_RAY_CLUSTER is False
+    assert services.resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
+
+
 def test_spec_round_trips_through_run_config_with_overrides() -> None:
     """Kebab-case run config rebuilds the named spec; overrides win; ε=0 means no DP."""
     base = get_spec("pd-erp")

@@ -3,8 +3,8 @@
 Consents live in the real consent store; the ServerApp reads them with
 ``consent.cohort_entries`` every round and writes receipts to the ledger in the
 same database. Each Ray start costs tens of seconds on 2 cores, so this module
-starts the runtime three times: the main job on each database and one job
-that must fail.
+starts the runtime four times: the main job on each database (SecAgg+ on one,
+plain FedAvg plus a scoring job on the other) and one job that must fail.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -94,6 +95,22 @@ def test_dp_job_on_three_nodes_honours_a_revocation_between_rounds(
     assert lineage["job_id"] == "job-e2e" and lineage["rounds"] == 2
     assert lineage["manifest_roots"]["2"]["isv0"] == r2.manifest_roots["isv0"]
     assert len(np.load(result.model_path).files) > 0
+    if secagg:
+        return
+    # Scoring (one more runtime start, on one backend): only credit_scoring consents.
+    scored = run_job(
+        {
+            **world.run_config(job_id="job-score", db_url=db_url, out="scores", categories=CATS),
+            "mode": "score",
+            "model-dir": str(result.out_dir),
+        },
+        world.nodes,
+    )
+    assert scored.scores_path is not None
+    scores = pd.read_csv(scored.scores_path, dtype={"merchant_id": str})
+    assert set(scores["merchant_id"]) == world.cohort.scoring_ok - {REVOKED}
+    assert scores["g"].between(0, 1).all()
+    assert {r["action"] for r in scored.receipts} == {"query.score"}
 
 
 @pytest.mark.slow

@@ -1,0 +1,949 @@
+"""Federation benchmark (issue 4 §6): federated vs centralized vs local-only, DP, scale.
+
+Run ``python -m bench.federation`` (full size, tens of minutes on 2 cores) or
+``python -m bench.federation --quick`` (small data and rounds, about a minute;
+the smoke test runs it). ``--sections`` picks a subset.
+
+In one run, on the same splits:
+
+* **GMSC**, 4 non-IID ISVs (age quartiles): centralized pooled model, each ISV
+  alone, federated without DP and federated with DP-SGD at ε = 3, δ = 1e-5.
+  The federated rows are real jobs on Flower's simulation runtime
+  (:func:`federation.runner.run_job`): signed manifests, receipts in a SQLite
+  ledger, bin edges from the nodes' merged quantile sketches. The in-process
+  peers (centralized, local-only) use the *same* merged-sketch bin edges, and
+  the run checks that the Flower job's encoder has exactly those edges.
+* **PAKDD 2009**, ISVs made of whole shops: pooled vs FedAvg vs local-only.
+  PAKDD has 25 columns and the ERP schema 14 fields, so the nodes cannot hold
+  it; FedAvg runs in-process with the ClientApp's own ``train_local`` and a
+  sample-weighted mean (what Flower's FedAvg computes).
+* **Synthetic world**: AUC of the platform-only PD vs the combiner with the
+  federated ``g_erp`` score, and fake-trade recall at a 5 % alert rate with and
+  without ERP data (in-process FedAvg, as for PAKDD).
+* **Scale**: a Flower job on ``isvs × merchants`` synthetic merchants: seconds
+  per round and the peak resident memory of the whole process tree (this
+  process, Ray's GCS/raylet and every worker), sampled from ``/proc``.
+* **DP cost**: one epoch of Opacus DP-SGD vs the same loop without Opacus.
+
+Splits and training rows. Every dataset is split 80/20 (stratified, seed 0);
+every model is scored on the same test rows. A Flower node trains on its
+merchants outside the fixed hash holdout (:func:`federation.apps._node.is_holdout`,
+one in five) and evaluates on the holdout each round, so every in-process model
+here trains on exactly those rows too: the training set is the train split
+minus the holdout, for all rows of a table.
+
+Each AUC row is compared with the centralized pooled model of the same family
+(difference), each cost row with its named peer (ratio). The digest folds the
+data-derived outputs (split ids, merged bin edges, label counts) that must not
+change between runs; model scores are reported, not hashed, because training
+order under Ray is not bit-reproducible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+from sklearn.model_selection import train_test_split
+
+from federation.apps._node import NodeConfig, is_holdout
+from federation.features import BinEncoder, QuantileSketch
+from federation.metrics import auc, recall_at_alert_rate
+from federation.models import (
+    Combiner,
+    build_g_erp,
+    fit_f_platform,
+    get_weights,
+    predict_proba,
+    set_weights,
+    train_local,
+)
+from federation.realdata import ISV_COLUMN, load_gmsc, load_pakdd
+from federation.schema import AS_OF, ERP_FEATURES, FAKE_LABEL, LABEL, MERCHANT_ID, erp_fields_for
+from federation.synth import SynthParams, generate_world, write_world
+
+SECTIONS = ("gmsc", "pakdd", "synth", "scale", "dpcost")
+ALERT_RATE = 0.05
+DP_EPSILON, DP_DELTA = 3.0, 1e-5
+CONSUMER = "platform"
+# GMSC's ten columns ride in ten ERP slots (the node reads only ERP-schema columns, by
+# consent category). Binning is invariant to the name, so the slot only labels the column.
+GMSC_CATEGORIES = ("cash_and_debt", "inventory", "margins", "orders_and_shipping", "turnover")
+SNAPSHOT = date(2025, 6, 30)
+DATA_FROM, DATA_TO = date(2024, 1, 1), date(2026, 12, 31)
+
+
+# -- configuration and results ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchConfig:
+    """What one run measures; ``quick()`` is the smoke-test size.
+
+    Parameters
+    ----------
+    quick : bool, default False
+    sections : tuple[str, ...], default all of :data:`SECTIONS`
+    seed : int, default 0
+        Split seed and model seed.
+    rounds : int, default 10
+        Federated rounds (and local-only / centralized epochs).
+    archs : tuple[str, ...], default ("logistic", "mlp")
+        ``g_erp`` families for the GMSC rows (DP runs the first).
+    n_bins : int, default 10
+        Quantile bins per feature.
+    lr, batch_size : float, int, default 0.003, 256
+        Adam learning rate and batch of the non-DP training everywhere.
+    dp_lr, dp_batch_size : float, int, default 1.0, 256
+        DP-SGD (plain SGD under Opacus) learning rate and expected batch.
+    gmsc_per_isv, gmsc_test : int | None, default None
+        Subsample train rows per ISV and test rows (None = all).
+    pakdd_isvs : int, default 5
+    pakdd_per_isv : int | None, default None
+        Subsample train rows per ISV (None = all).
+    synth_merchants, synth_isvs : int, default 60_000, 5
+    scale_isvs, scale_merchants : int, default 10, 1_000_000
+        Scale job: ISVs and merchants per ISV (on average: the world is non-IID).
+    scale_rounds : int, default 2
+    """
+
+    quick: bool = False
+    sections: tuple[str, ...] = SECTIONS
+    seed: int = 0
+    rounds: int = 10
+    archs: tuple[str, ...] = ("logistic", "mlp")
+    n_bins: int = 10
+    lr: float = 0.003
+    batch_size: int = 256
+    dp_lr: float = 1.0
+    dp_batch_size: int = 256
+    gmsc_per_isv: int | None = None
+    gmsc_test: int | None = None
+    pakdd_isvs: int = 5
+    pakdd_per_isv: int | None = None
+    synth_merchants: int = 60_000
+    synth_isvs: int = 5
+    scale_isvs: int = 10
+    scale_merchants: int = 1_000_000
+    scale_rounds: int = 2
+
+    @classmethod
+    def quick_config(cls, sections: Sequence[str] = SECTIONS) -> BenchConfig:
+        """The smallest run that still exercises every path (smoke test)."""
+        return cls(
+            quick=True,
+            sections=tuple(sections),
+            rounds=2,
+            archs=("logistic",),
+            gmsc_per_isv=1_500,
+            gmsc_test=5_000,
+            pakdd_per_isv=1_500,
+            synth_merchants=4_000,
+            synth_isvs=3,
+            scale_isvs=2,
+            scale_merchants=2_000,
+            scale_rounds=1,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRow:
+    """One line of the table: a value against a named peer, and the target it must meet.
+
+    ``compare`` is ``"diff"`` (value − peer, for scores) or ``"ratio"`` (value ÷ peer,
+    for costs); ``met`` is None when the row has no target.
+    """
+
+    section: str
+    metric: str
+    value: float
+    unit: str
+    peer: str = "—"
+    peer_value: float | None = None
+    compare: str = "diff"
+    target: str = ""
+    met: bool | None = None
+
+    @property
+    def versus(self) -> float | None:
+        """The difference or ratio against the peer, None without one."""
+        if self.peer_value is None or not math.isfinite(self.peer_value):
+            return None
+        if self.compare == "ratio":
+            return self.value / self.peer_value if self.peer_value else None
+        return self.value - self.peer_value
+
+    def __repr__(self) -> str:
+        vs = self.versus
+        if vs is None:
+            shown = ""
+        elif self.compare == "ratio":
+            shown = f", {vs:.2f}x {self.peer}"
+        else:
+            shown = f", {vs:+.4f} vs {self.peer}"
+        flag = "" if self.met is None else (" ok" if self.met else " MISSED")
+        return (f"BenchRow({self.section}: {self.metric} = {self.value:.4f} {self.unit}"
+                f"{shown}{flag})")
+
+
+@dataclass(frozen=True, slots=True)
+class JobTiming:
+    """One Flower job: wall seconds, seconds per training round, ε per node."""
+
+    name: str
+    seconds: float
+    round_seconds: tuple[float, ...]
+    epsilon: Mapping[str, float]
+    node_auc: Mapping[int, float]
+
+    def __repr__(self) -> str:
+        rs = ", ".join(f"{s:.1f}" for s in self.round_seconds)
+        return f"JobTiming({self.name}: {self.seconds:.1f}s, rounds [{rs}] s)"
+
+
+@dataclass(frozen=True, slots=True)
+class BenchResult:
+    """Everything one run measured, keyed by section."""
+
+    config: BenchConfig
+    rows: tuple[BenchRow, ...]
+    jobs: tuple[JobTiming, ...]
+    section_seconds: Mapping[str, float]
+    digest: str
+
+    def row(self, section: str, metric: str) -> BenchRow:
+        """The row named ``metric`` in ``section`` (KeyError if absent)."""
+        for r in self.rows:
+            if r.section == section and r.metric == metric:
+                return r
+        raise KeyError((section, metric))
+
+    @property
+    def all_met(self) -> bool:
+        """Whether every row with a target met it."""
+        return all(r.met for r in self.rows if r.met is not None)
+
+    def __repr__(self) -> str:
+        secs = ", ".join(f"{k} {v:.0f}s" for k, v in self.section_seconds.items())
+        missed = [r.metric for r in self.rows if r.met is False]
+        size = "quick" if self.config.quick else "full"
+        return (f"BenchResult({size}, {len(self.rows)} rows, {len(self.jobs)} Flower jobs, "
+                f"{secs}, missed={missed}, digest={self.digest[:16]})")
+
+
+class _Digest:
+    """Folds data-derived outputs (ids, edges, counts) into one SHA-256."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def add(self, label: str, value: Any) -> None:
+        self._h.update(label.encode() + b"\0")
+        if isinstance(value, np.ndarray):
+            self._h.update(np.ascontiguousarray(value, dtype=np.float64).tobytes())
+        else:
+            self._h.update(json.dumps(value, sort_keys=True, default=str).encode())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+# -- process-tree memory ----------------------------------------------------------------------
+
+
+def _children(pid: int, by_parent: Mapping[int, list[int]]) -> Iterator[int]:
+    for child in by_parent.get(pid, []):
+        yield child
+        yield from _children(child, by_parent)
+
+
+def _pss_bytes(pid: int) -> int | None:
+    """Proportional set size (shared pages split between their users), None if unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def tree_memory(root: int | None = None) -> tuple[int, int]:
+    """(RSS, PSS) in bytes of ``root`` (default this process) and all its descendants.
+
+    RSS counts a page shared by several processes (torch's libraries in every Ray
+    worker) once per process, so its sum is an upper bound; PSS splits shared pages.
+    """
+    root = os.getpid() if root is None else root
+    by_parent: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            statm = Path(entry.path, "statm").read_text().split()
+        except OSError:  # the process ended between listing and reading
+            continue
+        # Field 4 of /proc/PID/stat is the parent pid; the name (field 2) may hold spaces.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        pid = int(entry.name)
+        by_parent.setdefault(ppid, []).append(pid)
+        rss[pid] = int(statm[1]) * page
+    tree = [root, *_children(root, by_parent)]
+    pss = [_pss_bytes(p) for p in tree]
+    return (sum(rss.get(p, 0) for p in tree),
+            sum(v if v is not None else rss.get(p, 0) for p, v in zip(tree, pss, strict=True)))
+
+
+def tree_rss_bytes(root: int | None = None) -> int:
+    """Resident memory (RSS sum) of ``root`` and all its descendants, from /proc."""
+    return tree_memory(root)[0]
+
+
+class PeakRss:
+    """Samples :func:`tree_memory` in a thread; ``peak`` / ``peak_pss`` are the largest sums."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self.peak = 0
+        self.peak_pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        rss, pss = tree_memory()
+        self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+# -- in-process training ----------------------------------------------------------------------
+
+
+def _seeded_model(arch: str, n_inputs: int, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_g_erp(arch, n_inputs)
+
+
+def _train_pooled(arch: str, X: np.ndarray, y: np.ndarray, cfg: BenchConfig) -> torch.nn.Module:
+    """One model on pooled rows: ``rounds`` epochs, the same optimiser as a node."""
+    model = _seeded_model(arch, X.shape[1], cfg.seed)
+    for epoch in range(1, cfg.rounds + 1):
+        # One epoch per call with the node's per-round seed: the same schedule a node runs.
+        train_local(model, X, y, epochs=1, batch_size=cfg.batch_size, lr=cfg.lr,
+                    seed=cfg.seed + epoch)
+    return model
+
+
+def _fedavg(arch: str, parts: Sequence[tuple[np.ndarray, np.ndarray]], cfg: BenchConfig
+            ) -> torch.nn.Module:
+    """FedAvg in-process: each round every part trains one epoch from the global weights
+    (``train_local``, as the ClientApp does) and the server takes the row-weighted mean."""
+    n_inputs = parts[0][0].shape[1]
+    model = _seeded_model(arch, n_inputs, cfg.seed)
+    total = sum(len(y) for _, y in parts)
+    for rnd in range(1, cfg.rounds + 1):
+        start = get_weights(model)
+        acc = [np.zeros_like(w, dtype=np.float64) for w in start]
+        for X, y in parts:
+            local = build_g_erp(arch, n_inputs)
+            set_weights(local, start)
+            train_local(local, X, y, epochs=1, batch_size=cfg.batch_size, lr=cfg.lr,
+                        seed=cfg.seed + rnd)
+            for a, w in zip(acc, get_weights(local), strict=True):
+                a += w * (len(y) / total)
+        set_weights(model, [a.astype(w.dtype) for a, w in zip(acc, start, strict=True)])
+    return model
+
+
+def _merged_encoder(frames: Sequence[pd.DataFrame], columns: Sequence[str], n_bins: int
+                    ) -> BinEncoder:
+    """Bin edges from the merge of one quantile sketch per ISV (never from pooled rows)."""
+    sketches = [QuantileSketch.from_frame(f, list(columns)) for f in frames]
+    return BinEncoder(QuantileSketch.merge(sketches).bin_edges(n_bins))
+
+
+def _training_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows a Flower node trains on: its merchants outside the fixed hash holdout."""
+    keep = ~frame[MERCHANT_ID].astype(str).map(is_holdout).astype(bool)
+    return frame[keep.to_numpy()].reset_index(drop=True)
+
+
+# -- Flower jobs --------------------------------------------------------------------------------
+
+
+class AllConsented:
+    """A cohort source in which every merchant of every node consented (the bench measures
+    learning, not consent; the consent store's own benchmark is ``bench.consent``).
+
+    Merchant ids are read from each node's ERP file on every call, so the bench process
+    never holds them all at once (10⁷ ids at the scale size).
+    """
+
+    def __init__(self, erp_paths: Mapping[str, Path], *, data_from: date, data_to: date) -> None:
+        self.erp_paths = dict(erp_paths)
+        self.data_from, self.data_to = data_from, data_to
+        now = datetime.now(UTC)
+        self.start, self.expiry = now - timedelta(days=1), now + timedelta(days=30)
+
+    def entries(self, *, data_provider: str, data_consumer: str, purpose: str,
+                categories: Sequence[str], at: datetime) -> list[Any]:
+        """One entry per merchant in ``data_provider``'s ERP table."""
+        from consent import ManifestEntry
+
+        ids = pq.read_table(self.erp_paths[data_provider], columns=[MERCHANT_ID])[
+            MERCHANT_ID].to_pylist()
+        return [
+            ManifestEntry(
+                merchant_id=m,
+                consent_id=f"c-{m}",
+                artefact_hash=hashlib.sha256(m.encode()).hexdigest(),
+                consent_start=self.start,
+                consent_expiry=self.expiry,
+                data_from=self.data_from,
+                data_to=self.data_to,
+            )
+            for m in dict.fromkeys(ids)  # one entry per merchant even with several snapshots
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowerWorld:
+    """Keys, node configs, a ledger database and a labels table for run_job."""
+
+    root: Path
+    nodes: tuple[NodeConfig, ...]
+    gateway_key: Path
+    node_keys: Path
+    db_url: str
+    labels_path: Path
+    cohort: AllConsented
+
+    def run_config(self, job_id: str, **overrides: Any) -> dict[str, Any]:
+        """A training job's run config (kebab-case), ``overrides`` last."""
+        return {
+            "job-id": job_id,
+            "spec": "pd-erp",
+            "mode": "train",
+            "db-url": self.db_url,
+            "gateway-key": str(self.gateway_key),
+            "node-keys": str(self.node_keys),
+            "data-consumer": CONSUMER,
+            "out-dir": str(self.root / "jobs" / job_id),
+            "labels-path": str(self.labels_path),
+            "dp-epsilon": 0.0,
+            **overrides,
+        }
+
+
+def _write_pem(path: Path, key: Any, *, private: bool) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    if private:
+        data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+    else:
+        data = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    path.write_bytes(data)
+    if private:
+        path.chmod(0o600)
+
+
+def make_flower_world(root: Path, erp_paths: Mapping[str, Path], labels_path: Path, *,
+                      data_from: date = DATA_FROM, data_to: date = DATA_TO) -> FlowerWorld:
+    """Keys for the gateway and each node, a SQLite ledger, node configs over ``erp_paths``."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gateway.db import create_schema, make_engine
+
+    root.mkdir(parents=True, exist_ok=True)
+    gw = Ed25519PrivateKey.generate()
+    _write_pem(root / "gateway.pem", gw, private=True)
+    _write_pem(root / "gateway.pub.pem", gw, private=False)
+    nodes, pubs = [], {}
+    for isv, path in sorted(erp_paths.items()):
+        d = root / "nodes" / isv
+        d.mkdir(parents=True, exist_ok=True)
+        key = Ed25519PrivateKey.generate()
+        _write_pem(d / "node.pem", key, private=True)
+        _write_pem(d / "node.pub.pem", key, private=False)
+        pubs[isv] = str(d / "node.pub.pem")
+        nodes.append(NodeConfig(isv_id=isv, erp_path=path, node_key=d / "node.pem",
+                                gateway_key=root / "gateway.pub.pem", state_dir=d / "state"))
+    (root / "node-keys.json").write_text(json.dumps(pubs), "utf-8")
+    db_url = f"sqlite:///{(root / 'ledger.db').resolve()}"
+    engine = make_engine(db_url)
+    create_schema(engine)
+    engine.dispose()
+    return FlowerWorld(root, tuple(nodes), root / "gateway.pem", root / "node-keys.json", db_url,
+                       labels_path, AllConsented(erp_paths, data_from=data_from, data_to=data_to))
+
+
+def run_flower_job(world: FlowerWorld, name: str, **overrides: Any) -> tuple[Any, JobTiming]:
+    """Run one training job on the simulation runtime; returns the JobResult and its timing."""
+    from federation.runner import run_job
+
+    result = run_job(world.run_config(name, **overrides), world.nodes,
+                     cohort_source=world.cohort)
+    node_auc = {r.round: r.weighted("auc") for r in result.rounds}
+    return result, JobTiming(name, result.seconds, tuple(result.round_seconds),
+                             dict(result.epsilon), node_auc)
+
+
+def load_job_model(model_path: Path, arch: str) -> tuple[torch.nn.Module, BinEncoder]:
+    """The saved global model and its encoder (``model.npz`` as the ServerApp writes it)."""
+    stored = np.load(model_path)
+    weights = [stored[f"w{i}"] for i in range(sum(1 for k in stored.files if k.startswith("w")))]
+    encoder = BinEncoder.from_arrays({k[5:]: stored[k] for k in stored.files
+                                      if k.startswith("enc::")})
+    model = build_g_erp(arch, encoder.n_outputs)
+    set_weights(model, weights)
+    return model, encoder
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+def _auc_row(section: str, metric: str, value: float, peer: str, peer_value: float,
+             target: str = "", met: bool | None = None) -> BenchRow:
+    return BenchRow(section, metric, value, "AUC", peer, peer_value, "diff", target, met)
+
+
+def _subsample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    if n is None or len(frame) <= n:
+        return frame
+    return frame.sample(n=n, random_state=seed).sort_values(MERCHANT_ID).reset_index(drop=True)
+
+
+def gmsc_section(cfg: BenchConfig, work: Path, digest: _Digest) -> tuple[list[BenchRow],
+                                                                          list[JobTiming]]:
+    """Centralized, local-only, federated (Flower) and DP federated (Flower) on GMSC."""
+    data = load_gmsc(seed=cfg.seed)
+    columns = list(data.all_columns)
+    slots = erp_fields_for(GMSC_CATEGORIES)
+    if len(slots) != len(columns):
+        raise RuntimeError(f"{len(columns)} GMSC columns but {len(slots)} ERP slots")
+    to_slot = dict(zip(columns, slots, strict=True))
+    tables = {k: _subsample(data.train.isv_table(k, with_platform=True), cfg.gmsc_per_isv,
+                            cfg.seed) for k in data.isvs}
+    test = _subsample(data.test.pooled(with_platform=True), cfg.gmsc_test, cfg.seed)
+    y_test = test[LABEL].to_numpy(dtype=np.float32)
+
+    # The Flower nodes sketch all their rows; the in-process peers use the same merged edges.
+    encoder = _merged_encoder([t for t in tables.values()], columns, cfg.n_bins)
+    train = {k: _training_rows(t) for k, t in tables.items()}
+    parts = {k: (encoder.transform(t), t[LABEL].to_numpy(dtype=np.float32))
+             for k, t in train.items()}
+    X_test = encoder.transform(test)
+    X_pool = np.concatenate([p[0] for p in parts.values()])
+    y_pool = np.concatenate([p[1] for p in parts.values()])
+    digest.add("gmsc.train_ids", sorted(m for t in train.values() for m in t[MERCHANT_ID]))
+    digest.add("gmsc.test_ids", list(test[MERCHANT_ID]))
+    for col, e in encoder.edges.items():
+        digest.add(f"gmsc.edges.{col}", e)
+
+    rows: list[BenchRow] = []
+    central: dict[str, float] = {}
+    for arch in cfg.archs:
+        central[arch] = auc(y_test, predict_proba(_train_pooled(arch, X_pool, y_pool, cfg),
+                                                  X_test))
+        rows.append(_auc_row("GMSC", f"centralized pooled {arch}", central[arch], "—",
+                             float("nan")))
+        for isv, (X, y) in parts.items():
+            local = auc(y_test, predict_proba(_train_pooled(arch, X, y, cfg), X_test))
+            rows.append(_auc_row("GMSC", f"{isv} alone {arch} (n={len(y):,})", local,
+                                 f"centralized {arch}", central[arch]))
+
+    # The nodes' ERP files: every train-split row, columns renamed to their ERP slots.
+    node_dir = work / "gmsc-data"
+    node_dir.mkdir(parents=True, exist_ok=True)
+    erp_paths = {}
+    for isv, t in tables.items():
+        frame = t[[MERCHANT_ID, *columns]].rename(columns=to_slot).assign(**{AS_OF: SNAPSHOT})
+        erp_paths[isv] = node_dir / f"{isv}.parquet"
+        frame.to_parquet(erp_paths[isv], index=False)
+    labels = pd.concat([t[[MERCHANT_ID, LABEL]] for t in tables.values()])
+    labels.to_parquet(node_dir / "labels.parquet", index=False)
+    world = make_flower_world(work / "gmsc-flower", erp_paths, node_dir / "labels.parquet")
+    X_test_slots = test[columns].rename(columns=to_slot)
+    common = {"categories": ",".join(GMSC_CATEGORIES), "rounds": cfg.rounds,
+              "n-bins": cfg.n_bins, "seed": cfg.seed, "local-epochs": 1}
+    jobs: list[JobTiming] = []
+
+    def flower_auc(name: str, arch: str, **kw: Any) -> float:
+        result, timing = run_flower_job(world, name, arch=arch, **common, **kw)
+        jobs.append(timing)
+        model, enc = load_job_model(result.model_path, arch)
+        # The server's edges come from the nodes' sketches; they must be ours exactly.
+        for col, slot in to_slot.items():
+            if not np.array_equal(enc.edges[slot], encoder.edges[col]):
+                raise RuntimeError(f"Flower job {name}: edges of {col} differ from the merge")
+        return auc(y_test, predict_proba(model, enc.transform(X_test_slots)))
+
+    for arch in cfg.archs:
+        fed = flower_auc(f"gmsc-fed-{arch}", arch, lr=cfg.lr, **{"batch-size": cfg.batch_size})
+        rows.append(_auc_row(
+            "GMSC", f"federated {arch} (Flower, {cfg.rounds} rounds)", fed,
+            f"centralized {arch}", central[arch], "≥ centralized − 0.005 and ≥ 0.86",
+            fed >= central[arch] - 0.005 and fed >= 0.86))
+    arch = cfg.archs[0]
+    dp = flower_auc(f"gmsc-dp-{arch}", arch, lr=cfg.dp_lr, **{
+        "batch-size": cfg.dp_batch_size, "dp-epsilon": DP_EPSILON, "dp-delta": DP_DELTA})
+    eps = max(jobs[-1].epsilon.values()) if jobs[-1].epsilon else float("nan")
+    rows.append(_auc_row("GMSC", f"federated DP {arch} (Flower, ε={eps:.2f}, δ={DP_DELTA:g})",
+                         dp, f"centralized {arch}", central[arch], "≥ 0.84", dp >= 0.84))
+    return rows, jobs
+
+
+
+
+def pakdd_section(cfg: BenchConfig, digest: _Digest) -> list[BenchRow]:
+    """Pooled vs FedAvg vs each ISV alone on PAKDD 2009 (ISVs = groups of whole shops)."""
+    data = load_pakdd(n_isvs=cfg.pakdd_isvs, seed=cfg.seed)
+    columns = list(data.all_columns)
+    tables = {k: _subsample(data.train.isv_table(k, with_platform=True), cfg.pakdd_per_isv,
+                            cfg.seed) for k in data.isvs}
+    encoder = _merged_encoder(list(tables.values()), columns, cfg.n_bins)
+    parts = {k: (encoder.transform(t), t[LABEL].to_numpy(dtype=np.float32))
+             for k, t in ((k, _training_rows(t)) for k, t in tables.items())}
+    test = data.test.pooled(with_platform=True)
+    X_test, y_test = encoder.transform(test), test[LABEL].to_numpy(dtype=np.float32)
+    for col, e in encoder.edges.items():
+        digest.add(f"pakdd.edges.{col}", e)
+    digest.add("pakdd.rows", {k: [len(y), int(y.sum())] for k, (_, y) in parts.items()})
+    arch = cfg.archs[0]
+    X_pool = np.concatenate([p[0] for p in parts.values()])
+    y_pool = np.concatenate([p[1] for p in parts.values()])
+    pooled = auc(y_test, predict_proba(_train_pooled(arch, X_pool, y_pool, cfg), X_test))
+    rows = [_auc_row("PAKDD", f"pooled {arch}", pooled, "—", float("nan"))]
+    local = {}
+    for isv, (X, y) in parts.items():
+        local[isv] = auc(y_test, predict_proba(_train_pooled(arch, X, y, cfg), X_test))
+        rows.append(_auc_row("PAKDD", f"{isv} alone {arch} (n={len(y):,})", local[isv],
+                             f"pooled {arch}", pooled))
+    fed = auc(y_test, predict_proba(_fedavg(arch, list(parts.values()), cfg), X_test))
+    best = max(local.values())
+    rows.append(_auc_row(
+        "PAKDD", f"FedAvg {arch} ({len(parts)} ISVs, {cfg.rounds} rounds, in-process)", fed,
+        f"pooled {arch}", pooled, f"≥ pooled − 0.005 and > best local ({best:.4f})",
+        fed >= pooled - 0.005 and fed > best))
+    return rows
+
+
+def synth_section(cfg: BenchConfig, digest: _Digest) -> list[BenchRow]:
+    """Platform-only vs platform + federated ERP score: default AUC and fake-trade recall."""
+    world = generate_world(SynthParams(merchants=cfg.synth_merchants, isvs=cfg.synth_isvs,
+                                       seed=cfg.seed))
+    plat = world.platform
+    erp = pd.concat([f.assign(**{ISV_COLUMN: k}) for k, f in world.erp.items()])
+    erp = erp.sort_values([MERCHANT_ID, AS_OF]).groupby(MERCHANT_ID).tail(1)  # latest snapshot
+    ids = plat[MERCHANT_ID].to_numpy()
+    # 60 % fits f and g, 20 % fits the combiner (scores the models never saw), 20 % tests.
+    strat = plat[LABEL].astype(str) + plat[FAKE_LABEL].astype(str)
+    fit_ids, rest = train_test_split(ids, test_size=0.4, random_state=cfg.seed, stratify=strat)
+    comb_ids, test_ids = train_test_split(
+        rest, test_size=0.5, random_state=cfg.seed,
+        stratify=strat.set_axis(ids).loc[rest])
+    digest.add("synth.counts", {"merchants": len(plat), "erp": len(erp),
+                                "default": int(plat[LABEL].sum()),
+                                "fake": int(plat[FAKE_LABEL].sum())})
+    by_id = plat.set_index(MERCHANT_ID)
+    erp_by_id = erp.set_index(MERCHANT_ID)
+    fit_erp = erp_by_id.loc[erp_by_id.index.isin(fit_ids)].reset_index()
+    encoder = _merged_encoder([g for _, g in fit_erp.groupby(ISV_COLUMN)], ERP_FEATURES,
+                              cfg.n_bins)
+    rows: list[BenchRow] = []
+    for label, arch, what in ((LABEL, "logistic", "default AUC"), (FAKE_LABEL, "mlp",
+                                                                    "fake-trade recall@5%")):
+        f_model = fit_f_platform(by_id.loc[fit_ids].reset_index(), by_id.loc[fit_ids, label],
+                                 kind="hgb", seed=cfg.seed)
+        parts = []
+        for _, g in fit_erp.groupby(ISV_COLUMN):
+            parts.append((encoder.transform(g), by_id.loc[g[MERCHANT_ID], label].to_numpy(
+                dtype=np.float32)))
+        g_model = _fedavg(arch, parts, cfg)
+
+        def scores(sel: np.ndarray, f_model: Any = f_model, g_model: Any = g_model,
+                   label: str = label
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            f = f_model.predict_proba(by_id.loc[sel].reset_index())
+            g = np.full(len(sel), np.nan)
+            has = erp_by_id.index.intersection(sel)
+            pos = pd.Index(sel).get_indexer(has)
+            g[pos] = predict_proba(g_model, encoder.transform(erp_by_id.loc[has]))
+            return f, g, by_id.loc[sel, label].to_numpy()
+
+        comb = Combiner().fit(*scores(comb_ids))
+        f, g, y = scores(test_ids)
+        pd_est = comb.predict(f, g)
+        if label == LABEL:
+            base, with_erp = auc(y, pd_est.platform_only), auc(y, pd_est.with_erp)
+            rows.append(_auc_row("synthetic", "platform-only PD (f_platform hgb)", base, "—",
+                                 float("nan")))
+            rows.append(_auc_row("synthetic", f"platform + ERP combiner (FedAvg {arch} g)",
+                                 with_erp, "platform-only", base, "> platform-only",
+                                 with_erp > base))
+        else:
+            base = recall_at_alert_rate(y, pd_est.platform_only, ALERT_RATE)
+            with_erp = recall_at_alert_rate(y, pd_est.with_erp, ALERT_RATE)
+            rows.append(BenchRow("synthetic", f"{what} platform only", base, "recall"))
+            rows.append(BenchRow("synthetic", f"{what} with ERP (FedAvg {arch} g)", with_erp,
+                                 "recall", "platform only", base, "diff", "> platform only",
+                                 with_erp > base))
+    return rows
+
+
+def scale_section(cfg: BenchConfig, work: Path) -> tuple[list[BenchRow], list[JobTiming]]:
+    """A Flower job on ``scale_isvs`` × ``scale_merchants``: seconds per round, peak RSS."""
+    params = SynthParams(merchants=cfg.scale_isvs * cfg.scale_merchants, isvs=cfg.scale_isvs,
+                         seed=cfg.seed, no_isv_share=0.0)
+    data_dir = work / "scale-data"
+    started = time.perf_counter()
+    manifest = write_world(params, data_dir)
+    gen_s = time.perf_counter() - started
+    del manifest
+    erp_paths = {p.stem: p for p in sorted(data_dir.glob("isv*.parquet"))}
+    world = make_flower_world(work / "scale-flower", erp_paths, data_dir / "platform.parquet",
+                              data_from=params.data_from, data_to=params.as_of)
+    total = sum(pq.ParquetFile(p).metadata.num_rows for p in erp_paths.values())
+    before = tree_rss_bytes()
+    with PeakRss() as peak:
+        _, timing = run_flower_job(world, "scale", rounds=cfg.scale_rounds,
+                                   **{"n-bins": cfg.n_bins, "lr": cfg.lr,
+                                      "batch-size": 1024, "timeout-s": 7200})
+    children_max = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    rs = timing.round_seconds
+    # Round 1's clock also runs through identification and the statistics round.
+    per_round = statistics.mean(rs[1:]) if len(rs) > 1 else rs[0]
+    label = f"{cfg.scale_isvs} ISVs × {cfg.scale_merchants:,} merchants ({total:,} ERP rows)"
+    gib = 1024**3
+    return [
+        BenchRow("scale", f"seconds per round, {label}", per_round, "s",
+                 "round 1 incl. statistics", rs[0], "ratio"),
+        BenchRow("scale", f"peak RSS of the process tree, {label}", peak.peak / gib, "GiB",
+                 "bench process before the job", before / gib, "ratio", "≤ 6 GiB",
+                 peak.peak / gib <= 6.0),
+        BenchRow("scale", "peak PSS of the process tree (shared pages split)", peak.peak_pss / gib,
+                 "GiB"),
+        BenchRow("scale", "largest single child maxrss (getrusage)", children_max / gib, "GiB"),
+        BenchRow("scale", "job wall time (incl. Ray start)", timing.seconds, "s",
+                 "world generation", gen_s, "ratio"),
+    ], [timing]
+
+
+def dpcost_section(cfg: BenchConfig) -> list[BenchRow]:
+    """Seconds for one epoch of Opacus DP-SGD vs the same loop without it (same data)."""
+    from federation.dp import train_dp_sgd, train_plain_sgd
+    from federation.specs import DPBudget
+
+    data = load_gmsc(seed=cfg.seed)
+    table = _subsample(data.train.isv_table(data.isvs[0], with_platform=True),
+                       cfg.gmsc_per_isv, cfg.seed)
+    encoder = _merged_encoder([table], list(data.all_columns), cfg.n_bins)
+    X, y = encoder.transform(table), table[LABEL].to_numpy(dtype=np.float32)
+    budget = DPBudget(epsilon=DP_EPSILON, delta=DP_DELTA)
+    rows = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a node's ClientApp trains on one thread
+    try:
+        for arch in cfg.archs:
+            def plain(arch: str = arch) -> None:
+                train_plain_sgd(_seeded_model(arch, X.shape[1], 0), X, y, epochs=1,
+                                batch_size=cfg.dp_batch_size, lr=cfg.dp_lr)
+
+            def private(arch: str = arch) -> None:
+                train_dp_sgd(_seeded_model(arch, X.shape[1], 0), X, y, epochs=1,
+                             batch_size=cfg.dp_batch_size, lr=cfg.dp_lr, budget=budget,
+                             history=[], rounds_left=cfg.rounds)
+
+            t_plain, t_dp = _best_of(plain, 3), _best_of(private, 3)
+            rows.append(BenchRow("DP cost", f"DP-SGD epoch {arch} ({len(y):,} rows)", t_dp, "s",
+                                 "plain SGD", t_plain, "ratio", "≤ 2.5×", t_dp / t_plain <= 2.5))
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
+def _best_of(fn: Callable[[], None], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+# -- run and render ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _workdir(path: Path | None) -> Iterator[Path]:
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="fedgate-bench-") as tmp:
+        yield Path(tmp)
+
+
+def run(cfg: BenchConfig, *, workdir: Path | None = None,
+        progress: Callable[[str], None] | None = None) -> BenchResult:
+    """Run the sections of ``cfg`` and return every row.
+
+    Parameters
+    ----------
+    cfg : BenchConfig
+    workdir : Path | None, default a temporary folder (removed afterwards)
+        Where node files, keys, the ledger and job outputs go.
+    progress : Callable[[str], None] | None, default None
+        Called with a line when a section starts and ends.
+    """
+    unknown = set(cfg.sections) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown sections {sorted(unknown)}; known: {SECTIONS}")
+    say = progress or (lambda _line: None)
+    rows: list[BenchRow] = []
+    jobs: list[JobTiming] = []
+    seconds: dict[str, float] = {}
+    digest = _Digest()
+    digest.add("config", {"seed": cfg.seed, "n_bins": cfg.n_bins, "quick": cfg.quick,
+                          "gmsc": [cfg.gmsc_per_isv, cfg.gmsc_test], "pakdd": cfg.pakdd_isvs,
+                          "synth": [cfg.synth_merchants, cfg.synth_isvs]})
+    with _workdir(workdir) as work:
+        for section in SECTIONS:
+            if section not in cfg.sections:
+                continue
+            say(f"{section}: started {datetime.now(UTC):%H:%M:%S}")
+            t = time.perf_counter()
+            if section == "gmsc":
+                r, j = gmsc_section(cfg, work, digest)
+                rows += r
+                jobs += j
+            elif section == "pakdd":
+                rows += pakdd_section(cfg, digest)
+            elif section == "synth":
+                rows += synth_section(cfg, digest)
+            elif section == "scale":
+                r, j = scale_section(cfg, work)
+                rows += r
+                jobs += j
+            else:
+                rows += dpcost_section(cfg)
+            seconds[section] = time.perf_counter() - t
+            say(f"{section}: {seconds[section]:.0f} s")
+    return BenchResult(cfg, tuple(rows), tuple(jobs), seconds, digest.hexdigest())
+
+
+def render(result: BenchResult) -> str:
+    """The result as markdown tables: rows, then the Flower jobs."""
+    lines = ["| section | metric | value | peer | peer value | vs peer | target | met |",
+             "|---|---|---:|---|---:|---:|---|---|"]
+    for r in result.rows:
+        vs = r.versus
+        shown = "" if vs is None else (f"{vs:.2f}×" if r.compare == "ratio" else f"{vs:+.4f}")
+        peer_v = "" if r.peer_value is None or not math.isfinite(r.peer_value) else (
+            f"{r.peer_value:.4f}")
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        lines.append(f"| {r.section} | {r.metric} | {r.value:.4f} {r.unit} | {r.peer} | "
+                     f"{peer_v} | {shown} | {r.target} | {met} |")
+    if result.jobs:
+        lines += ["", "| Flower job | wall s | s per round | node-holdout AUC by round | ε |",
+                  "|---|---:|---|---|---|"]
+        for j in result.jobs:
+            rs = ", ".join(f"{s:.1f}" for s in j.round_seconds)
+            aucs = ", ".join(f"{a:.4f}" for _, a in sorted(j.node_auc.items()))
+            eps = ", ".join(f"{k} {v:.2f}" for k, v in sorted(j.epsilon.items())) or "—"
+            lines.append(f"| {j.name} | {j.seconds:.1f} | {rs} | {aucs} | {eps} |")
+    secs = ", ".join(f"{k} {v:.0f} s" for k, v in result.section_seconds.items())
+    lines += ["", f"sections: {secs}; digest {result.digest}"]
+    return "\n".join(lines)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: parse, run, print the table; exit 1 when a target is missed."""
+    parser = argparse.ArgumentParser(prog="python -m bench.federation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke-test size")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--rounds", type=_positive, default=None)
+    parser.add_argument("--archs", default=None, help="g_erp families, e.g. logistic,mlp")
+    parser.add_argument("--scale-isvs", type=_positive, default=None)
+    parser.add_argument("--scale-merchants", type=_positive, default=None,
+                        help="merchants per ISV in the scale job")
+    parser.add_argument("--scale-rounds", type=_positive, default=None)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep node files and job outputs here (default: a temp folder)")
+    args = parser.parse_args(argv)
+    sections = tuple(s for s in args.sections.split(",") if s)
+    bad = set(sections) - set(SECTIONS)
+    if bad or not sections:
+        parser.error(f"unknown sections {sorted(bad)}; choose from {','.join(SECTIONS)}")
+    cfg = BenchConfig.quick_config(sections) if args.quick else BenchConfig(sections=sections)
+    overrides: dict[str, Any] = {}
+    if args.rounds is not None:
+        overrides["rounds"] = args.rounds
+    if args.archs is not None:
+        overrides["archs"] = tuple(a for a in args.archs.split(",") if a)
+    for name in ("scale_isvs", "scale_merchants", "scale_rounds"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if overrides:
+        from dataclasses import replace
+
+        cfg = replace(cfg, **overrides)
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # the table, not Flower's round logs
+    started = time.perf_counter()
+    result = run(cfg, workdir=args.workdir, progress=lambda line: print(line, file=sys.stderr,
+                                                                          flush=True))
+    print(render(result))
+    print(f"\n{result!r}\nwall {time.perf_counter() - started:.0f} s")
+    return 0 if result.all_met else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+    raise SystemExit(main())
