@@ -251,6 +251,16 @@ def check(
     data_to: Annotated[str | None, typer.Option(help="Last day read.")] = None,
 ) -> None:
     """Would this use be allowed? Prints the decision; exit 0 allowed, 2 denied."""
+    if purpose not in consent.PURPOSES:
+        fail(
+            "UNKNOWN_PURPOSE", f"unknown purpose {purpose!r}; known: {', '.join(consent.PURPOSES)}"
+        )
+    unknown = sorted(set(category) - set(consent.CATEGORIES))
+    if unknown:
+        fail(
+            "UNKNOWN_CATEGORY",
+            f"unknown categories {unknown}; known: {', '.join(consent.CATEGORIES)}",
+        )
     data_range = None
     if (data_from is None) != (data_to is None):
         fail("MALFORMED", "give both --data-from and --data-to, or neither")

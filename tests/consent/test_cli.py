@@ -139,3 +139,19 @@ def test_check_bad_time_is_refused(cli_env: Path) -> None:
     code, _, err = _run(*CHECK[:-1], "2026-07-01T00:00:00")
 
     assert code == 1 and "error[MALFORMED]" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "code"),
+    [("--purpose", "marketing", "UNKNOWN_PURPOSE"), ("--category", "diaries", "UNKNOWN_CATEGORY")],
+)
+def test_check_unknown_vocabulary_is_refused(
+    cli_env: Path, flag: str, value: str, code: str
+) -> None:
+    """A check naming an unknown purpose or category is bad input, not a denial."""
+    args = list(CHECK)
+    args[args.index(flag) + 1] = value
+
+    exit_code, _, err = _run(*args)
+
+    assert exit_code == 1 and f"error[{code}]" in err
