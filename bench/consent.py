@@ -62,6 +62,9 @@ KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"fedgate consent benc
 PURPOSE_CODES = sorted(PURPOSES)
 CATEGORY_CODES = sorted(consent.CATEGORIES)
 UNITS = ("hour", "day", "month", "year")
+QUERY_KEYS = (
+    "merchant_id", "data_provider", "data_consumer", "purpose", "categories", "at", "data_range",
+)  # fmt: skip
 
 CEDAR_POLICY = """
 permit (principal, action == Action::"use", resource)
@@ -304,7 +307,23 @@ def run(merchants: int, cohort_size: int, manifest_size: int, seed: int = 7) -> 
     fed = [check(**q) for q in queries]
     fed_time = time.perf_counter() - fed_time
     sample = queries[: min(SINGLE_SAMPLE, len(queries))]
-    fed_single, _ = _best(lambda: [check(**q) for q in sample])
+    # Plain keyword calls, as a caller writes them: unpacking a dict per call
+    # (check(**q)) would add ~0.3 µs of harness time to a ~1 µs decision.
+    calls = [tuple(q[k] for k in QUERY_KEYS) for q in sample]
+    fed_single, _ = _best(
+        lambda: [
+            check(
+                merchant_id=m,
+                data_provider=p,
+                data_consumer=c,
+                purpose=u,
+                categories=g,
+                at=a,
+                data_range=r,
+            )
+            for m, p, c, u, g, a, r in calls
+        ]  # fmt: skip
+    )
     fed_single /= len(sample)
 
     log("parsing Cedar entities and policy")

@@ -54,7 +54,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -125,6 +125,8 @@ class BenchConfig:
     scale_isvs, scale_merchants : int, default 10, 1_000_000
         Scale job: ISVs and merchants per ISV (on average: the world is non-IID).
     scale_rounds : int, default 2
+    scale_rss_limit_gib : float, default 14.0
+        Stop the whole run if the process tree passes this (see :class:`PeakRss`).
     """
 
     quick: bool = False
@@ -146,6 +148,7 @@ class BenchConfig:
     scale_isvs: int = 10
     scale_merchants: int = 1_000_000
     scale_rounds: int = 2
+    scale_rss_limit_gib: float = 14.0
 
     @classmethod
     def quick_config(cls, sections: Sequence[str] = SECTIONS) -> BenchConfig:
@@ -155,6 +158,8 @@ class BenchConfig:
             sections=tuple(sections),
             rounds=2,
             archs=("logistic",),
+            lr=0.03,
+            batch_size=64,
             gmsc_per_isv=1_500,
             gmsc_test=5_000,
             pakdd_per_isv=1_500,
@@ -323,10 +328,20 @@ def tree_rss_bytes(root: int | None = None) -> int:
 
 
 class PeakRss:
-    """Samples :func:`tree_memory` in a thread; ``peak`` / ``peak_pss`` are the largest sums."""
+    """Samples :func:`tree_memory` in a thread; ``peak`` / ``peak_pss`` are the largest sums.
 
-    def __init__(self, interval: float = 0.25) -> None:
+    Parameters
+    ----------
+    interval : float, default 0.25
+        Seconds between samples.
+    limit : int | None, default None
+        Bytes of tree RSS at which the run is stopped (every descendant killed, the
+        process exits with status 3): a shared machine must not be driven into swap or OOM.
+    """
+
+    def __init__(self, interval: float = 0.25, limit: int | None = None) -> None:
         self.interval = interval
+        self.limit = limit
         self.peak = 0
         self.peak_pss = 0
         self._stop = threading.Event()
@@ -339,7 +354,28 @@ class PeakRss:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._sample()
+            if self.limit is not None and self.peak > self.limit:
+                self._abort()
             self._stop.wait(self.interval)
+
+    def _abort(self) -> None:
+        import signal
+
+        print(f"bench: process tree RSS {self.peak / 1024**3:.1f} GiB passed the limit "
+              f"{self.limit / 1024**3:.1f} GiB; stopping", file=sys.stderr, flush=True)  # type: ignore[operator]
+        by_parent: dict[int, list[int]] = {}
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    stat = Path(entry.path, "stat").read_text()
+                except OSError:
+                    continue
+                by_parent.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(
+                    int(entry.name))
+        for pid in _children(os.getpid(), by_parent):  # only this run's own descendants
+            with suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        os._exit(3)
 
     def __enter__(self) -> PeakRss:
         self._thread.start()
@@ -742,7 +778,7 @@ def scale_section(cfg: BenchConfig, work: Path) -> tuple[list[BenchRow], list[Jo
                               data_from=params.data_from, data_to=params.as_of)
     total = sum(pq.ParquetFile(p).metadata.num_rows for p in erp_paths.values())
     before = tree_rss_bytes()
-    with PeakRss() as peak:
+    with PeakRss(limit=int(cfg.scale_rss_limit_gib * 1024**3)) as peak:
         _, timing = run_flower_job(world, "scale", rounds=cfg.scale_rounds,
                                    **{"n-bins": cfg.n_bins, "lr": cfg.lr,
                                       "batch-size": 1024, "timeout-s": 7200})
@@ -914,6 +950,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale-merchants", type=_positive, default=None,
                         help="merchants per ISV in the scale job")
     parser.add_argument("--scale-rounds", type=_positive, default=None)
+    parser.add_argument("--scale-rss-limit-gib", type=float, default=None)
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep node files and job outputs here (default: a temp folder)")
     args = parser.parse_args(argv)
@@ -927,7 +964,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["rounds"] = args.rounds
     if args.archs is not None:
         overrides["archs"] = tuple(a for a in args.archs.split(",") if a)
-    for name in ("scale_isvs", "scale_merchants", "scale_rounds"):
+    for name in ("scale_isvs", "scale_merchants", "scale_rounds", "scale_rss_limit_gib"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if overrides:

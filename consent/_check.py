@@ -108,6 +108,9 @@ def evaluate_one(
 
 
 _D = Decision
+_new = tuple.__new__
+"""``_new(Decision, (...))`` is ``Decision(...)`` without NamedTuple's Python-level
+``__new__``: the same value at a fraction of the cost, on the single-check hot path."""
 
 Compiled = tuple[
     Decision | None,  # the status-only denial, if any (fixed for this record)
@@ -172,26 +175,33 @@ def _decide(
     if static is not None:
         return static
     if at >= expiry:
-        return _D(False, "EXPIRED", cid, digest, "consent has expired")
+        return _new(_D, (False, "EXPIRED", cid, digest, "consent has expired"))
     if at < start:
-        return _D(False, "NOT_YET_VALID", cid, digest, "consent has not started")
+        return _new(_D, (False, "NOT_YET_VALID", cid, digest, "consent has not started"))
     if paused:
-        return _D(False, "PAUSED", cid, digest, "the merchant paused this consent")
+        return _new(_D, (False, "PAUSED", cid, digest, "the merchant paused this consent"))
     if purpose not in purposes:
-        return _D(False, "PURPOSE_NOT_COVERED", cid, digest, "purpose not consented")
+        return _new(_D, (False, "PURPOSE_NOT_COVERED", cid, digest, "purpose not consented"))
     for category in categories:
         if category not in covered:
-            return _D(False, "CATEGORY_NOT_COVERED", cid, digest, "a category is not consented")
+            return _new(
+                _D, (False, "CATEGORY_NOT_COVERED", cid, digest, "a category is not consented")
+            )
     if data_range is not None and not (lo <= data_range[0] <= data_range[1] <= hi):
-        return _D(False, "RANGE_NOT_COVERED", cid, digest, "data range outside the consent")
+        return _new(_D, (False, "RANGE_NOT_COVERED", cid, digest, "data range outside the consent"))
     state = rec.state
     # period_uses bounds the uses in any one period, so the calendar maths is rarely needed.
     if (
         state.period_uses >= limit
         and state.uses_in_period(rec.signed.artefact.frequency, at) >= limit
     ):
-        return _D(False, "FREQUENCY_EXCEEDED", cid, digest, "use limit for this period reached")
+        return _new(
+            _D, (False, "FREQUENCY_EXCEEDED", cid, digest, "use limit for this period reached")
+        )
     return allow
+
+
+_NO_CONSENT = Decision.deny("NO_CONSENT", "no consent from this merchant for this use")
 
 
 def _evaluate_one(
@@ -249,7 +259,7 @@ def evaluate(
         and r.signed.artefact.data_consumer == data_consumer
     ]
     if not mine:
-        return Decision.deny("NO_CONSENT", "no consent from this merchant for this use")
+        return _NO_CONSENT
     mine.sort(key=lambda r: _relevance(r, purpose), reverse=True)
     decisions = [_evaluate_one(r, purpose, wanted, at, data_range) for r in mine]
     for decision in decisions:

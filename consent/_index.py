@@ -25,7 +25,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ._artefact import FREQUENCY_UNITS, Frequency, FrequencyUnit
-from ._check import Compiled, ConsentRecord, Decision, _decide, compile_record, evaluate
+from ._check import (
+    _NO_CONSENT,
+    Compiled,
+    ConsentRecord,
+    Decision,
+    _decide,
+    compile_record,
+    evaluate,
+)
 from ._errors import InvalidConsentRequest
 from ._lifecycle import Status
 from ._manifest import ManifestEntry
@@ -204,13 +212,15 @@ class ConsentIndex:
     ) -> Decision:
         """One decision from the snapshot: :func:`consent.evaluate` on this merchant's records."""
         key = (merchant_id, data_provider, data_consumer)
-        one = self._single.get(key)
-        if one is not None:
-            # One consent (the common case): evaluate() would return exactly its verdict.
-            wanted = categories if type(categories) is tuple else tuple(categories)
-            if wanted and at.tzinfo is not None:
+        wanted = categories if type(categories) is tuple else tuple(categories)
+        if wanted and at.tzinfo is not None:  # well formed; evaluate() refuses the rest
+            one = self._single.get(key)
+            if one is not None:
+                # One consent (the common case): evaluate() would return exactly its verdict.
                 return _decide(one, purpose, wanted, at, data_range)
-            categories = wanted
+            if key not in self._by_key:
+                return _NO_CONSENT  # what evaluate() answers for no records
+        categories = wanted
         return evaluate(
             self._by_key.get(key, ()),
             merchant_id=merchant_id,
