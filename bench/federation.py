@@ -428,8 +428,13 @@ def _fedavg(arch: str, parts: Sequence[tuple[np.ndarray, np.ndarray]], cfg: Benc
 
 def _merged_encoder(frames: Sequence[pd.DataFrame], columns: Sequence[str], n_bins: int
                     ) -> BinEncoder:
-    """Bin edges from the merge of one quantile sketch per ISV (never from pooled rows)."""
-    sketches = [QuantileSketch.from_frame(f, list(columns)) for f in frames]
+    """Bin edges from the merge of one quantile sketch per ISV (never from pooled rows).
+
+    Each sketch makes the round trip through its wire arrays, as a node's reply does, so
+    the edges are exactly those the ServerApp computes from the same nodes.
+    """
+    sketches = [QuantileSketch.from_arrays(QuantileSketch.from_frame(f, list(columns)).to_arrays())
+                for f in frames]
     return BinEncoder(QuantileSketch.merge(sketches).bin_edges(n_bins))
 
 

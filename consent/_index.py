@@ -334,7 +334,7 @@ def cohort_entries(
     data_range: tuple[date, date] | None = None,
     merchants: Iterable[str] | None = None,
     labels: dict[str, int] | None = None,
-    consent_manager_key: Ed25519PublicKey | None = None,
+    consent_manager_key: Ed25519PublicKey,
 ) -> list[ManifestEntry]:
     """Manifest entries for every merchant of ``data_provider`` allowed for this use, now.
 
@@ -350,9 +350,10 @@ def cohort_entries(
         As :meth:`ConsentIndex.cohort`.
     labels : dict[str, int] | None, default None
         Training labels by merchant id, copied into the entries.
-    consent_manager_key : Ed25519PublicKey | None, default None
-        Verify every artefact's signature with it; ``None`` trusts the
-        database and skips signature verification (tests, the demo).
+    consent_manager_key : Ed25519PublicKey
+        Required: every artefact's signature is verified with it, so a forged
+        or re-keyed artefact is denied (``SIGNATURE_INVALID``) and never
+        enters a manifest.
     """
     index = ConsentIndex.load(
         session, consent_manager_key=consent_manager_key, data_provider=data_provider

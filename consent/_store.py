@@ -9,6 +9,7 @@ so a refused request leaves nothing behind even if the caller commits anyway.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,15 +19,16 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ledger import append_entries, canonical_json
+from ledger import Entry, append_entries, append_entry, canonical_json
 
 from ._artefact import (
     ConsentArtefact,
     Frequency,
+    FrequencyUnit,
     SignedArtefact,
     check_terms,
     read_artefact_unverified,
@@ -63,6 +65,9 @@ __all__ = [
     "resume",
     "revoke",
     "record_use",
+    "record_uses",
+    "USES_KIND",
+    "consent_ids_hash",
     "expire_due",
     "get_consent",
     "list_consents",
@@ -72,6 +77,11 @@ __all__ = [
 
 
 _NO_USES = Frequency(1, "year")  # terms of an unreadable artefact: never used anyway
+
+USES_KIND = "consent.uses"
+"""Ledger kind of one :func:`record_uses` batch (``consent.used`` is one consent's event)."""
+
+_CHUNK = 5000  # ids per IN (...) list: under SQLite's and PostgreSQL's bind-parameter caps
 
 
 @dataclass(frozen=True, slots=True)
@@ -597,6 +607,118 @@ def record_use(
     return _write(session, [pending])[0]
 
 
+def consent_ids_hash(consent_ids: Iterable[str]) -> str:
+    """Hex SHA-256 of the canonical JSON list of the sorted, distinct consent ids."""
+    return hashlib.sha256(canonical_json(sorted(set(consent_ids)))).hexdigest()
+
+
+def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(ids), _CHUNK):
+        yield ids[i : i + _CHUNK]
+
+
+def record_uses(
+    session: Session,
+    consent_ids: Iterable[str],
+    *,
+    at: datetime,
+    job_id: str | None = None,
+    round: int | None = None,
+    data_provider: str | None = None,
+    manifest_root: str | None = None,
+) -> Entry | None:
+    """Count one use of each consent, set-based, and log the batch as ONE ledger entry.
+
+    What the platform calls once per node and round for the consents of the
+    round's cohort manifest, after the node's usage receipt verified: the data
+    *was* used, so every listed consent is counted whatever its status is now
+    (a manifest issued before a revocation stays usable until its valid-until).
+    The counters that :func:`consent.check` and the cohort check read
+    (``use_count``, ``period_uses``, ``last_used_at``) advance in one UPDATE per
+    frequency unit (per 5,000 ids), not one query per merchant. Unlike
+    :func:`record_use`, no per-consent event row is written (an event row needs
+    its own ledger entry); the batch's ``consent.uses`` entry (job, round,
+    provider, manifest root, count and :func:`consent_ids_hash`) is the audit
+    record, and :func:`get_consent` accepts counters ahead of the event fold.
+
+    Parameters
+    ----------
+    session : Session
+        The caller's session; written in its transaction (e.g. with the
+        ``data.used`` entry of the receipt that proves the use).
+    consent_ids : Iterable[str]
+        Consents used (duplicates count once).
+    at : datetime
+        Time of the use (timezone-aware); no consent may have a later use already.
+    job_id, round, data_provider, manifest_root : default None
+        Copied into the ledger entry.
+
+    Returns
+    -------
+    ledger.Entry | None
+        The ``consent.uses`` entry; ``None`` (nothing written) for no ids.
+
+    Raises
+    ------
+    ConsentNotFound
+        An id is unknown; nothing is written.
+    InvalidConsentRequest
+        ``MALFORMED`` for a naive time, ``OUT_OF_ORDER`` when a consent was last
+        used after ``at``; nothing is written.
+    """
+    when = _now(at)
+    ids = sorted(set(consent_ids))
+    if not ids:
+        return None
+    # Read and validate everything before the first write.
+    by_unit: dict[FrequencyUnit, list[str]] = {}
+    for chunk in _chunks(ids):
+        rows = session.execute(
+            select(ArtefactRow.consent_id, ArtefactRow.token, StateRow.last_used_at)
+            .join(StateRow, StateRow.consent_id == ArtefactRow.consent_id)
+            .where(ArtefactRow.consent_id.in_(chunk))
+        ).all()
+        if len(rows) != len(chunk):
+            missing = sorted(set(chunk) - {r.consent_id for r in rows})
+            raise ConsentNotFound(f"no consent {missing[0]!r} ({len(missing)} unknown ids)")
+        for consent_id, token, last_used in rows:
+            if last_used is not None and last_used > when:
+                raise InvalidConsentRequest(
+                    f"consent {consent_id} was used at {last_used}, after {when}",
+                    code="OUT_OF_ORDER",
+                )
+            unit = read_artefact_unverified(token).artefact.frequency.unit
+            by_unit.setdefault(unit, []).append(consent_id)
+    for unit, unit_ids in sorted(by_unit.items()):
+        # Same period as the last use <=> last use at or after this period's start.
+        period_start = Frequency(1, unit).period_start(when)
+        for chunk in _chunks(unit_ids):
+            session.execute(
+                update(StateRow)
+                .where(StateRow.consent_id.in_(chunk))
+                .values(
+                    use_count=StateRow.use_count + 1,
+                    period_uses=case(
+                        (StateRow.last_used_at >= period_start, StateRow.period_uses + 1),
+                        else_=1,
+                    ),
+                    last_used_at=when,
+                )
+                .execution_options(synchronize_session=False)
+            )
+    body = {
+        "job_id": job_id,
+        "round": round,
+        "data_provider": data_provider,
+        "manifest_root": manifest_root,
+        "count": len(ids),
+        "consent_ids_hash": consent_ids_hash(ids),
+    }
+    entry = append_entry(session, USES_KIND, body, at=when)
+    session.expire_all()  # loaded StateRow objects must not hide the new counters
+    return entry
+
+
 def get_consent(session: Session, consent_id: str) -> ConsentView:
     """Read one consent's terms, state and history; the state is re-folded and compared."""
     art_row = session.get(ArtefactRow, consent_id)
@@ -614,9 +736,19 @@ def get_consent(session: Session, consent_id: str) -> ConsentView:
         state = fold_events(events, signed.artefact.frequency)
     except TransitionRefused as exc:  # a stored history no rule allows: not the caller's fault
         raise ConsentIntegrityError(f"history of {consent_id} is invalid: {exc}") from exc
-    if state != _state_from_row(state_row):
+    stored = _state_from_row(state_row)
+    # Batched uses (record_uses) advance the counters without event rows: the stored
+    # counters may run ahead of the fold, never behind it; the lifecycle must match exactly.
+    lifecycle = (state.status, state.version, state.updated_at)
+    if lifecycle != (stored.status, stored.version, stored.updated_at) or not (
+        state.use_count <= stored.use_count
+        and (
+            state.last_used_at is None
+            or (stored.last_used_at is not None and state.last_used_at <= stored.last_used_at)
+        )
+    ):
         raise ConsentIntegrityError(f"state of {consent_id} does not match its events")
-    return ConsentView(signed, _state_from_row(state_row), events)
+    return ConsentView(signed, stored, events)
 
 
 def list_consents(

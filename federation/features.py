@@ -1,13 +1,25 @@
-"""Federated feature statistics: a mergeable quantile sketch and a scorecard-style bin encoder.
+"""Federated feature statistics: a k-anonymous mergeable quantile sketch and a bin encoder.
 
-Bin edges must come from statistics that nodes send, never from pooled rows.
-Each node summarises every numeric column as a :class:`QuantileSketch` — ``k``
-weighted points at the local quantile levels ``(j + 1/2) / k`` (each carrying
-``n / k`` rows) plus the count of missing values — and sends it as plain numeric
-arrays. The server concatenates the nodes' points (:meth:`QuantileSketch.merge`),
-compresses them back to ``k`` points, and reads bin edges off the merged weighted
-distribution. The rank error of an edge is about ``1 / k`` per merge level, far
-below the width of a decile bin.
+Bin edges must come from statistics that nodes send, never from pooled rows,
+and a statistic that leaves a node must never be one row's value. Each node
+summarises every numeric column as a :class:`QuantileSketch`: the sorted
+non-missing values are cut into consecutive buckets of at least ``min_rows``
+rows (:data:`DEFAULT_MIN_BUCKET_ROWS`, and at least ``n / size`` rows), and each
+bucket leaves as one point, the **mean** of its values, weighted by its row
+count. Runs of tied values are never split across buckets while a bucket can
+close at a run boundary, so a value held by a whole bucket (a count or flag
+column's 0) leaves exactly, as the mean of at least ``min_rows`` equal values.
+A column with fewer than ``min_rows`` non-missing values sends no points at
+all, only its counts. Points are therefore k-anonymous aggregates (k =
+``min_rows``): none is an individual row's value.
+
+The server concatenates the nodes' points (:meth:`QuantileSketch.merge`),
+compresses them back to ``size`` points, and reads bin edges off the merged
+weighted distribution. A bucket mean lies inside its bucket's value range, so
+the rank error of an edge is at most one bucket (``max(min_rows, n / size)``
+rows of a node) plus ``1 / size`` per merge, far below the width of a decile
+bin. Not covered: two sketches of cohorts that differ by one merchant could be
+differenced (k-anonymity is not differential privacy).
 
 :class:`BinEncoder` turns a frame into one-hot bins per feature (``len(edges) + 1``
 value bins and one missing-value bin), the input the ``g_erp`` models learn on.
@@ -24,28 +36,35 @@ import pandas as pd
 
 from ._errors import DataError
 
-__all__ = ["DEFAULT_SKETCH_SIZE", "QuantileSketch", "BinEncoder"]
+__all__ = ["DEFAULT_MIN_BUCKET_ROWS", "DEFAULT_SKETCH_SIZE", "QuantileSketch", "BinEncoder"]
 
 DEFAULT_SKETCH_SIZE = 256
 """Points kept per column; rank error of the merged edges is about 1 / 256."""
 
-_KEY = re.compile(r"^(\d{4}):(.+):(values|weights|missing|edges)$")
+DEFAULT_MIN_BUCKET_ROWS = 20
+"""k: rows every sketch point aggregates at least; fewer non-missing rows send no points."""
+
+_KEY = re.compile(r"^(\d{4}):(.+):(values|weights|missing|suppressed|edges)$")
+_PARTS = frozenset({"values", "weights", "missing", "suppressed"})
 
 
 def _column_values(df: pd.DataFrame, column: str) -> np.ndarray:
     """A column as float64 with NaN for missing (works for nullable Int64 too)."""
     if column not in df.columns:
-        raise DataError(f"column {column!r} is not in the frame", code="MISSING_COLUMNS",
-                        column=column)
+        raise DataError(
+            f"column {column!r} is not in the frame", code="MISSING_COLUMNS", column=column
+        )
     try:
         return np.asarray(df[column].to_numpy(dtype=np.float64, na_value=np.nan))
     except (TypeError, ValueError) as exc:
-        raise DataError(f"column {column!r} is not numeric: {exc}", code="WRONG_TYPE",
-                        column=column) from exc
+        raise DataError(
+            f"column {column!r} is not numeric: {exc}", code="WRONG_TYPE", column=column
+        ) from exc
 
 
-def _weighted_points(values: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray,
-                                                                              np.ndarray]:
+def _weighted_points(
+    values: np.ndarray, weights: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Compress weighted points to ``k`` points at mid-rank quantile levels."""
     total = float(weights.sum())
     if values.size == 0 or total <= 0.0:
@@ -54,6 +73,58 @@ def _weighted_points(values: np.ndarray, weights: np.ndarray, k: int) -> tuple[n
     v, w = values[order], weights[order]
     levels = (np.arange(k) + 0.5) / k * total
     return _step_quantile(v, w, levels), np.full(k, total / k)
+
+
+def _bucket_means(
+    sorted_values: np.ndarray, size: int, min_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-anonymous points: means of consecutive sorted buckets of at least ``min_rows`` rows.
+
+    A bucket closes at the end of a run of tied values once it holds ``target =
+    max(min_rows, ceil(n / size))`` rows; a run of ``target`` rows or more gets its
+    own bucket (its exact value, shared by at least ``min_rows`` rows) after the
+    open bucket is closed, or merged backwards if that bucket is still short. A
+    short last bucket joins the one before. Fewer than ``min_rows`` values give
+    no points.
+    """
+    n = sorted_values.size
+    if n < min_rows or n == 0:
+        return np.empty(0), np.empty(0)
+    target = max(min_rows, -(-n // size))
+    # Run boundaries: indices where the sorted value changes, plus the end.
+    change = np.flatnonzero(np.diff(sorted_values)) + 1
+    run_ends = np.append(change, n)
+    cuts: list[int] = []  # exclusive end index of each bucket
+    start = 0  # start of the open bucket
+    run_start = 0
+    for end in run_ends.tolist():
+        run = end - run_start
+        if run >= target and run_start > start:
+            # A big tie: close the open bucket before it so the tie's value stays exact; a
+            # short open bucket folds into the previous one (or, if none, into the tie).
+            if run_start - start >= min_rows:
+                cuts.append(run_start)
+                start = run_start
+            elif cuts:
+                cuts[-1] = run_start
+                start = run_start
+        if end - start >= target:
+            cuts.append(end)
+            start = end
+        run_start = end
+    if start < n:  # a short tail joins the previous bucket
+        if cuts and n - start < min_rows:
+            cuts[-1] = n
+        else:
+            cuts.append(n)
+    bounds = np.array([0] + cuts)
+    counts = np.diff(bounds)
+    sums = np.add.reduceat(sorted_values, bounds[:-1])
+    lo, hi = sorted_values[bounds[:-1]], sorted_values[bounds[1:] - 1]
+    # Rounding must not move a mean out of its bucket, nor a pure tie off its value (an
+    # edge one ulp below a tied value would move the whole tie into the next bin).
+    means = np.clip(sums / counts, lo, hi)
+    return np.where(lo == hi, lo, means), counts.astype(np.float64)
 
 
 def _step_quantile(v: np.ndarray, w: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -71,6 +142,7 @@ class _ColumnSketch:
     values: np.ndarray
     weights: np.ndarray
     missing: float
+    suppressed: float = 0.0  # non-missing rows sent as a count only (fewer than min_rows)
 
 
 class QuantileSketch:
@@ -84,8 +156,9 @@ class QuantileSketch:
         Points kept per column.
     """
 
-    def __init__(self, columns: Mapping[str, _ColumnSketch], size: int = DEFAULT_SKETCH_SIZE
-                 ) -> None:
+    def __init__(
+        self, columns: Mapping[str, _ColumnSketch], size: int = DEFAULT_SKETCH_SIZE
+    ) -> None:
         if size < 2:
             raise ValueError(f"size must be >= 2, got {size}")
         self._columns = dict(columns)
@@ -99,12 +172,18 @@ class QuantileSketch:
     def count(self, column: str) -> float:
         """Rows seen for ``column`` (non-missing plus missing)."""
         c = self._columns[column]
-        return float(c.weights.sum()) + c.missing
+        return float(c.weights.sum()) + c.suppressed + c.missing
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame, columns: Sequence[str], *,
-                   size: int = DEFAULT_SKETCH_SIZE) -> QuantileSketch:
-        """Sketch ``columns`` of a local frame.
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        columns: Sequence[str],
+        *,
+        size: int = DEFAULT_SKETCH_SIZE,
+        min_rows: int = DEFAULT_MIN_BUCKET_ROWS,
+    ) -> QuantileSketch:
+        """Sketch ``columns`` of a local frame; every point aggregates ``min_rows`` rows or more.
 
         Parameters
         ----------
@@ -113,23 +192,31 @@ class QuantileSketch:
         columns : Sequence[str]
             Numeric columns to sketch.
         size : int, default DEFAULT_SKETCH_SIZE
-            Points per column.
+            Most points per column.
+        min_rows : int, default DEFAULT_MIN_BUCKET_ROWS
+            k: the fewest rows behind one point; a column with fewer non-missing
+            values sends only its counts.
         """
+        if min_rows < 1:
+            raise ValueError(f"min_rows must be >= 1, got {min_rows}")
         out: dict[str, _ColumnSketch] = {}
         for col in columns:
             x = _column_values(df, col)
-            finite = x[np.isfinite(x)]
-            v, w = _weighted_points(finite, np.ones(finite.size), size)
-            out[col] = _ColumnSketch(v, w, float(x.size - finite.size))
+            finite = np.sort(x[np.isfinite(x)], kind="stable")
+            v, w = _bucket_means(finite, size, min_rows)
+            out[col] = _ColumnSketch(
+                v, w, float(x.size - finite.size), float(finite.size - w.sum())
+            )
         return cls(out, size)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """Numeric arrays only (keys ``NNNN:column:values|weights|missing``), for an ArrayRecord."""
+        """Numeric arrays only (``NNNN:column:values|weights|missing|suppressed``), for records."""
         arrays: dict[str, np.ndarray] = {}
         for i, (col, c) in enumerate(self._columns.items()):
             arrays[f"{i:04d}:{col}:values"] = c.values.astype(np.float64)
             arrays[f"{i:04d}:{col}:weights"] = c.weights.astype(np.float64)
             arrays[f"{i:04d}:{col}:missing"] = np.array([c.missing], dtype=np.float64)
+            arrays[f"{i:04d}:{col}:suppressed"] = np.array([c.suppressed], dtype=np.float64)
         return arrays
 
     @classmethod
@@ -141,20 +228,38 @@ class QuantileSketch:
             if m is None or m.group(3) == "edges":
                 raise DataError(f"unexpected sketch array key {key!r}", code="BAD_SKETCH")
             parts.setdefault((int(m.group(1)), m.group(2)), {})[m.group(3)] = np.asarray(
-                arr, dtype=np.float64)
+                arr, dtype=np.float64
+            )
         columns: dict[str, _ColumnSketch] = {}
         size = 2
         for (_, col), p in sorted(parts.items()):
-            if set(p) != {"values", "weights", "missing"} or p["values"].shape != p[
-                    "weights"].shape or p["missing"].size != 1:
-                raise DataError(f"incomplete sketch arrays for column {col!r}",
-                                code="BAD_SKETCH", column=col)
-            if not (np.isfinite(p["values"]).all() and (p["weights"] >= 0).all()):
-                raise DataError(f"non-finite values or negative weights for {col!r}",
-                                code="BAD_SKETCH", column=col)
+            if (
+                set(p) != _PARTS
+                or p["values"].shape != p["weights"].shape
+                or p["missing"].size != 1
+                or p["suppressed"].size != 1
+            ):
+                raise DataError(
+                    f"incomplete sketch arrays for column {col!r}", code="BAD_SKETCH", column=col
+                )
+            if not (
+                np.isfinite(p["values"]).all()
+                and (p["weights"] >= 0).all()
+                and p["suppressed"][0] >= 0
+                and p["missing"][0] >= 0
+            ):
+                raise DataError(
+                    f"non-finite values or negative weights for {col!r}",
+                    code="BAD_SKETCH",
+                    column=col,
+                )
             order = np.argsort(p["values"], kind="stable")  # quantiles() needs sorted points
-            columns[col] = _ColumnSketch(p["values"][order], p["weights"][order],
-                                         float(p["missing"][0]))
+            columns[col] = _ColumnSketch(
+                p["values"][order],
+                p["weights"][order],
+                float(p["missing"][0]),
+                float(p["suppressed"][0]),
+            )
             size = max(size, p["values"].size)
         return cls(columns, size)
 
@@ -176,9 +281,14 @@ class QuantileSketch:
         merged: dict[str, _ColumnSketch] = {}
         for col in cols:
             parts = [s._columns[col] for s in sketches]
-            v, w = _weighted_points(np.concatenate([p.values for p in parts]),
-                                    np.concatenate([p.weights for p in parts]), size)
-            merged[col] = _ColumnSketch(v, w, sum(p.missing for p in parts))
+            v, w = _weighted_points(
+                np.concatenate([p.values for p in parts]),
+                np.concatenate([p.weights for p in parts]),
+                size,
+            )
+            merged[col] = _ColumnSketch(
+                v, w, sum(p.missing for p in parts), sum(p.suppressed for p in parts)
+            )
         return QuantileSketch(merged, size)
 
     def quantiles(self, column: str, levels: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -242,7 +352,9 @@ class BinEncoder:
         names: list[str] = []
         for col, e in self.edges.items():
             names += [f"{col}[<={v:g}]" for v in e] + [
-                f"{col}[>{e[-1]:g}]" if len(e) else f"{col}[all]", f"{col}[missing]"]
+                f"{col}[>{e[-1]:g}]" if len(e) else f"{col}[all]",
+                f"{col}[missing]",
+            ]
         return names
 
     def transform(self, df: pd.DataFrame) -> np.ndarray:

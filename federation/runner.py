@@ -28,7 +28,7 @@ from typing import Any
 from ._errors import JobFailed
 from .apps._node import SIM_NODES_KEY, NodeConfig
 from .apps._strategy import RoundLog
-from .apps.server_app import RESULT_FILE, CohortSource, consent_cohort_source
+from .apps.server_app import RESULT_FILE, CohortSource, cohort_source_from_run_config
 from .dp import PrivacyLedger, check_job_budget
 from .specs import spec_from_run_config
 
@@ -153,7 +153,7 @@ def check_budget(
     ----------
     run_config : Mapping[str, Any]
         The job's run config (``spec`` and overrides, ``job-id``, ``data-consumer``,
-        ``db-url`` when ``cohort_source`` is not given).
+        ``db-url`` and ``consent-key`` when ``cohort_source`` is not given).
     nodes : Sequence[NodeConfig]
     cohort_source : CohortSource | None, default consent's cohort check on ``db-url``
     at : datetime | None, default now
@@ -165,7 +165,7 @@ def check_budget(
     spec = spec_from_run_config(run_config)
     if spec.dp is None:
         return
-    source = cohort_source or consent_cohort_source(str(run_config["db-url"]))
+    source = cohort_source or cohort_source_from_run_config(run_config)
     when = at or datetime.now(UTC)
     for node in nodes:
         entries = source.entries(

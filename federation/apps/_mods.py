@@ -6,7 +6,8 @@
   :func:`federation.apps.load_cohort`).
 * :func:`egress_guard_mod` lets a reply out only if it holds the declared
   records: model arrays of the shapes the server sent, whitelisted scalar
-  metrics, a receipt, and per action a sketch or scores of bounded shape.
+  metrics, a receipt, and per action a sketch (k-anonymous points only) or
+  scores of bounded shape.
   Anything else turns the reply into an error and is logged (keys only).
 * :func:`usage_receipt_mod` attaches the node's signed :class:`UsageReceipt`.
 
@@ -24,6 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 
 from consent import ConsentError, ManifestRejected, verify_manifest
 
+from ..features import DEFAULT_MIN_BUCKET_ROWS
 from ..receipts import UsageReceipt, merchant_ids_hash, sign_receipt
 from ._keys import (
     ACTION_IDENTIFY,
@@ -223,19 +225,36 @@ def _egress_problem(msg: Message, reply: Message, request: VerifiedRequest) -> s
         sent = msg.content.array_records.get(ARRAYS_KEY)
         if p := _arrays_match(content.array_records[ARRAYS_KEY], sent):
             return p
-    if SKETCH_KEY in content:
-        for key, arr in content.array_records[SKETCH_KEY].items():
-            size = 1
-            for dim in arr.shape:
-                size *= dim
-            if size > MAX_SKETCH_ARRAY_SIZE:
-                return f"sketch array {key!r} has {size} values (max {MAX_SKETCH_ARRAY_SIZE})"
+    if SKETCH_KEY in content and (p := _sketch_problem(content.array_records[SKETCH_KEY], request)):
+        return p
     if action == f"query.{ACTION_SCORE}":
         return _scores_problem(content, request)
     if action == f"query.{ACTION_IDENTIFY}":
         ident = content.config_records.get(IDENTITY_KEY)
         if ident is None or set(ident.keys()) != {KEY_ISV_ID, KEY_SIGNATURE}:
             return "an identify reply carries only the ISV id and its signature"
+    return None
+
+
+def _sketch_problem(record: ArrayRecord, request: VerifiedRequest) -> str | None:
+    """A sketch leaves only as k-anonymous bucket means: every point weighs ``k`` rows or more.
+
+    Cheap and independent of the handler: each column's points must each carry a
+    weight of at least :data:`DEFAULT_MIN_BUCKET_ROWS`, and there can be no more
+    points than the manifest's merchants (one ERP row each) divided by k.
+    """
+    k = DEFAULT_MIN_BUCKET_ROWS
+    cohort = len(request.manifest.entries) if request.manifest is not None else 0
+    for key, arr in record.items():
+        size = 1
+        for dim in arr.shape:
+            size *= dim
+        if size > MAX_SKETCH_ARRAY_SIZE:
+            return f"sketch array {key!r} has {size} values (max {MAX_SKETCH_ARRAY_SIZE})"
+        if key.endswith((":values", ":weights")) and size > cohort // k:
+            return f"sketch array {key!r} has {size} points for {cohort} merchants (k={k})"
+        if key.endswith(":weights") and size and float(arr.numpy().min()) < k:
+            return f"sketch array {key!r} has a point aggregating fewer than {k} rows"
     return None
 
 

@@ -9,13 +9,18 @@ A training job (``mode = "train"``):
 3. **training rounds** 1..R — FedAvg or FedProx through :class:`ConsentedStrategy`;
    every node gets its own cohort manifest per round, rebuilt from live consent;
 4. every reply's usage receipt is verified with that node's key and written to
-   the ledger as ``data.used``;
+   the ledger as ``data.used``; in the same transaction, the first verified
+   receipt of each node and round counts one use of every consent in that
+   round's manifest (``consent.record_uses``, one ``consent.uses`` entry), so a
+   consent's frequency limit takes it out of later manifests;
 5. the model is saved with its lineage (job, rounds, receipts, manifest roots, ε).
 
 A scoring job (``mode = "score"``) loads a saved model and asks each node for
 g-scores under ``credit_scoring`` manifests.
 
 Run config keys (kebab-case) are read once in :func:`main` into :class:`ServerSettings`.
+The cohort comes from consent's cohort check, which verifies every artefact's
+signature with the consent manager's public key (``consent-key``, a PEM path).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 from sqlalchemy.orm import Session, sessionmaker
 
-from consent import ManifestEntry, build_manifest, sign_manifest
+from consent import ConsentError, ManifestEntry, build_manifest, record_uses, sign_manifest
 from ledger import append_entry
 
 from .._errors import FederationError, JobFailed, ReceiptInvalid
@@ -94,6 +99,8 @@ __all__ = [
     "CohortSource",
     "make_server_app",
     "consent_cohort_source",
+    "cohort_source_from_run_config",
+    "load_public_key",
     "job_record",
     "ExpectedReceipt",
     "record_receipt",
@@ -130,24 +137,55 @@ class CohortSource(Protocol):
         ...
 
 
-def consent_cohort_source(db_url: str) -> CohortSource:
-    """The consent package's cohort check over the platform database."""
-    import consent
+def consent_cohort_source(db_url: str, consent_key: Ed25519PublicKey) -> CohortSource:
+    """The consent package's cohort check over the platform database.
 
-    factory = getattr(consent, "cohort_entries", None)
-    if factory is None:
-        raise FederationError(
-            "consent does not export cohort_entries(session, ...) yet; pass a CohortSource",
-            code="NO_COHORT_SOURCE",
-        )
+    Parameters
+    ----------
+    db_url : str
+        The platform database (consent state).
+    consent_key : Ed25519PublicKey
+        The consent manager's public key: every artefact's signature is verified,
+        so a forged one is denied (``SIGNATURE_INVALID``) and never enters a manifest.
+    """
+    from consent import cohort_entries
+
     _, sessions = open_sessions(db_url)
 
     class _Source:
         def entries(self, **kw: Any) -> list[ManifestEntry]:
             with sessions() as s:
-                return list(factory(s, **kw))
+                return list(cohort_entries(s, consent_manager_key=consent_key, **kw))
 
     return _Source()
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM file; ``FederationError`` (``BAD_CONFIG``) otherwise."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise FederationError(f"cannot read public key {path}: {exc}", code="BAD_CONFIG") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise FederationError(f"{path} is not an Ed25519 public key", code="BAD_CONFIG")
+    return key
+
+
+def cohort_source_from_run_config(rc: Mapping[str, Any]) -> CohortSource:
+    """:func:`consent_cohort_source` on ``db-url``, verifying with the ``consent-key`` PEM.
+
+    Raises
+    ------
+    FederationError
+        ``BAD_CONFIG`` when ``db-url`` or ``consent-key`` is missing or the key unreadable.
+    """
+    if not rc.get("db-url") or not rc.get("consent-key"):
+        raise FederationError(
+            "run config needs db-url and consent-key (the consent manager's public key PEM) "
+            "to read the cohort from consent",
+            code="BAD_CONFIG",
+        )
+    return consent_cohort_source(str(rc["db-url"]), load_public_key(Path(str(rc["consent-key"]))))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,6 +205,10 @@ class ServerSettings:
     node_keys : Path
         JSON ``{isv_id: path to the node's public key PEM}``.
     data_consumer : str
+    consent_key : Path | None, default None
+        The consent manager's public key (PEM), run-config ``consent-key``; required
+        when the cohort comes from consent (no custom :class:`CohortSource`). When
+        set, each node's and round's consent uses are counted in the consent store.
     out_dir : Path
         Where the model, lineage, scores and ``result.json`` go.
     labels_path : Path | None
@@ -193,6 +235,7 @@ class ServerSettings:
     node_keys: Path
     data_consumer: str
     out_dir: Path
+    consent_key: Path | None = None
     labels_path: Path | None = None
     model_dir: Path | None = None
     manifest_ttl: timedelta = DEFAULT_MANIFEST_TTL
@@ -224,6 +267,7 @@ class ServerSettings:
                 node_keys=Path(str(rc["node-keys"])),
                 data_consumer=str(rc["data-consumer"]),
                 out_dir=Path(str(rc["out-dir"])),
+                consent_key=opt_path("consent-key"),
                 labels_path=opt_path("labels-path"),
                 model_dir=opt_path("model-dir"),
                 manifest_ttl=timedelta(seconds=float(rc.get("manifest-ttl-s", 900))),
@@ -283,6 +327,9 @@ class _Job:
     failures: list[str] = field(default_factory=list)
     epsilon: dict[str, float] = field(default_factory=dict)
     stats_roots: dict[str, str] = field(default_factory=dict)
+    count_uses: bool = False  # the cohort comes from consent: count each round's uses there
+    manifest_consents: dict[tuple[int, str], list[str]] = field(default_factory=dict)
+    uses_counted: set[tuple[int, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -363,6 +410,7 @@ class _Job:
         )
         if purpose == "model_training":
             entries = [_with_label(e, self.labels.get(e.merchant_id)) for e in entries]
+        self.manifest_consents[(server_round, isv)] = [e.consent_id for e in entries]
         manifest = build_manifest(
             job_id=s.job_id,
             round=server_round,
@@ -397,10 +445,19 @@ class _Job:
             action=action,
             manifest_root=root,
         )
+        key = (server_round, isv)
+        # One use per node and round (train and evaluate share the round's manifest).
+        uses = self.manifest_consents.get(key, []) if self.count_uses else []
+        if key in self.uses_counted:
+            uses = []
         try:
-            body = record_receipt(self.sessions, token, self.node_keys[isv], expected)
+            body = record_receipt(self.sessions, token, self.node_keys[isv], expected, uses=uses)
         except ReceiptInvalid as exc:
             return f"{exc.code}: {exc}"
+        except ConsentError as exc:  # uses not countable (e.g. OUT_OF_ORDER): nothing written
+            return f"USES_NOT_RECORDED: {exc.code}: {exc}"
+        if uses:
+            self.uses_counted.add(key)
         self.receipts.append(body)
         if body["epsilon_spent"] > self.epsilon.get(isv, 0.0):
             self.epsilon[isv] = body["epsilon_spent"]
@@ -648,8 +705,23 @@ def record_receipt(
     token: bytes,
     public_key: Ed25519PublicKey,
     expected: ExpectedReceipt,
+    *,
+    uses: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Verify a node's receipt and append it to the ledger as ``data.used`` (own transaction).
+
+    Parameters
+    ----------
+    sessions : sessionmaker[Session]
+    token : bytes
+        The node's signed receipt.
+    public_key : Ed25519PublicKey
+        The node's key.
+    expected : ExpectedReceipt
+        The request the receipt must answer.
+    uses : Sequence[str], default ()
+        Consent ids of the request's manifest whose use this receipt proves; counted
+        with :func:`consent.record_uses` in the same transaction as ``data.used``.
 
     Returns
     -------
@@ -682,6 +754,16 @@ def record_receipt(
     body = {**receipt.to_body(), "receipt": token.decode("ascii")}
     with sessions() as session, session.begin():
         entry = append_entry(session, DATA_USED, body)
+        if uses:
+            record_uses(
+                session,
+                uses,
+                at=datetime.now(UTC),
+                job_id=receipt.job_id,
+                round=receipt.round,
+                data_provider=receipt.data_provider,
+                manifest_root=receipt.manifest_root,
+            )
     return {**body, "ledger_seq": entry.seq}
 
 
@@ -729,6 +811,11 @@ def make_server_app(
     Parameters
     ----------
     cohort_source : CohortSource | None, default None
+        ``None``: consent's cohort check on ``db-url`` with the ``consent-key``
+        public key. Whenever the run config names a ``consent-key`` (the cohort is
+        consent's, whichever source reads it), each node's and round's uses are
+        counted in the consent store; a run config without one (a custom source
+        over consents that are not stored: tests, benchmarks) counts none.
     on_round : Callable[[RoundLog], None] | None, default None
         Called in the server process after each training round (progress, tests).
     run_config : Mapping[str, Any] | None, default None
@@ -740,9 +827,17 @@ def make_server_app(
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        settings = ServerSettings.from_run_config({**defaults, **dict(context.run_config)})
-        source = cohort_source or consent_cohort_source(settings.db_url)
-        _Job(settings=settings, grid=grid, cohort=source, on_round=on_round, context=context).run()
+        rc = {**defaults, **dict(context.run_config)}
+        settings = ServerSettings.from_run_config(rc)
+        source = cohort_source or cohort_source_from_run_config(rc)
+        _Job(
+            settings=settings,
+            grid=grid,
+            cohort=source,
+            on_round=on_round,
+            context=context,
+            count_uses=settings.consent_key is not None,
+        ).run()
 
     return server
 

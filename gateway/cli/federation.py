@@ -20,83 +20,45 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from .. import jobs
 from ..keys import load_or_create_key, public_key_pem
 from ._common import console, fail, sessions, settings
 
 app = typer.Typer(no_args_is_help=True)
 
-DEFAULT_CONSUMER = "platform"
+DEFAULT_CONSUMER = jobs.DEFAULT_CONSUMER
 
 
-def _world(world: Path) -> dict[str, Any]:
-    meta = world / "world.json"
-    if not meta.is_file():
-        fail("BAD_WORLD", f"{world} has no world.json (write one with `fedgate data synth`)")
-    doc: dict[str, Any] = json.loads(meta.read_text("utf-8"))
-    return doc
-
-
-def _nodes(world: Path, doc: dict[str, Any]) -> tuple[list[Any], Path]:
-    """Node configs for the world's ISVs, their keys, and the node-keys registry file."""
-    from federation.apps import NodeConfig
-
-    cfg = settings()
-    key_dir = cfg.resolved_key_dir
-    gateway_pub = key_dir / "gateway.pub.pem"
-    gateway_pub.write_text(public_key_pem(load_or_create_key(key_dir, "gateway")), "utf-8")
-    nodes, registry = [], {}
-    for isv, info in sorted(doc.get("isvs", {}).items()):
-        node_key_dir = key_dir / "nodes"
-        key = load_or_create_key(node_key_dir, isv)
-        pub = node_key_dir / f"{isv}.pub.pem"
-        pub.write_text(public_key_pem(key), "utf-8")
-        registry[isv] = str(pub.resolve())
-        nodes.append(
-            NodeConfig(
-                isv_id=isv,
-                erp_path=(world / str(info["file"])).resolve(),
-                node_key=(node_key_dir / f"{isv}.pem").resolve(),
-                gateway_key=gateway_pub.resolve(),
-                state_dir=(cfg.data_dir / "nodes" / isv).resolve(),
-            )
-        )
-    if not nodes:
-        fail("BAD_WORLD", f"{world}/world.json lists no ISVs")
-    registry_path = key_dir / "node-keys.json"
-    registry_path.write_text(json.dumps(registry, indent=2), "utf-8")
-    return nodes, registry_path
-
-
-def _base_config(
-    *, job_id: str, mode: str, spec: str, consumer: str, out: Path | None, registry: Path
-) -> dict[str, Any]:
-    cfg = settings()
-    sessions()  # creates the schema on first use
-    return {
-        "job-id": job_id,
-        "mode": mode,
-        "spec": spec,
-        "db-url": cfg.resolved_database_url,
-        "gateway-key": str((cfg.resolved_key_dir / "gateway.pem").resolve()),
-        "node-keys": str(registry.resolve()),
-        "data-consumer": consumer,
-        "out-dir": str((out or cfg.data_dir / "jobs" / job_id).resolve()),
-    }
-
-
-def _overrides(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
+def _nodes(world: Path) -> jobs.WorldNodes:
+    """The world's simulated nodes (keys created on first use); exits on a bad world."""
+    try:
+        return jobs.world_nodes(settings(), world)
+    except jobs.JobSetupError as exc:
+        fail(exc.code, str(exc))
 
 
 def _run(config: dict[str, Any], nodes: list[Any], verbose: bool) -> Any:
     from federation import FederationError, SimulationRuntime, run_job
 
+    cohort = jobs.ConsentCohort(settings())
+    # consent-key: the consent manager's public key; the ServerApp verifies artefacts with it
+    # and, since the cohort is consent's, counts each round's uses (frequency limits).
+    key_dir = settings().resolved_key_dir
+    cm_pub = key_dir / f"{jobs.CONSENT_MANAGER_KEY}.pub.pem"
+    cm_pub.write_text(
+        public_key_pem(load_or_create_key(key_dir, jobs.CONSENT_MANAGER_KEY)), "utf-8"
+    )
+    config = {**config, "consent-key": str(cm_pub.resolve())}
     try:
-        return run_job(config, nodes, runtime=SimulationRuntime(verbose=verbose))
+        return run_job(
+            config, nodes, cohort_source=cohort, runtime=SimulationRuntime(verbose=verbose)
+        )
     except FederationError as exc:
         reasons = getattr(exc, "reasons", ())
         detail = "".join(f"\n  - {r}" for r in reasons[:20])
         fail(exc.code, f"{exc}{detail}" if detail else str(exc))
+    finally:
+        cohort.close()
 
 
 @app.command("run")
@@ -124,18 +86,25 @@ def run(
         label = get_spec(spec).label
     except SpecError as exc:
         fail(exc.code, str(exc))
-    doc = _world(world)
-    nodes, registry = _nodes(world, doc)
+    wn = _nodes(world)
+    sessions()  # creates the schema on first use
     job = job_id or f"train-{uuid.uuid4().hex[:12]}"
-    config = _base_config(
-        job_id=job, mode="train", spec=spec, consumer=consumer, out=out, registry=registry
-    )
-    config["labels-path"] = str((world / str(doc["platform_file"])).resolve())
-    config.update(_overrides(rounds=rounds, strategy=strategy, **{"dp-epsilon": dp_epsilon}))
-    config["secagg"] = secagg
-    if strategy == "fedprox":
-        config.setdefault("proximal-mu", 0.01)
-    result = _run(config, nodes, verbose)
+    try:
+        config = jobs.train_run_config(
+            settings(),
+            wn,
+            job_id=job,
+            spec=spec,
+            consumer=consumer,
+            out=out,
+            rounds=rounds,
+            strategy=strategy,
+            secagg=secagg,
+            **{"dp-epsilon": dp_epsilon},
+        )
+    except jobs.JobSetupError as exc:
+        fail(exc.code, str(exc))
+    result = _run(config, list(wn.nodes), verbose)
     if as_json:
         typer.echo(
             json.dumps(
@@ -179,23 +148,20 @@ def score(
     verbose: Annotated[bool, typer.Option("--verbose")] = False,
 ) -> None:
     """Collect g-scores from the nodes for merchants whose consent covers credit_scoring."""
-    lineage_file = model_dir / "lineage.json"
-    if not lineage_file.is_file():
-        fail("BAD_MODEL", f"{model_dir} has no lineage.json (not a training job's output)")
-    lineage = json.loads(lineage_file.read_text("utf-8"))
-    nodes, registry = _nodes(world, _world(world))
+    try:
+        jobs.read_lineage(model_dir)  # refuse a bad model dir before any key is made
+    except jobs.JobSetupError as exc:
+        fail(exc.code, str(exc))
+    wn = _nodes(world)
+    sessions()  # creates the schema on first use
     job = job_id or f"score-{uuid.uuid4().hex[:12]}"
-    config = _base_config(
-        job_id=job,
-        mode="score",
-        spec=str(lineage["spec"]["spec"]),
-        consumer=consumer,
-        out=out,
-        registry=registry,
-    )
-    config.update({k: v for k, v in lineage["spec"].items() if k != "spec"})
-    config["model-dir"] = str(model_dir.resolve())
-    result = _run(config, nodes, verbose)
+    try:
+        config = jobs.score_run_config(
+            settings(), wn, job_id=job, model_dir=model_dir, consumer=consumer, out=out
+        )
+    except jobs.JobSetupError as exc:
+        fail(exc.code, str(exc))
+    result = _run(config, list(wn.nodes), verbose)
     console.print(f"scores: {result.scores_path} ({result.seconds:.1f} s)")
 
 
@@ -211,11 +177,14 @@ def budget(
     from federation import BudgetExceeded, FederationError, PrivacyLedger, spec_from_run_config
     from federation.dp import epsilon_of
 
-    nodes, registry = _nodes(world, _world(world))
-    run_config = _base_config(
-        job_id=job_id, mode="train", spec=spec, consumer=consumer, out=None, registry=registry
+    wn = _nodes(world)
+    sessions()  # creates the schema on first use
+    nodes = list(wn.nodes)
+    run_config = jobs.base_run_config(
+        settings(), job_id=job_id, mode="train", spec=spec, registry=wn.registry, consumer=consumer
     )
-    run_config.update(_overrides(**{"dp-epsilon": dp_epsilon}))
+    if dp_epsilon is not None:
+        run_config["dp-epsilon"] = dp_epsilon
     try:
         model = spec_from_run_config(run_config)
     except FederationError as exc:
@@ -226,19 +195,22 @@ def budget(
         state = ledger._read()  # noqa: SLF001 - a read-only summary of the node's own file
         merchants = state["merchants"]
         worst = max((float(m["epsilon"]) for m in merchants.values()), default=0.0)
-        jobs = ", ".join(
+        spent = ", ".join(
             f"{j}:{epsilon_of([tuple(h) for h in v['history']], float(v['delta'])):.2f}"
             for j, v in sorted(state["jobs"].items())
         )
-        table.add_row(node.isv_id, jobs or "-", f"{worst:.2f}", str(len(merchants)))
+        table.add_row(node.isv_id, spent or "-", f"{worst:.2f}", str(len(merchants)))
     console.print(table)
     if model.dp is None:
         console.print(f"{spec} trains without DP: no budget applies")
         return
     from federation import check_budget
 
+    cohort = jobs.ConsentCohort(settings())
     try:
-        check_budget(run_config, nodes)
+        check_budget(run_config, nodes, cohort_source=cohort)
     except BudgetExceeded as exc:
         fail(exc.code, str(exc), exit_code=2)
+    finally:
+        cohort.close()
     console.print(f"a {spec} job (ε={model.dp.epsilon}, lifetime {model.dp.lifetime_epsilon}) fits")

@@ -10,7 +10,7 @@ EXPECTED = {
     "verify_artefact", "approve_artefact", "verify_approval",
     "Status", "ConsentEvent", "ConsentState", "apply_event", "fold_events", "ConsentReceipt",
     "Grant", "ConsentView", "grant", "activate", "reject", "pause", "resume", "revoke",
-    "record_use", "expire_due", "get_consent", "list_consents",
+    "record_use", "record_uses", "consent_ids_hash", "expire_due", "get_consent", "list_consents",
     "Decision", "ConsentRecord", "evaluate", "require_consent", "check", "require",
     "ConsentIndex", "Cohort", "cohort_entries",
     "DEFAULT_CLOCK_SKEW", "MAX_MANIFEST_TTL", "CohortManifest", "ManifestEntry",

@@ -111,7 +111,7 @@ def test_revoked_merchant_leaves_next_round_and_stale_manifest_is_refused(
 
 
 def test_cohort_entries_without_key_match_verified(sessions: sessionmaker[Session]) -> None:
-    """On an untampered database the unverified cohort equals the verified one."""
+    """On an untampered database the unverified index's cohort equals the verified one."""
     with sessions() as s, s.begin():
         for i in (1, 2):
             consent.grant(s, make_terms(f"c-{i}", f"m-{i}"), key=CM_KEY, at=T0)
@@ -125,7 +125,11 @@ def test_cohort_entries_without_key_match_verified(sessions: sessionmaker[Sessio
 
     with sessions() as s:
         verified = cohort_entries(s, consent_manager_key=CM_KEY.public_key(), **query)
-        trusted = cohort_entries(s, **query)
+        trusted = (
+            consent.ConsentIndex.load(s, consent_manager_key=None, data_provider=PROVIDER)
+            .cohort(**query)
+            .manifest_entries(None)
+        )
         wrong_key = cohort_entries(s, consent_manager_key=GATEWAY.public_key(), **query)
 
     assert [e.merchant_id for e in verified] == ["m-1", "m-2"]

@@ -87,6 +87,8 @@ class World:
     labels_path: Path
     cohort: WorldCohort
     erp: dict[str, pd.DataFrame]
+    consent_key: Ed25519PrivateKey  # the consent manager's signing key
+    consent_key_path: Path  # its public key (PEM), the run config's consent-key
 
     def node(self, isv: str) -> NodeConfig:
         """The node config of ``isv``."""
@@ -103,6 +105,7 @@ class World:
             "db-url": db_url,
             "gateway-key": str(self.gateway_key_path),
             "node-keys": str(self.node_keys_path),
+            "consent-key": str(self.consent_key_path),
             "data-consumer": CONSUMER,
             "out-dir": str(self.root / out),
             "labels-path": str(self.labels_path),
@@ -141,6 +144,8 @@ def make_world(root: Path, *, n_isvs: int = 3, per_isv: int = 60, seed: int = 0)
     gw = Ed25519PrivateKey.generate()
     _write_key(root / "gateway.pem", gw)
     _write_pub(root / "gateway.pub.pem", gw)
+    cm = Ed25519PrivateKey.generate()
+    _write_pub(root / "consent-manager.pub.pem", cm)
     now = datetime.now(UTC)
     nodes, node_keys, by_isv, erp, labels = [], {}, {}, {}, []
     for k in range(n_isvs):
@@ -190,6 +195,8 @@ def make_world(root: Path, *, n_isvs: int = 3, per_isv: int = 60, seed: int = 0)
         labels_path=root / "labels.parquet",
         cohort=cohort,
         erp=erp,
+        consent_key=cm,
+        consent_key_path=root / "consent-manager.pub.pem",
     )
 
 
@@ -259,15 +266,28 @@ def node_context(node: NodeConfig) -> Context:
     )
 
 
-def grant_consents(world: World, sessions: sessionmaker[Session]) -> dict[str, str]:
+def grant_consents(
+    world: World,
+    sessions: sessionmaker[Session],
+    *,
+    uses_per_day: int = 1000,
+    key: Ed25519PrivateKey | None = None,
+) -> dict[str, str]:
     """Record every world consent in the real consent store; returns merchant id → consent id.
 
     Training consents cover every merchant; ``credit_scoring`` is added only for
     ``world.cohort.scoring_ok`` (as in :class:`WorldCohort`).
+
+    Parameters
+    ----------
+    uses_per_day : int, default 1000
+        Each consent's frequency limit.
+    key : Ed25519PrivateKey | None, default ``world.consent_key``
+        Signing key (another key forges the artefacts).
     """
     from consent import grant, parse_terms
 
-    key = Ed25519PrivateKey.generate()  # the consent manager's signing key
+    key = key or world.consent_key
     ids: dict[str, str] = {}
     with sessions() as s, s.begin():
         for isv, entries in world.cohort.by_isv.items():
@@ -285,7 +305,7 @@ def grant_consents(world: World, sessions: sessionmaker[Session]) -> dict[str, s
                         "categories": ["cash_and_debt", "margins"],
                         "data_from": e.data_from.isoformat(),
                         "data_to": e.data_to.isoformat(),
-                        "frequency": {"uses": 1000, "per": "day"},
+                        "frequency": {"uses": uses_per_day, "per": "day"},
                         "data_life_days": 90,
                         "consent_start": e.consent_start.isoformat(),
                         "consent_expiry": e.consent_expiry.isoformat(),

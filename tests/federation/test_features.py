@@ -105,3 +105,20 @@ def test_bin_encoder_rejects_unsorted_edges() -> None:
     """Edges must be strictly increasing."""
     with pytest.raises(ValueError):
         BinEncoder({"a": np.array([2.0, 1.0])})
+
+
+@pytest.mark.parametrize("n", [19, 20, 41, 500, 8000])
+def test_every_point_is_a_mean_of_at_least_k_rows(n: int) -> None:
+    """Points weigh >= k rows, are never a row's own value, and all rows are counted."""
+    rng = np.random.default_rng(n)
+    x = rng.lognormal(size=n)
+    x[:3] = np.nan
+
+    sketch = QuantileSketch.from_frame(pd.DataFrame({"a": x}), ["a"], min_rows=20)
+    arrays = sketch.to_arrays()
+
+    values, weights = arrays["0000:a:values"], arrays["0000:a:weights"]
+    assert (weights >= 20).all() and values.size <= (n - 3) // 20
+    assert not np.isin(values, x).any()
+    assert weights.sum() + arrays["0000:a:suppressed"][0] == n - 3
+    assert sketch.count("a") == n

@@ -353,3 +353,83 @@ def test_node_refuses_a_dp_job_past_a_merchants_lifetime_budget(
     assert reply.has_error() and reply.error.code == ERR.BUDGET_EXCEEDED
     assert ledger.job_history("job-over-budget") == []
     assert ledger.merchant_spent("m0x002") == 3.0
+
+
+def _sketch_message(world: World, isv: str, job_id: str) -> Message:
+    token = signed_manifest(world, isv, job_id=job_id, round=0, categories=CATS)
+    content = RecordDict({JOB_KEY: job_record(spec=SPEC, job_id=job_id, round=0, manifest=token)})
+    return incoming(content, "query.sketch")
+
+
+def _sketch_app(kind: str) -> ClientApp:
+    """fedgate's real mods around a sketch handler: honest, or one that ships row values."""
+    from federation.apps import egress_guard_mod, manifest_mod, usage_receipt_mod
+    from federation.apps._keys import SKETCH_KEY
+    from federation.apps._request import current_usage
+
+    app = ClientApp(mods=[manifest_mod, egress_guard_mod, usage_receipt_mod])
+
+    @app.query("sketch")
+    def sketch(msg: Message, ctx: Context) -> Message:
+        req = current_request()
+        assert req.manifest is not None
+        cohort = load_cohort(req.node, req.manifest, now=datetime.now(UTC))
+        current_usage().record(
+            rows_used=len(cohort.frame), merchant_ids=cohort.merchant_ids, epsilon=0.0, delta=0.0
+        )
+        arrays = QuantileSketch.from_frame(cohort.frame, list(cohort.features)).to_arrays()
+        first = next(k for k in arrays if k.endswith(":values"))
+        x = cohort.frame[first.split(":")[1]].to_numpy(dtype=np.float64)
+        if kind == "row-values":  # every row a point of weight 1
+            arrays[first], arrays[first[:-6] + "weights"] = x, np.ones(x.size)
+        elif kind == "light-points":  # few points, but each stands for fewer than k rows
+            arrays[first], arrays[first[:-6] + "weights"] = x[:2], np.array([1.0, 1.0])
+        record = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+        return Message(RecordDict({SKETCH_KEY: record}), reply_to=msg)
+
+    return app
+
+
+def test_sketch_points_each_aggregate_at_least_k_rows(world: World) -> None:
+    """A node's sketch carries only bucket means of >= k rows and no point equals a row value."""
+    from federation.features import DEFAULT_MIN_BUCKET_ROWS
+
+    frame = world.erp["isv0"]
+    cols = erp_fields_for(CATS)
+
+    arrays = QuantileSketch.from_frame(frame, cols).to_arrays()
+
+    for col in cols:
+        i = cols.index(col)
+        weights, values = arrays[f"{i:04d}:{col}:weights"], arrays[f"{i:04d}:{col}:values"]
+        assert weights.size and (weights >= DEFAULT_MIN_BUCKET_ROWS).all()
+        assert weights.size <= len(frame) // DEFAULT_MIN_BUCKET_ROWS
+        assert not np.isin(values, frame[col].to_numpy(dtype=np.float64)).any(), col
+
+
+def test_sketch_of_fewer_than_k_rows_sends_counts_only() -> None:
+    """A column with fewer than k non-missing values sends no points, only its counts."""
+    import pandas as pd
+
+    df = pd.DataFrame({"a": [float(v) for v in range(19)] + [np.nan] * 5})
+
+    sketch = QuantileSketch.from_frame(df, ["a"], min_rows=20)
+    arrays = sketch.to_arrays()
+
+    assert arrays["0000:a:values"].size == 0 and arrays["0000:a:weights"].size == 0
+    assert arrays["0000:a:suppressed"].tolist() == [19.0]
+    assert arrays["0000:a:missing"].tolist() == [5.0]
+    assert QuantileSketch.from_arrays(arrays).count("a") == 24.0
+
+
+@pytest.mark.parametrize("kind", ["honest", "row-values", "light-points"])
+def test_egress_guard_lets_out_only_k_anonymous_sketches(world: World, kind: str) -> None:
+    """The guard passes the real sketch and blocks one whose points stand for < k rows."""
+    msg = _sketch_message(world, "isv2", f"job-sketch-{kind}")
+
+    reply = _sketch_app(kind)(msg, node_context(world.node("isv2")))
+
+    if kind == "honest":
+        assert not reply.has_error(), reply.error.reason if reply.has_error() else None
+    else:
+        assert reply.has_error() and reply.error.code == ERR.EGRESS_BLOCKED

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from consent import revoke
+from consent import get_consent, revoke
 from federation import JobFailed, merchant_ids_hash, run_job
 from federation.apps import RoundLog
 from federation.apps._node import is_holdout
@@ -89,6 +89,12 @@ def test_dp_job_on_three_nodes_honours_a_revocation_between_rounds(
         ]
     assert len(bodies) == len(result.receipts) == 3 * (1 + 2 * 2)  # sketch + 2 x (train, eval)
     assert {b["receipt"] for b in bodies} == {r["receipt"] for r in result.receipts}
+    # One counted use per node and round (statistics, 1, 2); the revoked merchant missed round 2.
+    with sessions() as s:
+        uses = s.scalars(select(LogEntryRow).where(LogEntryRow.kind == "consent.uses")).all()
+        counted = {m: get_consent(s, consent_ids[m]).state.use_count for m in (REVOKED, "m1x003")}
+    assert len(uses) == 3 * 3
+    assert counted == {REVOKED: 2, "m1x003": 3}
 
     assert result.model_path is not None and result.model_path.exists()
     lineage = json.loads((result.out_dir / "lineage.json").read_text())

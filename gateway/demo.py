@@ -1,0 +1,701 @@
+"""``fedgate demo``: the synthetic world end to end on the embedded default.
+
+One call of :func:`run_demo` does, in a fresh ``<data_dir>/demo/`` with its own
+SQLite database and keys (the user's database is never touched):
+
+1. writes a synthetic merchant world (``federation.synth``);
+2. grants every ISV merchant a signed consent (``model_training`` and
+   ``credit_scoring`` over all ERP categories) and signs a ledger checkpoint;
+3. trains the federated ``pd-erp`` model with DP-SGD on Flower's simulation
+   runtime, one node per ISV; after round 1 a few training merchants per ISV
+   revoke their consent, and the usage receipts of the later rounds must show
+   them gone (their ``merchants_hash`` is recomputed here);
+4. collects the nodes' g-scores under ``credit_scoring`` manifests;
+5. fits ``f_platform`` and the combiner at the platform and measures AUCs on
+   the held-out merchants (:func:`federation.apps._node.is_holdout`), next to a
+   *centralized reference*: the same g (bins, architecture, DP-SGD budget)
+   trained on the pooled ERP rows — a number a real deployment could not
+   compute, since ERP data never leaves the ISVs;
+6. signs a final checkpoint, exports the ledger and audits the export offline.
+
+Everything measured comes back in a frozen :class:`DemoReport`; the CLI prints it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import shutil
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from . import jobs
+from .db import create_schema, make_engine, make_sessionmaker
+from .keys import load_or_create_key
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+__all__ = [
+    "DEMO_DIR",
+    "DEFAULT_MERCHANTS",
+    "DEFAULT_ISVS",
+    "DEFAULT_ROUNDS",
+    "DEFAULT_SEED",
+    "DEFAULT_DEFAULT_RATE",
+    "REVOKED_PER_ISV",
+    "DemoError",
+    "RoundUsage",
+    "AucRow",
+    "DemoReport",
+    "run_demo",
+]
+
+DEMO_DIR = "demo"
+DEFAULT_MERCHANTS = 6_000
+DEFAULT_ISVS = 3
+DEFAULT_ROUNDS = 3
+DEFAULT_SEED = 0
+DEFAULT_DEFAULT_RATE = 0.05
+REVOKED_PER_ISV = 2
+"""Training merchants per ISV that revoke their consent after round 1."""
+
+SPEC = "pd-erp"
+CONSUMER = jobs.DEFAULT_CONSUMER
+TRAIN_JOB = "demo-train"
+SCORE_JOB = "demo-score"
+EXPORT_FILE = "ledger-export.jsonl"
+CONSENT_DAYS = 180
+F_KIND = "hgb"
+_CONSENT_BATCH = 200  # consents per progress tick (all in one transaction)
+
+
+class DemoError(Exception):
+    """The demo could not finish or a check failed.
+
+    Parameters
+    ----------
+    message : str
+    code : str
+        ``BAD_ARGUMENT``, ``JOB_FAILED`` (or the federation error's own code),
+        ``REVOKED_STILL_USED`` or ``AUDIT_FAILED``.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class RoundUsage:
+    """One node's training receipt in one round, checked against the consent state.
+
+    Attributes
+    ----------
+    round : int
+    isv : str
+    manifest_merchants : int
+        Merchants in the round's signed manifest (training and held-out).
+    rows_used : int
+        ERP rows the node's receipt says it trained on.
+    revoked_in_manifest : int
+        Revoked merchants still in the manifest (must be 0 after round 1).
+    hash_matches : bool
+        The receipt's ``merchants_hash`` equals the hash of the merchants that
+        should have trained: everyone consented in round 1, without the
+        revoked merchants afterwards.
+    epsilon : float
+        The node's cumulative ε for this job after the round.
+    """
+
+    round: int
+    isv: str
+    manifest_merchants: int
+    rows_used: int
+    revoked_in_manifest: int
+    hash_matches: bool
+    epsilon: float
+
+
+@dataclass(frozen=True, slots=True)
+class AucRow:
+    """AUC of one PD estimate on the held-out merchants.
+
+    Attributes
+    ----------
+    name : str
+    auc_all : float
+        Over every held-out merchant (those without an ISV keep the platform-only PD).
+    auc_erp : float
+        Over held-out merchants that have an ERP score.
+    reference : bool
+        A comparison a real deployment cannot compute (pooled ERP data).
+    """
+
+    name: str
+    auc_all: float
+    auc_erp: float
+    reference: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DemoReport:
+    """What the demo did and measured; ``ok`` when every check held."""
+
+    demo_dir: Path
+    merchants: int
+    isvs: tuple[str, ...]
+    rounds: int
+    seed: int
+    consents_granted: int
+    consents_revoked: int
+    revoked: tuple[str, ...]
+    usage: tuple[RoundUsage, ...]
+    round_auc: tuple[float, ...]
+    revoked_absent: bool
+    n_scores: int
+    revoked_scored: int
+    aucs: tuple[AucRow, ...]
+    n_holdout: int
+    n_holdout_erp: int
+    holdout_defaults: int
+    epsilon: Mapping[str, float]
+    epsilon_budget: float
+    delta: float
+    central_epsilon: float
+    ledger_entries: int
+    ledger_checkpoints: int
+    ledger_kinds: Mapping[str, int]
+    audit_ok: bool
+    audit_failure: str | None
+    export_path: Path
+    model_path: Path
+    scores_path: Path
+    seconds: float
+    stage_seconds: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Audit passed, revoked merchants absent, DP within budget."""
+        within = all(0 < e <= self.epsilon_budget + 1e-6 for e in self.epsilon.values())
+        return self.audit_ok and self.revoked_absent and within and self.revoked_scored == 0
+
+
+class _Stages:
+    """Progress bars when a rich ``Progress`` is given, silence otherwise; times each stage."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    def add(self, description: str, total: float = 1, *, start: bool = True) -> TaskID | None:
+        if self.progress is None:
+            return None
+        return self.progress.add_task(description, total=total, start=start)
+
+    def advance(self, task: TaskID | None, amount: float = 1) -> None:
+        if self.progress is not None and task is not None:
+            self.progress.advance(task, amount)
+
+    def start(self, task: TaskID | None) -> None:
+        if self.progress is not None and task is not None:
+            self.progress.start_task(task)
+
+    def finish(self, task: TaskID | None) -> None:
+        if self.progress is not None and task is not None:
+            total = self.progress.tasks[task].total or 1
+            self.progress.update(task, completed=total)
+
+    @contextmanager
+    def stage(self, name: str, total: float = 1) -> Iterator[TaskID | None]:
+        task = self.add(name, total)
+        started = time.perf_counter()
+        yield task
+        self.seconds[name] = time.perf_counter() - started
+        self.finish(task)
+
+
+def _ignore_library_warnings() -> None:
+    """Ray's accelerator tip, Opacus' secure-RNG and alpha-range notes: noise for a demo."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"opacus\.")
+    warnings.filterwarnings("ignore", message="Full backward hook", category=UserWarning)
+
+
+@contextmanager
+def _quiet_flower() -> Iterator[None]:
+    """Keep Flower's per-round log lines and deprecation notes off the progress bars.
+
+    Failures are not lost: :func:`federation.run_job` raises them with their reasons.
+    """
+    logger = logging.getLogger("flwr")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            _ignore_library_warnings()
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _demo_settings(settings: Settings) -> Settings:
+    demo_dir = (settings.data_dir / DEMO_DIR).resolve()
+    # Own SQLite file and keys under the demo dir, whatever the user's database is.
+    return settings.model_copy(update={"data_dir": demo_dir, "database_url": None, "key_dir": None})
+
+
+def _erp_frames(wn: jobs.WorldNodes) -> dict[str, pd.DataFrame]:
+    return {n.isv_id: pd.read_parquet(n.erp_path) for n in wn.nodes}
+
+
+def _grant_consents(
+    sessions: Any,
+    erp: Mapping[str, pd.DataFrame],
+    doc: Mapping[str, Any],
+    key: Any,
+    categories: Sequence[str],
+    stages: _Stages,
+) -> dict[str, str]:
+    """One ACTIVE consent per ISV merchant (training and scoring); merchant id → consent id."""
+    from consent import grant, parse_terms
+
+    now = datetime.now(UTC)
+    ids: dict[str, str] = {}
+    total = sum(len(f) for f in erp.values())
+    with stages.stage("grant consents", total) as task, sessions() as s, s.begin():
+        for isv, frame in erp.items():
+            for i, m in enumerate(frame["merchant_id"].astype(str)):
+                terms = {
+                    "consent_id": f"c-{m}",
+                    "merchant_id": m,
+                    "data_provider": isv,
+                    "data_consumer": CONSUMER,
+                    "purposes": ["credit_scoring", "model_training"],
+                    "categories": sorted(categories),
+                    "data_from": doc["data_from"],
+                    "data_to": doc["data_to"],
+                    "frequency": {"uses": 1000, "per": "day"},
+                    "data_life_days": 90,
+                    "consent_start": (now - timedelta(days=1)).isoformat(),
+                    "consent_expiry": (now + timedelta(days=CONSENT_DAYS)).isoformat(),
+                }
+                grant(s, parse_terms(terms), key=key, at=now)
+                ids[m] = f"c-{m}"
+                if (i + 1) % _CONSENT_BATCH == 0:
+                    stages.advance(task, _CONSENT_BATCH)
+    return ids
+
+
+def _pick_revocations(
+    erp: Mapping[str, pd.DataFrame], seed: int, per_isv: int
+) -> dict[str, list[str]]:
+    """A few training (not held-out) merchants per ISV, chosen by the seed."""
+    from federation.apps._node import is_holdout
+
+    rng = np.random.default_rng(seed + 1)
+    out: dict[str, list[str]] = {}
+    for isv, frame in sorted(erp.items()):
+        train = sorted(m for m in frame["merchant_id"].astype(str) if not is_holdout(m))
+        k = min(per_isv, max(len(train) - 1, 0))
+        out[isv] = sorted(rng.choice(train, size=k, replace=False).tolist()) if k else []
+    return out
+
+
+def _usage(
+    result: Any,
+    erp: Mapping[str, pd.DataFrame],
+    revoked: Mapping[str, list[str]],
+) -> list[RoundUsage]:
+    """Per round and node: the training receipt against the merchants that should have trained."""
+    from federation import merchant_ids_hash
+    from federation.apps._node import is_holdout
+
+    train_sets = {
+        isv: {m for m in f["merchant_id"].astype(str) if not is_holdout(m)}
+        for isv, f in erp.items()
+    }
+    receipts = {
+        (int(r["round"]), str(r["data_provider"])): r
+        for r in result.receipts
+        if r["action"] == "train"
+    }
+    rows: list[RoundUsage] = []
+    for rnd in result.rounds:
+        for isv in result.nodes:
+            gone = set(revoked.get(isv, [])) if rnd.round > 1 else set()
+            expected = merchant_ids_hash(train_sets[isv] - gone)
+            rc = receipts.get((rnd.round, isv))
+            in_manifest = rnd.merchants.get(isv, 0)
+            full = len(erp[isv])
+            rows.append(
+                RoundUsage(
+                    round=rnd.round,
+                    isv=isv,
+                    manifest_merchants=in_manifest,
+                    rows_used=int(rc["rows_used"]) if rc else 0,
+                    # Every ISV merchant consented, so the manifest shrinks by exactly the
+                    # revoked ones; anything else left in it is a revoked merchant still used.
+                    revoked_in_manifest=max(in_manifest - (full - len(gone)), 0),
+                    hash_matches=bool(rc) and rc["merchants_hash"] == expected,
+                    epsilon=float(rc["epsilon_spent"]) if rc else float("nan"),
+                )
+            )
+    return rows
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from federation.metrics import auc
+
+    return float(auc(y, p)) if len(y) else float("nan")
+
+
+def _central_g(
+    erp: Mapping[str, pd.DataFrame],
+    labels: Mapping[str, int],
+    excluded: set[str],
+    spec: Any,
+    rounds: int,
+    seed: int,
+    stages: _Stages,
+) -> tuple[dict[str, float], float]:
+    """The centralized reference: g on pooled ERP rows, trained the way the nodes train it.
+
+    Same bins (from a sketch of the pooled rows), architecture, local epochs, batch
+    size, learning rate and DP-SGD budget, one DP-SGD pass per "round". Returns
+    scores for every pooled merchant and the ε spent.
+    """
+    import torch
+
+    from federation.apps._node import is_holdout
+    from federation.dp import epsilon_of
+    from federation.features import BinEncoder, QuantileSketch
+    from federation.models import build_g_erp, predict_proba
+    from federation.schema import AS_OF, erp_fields_for
+
+    features = erp_fields_for(spec.categories)
+    pooled = pd.concat(erp.values(), ignore_index=True)
+    pooled["merchant_id"] = pooled["merchant_id"].astype(str)
+    pooled = pooled[~pooled["merchant_id"].isin(excluded)]
+    pooled = pooled.sort_values(["merchant_id", AS_OF]).groupby("merchant_id").tail(1)
+    encoder = BinEncoder(QuantileSketch.from_frame(pooled, features).bin_edges(spec.n_bins))
+    train = pooled[[not is_holdout(m) for m in pooled["merchant_id"]]]
+    X = encoder.transform(train)
+    y = np.asarray([labels[m] for m in train["merchant_id"]], dtype=np.float32)
+    torch.manual_seed(seed)
+    model = build_g_erp(spec.arch, encoder.n_outputs, hidden=spec.hidden)
+    task = stages.add("centralized reference (pooled ERP)", rounds)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the nodes do: small batches gain nothing from more threads
+    try:
+        with warnings.catch_warnings():
+            _ignore_library_warnings()
+            history = _central_rounds(model, X, y, spec, rounds, seed, stages, task)
+    finally:
+        torch.set_num_threads(threads)
+    eps = epsilon_of(history, spec.dp.delta) if spec.dp is not None else 0.0
+    scores = predict_proba(model, encoder.transform(pooled))
+    return dict(zip(pooled["merchant_id"], scores.tolist(), strict=True)), eps
+
+
+def _central_rounds(
+    model: Any,
+    X: np.ndarray,
+    y: np.ndarray,
+    spec: Any,
+    rounds: int,
+    seed: int,
+    stages: _Stages,
+    task: TaskID | None,
+) -> list[tuple[float, float, int]]:
+    """One local pass per round, DP-SGD with noise sized for all rounds; the RDP history."""
+    from federation.dp import train_dp_sgd
+    from federation.models import train_local
+
+    history: list[tuple[float, float, int]] = []
+    for r in range(1, rounds + 1):
+        common = dict(
+            epochs=spec.local_epochs, batch_size=spec.batch_size, lr=spec.lr, seed=seed + r
+        )
+        if spec.dp is None:
+            train_local(model, X, y, **common)  # type: ignore[arg-type]
+        else:
+            result = train_dp_sgd(
+                model,
+                X,
+                y,
+                budget=spec.dp,
+                history=history,
+                rounds_left=rounds - r + 1,
+                **common,  # type: ignore[arg-type]
+            )
+            history.extend(result.steps)
+        stages.advance(task)
+    return history
+
+
+def _evaluate(
+    platform: pd.DataFrame,
+    g_fed: Mapping[str, float],
+    g_central: Mapping[str, float],
+    seed: int,
+) -> tuple[list[AucRow], int, int, int]:
+    """f_platform, the combiner with each g, and AUCs on the held-out merchants."""
+    from federation.apps._node import is_holdout
+    from federation.models import Combiner, fit_f_platform, out_of_fold_f_scores
+    from federation.schema import LABEL
+
+    ids = platform["merchant_id"].astype(str)
+    hold = ids.map(is_holdout).to_numpy(dtype=bool)
+    train, test = platform[~hold], platform[hold]
+    y_tr, y_te = train[LABEL].to_numpy(int), test[LABEL].to_numpy(int)
+    # The combiner learns on f scores the platform model never trained on.
+    f_tr = out_of_fold_f_scores(train, y_tr, kind=F_KIND, seed=seed)
+    f_te = fit_f_platform(train, y_tr, kind=F_KIND, seed=seed).predict_proba(test)
+
+    def g_of(frame: pd.DataFrame, g: Mapping[str, float]) -> np.ndarray:
+        return np.asarray([g.get(m, np.nan) for m in frame["merchant_id"].astype(str)])
+
+    rows: list[AucRow] = []
+    has_erp = np.isfinite(g_of(test, g_fed))
+    for name, g, ref in (
+        ("platform + ERP, federated g (combiner)", g_fed, False),
+        ("platform + ERP, centralized g (reference)", g_central, True),
+    ):
+        # The reference scores exactly the merchants the federated job scored.
+        gg = {m: g[m] for m in g_fed if m in g}
+        est = Combiner().fit(f_tr, g_of(train, gg), y_tr).predict(f_te, g_of(test, gg))
+        if not rows:
+            rows.append(
+                AucRow(
+                    "platform only (f)",
+                    _auc(y_te, est.platform_only),
+                    _auc(y_te[has_erp], est.platform_only[has_erp]),
+                )
+            )
+        rows.append(
+            AucRow(name, _auc(y_te, est.with_erp), _auc(y_te[has_erp], est.with_erp[has_erp]), ref)
+        )
+    return rows, int(hold.sum()), int(has_erp.sum()), int(y_te.sum())
+
+
+def _audit(settings: Settings, sessions: Any, export: Path) -> tuple[Any, dict[str, int], int]:
+    """Final checkpoint, export, offline audit; entry kinds counted from the export."""
+    import ledger
+
+    key = load_or_create_key(settings.resolved_key_dir, "log")
+    with sessions() as s, s.begin():
+        ledger.sign_checkpoint(s, key, settings.log_origin)
+    with sessions() as s:
+        summary = ledger.export_log(s, export, key.public_key(), origin=settings.log_origin)
+    vkey = ledger.make_vkey(settings.log_origin, key.public_key())
+    report = ledger.audit_export(export, vkey=vkey)
+    kinds: Counter[str] = Counter()
+    with export.open(encoding="utf-8") as fh:
+        for line in fh:
+            doc = json.loads(line)
+            if "leaf" in doc:
+                kinds[str(ledger.parse_canonical(base64.b64decode(doc["leaf"]))["kind"])] += 1
+    return report, dict(sorted(kinds.items())), summary.checkpoints
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    merchants: int = DEFAULT_MERCHANTS,
+    isvs: int = DEFAULT_ISVS,
+    rounds: int = DEFAULT_ROUNDS,
+    seed: int = DEFAULT_SEED,
+    default_rate: float = DEFAULT_DEFAULT_RATE,
+    progress: Progress | None = None,
+) -> DemoReport:
+    """Run the whole demo in ``<settings.data_dir>/demo/`` (wiped first) and report.
+
+    Parameters
+    ----------
+    settings : Settings
+        Only ``data_dir`` and ``log_origin`` are used; the demo has its own SQLite
+        database and keys under ``<data_dir>/demo/``.
+    merchants : int, default 6000
+    isvs : int, default 3
+    rounds : int, default 3
+        Federated rounds (>= 2: merchants revoke between rounds 1 and 2).
+    seed : int, default 0
+    default_rate : float, default 0.05
+        The world's target default rate; tiny worlds need more defaults so that
+        every node's held-out merchants contain both classes (nodes refuse to
+        evaluate otherwise and the job fails).
+    progress : rich.progress.Progress | None, default None
+        Where to draw a task per stage and per round; ``None`` draws nothing.
+
+    Returns
+    -------
+    DemoReport
+        Check ``ok``: the CLI exits non-zero when it is false.
+
+    Raises
+    ------
+    DemoError
+        ``BAD_ARGUMENT`` for bad sizes; the federation error's code (``JOB_FAILED``, …)
+        when a federated job fails.
+    """
+    from consent import revoke
+    from federation import FederationError, SimulationRuntime, get_spec, run_job
+    from federation.synth import SynthParams, write_world
+
+    if rounds < 2:
+        raise DemoError(
+            "rounds must be >= 2 (consents are revoked between rounds)", code="BAD_ARGUMENT"
+        )
+    try:
+        params = SynthParams(merchants=merchants, isvs=isvs, seed=seed, default_rate=default_rate)
+    except ValueError as exc:
+        raise DemoError(str(exc), code="BAD_ARGUMENT") from exc
+    started = time.perf_counter()
+    cfg = _demo_settings(settings)
+    shutil.rmtree(cfg.data_dir, ignore_errors=True)  # a rerun starts from nothing
+    cfg.data_dir.mkdir(parents=True)
+    stages = _Stages(progress)
+    world_dir = cfg.data_dir / "world"
+    spec = get_spec(SPEC)
+
+    with stages.stage("synthetic world"):
+        doc = write_world(params, world_dir)
+        wn = jobs.world_nodes(cfg, world_dir)
+        erp = _erp_frames(wn)
+        platform = pd.read_parquet(wn.platform_path)
+    engine = make_engine(cfg.resolved_database_url)
+    create_schema(engine)
+    sessions = make_sessionmaker(engine)
+    cohort = jobs.ConsentCohort(cfg)
+    try:
+        import ledger
+
+        cm_key = load_or_create_key(cfg.resolved_key_dir, jobs.CONSENT_MANAGER_KEY)
+        consent_ids = _grant_consents(sessions, erp, doc, cm_key, spec.categories, stages)
+        with sessions() as s, s.begin():
+            ledger.sign_checkpoint(
+                s, load_or_create_key(cfg.resolved_key_dir, "log"), cfg.log_origin
+            )
+        revoked = _pick_revocations(erp, seed, REVOKED_PER_ISV)
+
+        round_tasks = [
+            stages.add(f"federated round {r}/{rounds} (DP-SGD)", start=r == 1)
+            for r in range(1, rounds + 1)
+        ]
+        revoked_count = [0]
+
+        def on_round(log: Any) -> None:
+            if log.round == 1:
+                with sessions() as s, s.begin():
+                    for ms in revoked.values():
+                        for m in ms:
+                            revoke(s, consent_ids[m], reason="merchant withdrew (demo)")
+                            revoked_count[0] += 1
+            if 1 <= log.round <= rounds:
+                stages.finish(round_tasks[log.round - 1])
+                if log.round < rounds:
+                    stages.start(round_tasks[log.round])
+
+        runtime = SimulationRuntime()
+        train_cfg = jobs.train_run_config(
+            cfg, wn, job_id=TRAIN_JOB, spec=SPEC, rounds=rounds, seed=seed
+        )
+        t0 = time.perf_counter()
+        try:
+            with _quiet_flower():
+                trained = run_job(
+                    train_cfg,
+                    list(wn.nodes),
+                    cohort_source=cohort,
+                    on_round=on_round,
+                    runtime=runtime,
+                )
+        except FederationError as exc:
+            raise DemoError(f"training failed: {exc}", code=exc.code) from exc
+        stages.seconds["federated training"] = time.perf_counter() - t0
+        if trained.model_path is None:
+            raise DemoError("training produced no model", code="JOB_FAILED")
+
+        with stages.stage("federated scoring (credit_scoring consents)"):
+            score_cfg = jobs.score_run_config(cfg, wn, job_id=SCORE_JOB, model_dir=trained.out_dir)
+            try:
+                with _quiet_flower():
+                    scored = run_job(
+                        score_cfg, list(wn.nodes), cohort_source=cohort, runtime=runtime
+                    )
+            except FederationError as exc:
+                raise DemoError(f"scoring failed: {exc}", code=exc.code) from exc
+        if scored.scores_path is None:
+            raise DemoError("scoring produced no scores", code="JOB_FAILED")
+        scores = pd.read_csv(scored.scores_path, dtype={"merchant_id": str})
+        g_fed = dict(zip(scores["merchant_id"], scores["g"].astype(float), strict=True))
+        all_revoked = {m for ms in revoked.values() for m in ms}
+
+        from federation.schema import LABEL
+
+        labels = dict(
+            zip(platform["merchant_id"].astype(str), platform[LABEL].astype(int), strict=True)
+        )
+        t0 = time.perf_counter()
+        g_central, central_eps = _central_g(erp, labels, all_revoked, spec, rounds, seed, stages)
+        stages.seconds["centralized reference"] = time.perf_counter() - t0
+        with stages.stage("platform model f + combiner"):
+            aucs, n_hold, n_hold_erp, hold_pos = _evaluate(platform, g_fed, g_central, seed)
+        export = cfg.data_dir / EXPORT_FILE
+        with stages.stage("ledger checkpoint, export, offline audit"):
+            report, kinds, checkpoints = _audit(cfg, sessions, export)
+    finally:
+        cohort.close()
+        engine.dispose()
+
+    usage = _usage(trained, erp, revoked)
+    absent = all(u.hash_matches and u.revoked_in_manifest == 0 for u in usage)
+    failure = None
+    if report.failure is not None:
+        failure = f"{report.failure.code} at index {report.failure.index}: {report.failure.message}"
+    return DemoReport(
+        demo_dir=cfg.data_dir,
+        merchants=merchants,
+        isvs=trained.nodes,
+        rounds=rounds,
+        seed=seed,
+        consents_granted=len(consent_ids),
+        consents_revoked=revoked_count[0],
+        revoked=tuple(sorted(all_revoked)),
+        usage=tuple(usage),
+        round_auc=tuple(r.weighted("auc") for r in trained.rounds),
+        revoked_absent=absent,
+        n_scores=len(scores),
+        revoked_scored=int(scores["merchant_id"].isin(all_revoked).sum()),
+        aucs=tuple(aucs),
+        n_holdout=n_hold,
+        n_holdout_erp=n_hold_erp,
+        holdout_defaults=hold_pos,
+        epsilon=dict(trained.epsilon),
+        epsilon_budget=spec.dp.epsilon if spec.dp else 0.0,
+        delta=spec.dp.delta if spec.dp else 0.0,
+        central_epsilon=central_eps,
+        ledger_entries=report.size,
+        ledger_checkpoints=checkpoints,
+        ledger_kinds=kinds,
+        audit_ok=report.ok,
+        audit_failure=failure,
+        export_path=export,
+        model_path=trained.model_path,
+        scores_path=scored.scores_path,
+        seconds=time.perf_counter() - started,
+        stage_seconds=dict(stages.seconds),
+    )

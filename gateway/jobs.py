@@ -1,0 +1,345 @@
+"""Assembling a federated job around a world directory: nodes, keys, registry, run config.
+
+What ``fedgate fl run|score`` and ``fedgate demo`` share. A *world directory*
+is the output of ``fedgate data synth`` (``world.json``, the platform table,
+one ERP table per ISV). Around it this module builds the embedded default of
+the simulation runtime:
+
+* the gateway key (signs manifests) and one key per simulated node (signs
+  receipts), generated on first use under the settings' key directory, with
+  their public halves next to them;
+* the node-key registry (``node-keys.json``: ISV id → public key file) that the
+  ServerApp checks identities and receipts against;
+* one :class:`~federation.apps.NodeConfig` per ISV, keeping its DP ledger and
+  replay guard under ``<data_dir>/nodes/<isv>/``;
+* the ServerApp's run config (kebab-case keys) for a training or scoring job;
+* the cohort source the ServerApp builds each round's manifests from: the live
+  consents in the platform database, every artefact's signature verified with
+  the consent manager's key (``<key_dir>/consent-manager.pem``).
+
+Nothing here touches the database or starts Flower; errors are
+:class:`JobSetupError` with a machine-readable ``code``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .keys import load_or_create_key, public_key_pem
+from .settings import Settings
+
+if TYPE_CHECKING:  # the apps package pulls in Flower and Ray: imported when a job is built
+    from collections.abc import Sequence
+
+    from consent import ManifestEntry
+    from federation.apps import NodeConfig
+
+__all__ = [
+    "DEFAULT_CONSUMER",
+    "GATEWAY_KEY",
+    "CONSENT_MANAGER_KEY",
+    "JobSetupError",
+    "WorldNodes",
+    "ConsentCohort",
+    "load_world",
+    "world_nodes",
+    "base_run_config",
+    "train_run_config",
+    "score_run_config",
+    "read_lineage",
+]
+
+DEFAULT_CONSUMER = "platform"
+"""The data consumer every manifest and consent names, unless a job says otherwise."""
+
+GATEWAY_KEY = "gateway"
+"""Key name (``<key_dir>/gateway.pem``) of the key that signs cohort manifests."""
+
+CONSENT_MANAGER_KEY = "consent-manager"
+"""Key name of the consent manager's key (signs consent artefacts; ``fedgate consent``)."""
+
+WORLD_FILE = "world.json"
+NODE_KEY_DIR = "nodes"
+REGISTRY_FILE = "node-keys.json"
+
+
+class JobSetupError(Exception):
+    """A job cannot be assembled: a bad world directory or a bad model directory.
+
+    Parameters
+    ----------
+    message : str
+    code : str
+        ``BAD_WORLD`` or ``BAD_MODEL``.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class WorldNodes:
+    """A world directory with its simulated nodes ready to run.
+
+    Attributes
+    ----------
+    world : Path
+        The world directory.
+    doc : dict[str, Any]
+        Its ``world.json``.
+    nodes : tuple[NodeConfig, ...]
+        One per ISV, sorted by ISV id.
+    registry : Path
+        The node-key registry file.
+    """
+
+    world: Path
+    doc: dict[str, Any]
+    nodes: tuple[NodeConfig, ...]
+    registry: Path
+
+    @property
+    def platform_path(self) -> Path:
+        """The platform table (labels for training); ``BAD_WORLD`` if ``world.json`` names none."""
+        name = self.doc.get("platform_file")
+        if not name:
+            raise JobSetupError(
+                f"{self.world}/{WORLD_FILE} names no platform table", code="BAD_WORLD"
+            )
+        return (self.world / str(name)).resolve()
+
+
+class ConsentCohort:
+    """The live consent state as the ServerApp's cohort source, signatures verified.
+
+    Each call opens a session and runs :func:`consent.cohort_entries`, so a
+    revocation committed before a round is never in that round's manifest.
+
+    Parameters
+    ----------
+    settings : Settings
+        The platform database (``resolved_database_url``) and the key directory
+        holding the consent manager's key (created on first use).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from .db import make_engine, make_sessionmaker
+
+        key = load_or_create_key(settings.resolved_key_dir, CONSENT_MANAGER_KEY)
+        self._public_key = key.public_key()
+        self._engine = make_engine(settings.resolved_database_url)
+        self._sessions = make_sessionmaker(self._engine)
+
+    def entries(
+        self,
+        *,
+        data_provider: str,
+        data_consumer: str,
+        purpose: str,
+        categories: Sequence[str],
+        at: datetime,
+    ) -> list[ManifestEntry]:
+        """Entries for every merchant of ``data_provider`` whose consent allows this use now."""
+        from consent import cohort_entries
+
+        with self._sessions() as session:
+            return list(
+                cohort_entries(
+                    session,
+                    data_provider=data_provider,
+                    data_consumer=data_consumer,
+                    purpose=purpose,
+                    categories=categories,
+                    at=at,
+                    consent_manager_key=self._public_key,
+                )
+            )
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+
+def load_world(world: Path) -> dict[str, Any]:
+    """Read ``<world>/world.json``; :class:`JobSetupError` (``BAD_WORLD``) if absent or bad."""
+    meta = world / WORLD_FILE
+    if not meta.is_file():
+        raise JobSetupError(
+            f"{world} has no {WORLD_FILE} (write one with `fedgate data synth`)", code="BAD_WORLD"
+        )
+    try:
+        doc = json.loads(meta.read_text("utf-8"))
+    except ValueError as exc:
+        raise JobSetupError(f"{meta} is not JSON: {exc}", code="BAD_WORLD") from exc
+    if not isinstance(doc, dict):
+        raise JobSetupError(f"{meta} is not a JSON object", code="BAD_WORLD")
+    return doc
+
+
+def world_nodes(settings: Settings, world: Path) -> WorldNodes:
+    """Keys, node configs and the node-key registry for the ISVs of ``world``.
+
+    Keys are created on first use (mode 0600) under ``settings.resolved_key_dir``:
+    ``gateway.pem`` and ``nodes/<isv>.pem``; public halves are written beside them.
+
+    Raises
+    ------
+    JobSetupError
+        ``BAD_WORLD``: no ``world.json`` or it lists no ISV.
+    """
+    from federation.apps import NodeConfig
+
+    doc = load_world(world)
+    key_dir = settings.resolved_key_dir
+    gateway_pub = key_dir / f"{GATEWAY_KEY}.pub.pem"
+    gateway_pub.write_text(public_key_pem(load_or_create_key(key_dir, GATEWAY_KEY)), "utf-8")
+    node_key_dir = key_dir / NODE_KEY_DIR
+    nodes: list[NodeConfig] = []
+    registry: dict[str, str] = {}
+    for isv, info in sorted(doc.get("isvs", {}).items()):
+        key = load_or_create_key(node_key_dir, isv)
+        pub = node_key_dir / f"{isv}.pub.pem"
+        pub.write_text(public_key_pem(key), "utf-8")
+        registry[isv] = str(pub.resolve())
+        nodes.append(
+            NodeConfig(
+                isv_id=isv,
+                erp_path=(world / str(info["file"])).resolve(),
+                node_key=(node_key_dir / f"{isv}.pem").resolve(),
+                gateway_key=gateway_pub.resolve(),
+                state_dir=(settings.data_dir / "nodes" / isv).resolve(),
+            )
+        )
+    if not nodes:
+        raise JobSetupError(f"{world}/{WORLD_FILE} lists no ISVs", code="BAD_WORLD")
+    registry_path = key_dir / REGISTRY_FILE
+    registry_path.write_text(json.dumps(registry, indent=2), "utf-8")
+    return WorldNodes(world=world, doc=doc, nodes=tuple(nodes), registry=registry_path)
+
+
+def base_run_config(
+    settings: Settings,
+    *,
+    job_id: str,
+    mode: str,
+    spec: str,
+    registry: Path,
+    consumer: str = DEFAULT_CONSUMER,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """The run-config keys every job needs (the database schema must already exist).
+
+    Parameters
+    ----------
+    settings : Settings
+        Database URL, key and data directories.
+    job_id, mode, spec : str
+        ``mode`` is ``"train"`` or ``"score"``; ``spec`` a model spec name.
+    registry : Path
+        The node-key registry (:attr:`WorldNodes.registry`).
+    consumer : str, default "platform"
+    out : Path | None, default ``<data_dir>/jobs/<job_id>``
+    """
+    return {
+        "job-id": job_id,
+        "mode": mode,
+        "spec": spec,
+        "db-url": settings.resolved_database_url,
+        "gateway-key": str((settings.resolved_key_dir / f"{GATEWAY_KEY}.pem").resolve()),
+        "node-keys": str(registry.resolve()),
+        "data-consumer": consumer,
+        "out-dir": str((out or settings.data_dir / "jobs" / job_id).resolve()),
+    }
+
+
+def train_run_config(
+    settings: Settings,
+    wn: WorldNodes,
+    *,
+    job_id: str,
+    spec: str,
+    consumer: str = DEFAULT_CONSUMER,
+    out: Path | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A training job's run config: labels from the world's platform table, spec overrides.
+
+    ``overrides`` are kebab-case run-config keys (``rounds``, ``dp-epsilon``, …);
+    ``None`` values are dropped, so CLI options left unset keep the spec's defaults.
+    A FedProx job without ``proximal-mu`` gets 0.01.
+    """
+    config = base_run_config(
+        settings,
+        job_id=job_id,
+        mode="train",
+        spec=spec,
+        registry=wn.registry,
+        consumer=consumer,
+        out=out,
+    )
+    config["labels-path"] = str(wn.platform_path)
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    if config.get("strategy") == "fedprox":
+        config.setdefault("proximal-mu", 0.01)
+    return config
+
+
+def read_lineage(model_dir: Path) -> dict[str, Any]:
+    """A training job's ``lineage.json`` (spec, rounds, receipts, ε).
+
+    Raises
+    ------
+    JobSetupError
+        ``BAD_MODEL``: no lineage there, or not one (no ``spec`` mapping).
+    """
+    lineage_file = model_dir / "lineage.json"
+    if not lineage_file.is_file():
+        raise JobSetupError(
+            f"{model_dir} has no lineage.json (not a training job's output)", code="BAD_MODEL"
+        )
+    try:
+        lineage = json.loads(lineage_file.read_text("utf-8"))
+        spec = lineage["spec"]
+        if not isinstance(spec, dict) or "spec" not in spec:
+            raise TypeError("'spec' is not a spec mapping")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise JobSetupError(f"{lineage_file} is not a lineage: {exc}", code="BAD_MODEL") from exc
+    return dict(lineage)
+
+
+def score_run_config(
+    settings: Settings,
+    wn: WorldNodes,
+    *,
+    job_id: str,
+    model_dir: Path,
+    consumer: str = DEFAULT_CONSUMER,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """A scoring job's run config for the model a training job left in ``model_dir``.
+
+    The spec and its values come from the model's ``lineage.json``.
+
+    Raises
+    ------
+    JobSetupError
+        ``BAD_MODEL``: ``model_dir`` holds no lineage (not a training job's output).
+    """
+    spec_values = dict(read_lineage(model_dir)["spec"])
+    config = base_run_config(
+        settings,
+        job_id=job_id,
+        mode="score",
+        spec=str(spec_values["spec"]),
+        registry=wn.registry,
+        consumer=consumer,
+        out=out,
+    )
+    config.update({k: v for k, v in spec_values.items() if k != "spec"})
+    config["model-dir"] = str(model_dir.resolve())
+    return config

@@ -1,0 +1,132 @@
+"""``fedgate demo`` end to end on a tiny world: one run of the whole pipeline, real checks.
+
+One Flower simulation start each for training and scoring (tens of seconds on 2
+cores), so the demo runs once per module and every test reads the same report.
+The demo keeps its own SQLite database by design (the embedded default), so this
+module does not use the two-database fixtures.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from federation import merchant_ids_hash
+from federation.apps._node import is_holdout
+from gateway.demo import DemoError, DemoReport, run_demo
+from gateway.settings import Settings
+from ledger import parse_canonical
+
+pytestmark = pytest.mark.slow
+
+MERCHANTS, ISVS, ROUNDS = 1_000, 3, 2
+# A tiny world needs a high default rate so that every node's held-out merchants
+# hold both classes (a node refuses to evaluate otherwise).
+DEFAULT_RATE = 0.2
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user data dir with a main database file the demo must leave alone."""
+    root = tmp_path_factory.mktemp("fedgate")
+    (root / "fedgate.db").write_bytes(b"user's database")
+    (root / "demo").mkdir()
+    (root / "demo" / "stale.txt").write_text("from an earlier run")
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(data_dir: Path) -> DemoReport:
+    """One demo run on a 1,000-merchant, 3-ISV world, 2 DP rounds."""
+    return run_demo(
+        Settings(data_dir=data_dir, database_url="sqlite:///does-not-matter.db"),
+        merchants=MERCHANTS,
+        isvs=ISVS,
+        rounds=ROUNDS,
+        seed=0,
+        default_rate=DEFAULT_RATE,
+    )
+
+
+def test_demo_passes_its_checks_and_leaves_the_main_db_alone(
+    report: DemoReport, data_dir: Path
+) -> None:
+    """The report is ok, the demo dir was wiped and rebuilt, the user's DB is untouched."""
+    assert report.ok
+    assert report.demo_dir == (data_dir / "demo").resolve()
+    assert not (data_dir / "demo" / "stale.txt").exists()
+    assert (data_dir / "demo" / "fedgate.db").is_file()
+    assert (data_dir / "fedgate.db").read_bytes() == b"user's database"
+    assert not Path("does-not-matter.db").exists()
+
+
+def test_revoked_merchants_are_absent_from_round_two_receipts(report: DemoReport) -> None:
+    """Round 2 trains each node on its round-1 set minus exactly its revoked merchants."""
+    assert report.consents_revoked == len(report.revoked) == 2 * ISVS
+    assert not any(is_holdout(m) for m in report.revoked)
+    by_round = {(u.round, u.isv): u for u in report.usage}
+    lineage = json.loads((report.model_path.parent / "lineage.json").read_text())
+    receipts = {
+        (r["round"], r["data_provider"]): r for r in lineage["receipts"] if r["action"] == "train"
+    }
+    for isv in report.isvs:
+        erp = pd.read_parquet(report.demo_dir / "world" / f"{isv}.parquet")
+        train = {m for m in erp["merchant_id"] if not is_holdout(m)}
+        gone = set(report.revoked) & train
+        assert len(gone) == 2
+        r1, r2 = by_round[(1, isv)], by_round[(2, isv)]
+        assert r1.rows_used == len(train) and r2.rows_used == len(train) - 2
+        assert r2.manifest_merchants == r1.manifest_merchants - 2
+        assert receipts[(1, isv)]["merchants_hash"] == merchant_ids_hash(train)
+        assert receipts[(2, isv)]["merchants_hash"] == merchant_ids_hash(train - gone)
+        assert r1.hash_matches and r2.hash_matches
+
+
+def test_scores_exist_and_skip_revoked_merchants(report: DemoReport) -> None:
+    """Scoring returns g in [0, 1] for every consented merchant except the revoked ones."""
+    scores = pd.read_csv(report.scores_path, dtype={"merchant_id": str})
+    assert len(scores) == report.n_scores == report.consents_granted - report.consents_revoked
+    assert scores["g"].between(0, 1).all()
+    assert not set(report.revoked) & set(scores["merchant_id"])
+
+
+def test_aucs_and_epsilon_are_in_range(report: DemoReport) -> None:
+    """Every AUC is a number in [0, 1]; each node spent 0 < ε <= the job budget."""
+    names = [row.name for row in report.aucs]
+    assert len(names) == 3 and [row.reference for row in report.aucs] == [False, False, True]
+    for row in report.aucs:
+        assert 0.0 <= row.auc_all <= 1.0 and 0.0 <= row.auc_erp <= 1.0
+    assert all(not math.isnan(a) and 0.0 <= a <= 1.0 for a in report.round_auc)
+    assert set(report.epsilon) == set(report.isvs)
+    assert all(0 < e <= report.epsilon_budget + 1e-6 for e in report.epsilon.values())
+    assert 0 < report.central_epsilon <= report.epsilon_budget + 1e-6
+
+
+def test_ledger_export_audits_and_counts_match(report: DemoReport) -> None:
+    """The offline audit passed; the export holds each receipt and every consent event."""
+    assert report.audit_ok and report.audit_failure is None
+    assert report.ledger_checkpoints == 2
+    kinds = report.ledger_kinds
+    assert kinds["consent.granted"] == kinds["consent.activated"] == report.consents_granted
+    assert kinds["consent.revoked"] == report.consents_revoked
+    # training: a sketch + (train, evaluate) per round per node; scoring: one per node
+    assert kinds["data.used"] == ISVS * (1 + 2 * ROUNDS) + ISVS
+    lines = report.export_path.read_text().splitlines()
+    leaves = [json.loads(x) for x in lines if '"leaf"' in x]
+    assert len(leaves) == report.ledger_entries == sum(kinds.values())
+    first = parse_canonical(base64.b64decode(leaves[0]["leaf"]))
+    assert first["kind"] == "consent.granted"
+
+
+def test_one_round_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """rounds=1 cannot show a revocation between rounds: BAD_ARGUMENT, nothing written."""
+    with pytest.raises(DemoError) as err:
+        run_demo(Settings(data_dir=tmp_path), merchants=200, isvs=2, rounds=1, seed=0)
+
+    assert err.value.code == "BAD_ARGUMENT"
+    assert not (tmp_path / "demo").exists()
