@@ -245,11 +245,19 @@ def base_run_config(
     consumer : str, default "platform"
     out : Path | None, default ``<data_dir>/jobs/<job_id>``
     """
+    # The ServerApp verifies every consent artefact with the consent manager's public key
+    # and, holding it, counts each round's uses against the consents' frequency limits.
+    key_dir = settings.resolved_key_dir
+    consent_pub = key_dir / f"{CONSENT_MANAGER_KEY}.pub.pem"
+    consent_pub.write_text(
+        public_key_pem(load_or_create_key(key_dir, CONSENT_MANAGER_KEY)), "utf-8"
+    )
     return {
         "job-id": job_id,
         "mode": mode,
         "spec": spec,
         "db-url": settings.resolved_database_url,
+        "consent-key": str(consent_pub.resolve()),
         "gateway-key": str((settings.resolved_key_dir / f"{GATEWAY_KEY}.pem").resolve()),
         "node-keys": str(registry.resolve()),
         "data-consumer": consumer,

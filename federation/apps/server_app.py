@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import torch
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -528,7 +529,10 @@ class _Job:
         s, spec = self.settings, self.settings.spec
         self.identify()
         encoder = self.statistics()
-        model = build_g_erp(spec.arch, encoder.n_outputs, hidden=spec.hidden)
+        # Seeded so a job's starting point, and hence its result, is reproducible.
+        with torch.random.fork_rng():
+            torch.manual_seed(s.seed)
+            model = build_g_erp(spec.arch, encoder.n_outputs, hidden=spec.hidden)
         initial = _weights_record(get_weights(model))
         roots: dict[tuple[int, str], str] = {}
 

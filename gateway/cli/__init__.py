@@ -1,7 +1,7 @@
 """The ``fedgate`` command line: one Typer app, one sub-app per area.
 
 Each area's commands live in their own module (``ledger.py``, ``audit.py``,
-``consent.py``, ``data.py``, ``federation.py``) and only translate between the
+``consent.py``, ``data.py``, ``federation.py``, ``demo.py``) and only translate between the
 terminal and the packages underneath; the logic is in ``ledger/``, ``consent/``
 and ``federation/``.
 """

@@ -21,7 +21,6 @@ import typer
 from rich.table import Table
 
 from .. import jobs
-from ..keys import load_or_create_key, public_key_pem
 from ._common import console, fail, sessions, settings
 
 app = typer.Typer(no_args_is_help=True)
@@ -41,14 +40,6 @@ def _run(config: dict[str, Any], nodes: list[Any], verbose: bool) -> Any:
     from federation import FederationError, SimulationRuntime, run_job
 
     cohort = jobs.ConsentCohort(settings())
-    # consent-key: the consent manager's public key; the ServerApp verifies artefacts with it
-    # and, since the cohort is consent's, counts each round's uses (frequency limits).
-    key_dir = settings().resolved_key_dir
-    cm_pub = key_dir / f"{jobs.CONSENT_MANAGER_KEY}.pub.pem"
-    cm_pub.write_text(
-        public_key_pem(load_or_create_key(key_dir, jobs.CONSENT_MANAGER_KEY)), "utf-8"
-    )
-    config = {**config, "consent-key": str(cm_pub.resolve())}
     try:
         return run_job(
             config, nodes, cohort_source=cohort, runtime=SimulationRuntime(verbose=verbose)
