@@ -121,6 +121,8 @@ class BenchConfig:
     pakdd_isvs : int, default 5
     pakdd_per_isv : int | None, default None
         Subsample train rows per ISV (None = all).
+    pakdd_local_epochs : int, default 2
+        Local epochs per FedAvg round on PAKDD (pooled and local-only keep ``rounds`` epochs).
     synth_merchants, synth_isvs : int, default 60_000, 5
     scale_isvs, scale_merchants : int, default 10, 1_000_000
         Scale job: ISVs and merchants per ISV (on average: the world is non-IID).
@@ -143,6 +145,7 @@ class BenchConfig:
     gmsc_test: int | None = None
     pakdd_isvs: int = 5
     pakdd_per_isv: int | None = None
+    pakdd_local_epochs: int = 2
     synth_merchants: int = 60_000
     synth_isvs: int = 5
     scale_isvs: int = 10
@@ -405,10 +408,11 @@ def _train_pooled(arch: str, X: np.ndarray, y: np.ndarray, cfg: BenchConfig) -> 
     return model
 
 
-def _fedavg(arch: str, parts: Sequence[tuple[np.ndarray, np.ndarray]], cfg: BenchConfig
-            ) -> torch.nn.Module:
-    """FedAvg in-process: each round every part trains one epoch from the global weights
-    (``train_local``, as the ClientApp does) and the server takes the row-weighted mean."""
+def _fedavg(arch: str, parts: Sequence[tuple[np.ndarray, np.ndarray]], cfg: BenchConfig,
+            local_epochs: int = 1) -> torch.nn.Module:
+    """FedAvg in-process: each round every part trains ``local_epochs`` epochs (default 1)
+    from the global weights (``train_local``, as the ClientApp does) and the server takes
+    the row-weighted mean."""
     n_inputs = parts[0][0].shape[1]
     model = _seeded_model(arch, n_inputs, cfg.seed)
     total = sum(len(y) for _, y in parts)
@@ -418,8 +422,8 @@ def _fedavg(arch: str, parts: Sequence[tuple[np.ndarray, np.ndarray]], cfg: Benc
         for X, y in parts:
             local = build_g_erp(arch, n_inputs)
             set_weights(local, start)
-            train_local(local, X, y, epochs=1, batch_size=cfg.batch_size, lr=cfg.lr,
-                        seed=cfg.seed + rnd)
+            train_local(local, X, y, epochs=local_epochs, batch_size=cfg.batch_size,
+                        lr=cfg.lr, seed=cfg.seed + rnd)
             for a, w in zip(acc, get_weights(local), strict=True):
                 a += w * (len(y) / total)
         set_weights(model, [a.astype(w.dtype) for a, w in zip(acc, start, strict=True)])
@@ -697,10 +701,12 @@ def pakdd_section(cfg: BenchConfig, digest: _Digest) -> list[BenchRow]:
         local[isv] = auc(y_test, predict_proba(_train_pooled(arch, X, y, cfg), X_test))
         rows.append(_auc_row("PAKDD", f"{isv} alone {arch} (n={len(y):,})", local[isv],
                              f"pooled {arch}", pooled))
-    fed = auc(y_test, predict_proba(_fedavg(arch, list(parts.values()), cfg), X_test))
+    e = cfg.pakdd_local_epochs
+    fed = auc(y_test, predict_proba(_fedavg(arch, list(parts.values()), cfg, e), X_test))
     best = max(local.values())
     rows.append(_auc_row(
-        "PAKDD", f"FedAvg {arch} ({len(parts)} ISVs, {cfg.rounds} rounds, in-process)", fed,
+        "PAKDD", f"FedAvg {arch} ({len(parts)} ISVs, {cfg.rounds} rounds × {e} local epochs, "
+        "in-process)", fed,
         f"pooled {arch}", pooled, f"≥ pooled − 0.005 and > best local ({best:.4f})",
         fed >= pooled - 0.005 and fed > best))
     return rows
@@ -950,6 +956,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--rounds", type=_positive, default=None)
+    parser.add_argument("--pakdd-local-epochs", type=_positive, default=None,
+                        help="local epochs per FedAvg round in the PAKDD section")
     parser.add_argument("--archs", default=None, help="g_erp families, e.g. logistic,mlp")
     parser.add_argument("--scale-isvs", type=_positive, default=None)
     parser.add_argument("--scale-merchants", type=_positive, default=None,
@@ -969,7 +977,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["rounds"] = args.rounds
     if args.archs is not None:
         overrides["archs"] = tuple(a for a in args.archs.split(",") if a)
-    for name in ("scale_isvs", "scale_merchants", "scale_rounds", "scale_rss_limit_gib"):
+    for name in ("pakdd_local_epochs", "scale_isvs", "scale_merchants", "scale_rounds",
+                 "scale_rss_limit_gib"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if overrides:

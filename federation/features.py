@@ -46,6 +46,9 @@ DEFAULT_MIN_BUCKET_ROWS = 20
 
 _KEY = re.compile(r"^(\d{4}):(.+):(values|weights|missing|suppressed|edges)$")
 _PARTS = frozenset({"values", "weights", "missing", "suppressed"})
+# The sketch-level point budget travels too: merge() compresses to it, so inferring
+# it from the points received would make a wire merge differ from an in-process one.
+_SIZE_KEY = "size"
 
 
 def _column_values(df: pd.DataFrame, column: str) -> np.ndarray:
@@ -145,6 +148,18 @@ class _ColumnSketch:
     suppressed: float = 0.0  # non-missing rows sent as a count only (fewer than min_rows)
 
 
+def _wire_size(arr: np.ndarray | None) -> int:
+    """The ``size`` array of a wire sketch as an int; ``DataError`` (``BAD_SKETCH``) if invalid."""
+    if arr is None:
+        raise DataError(f"sketch arrays lack the {_SIZE_KEY!r} array", code="BAD_SKETCH")
+    a = np.asarray(arr, dtype=np.float64).ravel()
+    if a.size != 1 or not np.isfinite(a[0]) or a[0] != np.floor(a[0]) or a[0] < 2:
+        raise DataError(
+            f"sketch {_SIZE_KEY!r} must be one integer >= 2, got {a.tolist()}", code="BAD_SKETCH"
+        )
+    return int(a[0])
+
+
 class QuantileSketch:
     """Per-column weighted quantile points; mergeable across nodes.
 
@@ -210,8 +225,12 @@ class QuantileSketch:
         return cls(out, size)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """Numeric arrays only (``NNNN:column:values|weights|missing|suppressed``), for records."""
-        arrays: dict[str, np.ndarray] = {}
+        """Numeric arrays only, for records.
+
+        Keys: ``size`` (the point budget, one value) and, per column,
+        ``NNNN:column:values|weights|missing|suppressed``.
+        """
+        arrays: dict[str, np.ndarray] = {_SIZE_KEY: np.array([self.size], dtype=np.float64)}
         for i, (col, c) in enumerate(self._columns.items()):
             arrays[f"{i:04d}:{col}:values"] = c.values.astype(np.float64)
             arrays[f"{i:04d}:{col}:weights"] = c.weights.astype(np.float64)
@@ -221,9 +240,19 @@ class QuantileSketch:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> QuantileSketch:
-        """Rebuild a sketch from :meth:`to_arrays` output; raises ``DataError`` on bad keys."""
+        """Rebuild a sketch from :meth:`to_arrays` output, losslessly.
+
+        Raises
+        ------
+        DataError
+            ``BAD_SKETCH`` on unexpected keys, incomplete or non-finite arrays, or a
+            missing/invalid ``size`` (not one integer >= 2, or below a column's points).
+        """
+        size = _wire_size(arrays.get(_SIZE_KEY))
         parts: dict[tuple[int, str], dict[str, np.ndarray]] = {}
         for key, arr in arrays.items():
+            if key == _SIZE_KEY:
+                continue
             m = _KEY.match(key)
             if m is None or m.group(3) == "edges":
                 raise DataError(f"unexpected sketch array key {key!r}", code="BAD_SKETCH")
@@ -231,7 +260,6 @@ class QuantileSketch:
                 arr, dtype=np.float64
             )
         columns: dict[str, _ColumnSketch] = {}
-        size = 2
         for (_, col), p in sorted(parts.items()):
             if (
                 set(p) != _PARTS
@@ -253,6 +281,12 @@ class QuantileSketch:
                     code="BAD_SKETCH",
                     column=col,
                 )
+            if p["values"].size > size:
+                raise DataError(
+                    f"column {col!r} has {p['values'].size} points, more than size={size}",
+                    code="BAD_SKETCH",
+                    column=col,
+                )
             order = np.argsort(p["values"], kind="stable")  # quantiles() needs sorted points
             columns[col] = _ColumnSketch(
                 p["values"][order],
@@ -260,7 +294,6 @@ class QuantileSketch:
                 float(p["missing"][0]),
                 float(p["suppressed"][0]),
             )
-            size = max(size, p["values"].size)
         return cls(columns, size)
 
     @staticmethod

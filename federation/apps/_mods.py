@@ -253,6 +253,9 @@ def _sketch_problem(record: ArrayRecord, request: VerifiedRequest) -> str | None
             return f"sketch array {key!r} has {size} values (max {MAX_SKETCH_ARRAY_SIZE})"
         if key.endswith((":values", ":weights")) and size > cohort // k:
             return f"sketch array {key!r} has {size} points for {cohort} merchants (k={k})"
+        if not key.endswith((":values", ":weights")) and size != 1:
+            # Counts and the point budget are scalars; a wider array could carry rows.
+            return f"sketch array {key!r} has {size} values; counts and size are scalars"
         if key.endswith(":weights") and size and float(arr.numpy().min()) < k:
             return f"sketch array {key!r} has a point aggregating fewer than {k} rows"
     return None

@@ -80,6 +80,8 @@ class ConsentedStrategy(Strategy):
         self.encoder = encoder
         self.on_round = on_round
         self.rounds: dict[int, RoundLog] = {}
+        # Only the current round's job configs (signed manifests, ~290 B per merchant):
+        # the lineage (manifest roots) stays in ``rounds``, the bulk is dropped.
         self._configs: dict[tuple[int, str], ConfigRecord] = {}
 
     def summary(self) -> None:
@@ -87,12 +89,24 @@ class ConsentedStrategy(Strategy):
         log(INFO, "\t├──> fedgate: per-node cohort manifests, signed usage receipts")
         self.inner.summary()
 
+    @property
+    def held_configs(self) -> list[tuple[int, str]]:
+        """``(round, isv)`` of the job configs still held: at most the current round's."""
+        return sorted(self._configs)
+
+    def _release(self, upto: int) -> None:
+        """Drop the job configs of rounds ``<= upto``; their replies are processed."""
+        for key in [k for k in self._configs if k[0] <= upto]:
+            del self._configs[key]
+
     def _round(self, server_round: int) -> RoundLog:
         return self.rounds.setdefault(server_round, RoundLog(round=server_round))
 
     def _decorate(self, server_round: int, messages: Iterable[Message]) -> list[Message]:
         out: list[Message] = []
         rlog = self._round(server_round)
+        # A round without evaluation never reaches aggregate_evaluate: release here too.
+        self._release(server_round - 1)
         for msg in messages:
             isv = self.nodes.get(msg.metadata.dst_node_id)
             if isv is None:
@@ -175,6 +189,7 @@ class ConsentedStrategy(Strategy):
         rlog = self._round(server_round)
         rlog.evaluate = per_node
         result = self.inner.aggregate_evaluate(server_round, good)
+        self._release(server_round)
         if self.on_round is not None:
             self.on_round(rlog)
         return result

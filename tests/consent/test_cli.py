@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -33,15 +34,27 @@ def _run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+# The CLI grants on the wall clock, so the terms it is given are live today, not on the
+# fixed dates of the other consent tests (those would lapse and turn every grant into
+# ALREADY_EXPIRED).
+_TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+_LIVE = {
+    "created_at": (_TODAY - timedelta(days=1)).isoformat(),
+    "consent_start": (_TODAY - timedelta(days=1)).isoformat(),
+    "consent_expiry": (_TODAY + timedelta(days=180)).isoformat(),
+}
+
+
 def _terms_file(tmp: Path, **changes: object) -> str:
     path = tmp / "terms.json"
-    path.write_text(json.dumps(terms_dict(**changes)))
+    path.write_text(json.dumps(terms_dict(**{**_LIVE, **changes})))
     return str(path)
 
 
 CHECK = [
     "check", "--merchant", "m-1", "--provider", "isv-a", "--consumer", "lender-1",
-    "--purpose", "credit_scoring", "--category", "margins", "--at", "2026-07-01T00:00:00Z",
+    "--purpose", "credit_scoring", "--category", "margins",
+    "--at", (_TODAY + timedelta(days=30)).isoformat(),
 ]  # fmt: skip
 
 

@@ -58,6 +58,42 @@ def test_sketch_round_trips_through_arrays() -> None:
     np.testing.assert_array_equal(again.bin_edges(5)["a"], sketch.bin_edges(5)["a"])
 
 
+def test_wire_round_trip_merges_to_the_same_edges() -> None:
+    """Merging sketches rebuilt from arrays gives exactly the in-process merge's edges."""
+    nodes = [df.iloc[:2000] for df in _nodes(1)]  # ~100 points each, well under size
+    sketches = [QuantileSketch.from_frame(df, ["a", "b"]) for df in nodes]
+
+    wire = [QuantileSketch.from_arrays(s.to_arrays()) for s in sketches]
+    merged, merged_wire = QuantileSketch.merge(sketches), QuantileSketch.merge(wire)
+
+    assert [s.size for s in wire] == [s.size for s in sketches]
+    for col in ("a", "b"):
+        np.testing.assert_array_equal(merged_wire.bin_edges(20)[col], merged.bin_edges(20)[col])
+
+
+@pytest.mark.parametrize(
+    ("size", "why"),
+    [
+        (None, "lack"),
+        (np.array([2.5]), "integer"),
+        (np.array([1.0]), "integer"),
+        (np.array([256.0, 256.0]), "integer"),
+        (np.array([3.0]), "more than size"),
+    ],
+)
+def test_bad_wire_size_refused(size: np.ndarray | None, why: str) -> None:
+    """A missing, non-integer, too small or multi-valued size is refused with BAD_SKETCH."""
+    arrays = QuantileSketch.from_frame(_nodes()[0], ["a"]).to_arrays()
+    del arrays["size"]
+    if size is not None:
+        arrays["size"] = size
+
+    with pytest.raises(DataError) as err:
+        QuantileSketch.from_arrays(arrays)
+
+    assert err.value.code == "BAD_SKETCH" and why in str(err.value)
+
+
 def test_tied_column_gets_fewer_edges() -> None:
     """A count column with heavy ties gets deduplicated edges below its maximum."""
     df = pd.DataFrame({"c": [0.0] * 80 + [1.0] * 15 + [2.0] * 5})

@@ -384,6 +384,8 @@ def _sketch_app(kind: str) -> ClientApp:
             arrays[first], arrays[first[:-6] + "weights"] = x, np.ones(x.size)
         elif kind == "light-points":  # few points, but each stands for fewer than k rows
             arrays[first], arrays[first[:-6] + "weights"] = x[:2], np.array([1.0, 1.0])
+        elif kind == "wide-count":  # rows smuggled in a count array
+            arrays[first[:-6] + "missing"] = x[:40]
         record = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
         return Message(RecordDict({SKETCH_KEY: record}), reply_to=msg)
 
@@ -422,7 +424,7 @@ def test_sketch_of_fewer_than_k_rows_sends_counts_only() -> None:
     assert QuantileSketch.from_arrays(arrays).count("a") == 24.0
 
 
-@pytest.mark.parametrize("kind", ["honest", "row-values", "light-points"])
+@pytest.mark.parametrize("kind", ["honest", "row-values", "light-points", "wide-count"])
 def test_egress_guard_lets_out_only_k_anonymous_sketches(world: World, kind: str) -> None:
     """The guard passes the real sketch and blocks one whose points stand for < k rows."""
     msg = _sketch_message(world, "isv2", f"job-sketch-{kind}")
