@@ -3,12 +3,17 @@
 Run ``python -m bench.ledger`` (10⁶ entries, a few minutes) or
 ``python -m bench.ledger --entries 1000`` for a smoke run. PostgreSQL comes
 from ``FEDGATE_BENCH_POSTGRES_URL`` (default the local ``test`` database); the
-benchmark works in a private schema and drops it afterwards.
+benchmark works in a private schema and drops it afterwards. An unreachable
+PostgreSQL fails the run before anything is measured; ``--no-postgres`` leaves
+it out on purpose.
 
 Every timed loop runs on inputs built before it, and every output is checked
 afterwards: the fedgate root must equal the root pymerkle computes over the
 same leaf bytes, every generated proof must verify against that root, and the
-audit must recompute it, so a fast wrong answer fails the run.
+audit must recompute it, so a fast wrong answer fails the run. Entries carry
+a fixed timestamp, so the log is the same in every run: the SQLite root and
+proofs are folded into a digest that must equal the stored one for the
+standard sizes (:data:`EXPECTED_DIGESTS`).
 
 Ratios read "times better than pymerkle": throughput ÷ pymerkle's
 throughput, or pymerkle's latency ÷ fedgate's.
@@ -27,6 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -43,6 +49,13 @@ DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BATCH = 1_000
 ORIGIN = "bench.fedgate/ledger"
 KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"fedgate bench key").digest())
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+"""Recorded time of every batched entry: fixed, so the leaves and the root are too."""
+EXPECTED_DIGESTS: dict[tuple[int, int], str] = {
+    (1_000, 50): "b2789c56f5e1f5770250de29700f9173672160e58f20cc476f86c37729535664",
+    (DEFAULT_ENTRIES, 1_000): "a1485d3aad82d33d6b3ba9265b3baa4fc484f98f12c9639beef2178af7cec7d5",
+}
+"""SHA-256 over the SQLite proofs and the root, by (entries, proofs); see :func:`run`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +120,7 @@ def _append_batched(
     while done < total:
         part = batch[: min(len(batch), total - done)]
         with factory() as s, s.begin():
-            leaves.extend(e.leaf_data for e in ledger.append_entries(s, part))
+            leaves.extend(e.leaf_data for e in ledger.append_entries(s, part, at=AT))
         done += len(part)
     return time.perf_counter() - start, leaves
 
@@ -122,19 +135,28 @@ def _append_single(factory: sessionmaker[Session], count: int) -> float:
     return time.perf_counter() - start
 
 
-@contextmanager
-def _postgres(url: str) -> Iterator[sessionmaker[Session] | None]:
-    """Sessions in a private PostgreSQL schema (dropped afterwards), or None if unreachable."""
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+def _check_postgres(url: str) -> None:
+    """Fail the run at once, before any measuring, if PostgreSQL cannot be reached."""
+    admin = create_engine(url)
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "skip PostgreSQL"
-        print(f"PostgreSQL unreachable at {url}: {exc}", file=sys.stderr)
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any connection failure ends the run the same way
+        raise SystemExit(
+            f"PostgreSQL unreachable at {url}: {exc}\n"
+            "start it, set FEDGATE_BENCH_POSTGRES_URL, or pass --no-postgres to leave it out"
+        ) from exc
+    finally:
         admin.dispose()
-        yield None
-        return
+
+
+@contextmanager
+def _postgres(url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions in a private PostgreSQL schema, dropped afterwards."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in url else "?"
     engine = make_engine(f"{url}{sep}options={quote(f'-csearch_path={schema}')}")
     try:
@@ -168,10 +190,34 @@ def _proof_rows(
     return BenchRow(f"inclusion proof generation, {label}", gen * 1e3, "ms"), gen, proofs
 
 
-def run(entries: int, *, singles: int, proofs: int, pg_entries: int, pg_url: str) -> BenchResult:
-    """Run every benchmark once and return the rows (also printed by :func:`main`)."""
+def run(
+    entries: int, *, singles: int, proofs: int, pg_entries: int, pg_url: str | None
+) -> BenchResult:
+    """Run every benchmark once and return the rows (also printed by :func:`main`).
+
+    Parameters
+    ----------
+    entries : int
+        Log size on SQLite.
+    singles : int
+        Single-transaction appends per backend.
+    proofs : int
+        Inclusion proofs generated and verified.
+    pg_entries : int
+        Batched appends on PostgreSQL (at most ``entries``).
+    pg_url : str | None
+        PostgreSQL to measure; None leaves PostgreSQL out (a ``skipped`` row).
+
+    Raises
+    ------
+    SystemExit
+        If PostgreSQL is unreachable, or any output is wrong (a root, a proof,
+        the audit, or the digest against :data:`EXPECTED_DIGESTS`).
+    """
     import pymerkle
 
+    if pg_url is not None:
+        _check_postgres(pg_url)
     rows: list[BenchRow] = []
     batch = _items(min(BATCH, entries))
     work = Path(tempfile.mkdtemp(prefix="fedgate-bench-"))
@@ -213,10 +259,10 @@ def run(entries: int, *, singles: int, proofs: int, pg_entries: int, pg_url: str
     )
 
     # 3. The same on PostgreSQL (pymerkle has no PostgreSQL backend).
-    with _postgres(pg_url) as pg:
-        if pg is None:
-            rows.append(BenchRow("durable appends, PostgreSQL", 0.0, "skipped"))
-        else:
+    if pg_url is None:
+        rows.append(BenchRow("durable appends, PostgreSQL (--no-postgres)", 0.0, "skipped"))
+    else:
+        with _postgres(pg_url) as pg:
             n_pg = min(pg_entries, entries)
             pg_secs, pg_leaves = _append_batched(pg, n_pg, batch)
             rows.append(
@@ -238,7 +284,8 @@ def run(entries: int, *, singles: int, proofs: int, pg_entries: int, pg_url: str
             pg_root = pymerkle.InmemoryTree()
             for leaf in pg_leaves:
                 pg_root.append_entry(leaf)
-            pg_row, _, pg_proofs = _proof_rows(
+            # _proof_rows checks every proof against pymerkle's root over the same leaves.
+            pg_row, _, _ = _proof_rows(
                 pg,
                 n_pg,
                 pg_root.get_root(),
@@ -246,8 +293,6 @@ def run(entries: int, *, singles: int, proofs: int, pg_entries: int, pg_url: str
                 f"PostgreSQL at {n_pg:,}",
             )
             rows.append(pg_row)
-            for p in pg_proofs:
-                digest.update(b"".join(p.hashes))
 
     # 4. Cross-check: pymerkle's root over the same leaf bytes equals fedgate's.
     memory = pymerkle.InmemoryTree()
@@ -349,6 +394,12 @@ def run(entries: int, *, singles: int, proofs: int, pg_entries: int, pg_url: str
     for path in work.iterdir():
         path.unlink()
     work.rmdir()
+    expected = EXPECTED_DIGESTS.get((entries, proofs))
+    if expected is not None and digest.hexdigest() != expected:
+        raise SystemExit(
+            f"output digest {digest.hexdigest()} is not the stored {expected}: "
+            "the log, its root or its proofs changed"
+        )
     return BenchResult(entries, tuple(rows), root, digest.hexdigest())
 
 
@@ -385,10 +436,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--pg-entries", type=int, default=100_000, help="batched appends on PostgreSQL"
     )
+    parser.add_argument(
+        "--no-postgres", action="store_true", help="leave PostgreSQL out instead of failing"
+    )
     args = parser.parse_args(argv)
     if args.entries < 2 or args.singles < 1 or args.proofs < 1:
         parser.error("--entries must be >= 2, --singles and --proofs >= 1")
-    pg_url = os.environ.get("FEDGATE_BENCH_POSTGRES_URL", DEFAULT_PG_URL)
+    pg_url = None
+    if not args.no_postgres:
+        pg_url = os.environ.get("FEDGATE_BENCH_POSTGRES_URL", DEFAULT_PG_URL)
     result = run(
         args.entries,
         singles=args.singles,

@@ -5,6 +5,12 @@ at the first write, so two appenders that both read the log head first can
 deadlock. We disable pysqlite's own transaction handling and issue
 ``BEGIN IMMEDIATE`` ourselves (the recipe in SQLAlchemy's SQLite dialect docs),
 which serialises writers at ``begin`` and makes ``append_entry`` gap-free.
+
+Reads that need no lock (export, verification, proofs) go through
+:func:`make_read_sessionmaker`: a plain deferred ``BEGIN`` on SQLite, which in
+WAL mode reads one snapshot without ever taking the write lock, and a
+``REPEATABLE READ READ ONLY`` transaction on PostgreSQL, so every statement of
+the session sees the same snapshot and writers are never blocked.
 """
 
 from __future__ import annotations
@@ -18,7 +24,18 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine import create_engine as sa_create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "make_sessionmaker", "all_metadata", "create_schema", "session_scope"]
+__all__ = [
+    "READ_ONLY_OPTION",
+    "all_metadata",
+    "create_schema",
+    "make_engine",
+    "make_read_sessionmaker",
+    "make_sessionmaker",
+    "session_scope",
+]
+
+READ_ONLY_OPTION = "fedgate_read_only"
+"""Execution option that makes the SQLite ``begin`` hook emit a deferred ``BEGIN``."""
 
 
 def all_metadata() -> list[MetaData]:
@@ -52,7 +69,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers must not take the write lock, or an export would stall every appender.
+            read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -64,10 +83,45 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reads that see one snapshot and never block writers.
+
+    Parameters
+    ----------
+    engine : Engine
+        An engine from :func:`make_engine`; the returned sessions share its pool.
+
+    Returns
+    -------
+    sessionmaker[Session]
+        On SQLite, transactions start with a deferred ``BEGIN`` (a WAL read
+        snapshot, no write lock); on PostgreSQL they are ``REPEATABLE READ`` and
+        read only, so the database refuses any write made through them.
+    """
+    if engine.dialect.name == "sqlite":
+        bound = engine.execution_options(**{READ_ONLY_OPTION: True})
+    else:
+        bound = engine.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        )
+    return sessionmaker(bind=bound, expire_on_commit=False)
+
+
 def create_schema(engine: Engine) -> None:
-    """Create every table directly (tests, demo). Deployment uses ``alembic upgrade head``."""
-    for meta in all_metadata():
-        meta.create_all(engine)
+    """Create every missing table directly and record the Alembic head if no revision is.
+
+    Used by tests, the demo and the benchmarks. Stamping the head (which the
+    migration tests pin to the same schema as the models) lets a later
+    ``fedgate db upgrade`` see an up-to-date database instead of trying to
+    create the tables a second time. A database that already records a
+    revision keeps it.
+    """
+    from .migrate import stamp_head_if_unversioned
+
+    with engine.begin() as conn:
+        for meta in all_metadata():
+            meta.create_all(conn)
+        stamp_head_if_unversioned(conn)
 
 
 @contextmanager

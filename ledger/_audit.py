@@ -13,7 +13,7 @@ The result is data, not an exception: an :class:`AuditReport` whose
 =========================  ====================================================
 code                       meaning (``index`` is the entry where it shows)
 =========================  ====================================================
-``MALFORMED_LINE``         an entry line is not ``{"seq", "leaf", "hash"}``
+``MALFORMED_LINE``         an entry line is not ``{"seq", "leaf", "hash"}`` (or not UTF-8)
 ``SEQ_GAP``                the entry at this position has another ``seq``
                            (an entry was deleted, inserted or moved)
 ``LEAF_SEQ_MISMATCH``      the leaf data's own ``seq`` is not its position
@@ -28,9 +28,21 @@ code                       meaning (``index`` is the entry where it shows)
 ``TRUNCATED``              fewer entries than the header or a checkpoint claims
 ``EXTRA_ENTRIES``          more entries than the header claims
 ``HEAD_ROOT_MISMATCH``     the recomputed root differs from the stated head root
-``NODE_MISMATCH``          (database only) a stored subtree hash is wrong
+``NO_CHECKPOINT``          (export only) entries but no signed checkpoint over them
+``UNSIGNED_TAIL``          (export only) entries beyond the newest signed checkpoint
+                           (``index`` is the first unsigned entry)
+``NODE_MISMATCH``          (database only) a stored subtree hash is wrong; for a
+                           leaf node it is checked during the replay, so
+                           ``index`` is the smallest entry whose stored hashes
+                           disagree
 ``KEY_MISMATCH``           (export only) the file's vkey is not the pinned one
 =========================  ====================================================
+
+An export must be signed to its last entry: the header's root is unsigned, so
+without a checkpoint covering every entry anyone could rewrite the file and
+its header together. The live log in the database is allowed an unsigned
+tail (entries appended since the last checkpoint), so :func:`verify_log`
+does not report the last two codes.
 
 For checkpoint failures ``index`` is ``size - 1``, the last entry the
 checkpoint commits to; ``checkpoint_size`` names the checkpoint.
@@ -47,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from ._canonical import parse_canonical
@@ -172,15 +184,21 @@ def _check_claims(
 
 
 def _replay(
-    items: Iterable[tuple[int, bytes, bytes]],
+    items: Iterable[tuple[int, bytes, bytes, bytes]],
     claims: Sequence[_Claim],
     *,
     head_size: int,
     head_root: bytes | None,
+    require_signed: bool = False,
     canonical: bool = False,
     leaf_hashes: list[bytes] | None = None,
 ) -> AuditReport:
-    """Replay ``(seq, leaf data, recorded leaf hash)`` items against checkpoint claims."""
+    """Replay ``(seq, leaf data, recorded leaf hash, stored leaf node)`` items against claims.
+
+    The stored leaf node is the tree's node (0, seq) in the database; an export
+    has no tree, so it passes the recorded hash again. With ``require_signed``
+    every entry must lie under a verified checkpoint.
+    """
     sha256 = hashlib.sha256
     by_size = {c.size: c for c in claims if c.size > 0}
     # Which perfect subtrees to keep, by the position where they complete: the
@@ -207,7 +225,7 @@ def _replay(
         return AuditReport(count, _fold(stack), verified, failure, checkpoint_sizes=tuple(sizes))
 
     try:
-        for seq, leaf, recorded in items:
+        for seq, leaf, recorded, stored in items:
             i = count
             if seq != i:
                 kind = "missing" if seq > i else "out of order"
@@ -220,6 +238,12 @@ def _replay(
             if node != recorded:
                 return report(
                     AuditFailure("LEAF_HASH_MISMATCH", i, f"leaf {i} hashes to {node.hex()}")
+                )
+            if stored != node:
+                # Entry and hash rewritten together: the tree still holds the old leaf.
+                what = "is missing" if not stored else "differs from the entry's hash"
+                return report(
+                    AuditFailure("NODE_MISMATCH", i, f"stored node (level 0, index {i}) {what}")
                 )
             if canonical:
                 try:
@@ -301,6 +325,23 @@ def _replay(
                 "HEAD_ROOT_MISMATCH", max(count - 1, 0), "recomputed root is not the head root"
             )
         )
+    if require_signed and count > 0:
+        if previous is None:
+            return report(
+                AuditFailure(
+                    "NO_CHECKPOINT", 0, f"no signed checkpoint covers any of the {count} entries"
+                )
+            )
+        if previous.size < count:
+            return report(
+                AuditFailure(
+                    "UNSIGNED_TAIL",
+                    previous.size,
+                    f"entries {previous.size}..{count - 1} lie beyond the newest signed "
+                    f"checkpoint ({previous.size})",
+                    previous.size,
+                )
+            )
     return report(None)
 
 
@@ -311,11 +352,11 @@ def _fold_keys(part: Sequence[tuple[int, int]], nodes: dict[tuple[int, int], byt
     return acc
 
 
-def _read_header(line: str) -> dict[str, Any]:
+def _read_header(line: bytes) -> dict[str, Any]:
     try:
-        header = json.loads(line)
-    except ValueError as exc:
-        raise ExportFormatError(f"first line is not JSON: {exc}") from exc
+        header = json.loads(line.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+        raise ExportFormatError(f"first line is not UTF-8 JSON: {exc}") from exc
     if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
         raise ExportFormatError(f"not a {EXPORT_FORMAT} file")
     if header.get("version") != EXPORT_VERSION:
@@ -327,18 +368,22 @@ def _read_header(line: str) -> dict[str, Any]:
         ("root", str),
         ("checkpoints", int),
     ):
-        if not isinstance(header.get(name), kind):
+        value = header.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
             raise ExportFormatError(f"header field {name!r} missing or not {kind.__name__}")
+        if isinstance(value, int) and value < 0:
+            raise ExportFormatError(f"header field {name!r} is negative")
     return header
 
 
-# The exact line the exporter writes; anything else goes through json.loads.
+# The exact line the exporter writes; anything else goes through json.loads. The
+# file is read as bytes, so a line that is not UTF-8 fails at its own position.
 _ENTRY_LINE = re.compile(
-    r'\{"seq":(0|[1-9][0-9]{0,18}),"leaf":"([A-Za-z0-9+/]*={0,2})","hash":"([A-Za-z0-9+/]*={0,2})"\}\n?'
+    rb'\{"seq":(0|[1-9][0-9]{0,18}),"leaf":"([A-Za-z0-9+/]*={0,2})","hash":"([A-Za-z0-9+/]*={0,2})"\}\n?'
 )
 
 
-def _entries(lines: Iterator[str], first: int) -> Iterator[tuple[int, bytes, bytes]]:
+def _entries(lines: Iterator[bytes], first: int) -> Iterator[tuple[int, bytes, bytes, bytes]]:
     """Parse entry lines strictly; a bad line raises :class:`_Malformed` at its position."""
     loads, a2b, match = json.loads, binascii.a2b_base64, _ENTRY_LINE.fullmatch
     i = first
@@ -349,13 +394,14 @@ def _entries(lines: Iterator[str], first: int) -> Iterator[tuple[int, bytes, byt
                 seq: Any = int(fast[1])
                 leaf, recorded = fast[2], fast[3]
             else:
-                obj = loads(line)
+                obj = loads(line.decode("utf-8"))
                 if not isinstance(obj, dict) or set(obj) != {"seq", "leaf", "hash"}:
                     raise ValueError("entry lines have exactly seq, leaf, hash")
                 seq, leaf, recorded = obj["seq"], obj["leaf"], obj["hash"]
                 if type(seq) is not int:
                     raise ValueError("seq is not an integer")
-            item = (seq, a2b(leaf, strict_mode=True), a2b(recorded, strict_mode=True))
+            digest = a2b(recorded, strict_mode=True)
+            item = (seq, a2b(leaf, strict_mode=True), digest, digest)
         except (ValueError, KeyError, TypeError) as exc:
             raise _Malformed(i, f"entry line {i}: {exc}") from exc
         yield item
@@ -386,9 +432,12 @@ def audit_export(
     Raises
     ------
     ExportFormatError
-        If the file is not an export at all (bad header or version, bad vkey).
+        If the file is not an export at all (bad header or version, bad vkey, a
+        header or checkpoint line that is not UTF-8 JSON).
+    OSError
+        If the file cannot be opened or read.
     """
-    with Path(path).open("r", encoding="utf-8") as fh:
+    with Path(path).open("rb") as fh:
         header = _read_header(fh.readline())
         try:
             trusted = parse_vkey(header["vkey"])
@@ -408,7 +457,7 @@ def audit_export(
         for n in range(header["checkpoints"]):
             line = fh.readline()
             try:
-                note = json.loads(line)["checkpoint"]
+                note = json.loads(line.decode("utf-8"))["checkpoint"]
                 if not isinstance(note, str):
                     raise TypeError("checkpoint is not a string")
             except (ValueError, KeyError, TypeError) as exc:
@@ -424,6 +473,7 @@ def audit_export(
             claims,
             head_size=header["size"],
             head_root=head_root,
+            require_signed=True,
             canonical=canonical,
         )
     return AuditReport(
@@ -436,15 +486,17 @@ def audit_export(
     )
 
 
-def _db_entries(session: Session) -> Iterator[tuple[int, bytes, bytes]]:
+def _db_entries(session: Session) -> Iterator[tuple[int, bytes, bytes, bytes]]:
+    """Entries in order, each with the stored leaf node (0, seq), ``b""`` when there is none."""
     stmt = (
-        select(LogEntryRow.seq, LogEntryRow.leaf_data, LogEntryRow.leaf_hash)
+        select(LogEntryRow.seq, LogEntryRow.leaf_data, LogEntryRow.leaf_hash, TreeNodeRow.hash)
+        .outerjoin(TreeNodeRow, and_(TreeNodeRow.level == 0, TreeNodeRow.index == LogEntryRow.seq))
         .order_by(LogEntryRow.seq)
         .execution_options(yield_per=_BATCH)
     )
     for part in session.execute(stmt).partitions():
         for row in part:
-            yield row[0], row[1], row[2]
+            yield row[0], row[1], row[2], row[3] or b""
 
 
 def _check_nodes(session: Session, leaves: list[bytes]) -> AuditFailure | None:
@@ -475,7 +527,10 @@ def verify_log(session: Session, verifier: NoteVerifier | str | None = None) -> 
     """Verify the live log in the database the way :func:`audit_export` verifies a file.
 
     Also checks the stored head, every stored subtree hash (the nodes proofs are
-    built from) and that each checkpoint row's columns match its signed note.
+    built from; leaf nodes during the replay, so the smallest bad index is the
+    one reported) and that each checkpoint row's columns match its signed note.
+    Entries after the newest checkpoint are normal in a live log and are not
+    reported. Use a read-only session so the whole check sees one snapshot.
 
     Parameters
     ----------

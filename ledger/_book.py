@@ -272,7 +272,12 @@ def open_account(
         session.flush()
     except IntegrityError as exc:
         savepoint.rollback()
-        raise duplicate from exc
+        # Only a primary-key race makes a duplicate. Any other violation (a CHECK,
+        # a too-long value) means validation above let a bad row through: a bug,
+        # so it surfaces as the database error instead of a misleading code.
+        if session.get(AccountRow, code, populate_existing=True) is not None:
+            raise duplicate from exc
+        raise
     except BaseException:
         if savepoint.is_active:
             savepoint.rollback()
@@ -374,7 +379,15 @@ def _replay(
     """The originals if every id was posted with the same body; otherwise a conflict."""
     for rid, digest in zip(ids, digests, strict=True):
         original = found.get(rid)
-        if original is None or original.request_digest != digest:
+        if original is None:
+            posted = ", ".join(repr(i) for i in ids if i in found)
+            raise _reject(
+                "IDEMPOTENCY_CONFLICT",
+                f"transfer id {rid!r} is new, but this batch also holds ids already posted "
+                f"({posted}); a retry must repeat the original batch exactly",
+                rid,
+            )
+        if original.request_digest != digest:
             raise _reject(
                 "IDEMPOTENCY_CONFLICT",
                 f"transfer id {rid!r} was already used for a different request",

@@ -9,7 +9,7 @@
     │   ├── CheckpointRefused        signing would contradict the previous checkpoint
     │   ├── OutOfRange               a size or index beyond the log (caller can fix)
     │   ├── LogCorrupted             the stored log lacks a node it must have (operator must act)
-    │   └── ExportFormatError        an export file cannot be read as one (wrong file/version)
+    │   └── ExportFormatError        an export cannot be read (wrong file) or written as asked
     └── BookError                    the double-entry book
         ├── MoneyError               a money value was misused (a bug in the caller)
         │   ├── FloatMoneyError      a float met a money value (code FLOAT_MONEY)
@@ -113,7 +113,12 @@ class LogCorrupted(LogError):
 
 
 class ExportFormatError(LogError):
-    """A file is not a readable fedgate log export (bad header, version, or line)."""
+    """A file is not a readable fedgate log export, or an export cannot be written as asked.
+
+    Reading: ``BAD_EXPORT`` (bad header, version, line or encoding). Writing:
+    ``NO_ORIGIN`` (no origin to name the key) and ``UNSIGNED_TAIL`` (entries
+    beyond the newest checkpoint when a signed head is required).
+    """
 
     code = "BAD_EXPORT"
 

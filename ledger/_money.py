@@ -19,7 +19,8 @@ from ._errors import CurrencyMismatch, FloatMoneyError, MoneyError
 
 __all__ = ["Money", "minor_unit_exponent"]
 
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+# Used with fullmatch: "$" would also accept a trailing newline ("CNY\n").
+_CURRENCY = re.compile(r"[A-Z]{3}")
 
 # ISO 4217 minor-unit exponents that differ from the default of 2. Only used to
 # format and parse major units; stored amounts are always minor units.
@@ -69,7 +70,7 @@ class Money:
 
     def __post_init__(self) -> None:
         _check_int(self.amount, "amount")
-        if not isinstance(self.currency, str) or not _CURRENCY.match(self.currency):
+        if not isinstance(self.currency, str) or not _CURRENCY.fullmatch(self.currency):
             raise MoneyError(
                 f"currency must be an ISO 4217 code like 'CNY', got {self.currency!r}",
                 code="INVALID_CURRENCY",

@@ -9,10 +9,31 @@ import typer
 
 import ledger
 
-from ._common import fail
+from ._common import err_console, fail
 from .ledger import _print_report
 
 app = typer.Typer(no_args_is_help=True)
+
+TRUST_WARNING = (
+    "[bold yellow]WARNING[/]: --trust-export-key checks the file against the key written "
+    "inside it. That proves only that the file is self-consistent: whoever wrote the file "
+    "could have signed it with a key of their own. Pass --vkey with the log's key, obtained "
+    "from the operator, to prove the log signed it."
+)
+
+
+def _pinned_key(value: str) -> ledger.NoteVerifier:
+    """The auditor's key from ``--vkey``: a vkey string, or a file that holds one."""
+    path = Path(value)
+    if path.is_file():
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            fail("BAD_VKEY", f"cannot read a verifier key from {path}: {exc}", exit_code=2)
+    try:
+        return ledger.parse_vkey(value)
+    except ledger.NoteError as exc:
+        fail("BAD_VKEY", f"--vkey is neither a verifier key nor a file holding one: {exc}", 2)
 
 
 @app.command()
@@ -20,19 +41,43 @@ def verify(
     file: Annotated[Path, typer.Argument(help="Export written by `fedgate ledger export`.")],
     vkey: Annotated[
         str | None,
-        typer.Option(help="The log's verifier key as you know it (default: the file's own)."),
+        typer.Option(
+            help="The log's verifier key as you obtained it from the operator (the vkey "
+            "string, or a file holding it). Required unless --trust-export-key."
+        ),
     ] = None,
+    trust_export_key: Annotated[
+        bool,
+        typer.Option(
+            "--trust-export-key",
+            help="Use the key written in the file instead of --vkey (self-consistency only).",
+        ),
+    ] = False,
     canonical: Annotated[
         bool, typer.Option(help="Also check every leaf is RFC 8785 canonical JSON (slower).")
     ] = False,
 ) -> None:
     """Recompute every leaf and root, check every checkpoint; exit 0 only if all holds."""
+    if vkey is None and not trust_export_key:
+        fail(
+            "NO_VKEY",
+            "pass --vkey with the log's verifier key (or a file holding it); "
+            "--trust-export-key checks only that the file agrees with itself",
+            exit_code=2,
+        )
+    if vkey is not None and trust_export_key:
+        fail("NO_VKEY", "give either --vkey or --trust-export-key, not both", exit_code=2)
+    pinned = _pinned_key(vkey) if vkey is not None else None
+    if pinned is None:
+        err_console.print(TRUST_WARNING)
     if not file.is_file():
         fail("NO_FILE", f"{file} does not exist", exit_code=2)
     try:
-        report = ledger.audit_export(file, vkey=vkey, canonical=canonical)
+        report = ledger.audit_export(file, vkey=pinned, canonical=canonical)
     except ledger.LogError as exc:
         fail(exc.code, str(exc), exit_code=2)
+    except OSError as exc:
+        fail("CANNOT_READ", f"cannot read {file}: {exc.strerror or exc}", exit_code=2)
     _print_report(report, file)
     if report.failure is not None:
         f = report.failure

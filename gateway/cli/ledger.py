@@ -14,11 +14,13 @@ from rich.table import Table
 import ledger
 
 from ..keys import load_or_create_key
-from ._common import console, fail, session, settings
+from ._common import console, fail, read_session, session, settings
 
 app = typer.Typer(no_args_is_help=True)
 
 DEMO_EXPORT_NAME = "ledger-export.jsonl"
+EXPORT_TRIES = 3
+"""Sign-then-snapshot rounds before giving up when appends keep landing in between."""
 
 
 def _b64(data: bytes) -> str:
@@ -45,7 +47,7 @@ def _sign() -> ledger.Checkpoint:
 @app.command()
 def head() -> None:
     """Show the log's size, root and latest checkpoint."""
-    with session() as s:
+    with read_session() as s:
         current = ledger.tree_head(s)
         checkpoints = ledger.list_checkpoints(s)
     table = _kv_table()
@@ -69,7 +71,7 @@ def checkpoint() -> None:
 @app.command()
 def checkpoints() -> None:
     """List the stored checkpoints, oldest first."""
-    with session() as s:
+    with read_session() as s:
         rows = ledger.list_checkpoints(s)
     table = Table("size", "root (base64)", "origin")
     for cp in rows:
@@ -84,7 +86,7 @@ def proof(
 ) -> None:
     """Print an RFC 9162 inclusion proof for entry SEQ as JSON (checked before printing)."""
     try:
-        with session() as s:
+        with read_session() as s:
             p = ledger.inclusion_proof(s, seq, size)
         ledger.verify_inclusion(p.leaf_hash, p.index, p.size, p.hashes, p.root)
     except ledger.LogError as exc:
@@ -106,7 +108,7 @@ def consistency(
 ) -> None:
     """Print an RFC 9162 consistency proof from SIZE1 to the current (or given) size as JSON."""
     try:
-        with session() as s:
+        with read_session() as s:
             p = ledger.consistency_proof(s, size1, size)
         if p.size1 > 0:
             ledger.verify_consistency(p.size1, p.size2, p.hashes, p.root1, p.root2)
@@ -122,16 +124,54 @@ def consistency(
     console.print_json(json.dumps(out))
 
 
-@app.command()
-def export(out: Annotated[Path, typer.Argument(help="File to write (JSON Lines).")]) -> None:
-    """Write the whole log, its checkpoints and its public key to OUT for offline audit."""
+def _export_once(out: Path) -> ledger.ExportSummary:
+    """Export a read-only snapshot to ``out``, refusing one with entries beyond its checkpoints."""
     cfg = settings()
     key = load_or_create_key(cfg.resolved_key_dir, "log")
-    try:
-        with session() as s:
-            summary = ledger.export_log(s, out, key.public_key(), origin=cfg.log_origin)
-    except ledger.LogError as exc:
-        fail(exc.code, str(exc))
+    with read_session() as s:
+        return ledger.export_log(
+            s, out, key.public_key(), origin=cfg.log_origin, require_signed=True
+        )
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Argument(help="File to write (JSON Lines).")],
+    no_sign: Annotated[
+        bool,
+        typer.Option(
+            "--no-sign",
+            help="Do not sign a checkpoint of the head first; refuse if entries are unsigned.",
+        ),
+    ] = False,
+) -> None:
+    """Sign a checkpoint of the head if needed, then write the log to OUT for offline audit.
+
+    The audit fails an export whose last entries no checkpoint covers, so the
+    head is signed first (a no-op when the newest checkpoint is the head). The
+    export is read from one snapshot that never blocks writers; when an append
+    lands between signing and reading, the head is signed again.
+    """
+    for attempt in range(1, EXPORT_TRIES + 1):
+        if not no_sign:
+            _sign()
+        try:
+            summary = _export_once(out)
+            break
+        except ledger.ExportFormatError as exc:
+            if exc.code != "UNSIGNED_TAIL":
+                fail(exc.code, str(exc))
+            if no_sign:
+                fail(
+                    exc.code,
+                    f"{exc}. Run `fedgate ledger checkpoint`, or export without --no-sign.",
+                )
+            if attempt == EXPORT_TRIES:
+                fail(exc.code, f"{exc}; appends kept arriving, {EXPORT_TRIES} tries")
+        except ledger.LogError as exc:
+            fail(exc.code, str(exc))
+        except OSError as exc:
+            fail("CANNOT_WRITE", f"cannot write {out}: {exc.strerror or exc}")
     console.print(
         f"[green]exported[/] {summary.size} entries, {summary.checkpoints} checkpoints to {out}\n"
         f"vkey {summary.vkey}",
@@ -143,7 +183,7 @@ def export(out: Annotated[Path, typer.Argument(help="File to write (JSON Lines).
 @app.command()
 def verify() -> None:
     """Verify the live log in the database: leaves, nodes, head and checkpoints."""
-    with session() as s:
+    with read_session() as s:
         report = ledger.verify_log(s, _log_key())
     if report.failure is not None:
         f = report.failure

@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+import ledger._book
 from ledger import (
     AccountKind,
     AccountRejected,
@@ -86,6 +87,7 @@ def test_open_account_round_trips_and_is_logged(sessions: sessionmaker[Session])
         ("ok", "", "asset", "CNY", "INVALID_ACCOUNT"),
         ("ok", "x", "revenue", "CNY", "INVALID_ACCOUNT"),
         ("ok", "x", "asset", "cny", "INVALID_ACCOUNT"),
+        ("ok", "x", "asset", "CNY\n", "INVALID_ACCOUNT"),
         ("cash", "again", "asset", "CNY", "DUPLICATE_ACCOUNT"),
     ],
 )
@@ -100,6 +102,30 @@ def test_open_account_refusals_write_nothing(
         open_account(s, code, name, kind, currency)
 
     assert info.value.code == error
+    assert _counts(sessions) == before
+
+
+class _AnyCurrency:
+    """Stands in for Money in open_account's check, so a bad currency reaches the database."""
+
+    @staticmethod
+    def zero(currency: str) -> None:
+        """Accept every currency."""
+
+
+def test_database_refusal_is_not_called_a_duplicate(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row the database refuses for another reason than its key is not DUPLICATE_ACCOUNT."""
+    _setup(sessions)
+    before = _counts(sessions)
+    monkeypatch.setattr(ledger._book, "Money", _AnyCurrency)
+
+    # SQLite fails the CHECK (IntegrityError), PostgreSQL the varchar(3) (DataError).
+    with pytest.raises(DBAPIError) as info, sessions() as s, s.begin():
+        open_account(s, "new", "New", "asset", "CNYX")
+
+    assert not isinstance(info.value, AccountRejected)
     assert _counts(sessions) == before
 
 
@@ -318,6 +344,8 @@ def test_linked_retry_and_conflicts(sessions: sessionmaker[Session]) -> None:
     assert again == first
     assert mixed.value.code == single.value.code == "IDEMPOTENCY_CONFLICT"
     assert mixed.value.transfer_id == "l3"
+    assert "'l3' is new" in str(mixed.value) and "'l1', 'l2'" in str(mixed.value)
+    assert "already used for a different request" in str(single.value)
     assert _counts(sessions) == before
 
 
@@ -352,14 +380,16 @@ def test_trial_balance_balances(sessions: sessionmaker[Session]) -> None:
     with sessions() as s:
         tb = trial_balance(s)
         rows = {r.account: r for r in tb.rows}
-        assert all(balance(s, code) == r.balance for code, r in rows.items())
+        balances = {code: balance(s, code) for code in rows}
+        codes = [a.code for a in list_accounts(s)]
 
     assert tb.balanced
     assert tb.debits == {"CNY": 1300, "USD": 70}
     assert tb.credits == {"CNY": 1300, "USD": 70}
+    assert balances == {code: r.balance for code, r in rows.items()}
     assert rows["cash"].balance == _cny(700)
     assert rows["fees"].balance == _cny(300)
-    assert [a.code for a in list_accounts(s)] == sorted(rows)
+    assert codes == sorted(rows)
 
 
 def _raw_transfer(**overrides: Any) -> dict[str, Any]:

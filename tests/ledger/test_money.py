@@ -38,7 +38,7 @@ def test_non_int_amount_is_refused(value: Any) -> None:
     assert info.value.code == "NOT_INTEGER"
 
 
-@pytest.mark.parametrize("currency", ["cny", "CN", "CNYY", "", "1NY", 156])
+@pytest.mark.parametrize("currency", ["cny", "CN", "CNYY", "", "1NY", 156, "CNY\n", "\nCNY"])
 def test_bad_currency_is_refused(currency: Any) -> None:
     """Only three upper-case letters are an ISO 4217 code."""
     with pytest.raises(MoneyError) as info:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -11,7 +14,22 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ledger import NoteError, make_vkey, parse_vkey, sign_note, verify_note
 
+from . import make_note_vectors as gen
+
 _NAME = "fedgate.test/log"
+
+
+def _vector(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((gen.OUT / f"{name}.json").read_text(encoding="utf-8"))
+    return data
+
+
+def _go_signer(skey: str) -> tuple[str, Ed25519PrivateKey]:
+    """Name and key from a Go ``PRIVATE+KEY+<name>+<id>+<base64(0x01 ‖ seed)>`` string."""
+    _, _, name, _, encoded = skey.split("+", 4)
+    raw = base64.b64decode(encoded)
+    assert raw[:1] == b"\x01" and len(raw) == 33
+    return name, Ed25519PrivateKey.from_private_bytes(raw[1:])
 
 
 def _key(seed: int = 1) -> Ed25519PrivateKey:
@@ -109,3 +127,53 @@ def test_vkey_with_wrong_id_is_rejected() -> None:
         parse_vkey(f"{name}+00000000+{rest}")
 
     assert info.value.code == "BAD_VKEY"
+
+
+def test_go_reference_key_and_note_match_byte_for_byte() -> None:
+    """The Go sumdb/note example: same key id, same vkey, same signed note as Go produces."""
+    vector = _vector("go_known_answer")
+    name, key = _go_signer(vector["skey"])
+    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    vkey = make_vkey(name, key.public_key())
+    note = sign_note(vector["text"], name, key)
+
+    assert hashlib.sha256(name.encode() + b"\n\x01" + raw).digest()[:4].hex() == "c74f20a3"
+    assert parse_vkey(vector["vkey"]).key_id.hex() == "c74f20a3"
+    assert vkey == vector["vkey"]
+    assert note == vector["note"]
+
+
+def _answer(vector: dict[str, Any]) -> str | None:
+    """The NoteError code verifying the vector's note raises, or None when it verifies."""
+    try:
+        text = verify_note(vector["note"], vector["vkey"])
+    except NoteError as exc:
+        return exc.code
+    return None if text == vector["text"] else "WRONG_TEXT"
+
+
+def test_every_note_vector_gets_its_expected_answer() -> None:
+    """Each case file's expected error (or acceptance) holds; all mismatches are listed at once."""
+    files = sorted(gen.OUT.glob("*.json"))
+
+    failures = []
+    for path in files:
+        vector = json.loads(path.read_text(encoding="utf-8"))
+        got = _answer(vector)
+        if got != vector["expected_error"]:
+            failures.append(f"{path.stem}: expected {vector['expected_error']}, got {got}")
+
+    assert len(files) >= 6
+    assert failures == []
+
+
+def test_note_generator_reproduces_the_files() -> None:
+    """The checked-in vectors are exactly what the generator writes (no hand edits, no drift)."""
+    expected = {f"{name}.json": case for name, case in gen.cases().items()}
+
+    on_disk = {
+        p.name: json.loads(p.read_text(encoding="utf-8")) for p in Path(gen.OUT).glob("*.json")
+    }
+
+    assert on_disk == expected

@@ -2,7 +2,9 @@
 
 The log holds 10 entries with signed checkpoints at sizes 4, 7 and 10; each
 case alters the database the way an insider with SQL access could, exports,
-and checks that the audit names the right index and reason.
+and checks that the audit names the right index and reason. The export has
+no tree nodes, so where the database variant can see a stored node disagree
+it names an earlier index than the file's audit.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from ledger import (
     hash_leaf,
     make_vkey,
     sign_checkpoint,
+    tree_head,
     verify_log,
 )
-from ledger._models import CheckpointRow, LogEntryRow, TreeNodeRow
+from ledger._models import CheckpointRow, LogEntryRow, LogHeadRow, TreeNodeRow
 
 ORIGIN = "fedgate.test/ledger"
 KEY = Ed25519PrivateKey.from_private_bytes(b"\x09" * 32)
@@ -71,6 +74,18 @@ def _truncate_tail(s: Session) -> None:
     s.execute(delete(LogEntryRow).where(LogEntryRow.seq >= 8))
 
 
+def _truncate_and_rewind_head(s: Session) -> None:
+    # A careful insider also rewinds the head and drops the tree above entry 8,
+    # so head, entries and nodes agree with each other; only checkpoint 10 remains.
+    root = tree_head(s, 8).root
+    s.execute(delete(LogEntryRow).where(LogEntryRow.seq >= 8))
+    for level in range(4):
+        s.execute(
+            delete(TreeNodeRow).where(TreeNodeRow.level == level, TreeNodeRow.index >= (8 >> level))
+        )
+    s.execute(update(LogHeadRow).where(LogHeadRow.id == 1).values(size=8, root=root))
+
+
 def _replace_signature(s: Session) -> None:
     row = s.execute(select(CheckpointRow).where(CheckpointRow.size == 7)).scalar_one()
     text = row.signed_note[: row.signed_note.rfind("\n\n") + 1]
@@ -81,13 +96,30 @@ def _replace_signature(s: Session) -> None:
     row.signed_note = f"{text}\n\u2014 {ORIGIN} {signature}\n"
 
 
-CASES: list[tuple[str, Callable[[Session], None], str, int]] = [
-    ("flip-body-byte", _flip_body_byte, "LEAF_HASH_MISMATCH", 5),
-    ("rewrite-entry-and-hash", _rewrite_entry_and_hash, "CHECKPOINT_ROOT_MISMATCH", 6),
-    ("delete-entry", _delete_entry, "SEQ_GAP", 5),
-    ("swap-entries", _swap_entries, "LEAF_SEQ_MISMATCH", 2),
-    ("truncate-tail", _truncate_tail, "TRUNCATED", 8),
-    ("replace-checkpoint-signature", _replace_signature, "CHECKPOINT_SIGNATURE", 6),
+# (name, tamper, (code, index) from the export's audit, (code, index) from verify_log)
+CASES: list[tuple[str, Callable[[Session], None], tuple[str, int], tuple[str, int]]] = [
+    ("flip-body-byte", _flip_body_byte, ("LEAF_HASH_MISMATCH", 5), ("LEAF_HASH_MISMATCH", 5)),
+    (
+        "rewrite-entry-and-hash",
+        _rewrite_entry_and_hash,
+        ("CHECKPOINT_ROOT_MISMATCH", 6),
+        ("NODE_MISMATCH", 5),
+    ),
+    ("delete-entry", _delete_entry, ("SEQ_GAP", 5), ("SEQ_GAP", 5)),
+    ("swap-entries", _swap_entries, ("LEAF_SEQ_MISMATCH", 2), ("LEAF_SEQ_MISMATCH", 2)),
+    ("truncate-tail", _truncate_tail, ("TRUNCATED", 8), ("TRUNCATED", 8)),
+    (
+        "truncate-and-rewind-head",
+        _truncate_and_rewind_head,
+        ("TRUNCATED", 8),
+        ("TRUNCATED", 8),
+    ),
+    (
+        "replace-checkpoint-signature",
+        _replace_signature,
+        ("CHECKPOINT_SIGNATURE", 6),
+        ("CHECKPOINT_SIGNATURE", 6),
+    ),
 ]
 
 
@@ -111,14 +143,14 @@ def test_untouched_log_audits_clean(sessions: sessionmaker[Session], tmp_path: P
     assert live.root == report.root
 
 
-@pytest.mark.parametrize(("name", "tamper", "code", "index"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("name", "tamper", "in_export", "in_db"), CASES, ids=[c[0] for c in CASES])
 def test_db_tampering_is_caught(
     sessions: sessionmaker[Session],
     tmp_path: Path,
     name: str,
     tamper: Callable[[Session], None],
-    code: str,
-    index: int,
+    in_export: tuple[str, int],
+    in_db: tuple[str, int],
 ) -> None:
     """Each kind of database tampering yields the expected reason at the expected index."""
     _build(sessions)
@@ -129,11 +161,27 @@ def test_db_tampering_is_caught(
     with sessions() as s:
         live = verify_log(s, VKEY)
 
-    assert not report.ok
     assert report.failure is not None
-    assert (report.failure.code, report.first_bad_index) == (code, index)
+    assert (report.failure.code, report.first_bad_index) == in_export
     assert live.failure is not None
-    assert (live.failure.code, live.first_bad_index) == (code, index)
+    assert (live.failure.code, live.first_bad_index) == in_db
+
+
+def test_rewound_head_export_keeps_the_larger_checkpoint(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The export of a rewound log still carries checkpoint 10, beyond its 8 entries."""
+    _build(sessions)
+    with sessions() as s, s.begin():
+        _truncate_and_rewind_head(s)
+    path = tmp_path / "rewound.jsonl"
+
+    with sessions() as s:
+        summary = export_log(s, path, KEY.public_key(), origin=ORIGIN)
+    header = json.loads(path.read_text().splitlines()[0])
+
+    assert (summary.size, summary.checkpoints) == (8, 3)
+    assert (header["size"], header["checkpoints"]) == (8, 3)
 
 
 def test_corrupted_tree_node_is_caught_by_verify_log(sessions: sessionmaker[Session]) -> None:
@@ -180,6 +228,20 @@ def _file_truncate(lines: list[str]) -> list[str]:
     return lines[: 4 + 9]
 
 
+def _file_strip_checkpoints(lines: list[str]) -> list[str]:
+    # Drop every checkpoint and fix the header's count, so the file still parses.
+    header = json.loads(lines[0])
+    header["checkpoints"] = 0
+    return [json.dumps(header) + "\n"] + lines[4:]
+
+
+def _file_unsigned_tail(lines: list[str]) -> list[str]:
+    # Drop the checkpoint at 10: entries 7..9 are then under no signature.
+    header = json.loads(lines[0])
+    header["checkpoints"] = 2
+    return [json.dumps(header) + "\n"] + lines[1:3] + lines[4:]
+
+
 def _file_bad_signature(lines: list[str]) -> list[str]:
     note = json.loads(lines[1])["checkpoint"]
     head, sig = note.rsplit(" ", 1)
@@ -194,6 +256,8 @@ FILE_CASES: list[tuple[str, Callable[[list[str]], list[str]], str, int]] = [
     ("delete-line", _file_delete, "SEQ_GAP", 5),
     ("swap-lines", _file_swap, "SEQ_GAP", 1),
     ("truncate-tail", _file_truncate, "TRUNCATED", 9),
+    ("strip-checkpoints", _file_strip_checkpoints, "NO_CHECKPOINT", 0),
+    ("unsigned-tail", _file_unsigned_tail, "UNSIGNED_TAIL", 7),
     ("bad-signature", _file_bad_signature, "CHECKPOINT_SIGNATURE", 3),
 ]
 

@@ -57,7 +57,8 @@ def _run_folder(kind: str) -> tuple[int, list[str]]:
     failures: list[str] = []
     for path in files:
         case = json.loads(path.read_text())
-        name = f"{path.relative_to(_vector_root())} ({case.get('desc')})"
+        relative = path.relative_to(_vector_root()).as_posix()
+        name = f"{relative} ({case.get('desc')})"
         try:
             check(case)
         except LogError as exc:
