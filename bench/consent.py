@@ -1,41 +1,64 @@
 """Consent benchmarks against cedarpy (AWS Cedar), in one run.
 
 Run ``python -m bench.consent`` (100k-merchant decision set, 10⁶-merchant
-cohort, 100k-entry manifest; several minutes, mostly Cedar) or
-``python -m bench.consent --merchants 2000 --cohort 20000 --manifest 2000``
-for a smoke run.
+cohort, 100k-entry manifest, 100k-consent database snapshot; several minutes,
+mostly Cedar) or ``python -m bench.consent --merchants 2000 --cohort 20000
+--manifest 2000 --snapshot 2000 --single-calls 20000`` for a smoke run.
 
 * **Decisions**: the same set — one request per merchant, purposes cycling
   through all five, every status, broken signatures, frequency limits and
   merchants without consent — is decided by fedgate's snapshot check
   (:meth:`consent.ConsentIndex.check`) and by Cedar with an equivalent policy
   (:data:`CEDAR_POLICY`, one ``Consent`` entity per merchant). The run fails
-  unless the two agree on every request. Latency is the mean per decision over
-  single calls (``cedarpy.is_authorized`` with pre-parsed policy and entities).
+  unless the two agree on every request. Single-call latency: the engines
+  take turns (:data:`SINGLE_ROUNDS` rounds of at least 10⁵ calls each, the
+  garbage collector off), and the ratio is the median of the per-round
+  ratios, so a noisy neighbour slows both sides of a round, not one engine.
+* **Database**: a SQLite file holding ``--snapshot`` consents (rows as
+  :func:`consent.grant` writes them; the per-grant ledger entries are left
+  out to keep the set-up short). :meth:`consent.ConsentIndex.load` is timed
+  cold (every signature verified) and warm (tokens re-hashed, signatures
+  remembered), and :func:`consent.check` per call; the loaded snapshot must
+  decide every request as the in-memory one does, and the database check as
+  the loaded snapshot.
 * **Cohort**: :meth:`consent.ConsentIndex.cohort` over 10⁶ merchants (best of
-  three), then checked against the pure :func:`consent.evaluate` on a sample.
-* **Manifest**: ``sign_manifest`` + ``verify_manifest`` of a 100k-entry
-  manifest (build time reported separately); the verified manifest must equal
-  the built one.
+  three), then checked merchant by merchant against the single check for the
+  whole set: in the cohort exactly when allowed, citing the same consent.
+* **Manifest**: *sign* is everything from the entries to the signed token
+  (:func:`consent.build_manifest` — validation, encoding, Merkle root — then
+  :func:`consent.sign_manifest`), *verify* everything from the token to the
+  verified entries (:func:`consent.verify_manifest`, fresh replay guard);
+  best of five each. The verified manifest must equal the built one.
 
-Inputs are built before each timed loop; outputs are folded into a digest.
+Inputs are built before each timed loop. Decisions, the cohort and the signed
+manifest are folded into a digest that must equal the one stored for these
+inputs (:data:`EXPECTED_DIGESTS`), so a fast wrong answer fails the run.
+Targets are reported (✔/✘), not asserted; a failed correctness check makes
+the run exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
+import itertools
 import json
 import random
+import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import cedarpy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import insert
 
 import consent
 from consent import (
@@ -50,21 +73,36 @@ from consent import (
     SignedArtefact,
     Status,
 )
+from consent._models import ArtefactRow, StateRow
+from consent._verified import VERIFIED
+from gateway.db import create_schema, make_engine, make_sessionmaker
 
 DEFAULT_MERCHANTS = 100_000
 DEFAULT_COHORT = 1_000_000
 DEFAULT_MANIFEST = 100_000
-SINGLE_SAMPLE = 2_000  # single-call latency is the mean over this many calls per engine
+DEFAULT_SNAPSHOT = 100_000
+SINGLE_CALLS = 100_000  # calls per engine per round of the single-decision latency
+SINGLE_ROUNDS = 5
+DB_CHECKS = 2_000  # database checks timed (each a query, so fewer are needed)
 PROVIDER, CONSUMER = "isv-a", "lender-1"
 AT = datetime(2026, 9, 1, 12, 30, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"fedgate consent bench").digest())
+FORGER = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"not the consent manager").digest())
 PURPOSE_CODES = sorted(PURPOSES)
 CATEGORY_CODES = sorted(consent.CATEGORIES)
 UNITS = ("hour", "day", "month", "year")
 QUERY_KEYS = (
     "merchant_id", "data_provider", "data_consumer", "purpose", "categories", "at", "data_range",
 )  # fmt: skip
+
+EXPECTED_DIGESTS: dict[tuple[int, int, int, int], str] = {
+    (400, 3_000, 200, 7): "73309ac585ae998529b7ff7f7b7f3735182297e2762f57c35ec94eb32266a2bc",
+    (100_000, 1_000_000, 100_000, 7): (
+        "cf04c0cf04d12099290a8356eabe8e3e40dc3805402fe7457ac70fc4365b0de8"
+    ),
+}
+"""SHA-256 of decisions, cohort and signed manifest, by (merchants, cohort, manifest, seed)."""
 
 CEDAR_POLICY = """
 permit (principal, action == Action::"use", resource)
@@ -87,6 +125,16 @@ when {
 """fedgate's allow rule in Cedar: a consent allows a use only if every condition holds."""
 
 
+class BenchFailure(Exception):
+    """A correctness check failed: the numbers of this run mean nothing."""
+
+
+def _require(ok: bool, message: str) -> None:
+    """Raise :class:`BenchFailure` unless ``ok`` (not ``assert``: ``-O`` must not skip it)."""
+    if not ok:
+        raise BenchFailure(message)
+
+
 @dataclass(frozen=True, slots=True)
 class BenchRow:
     """One measured line of the table."""
@@ -97,10 +145,13 @@ class BenchRow:
     peer_value: float | None = None
     target: str = ""
     met: bool | None = None
+    ratio_override: float | None = None  # a median of per-round ratios, where measured so
 
     @property
     def ratio(self) -> float | None:
         """Cedar's time ÷ fedgate's (higher is better), None without a peer."""
+        if self.ratio_override is not None:
+            return self.ratio_override
         if self.peer_value is None or self.fedgate == 0:
             return None
         return self.peer_value / self.fedgate
@@ -117,9 +168,16 @@ class BenchResult:
     merchants: int
     cohort: int
     manifest: int
+    snapshot: int
     rows: tuple[BenchRow, ...]
     allowed: int
     digest: str
+    expected_digest: str | None
+
+    @property
+    def missed(self) -> list[str]:
+        """Metrics whose target was not met (reported, not a failure)."""
+        return [r.metric for r in self.rows if r.met is False]
 
 
 def _us(at: datetime) -> int:
@@ -268,13 +326,54 @@ def cedar_request(query: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _best(fn: Any, repeat: int = 3) -> tuple[float, Any]:
+def _log(msg: str) -> None:
+    print(f"[bench.consent] {msg}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _gc_off() -> Iterator[None]:
+    """Collect first, then keep the collector out of the timed region."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _best(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
     best, out = float("inf"), None
     for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
+        with _gc_off():
+            start = time.perf_counter()
+            out = fn()
+            best = min(best, time.perf_counter() - start)
     return best, out
+
+
+def _single_latency(
+    fed: Callable[[], object], cedar: Callable[[], object], calls: int, rounds: int
+) -> tuple[float, float, float]:
+    """Per-call seconds of each engine (medians) and the median of the per-round ratios.
+
+    The engines alternate, ``calls`` calls per turn with the collector off, so
+    load from other processes falls on both halves of a round alike.
+    """
+    fed_times, cedar_times, ratios = [], [], []
+    for _ in range(rounds):
+        with _gc_off():
+            start = time.perf_counter()
+            fed()
+            fed_s = (time.perf_counter() - start) / calls
+            start = time.perf_counter()
+            cedar()
+            cedar_s = (time.perf_counter() - start) / calls
+        fed_times.append(fed_s)
+        cedar_times.append(cedar_s)
+        ratios.append(cedar_s / fed_s)
+    return statistics.median(fed_times), statistics.median(cedar_times), statistics.median(ratios)
 
 
 def _warm_up_manifest() -> None:
@@ -292,88 +391,154 @@ def _warm_up_manifest() -> None:
     )  # fmt: skip
 
 
-def run(merchants: int, cohort_size: int, manifest_size: int, seed: int = 7) -> BenchResult:
-    """Run every benchmark once; raises AssertionError when a correctness check fails."""
-    rows: list[BenchRow] = []
-    log = lambda msg: print(f"[bench.consent] {msg}", file=sys.stderr, flush=True)  # noqa: E731
-
-    # --- decisions: fedgate vs Cedar on the same set -------------------------------
-    log(f"building {merchants:,} merchants and requests")
-    records, ids = make_records(merchants, seed)
-    queries = make_requests(ids, seed + 1)
+def _decisions(
+    records: list[ConsentRecord], queries: list[dict[str, Any]], calls: int, rounds: int,
+    rows: list[BenchRow], fold: Any,
+) -> list[consent.Decision]:  # fmt: skip
+    """The decision set on both engines; latency, throughput and the equality check."""
     index = ConsentIndex(records)
     check = index.check
-    fed_time = time.perf_counter()
-    fed = [check(**q) for q in queries]
-    fed_time = time.perf_counter() - fed_time
-    sample = queries[: min(SINGLE_SAMPLE, len(queries))]
-    # Plain keyword calls, as a caller writes them: unpacking a dict per call
-    # (check(**q)) would add ~0.3 µs of harness time to a ~1 µs decision.
-    calls = [tuple(q[k] for k in QUERY_KEYS) for q in sample]
-    fed_single, _ = _best(
-        lambda: [
-            check(
-                merchant_id=m,
-                data_provider=p,
-                data_consumer=c,
-                purpose=u,
-                categories=g,
-                at=a,
-                data_range=r,
-            )
-            for m, p, c, u, g, a, r in calls
-        ]  # fmt: skip
-    )
-    fed_single /= len(sample)
-
-    log("parsing Cedar entities and policy")
+    fed_time, fed = _best(lambda: [check(**q) for q in queries], repeat=1)
+    _log("parsing Cedar entities and policy")
     policies = cedarpy.PolicySet.from_str(CEDAR_POLICY)
     entities = cedarpy.Entities.from_json_str(cedar_entities(records))
     requests = [cedar_request(q) for q in queries]
-    log(f"Cedar deciding {len(requests):,} requests")
-    cedar_time = time.perf_counter()
+    _log(f"Cedar deciding {len(requests):,} requests")
+    start = time.perf_counter()
     cedar_allowed: list[bool] = []
     for i in range(0, len(requests), 5_000):
         batch = cedarpy.is_authorized_batch(requests[i : i + 5_000], policies, entities)
         cedar_allowed.extend(r.allowed for r in batch)
-    cedar_time = time.perf_counter() - cedar_time
-    cedar_sample = requests[: len(sample)]
-    cedar_single, _ = _best(
-        lambda: [cedarpy.is_authorized(req, policies, entities) for req in cedar_sample]
-    )
-    cedar_single /= len(cedar_sample)
-
-    fed_allowed = [d.allowed for d in fed]
+    cedar_time = time.perf_counter() - start
     mismatches = [
-        q["merchant_id"]
-        for q, f, c in zip(queries, fed_allowed, cedar_allowed, strict=True)
-        if f != c
-    ]
-    assert not mismatches, f"fedgate and Cedar disagree on {len(mismatches)}: {mismatches[:5]}"
-    digest = hashlib.sha256("".join(d.code or "ALLOW" for d in fed).encode()).hexdigest()
+        q["merchant_id"] for q, f, c in zip(queries, fed, cedar_allowed, strict=True)
+        if f.allowed != c
+    ]  # fmt: skip
+    _require(not mismatches, f"fedgate and Cedar disagree on {len(mismatches)}: {mismatches[:5]}")
     codes: dict[str, int] = {}
     for d in fed:
         codes[d.code or "ALLOW"] = codes.get(d.code or "ALLOW", 0) + 1
-    log(f"decisions agree on all {len(fed):,}; outcomes {dict(sorted(codes.items()))}")
-    ratio = cedar_single / fed_single
+        fold(d.code or "ALLOW", d.consent_id or "")
+    _log(f"decisions agree on all {len(fed):,}; outcomes {dict(sorted(codes.items()))}")
+
+    # Plain keyword calls, as a caller writes them: unpacking a dict per call
+    # (check(**q)) would add ~0.3 µs of harness time to a ~1 µs decision.
+    fed_calls = [tuple(q[k] for k in QUERY_KEYS) for q in itertools.islice(
+        itertools.cycle(queries), calls)]  # fmt: skip
+    cedar_calls = list(itertools.islice(itertools.cycle(requests), calls))
+
+    def fed_turn() -> None:
+        for m, p, c, u, g, a, r in fed_calls:
+            check(merchant_id=m, data_provider=p, data_consumer=c, purpose=u, categories=g,
+                  at=a, data_range=r)  # fmt: skip
+
+    def cedar_turn() -> None:
+        for req in cedar_calls:
+            cedarpy.is_authorized(req, policies, entities)
+
+    _log(f"single-call latency: {rounds} alternating rounds of {calls:,} calls per engine")
+    fed_single, cedar_single, ratio = _single_latency(fed_turn, cedar_turn, calls, rounds)
     rows.append(
         BenchRow(
-            "single decision latency",
+            f"single decision latency (median of {rounds} × {calls:,} calls)",
             fed_single * 1e6,
             "µs",
             cedar_single * 1e6,
             "≥100x faster",
             ratio >= 100,
+            ratio,
         )  # fmt: skip
     )
     rows.append(BenchRow(f"whole decision set ({len(fed):,})", fed_time, "s", cedar_time, "", None))
+    return fed
 
-    # --- cohort check over a million merchants -------------------------------------
-    log(f"building {cohort_size:,}-merchant snapshot")
-    big_records, big_ids = make_records(cohort_size, seed + 2, prefix="b")
+
+def _snapshot_database(
+    directory: Path, records: list[ConsentRecord]
+) -> tuple[Any, list[ConsentRecord]]:
+    """A SQLite file with one signed artefact and state row per record; returns the engine.
+
+    Records whose ``signature_ok`` is false get a token signed by another key,
+    so the load finds them SIGNATURE_INVALID as the in-memory snapshot says.
+    """
+    engine = make_engine(f"sqlite:///{directory / 'snapshot.db'}")
+    create_schema(engine)
+    artefacts, states = [], []
+    for r in records:
+        a, st = r.signed.artefact, r.state
+        signed = consent.sign_artefact(a, KEY if r.signature_ok else FORGER)
+        artefacts.append({
+            "consent_id": a.consent_id, "merchant_id": a.merchant_id,
+            "data_provider": a.data_provider, "data_consumer": a.data_consumer,
+            "version": a.version, "supersedes": a.supersedes, "token": signed.token,
+            "artefact_hash": signed.hash, "merchant_signature": None, "merchant_key": None,
+            "consent_start": a.consent_start, "consent_expiry": a.consent_expiry,
+            "created_at": a.created_at, "frequency_unit": a.frequency.unit,
+        })  # fmt: skip
+        states.append({
+            "consent_id": a.consent_id, "merchant_id": a.merchant_id,
+            "data_provider": a.data_provider, "data_consumer": a.data_consumer,
+            "status": st.status.value, "version": st.version, "use_count": st.use_count,
+            "period_uses": st.period_uses, "last_used_at": st.last_used_at,
+            "updated_at": st.updated_at,
+        })  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(insert(ArtefactRow), artefacts)
+        conn.execute(insert(StateRow), states)
+    return engine, records
+
+
+def _database(snapshot: int, seed: int, queries_seed: int, rows: list[BenchRow]) -> None:
+    """Snapshot load (cold, warm) and the database check, each checked against memory."""
+    records, ids = make_records(snapshot, seed)
+    queries = make_requests(ids, queries_seed)
+    memory = ConsentIndex(records)
+    with tempfile.TemporaryDirectory(prefix="fedgate-bench-") as tmp:
+        _log(f"signing and storing {len(records):,} consents")
+        engine, _ = _snapshot_database(Path(tmp), records)
+        sessions = make_sessionmaker(engine)
+        pub = KEY.public_key()
+        VERIFIED.clear()  # cold: as after a restart
+        with sessions() as s, _gc_off():
+            start = time.perf_counter()
+            loaded = ConsentIndex.load(s, consent_manager_key=pub)
+            cold = time.perf_counter() - start
+        with sessions() as s:
+            warm, loaded = _best(lambda: ConsentIndex.load(s, consent_manager_key=pub))
+        differ = [
+            q["merchant_id"] for q in queries
+            if loaded.check(**q)[:3] != memory.check(**q)[:3]  # allowed, code, consent id
+        ]  # fmt: skip
+        _require(not differ, f"loaded snapshot disagrees on {len(differ)}: {differ[:5]}")
+        sample = queries[: min(DB_CHECKS, len(queries))]
+        with sessions() as s:
+            for q in sample:  # warm the verification memory and the page cache
+                consent.check(s, consent_manager_key=pub, **q)
+            with _gc_off():
+                start = time.perf_counter()
+                db = [consent.check(s, consent_manager_key=pub, **q) for q in sample]
+                per_check = (time.perf_counter() - start) / len(sample)
+        wrong = [
+            q["merchant_id"] for q, d in zip(sample, db, strict=True) if d != loaded.check(**q)
+        ]
+        _require(not wrong, f"database check disagrees with the snapshot on {wrong[:5]}")
+        engine.dispose()
+    rows.append(BenchRow(f"snapshot load, cold ({snapshot:,} consents, SQLite)", cold, "s"))
+    rows.append(
+        BenchRow(
+            f"snapshot load, warm ({snapshot:,} consents)", warm, "s", None, "≤5 s", warm <= 5.0
+        )  # fmt: skip
+    )
+    rows.append(BenchRow("database check latency (SQLite, one query)", per_check * 1e6, "µs"))
+
+
+def _cohort(cohort_size: int, seed: int, rows: list[BenchRow], fold: Any) -> None:
+    """The cohort check over 10⁶ merchants, against the single check for every merchant."""
+    _log(f"building {cohort_size:,}-merchant snapshot")
+    big_records, big_ids = make_records(cohort_size, seed, prefix="b")
     big = ConsentIndex(big_records)
     del big_records
-    cohort_query = {
+    query = {
         "data_provider": PROVIDER,
         "data_consumer": CONSUMER,
         "purpose": "model_training",
@@ -381,12 +546,18 @@ def run(merchants: int, cohort_size: int, manifest_size: int, seed: int = 7) -> 
         "at": AT,
         "data_range": (date(2025, 3, 1), date(2025, 4, 30)),
     }
-    cohort_time, cohort = _best(lambda: big.cohort(**cohort_query))
-    rnd = random.Random(seed)
-    chosen = set(cohort.merchant_ids.tolist())
-    for merchant in rnd.sample(big_ids, min(2_000, cohort_size)):
-        decision = big.check(merchant_id=merchant, **cohort_query)
-        assert decision.allowed == (merchant in chosen), merchant
+    cohort_time, cohort = _best(lambda: big.cohort(**query))
+    chosen = dict(zip(cohort.merchant_ids.tolist(), cohort.consent_ids.tolist(), strict=True))
+    _log(f"checking the cohort against {len(big_ids):,} single checks")
+    check = big.check
+    wrong = []
+    for merchant in big_ids:
+        d = check(merchant_id=merchant, **query)
+        if d.allowed != (merchant in chosen) or (d.allowed and d.consent_id != chosen[merchant]):
+            wrong.append(merchant)
+    _require(not wrong, f"cohort and single check disagree on {len(wrong)}: {wrong[:5]}")
+    for merchant, consent_id in chosen.items():
+        fold(merchant, consent_id)
     rows.append(
         BenchRow(
             f"cohort check ({cohort_size:,} merchants, {len(cohort):,} allowed)",
@@ -398,10 +569,10 @@ def run(merchants: int, cohort_size: int, manifest_size: int, seed: int = 7) -> 
         )  # fmt: skip
     )
 
-    # --- a signed cohort manifest --------------------------------------------------
-    log(f"building {manifest_size:,}-entry manifest")
-    _warm_up_manifest()
-    entries = [
+
+def manifest_entries(n: int) -> list[ManifestEntry]:
+    """``n`` fixed entries (labels and data lives vary) for the manifest rows."""
+    return [
         ManifestEntry(
             f"m{i:07d}",
             f"c-m{i:07d}",
@@ -411,37 +582,40 @@ def run(merchants: int, cohort_size: int, manifest_size: int, seed: int = 7) -> 
             date(2025, 1, 1),
             date(2025, 12, 31),
             i % 2,
+            90 if i % 3 else None,
         )  # fmt: skip
-        for i in range(manifest_size)
+        for i in range(n)
     ]
-    build_time, manifest = _best(
-        lambda: consent.build_manifest(
-            job_id="bench-job",
-            round=1,
-            data_provider=PROVIDER,
-            data_consumer=CONSUMER,
-            purpose="model_training",
-            categories=["margins", "turnover"],
-            entries=entries,
-            issued_at=AT,
-            ttl=timedelta(minutes=15),
-        ),  # fmt: skip
-        repeat=1,
-    )
-    start = time.perf_counter()
-    token = consent.sign_manifest(manifest, KEY)
-    sign_time = time.perf_counter() - start
-    start = time.perf_counter()
-    verified = consent.verify_manifest(
-        token, gateway_key=KEY.public_key(), data_provider=PROVIDER,
-        now=AT + timedelta(seconds=30), replay_guard=ManifestReplayGuard(),
-    )  # fmt: skip
-    verify_time = time.perf_counter() - start
-    assert verified == manifest, "verified manifest differs from the built one"
+
+
+def _manifest(manifest_size: int, rows: list[BenchRow], fold: Any) -> None:
+    """Sign (entries → token) and verify (token → entries) a cohort manifest."""
+    _log(f"building {manifest_size:,}-entry manifest")
+    _warm_up_manifest()
+    entries = manifest_entries(manifest_size)
+
+    def sign() -> tuple[consent.CohortManifest, bytes]:
+        manifest = consent.build_manifest(
+            job_id="bench-job", round=1, data_provider=PROVIDER, data_consumer=CONSUMER,
+            purpose="model_training", categories=["margins", "turnover"], entries=entries,
+            issued_at=AT, ttl=timedelta(minutes=15),
+        )  # fmt: skip
+        return manifest, consent.sign_manifest(manifest, KEY)
+
+    def verify() -> consent.CohortManifest:
+        return consent.verify_manifest(
+            token, gateway_key=KEY.public_key(), data_provider=PROVIDER,
+            now=AT + timedelta(seconds=30), replay_guard=ManifestReplayGuard(),
+        )  # fmt: skip
+
+    # Best of five: each side is well under a second, and a shared box's noise is not.
+    sign_time, (manifest, token) = _best(sign, repeat=5)
+    verify_time, verified = _best(verify, repeat=5)
+    _require(verified == manifest, "verified manifest differs from the built one")
+    fold(manifest.root, hashlib.sha256(token).hexdigest())
     total = sign_time + verify_time
-    rows.append(BenchRow(f"manifest build ({manifest_size:,} entries)", build_time, "s"))
-    rows.append(BenchRow("manifest sign", sign_time, "s"))
-    rows.append(BenchRow("manifest verify", verify_time, "s"))
+    rows.append(BenchRow(f"manifest sign: entries → token ({manifest_size:,})", sign_time, "s"))
+    rows.append(BenchRow("manifest verify: token → entries", verify_time, "s"))
     rows.append(
         BenchRow(
             f"manifest sign + verify ({len(token) / 1e6:.1f} MB)",
@@ -452,15 +626,68 @@ def run(merchants: int, cohort_size: int, manifest_size: int, seed: int = 7) -> 
             total <= 1.0,
         )  # fmt: skip
     )
-    allowed = sum(fed_allowed)
-    return BenchResult(merchants, cohort_size, manifest_size, tuple(rows), allowed, digest)
+
+
+def run(
+    merchants: int,
+    cohort_size: int,
+    manifest_size: int,
+    seed: int = 7,
+    *,
+    snapshot: int | None = None,
+    single_calls: int = SINGLE_CALLS,
+    single_rounds: int = SINGLE_ROUNDS,
+) -> BenchResult:
+    """Run every benchmark once; raises :class:`BenchFailure` when a correctness check fails.
+
+    Parameters
+    ----------
+    merchants, cohort_size, manifest_size : int
+        Sizes of the decision set, the cohort snapshot and the manifest.
+    seed : int, default 7
+    snapshot : int | None, default ``merchants``
+        Consents in the database snapshot.
+    single_calls, single_rounds : int, default 100,000 and 5
+        Calls per engine per round, and rounds, of the single-decision latency.
+    """
+    rows: list[BenchRow] = []
+    digest = hashlib.sha256()
+
+    def fold(*parts: str) -> None:
+        digest.update("\x1f".join(parts).encode() + b"\x1e")
+
+    _log(f"building {merchants:,} merchants and requests")
+    records, ids = make_records(merchants, seed)
+    queries = make_requests(ids, seed + 1)
+    fed = _decisions(records, queries, single_calls, single_rounds, rows, fold)
+    allowed = sum(d.allowed for d in fed)
+    # Each section starts from a small heap: what one leaves alive (10^5 records, the
+    # verification memory) would otherwise scatter the next one's fresh objects.
+    del records, ids, queries, fed
+    _database(merchants if snapshot is None else snapshot, seed + 3, seed + 4, rows)
+    VERIFIED.clear()
+    _cohort(cohort_size, seed + 2, rows, fold)
+    _manifest(manifest_size, rows, fold)
+    key = (merchants, cohort_size, manifest_size, seed)
+    expected = EXPECTED_DIGESTS.get(key)
+    got = digest.hexdigest()
+    _require(expected is None or got == expected, f"digest {got} != stored {expected}")
+    return BenchResult(
+        merchants, cohort_size, manifest_size, merchants if snapshot is None else snapshot,
+        tuple(rows), allowed, got, expected,
+    )  # fmt: skip
 
 
 def render(result: BenchResult) -> str:
     """The result as a Markdown table (the README's format)."""
+    check = (
+        "matches the stored digest" if result.expected_digest is not None
+        else "no digest stored for these sizes"
+    )  # fmt: skip
     lines = [
         f"consent benchmark: {result.merchants:,} decisions ({result.allowed:,} allowed), "
-        f"cohort {result.cohort:,}, manifest {result.manifest:,}; digest {result.digest[:16]}",
+        f"snapshot {result.snapshot:,}, cohort {result.cohort:,}, manifest {result.manifest:,}; "
+        f"digest {result.digest[:16]} ({check})",
         "",
         "| metric | fedgate | cedarpy | ratio | target | met |",
         "|---|---:|---:|---:|---|---|",
@@ -468,7 +695,7 @@ def render(result: BenchResult) -> str:
     for row in result.rows:
         peer = "—" if row.peer_value is None else f"{row.peer_value:,.3f} {row.unit}"
         ratio = "—" if row.ratio is None else f"{row.ratio:,.0f}×"
-        met = "" if row.met is None else ("yes" if row.met else "NO")
+        met = "" if row.met is None else ("✔" if row.met else "✘")
         lines.append(
             f"| {row.metric} | {row.fedgate:,.3f} {row.unit} | {peer} | {ratio} | "
             f"{row.target} | {met} |"
@@ -477,18 +704,31 @@ def render(result: BenchResult) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run and print the table; a failed correctness check exits non-zero."""
+    """Run and print the table; exit 1 when a correctness check fails, 0 otherwise.
+
+    A missed target is printed with ✘ (and listed on stderr) but is not a
+    failure: targets are reported, correctness is asserted.
+    """
     parser = argparse.ArgumentParser(prog="python -m bench.consent", description=__doc__)
     parser.add_argument("--merchants", type=int, default=DEFAULT_MERCHANTS)
     parser.add_argument("--cohort", type=int, default=DEFAULT_COHORT)
     parser.add_argument("--manifest", type=int, default=DEFAULT_MANIFEST)
+    parser.add_argument("--snapshot", type=int, default=None, help="default: --merchants")
+    parser.add_argument("--single-calls", type=int, default=SINGLE_CALLS)
+    parser.add_argument("--single-rounds", type=int, default=SINGLE_ROUNDS)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-    result = run(args.merchants, args.cohort, args.manifest, args.seed)
+    try:
+        result = run(
+            args.merchants, args.cohort, args.manifest, args.seed, snapshot=args.snapshot,
+            single_calls=args.single_calls, single_rounds=args.single_rounds,
+        )  # fmt: skip
+    except BenchFailure as exc:
+        print(f"✘ correctness check failed: {exc}", file=sys.stderr)
+        return 1
     print(render(result))
-    missed = [r.metric for r in result.rows if r.met is False]
-    if missed:
-        print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
+    if result.missed:
+        print(f"✘ targets missed: {', '.join(result.missed)}", file=sys.stderr)
     return 0
 
 

@@ -37,7 +37,7 @@ from ._manifest import (
     verify_manifest,
 )
 from ._models import ConsentBase
-from ._receipt import ConsentReceipt
+from ._receipt import ConsentReceipt, ReceiptNotice
 from ._store import (
     ConsentView,
     Grant,
@@ -83,6 +83,7 @@ __all__ = [
     "apply_event",
     "fold_events",
     "ConsentReceipt",
+    "ReceiptNotice",
     # the database
     "Grant",
     "ConsentView",

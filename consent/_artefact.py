@@ -4,8 +4,8 @@ An artefact is never edited. Changing terms means a new artefact whose
 ``supersedes`` names the old one (and whose ``version`` is one higher).
 
 The signed body is the RFC 8785 canonical JSON of :func:`artefact_body`. The
-consent manager signs it as a compact JWS (``alg`` ``Ed25519``, RFC 9864's
-fully specified name for EdDSA over Ed25519; ``typ`` :data:`ARTEFACT_TYPE`);
+consent manager signs it as a compact JWS (``alg`` ``EdDSA`` with an Ed25519
+key, RFC 8037, and no other algorithm; ``typ`` :data:`ARTEFACT_TYPE`);
 a merchant may sign the same body as a detached compact JWS (RFC 7515
 appendix F, ``typ`` :data:`APPROVAL_TYPE`) as evidence of approval. The
 artefact hash is the hex SHA-256 of the consent manager's compact JWS.
@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
-from joserfc.jws import JWSRegistry
 
 from ledger import canonical_json, parse_canonical
 
 from ._errors import InvalidConsentRequest
+from ._jose import ALGORITHM, make_registry
 from ._vocab import (
     CATEGORIES,
     PURPOSES,
@@ -62,15 +62,8 @@ APPROVAL_TYPE: Final = "fedgate-consent-approval+jws"
 SCHEMA: Final = "fedgate.consent/1"
 FrequencyUnit = Literal["hour", "day", "month", "year"]
 FREQUENCY_UNITS: Final[tuple[FrequencyUnit, ...]] = ("hour", "day", "month", "year")
-_ALG: Final = "Ed25519"
 _MAX_INT = 2**53 - 1
-
-
-class _Registry(JWSRegistry):
-    """Ed25519 only; artefacts are small, the default size limits stand."""
-
-
-_REGISTRY = _Registry(algorithms=[_ALG])
+_REGISTRY = make_registry()  # artefacts are small: joserfc's default size limits stand
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,13 +320,14 @@ def check_terms(artefact: ConsentArtefact) -> None:
         raise _refuse("EXPIRY_BEFORE_START", "consent_expiry must be after consent_start")
     if artefact.data_to < artefact.data_from:
         raise _refuse("RANGE_INVALID", "data_to must not be before data_from")
-    duration = artefact.consent_expiry - artefact.consent_start
     for code in artefact.purposes:
-        cap = PURPOSES[code].max_duration
-        if duration > cap:
+        purpose = PURPOSES[code]
+        latest = purpose.latest_expiry(artefact.consent_start)
+        if artefact.consent_expiry > latest:
             raise _refuse(
                 "DURATION_OVER_CAP",
-                f"{code} consents may last at most {cap.days} days; requested {duration.days}",
+                f"{code} consents may last at most {purpose.max_years} calendar year(s): "
+                f"until {format_time(latest)}, not {format_time(artefact.consent_expiry)}",
             )
     if (artefact.version == 1) != (artefact.supersedes is None):
         raise _refuse("MALFORMED", "version 1 supersedes nothing; later versions name one")
@@ -380,7 +374,7 @@ def sign_artefact(artefact: ConsentArtefact, key: Ed25519PrivateKey) -> SignedAr
     """Sign ``artefact`` with the consent manager's key."""
     check_terms(artefact)
     token = jws.serialize_compact(
-        {"alg": _ALG, "typ": ARTEFACT_TYPE},
+        {"alg": ALGORITHM, "typ": ARTEFACT_TYPE},
         canonical_json(artefact_body(artefact)),
         OKPKey.import_key(key),
         registry=_REGISTRY,
@@ -422,7 +416,7 @@ def read_artefact_unverified(token: str) -> SignedArtefact:
 def approve_artefact(artefact: ConsentArtefact, merchant_key: Ed25519PrivateKey) -> str:
     """The merchant's detached JWS over the artefact body (evidence of approval)."""
     token = jws.serialize_compact(
-        {"alg": _ALG, "typ": APPROVAL_TYPE},
+        {"alg": ALGORITHM, "typ": APPROVAL_TYPE},
         canonical_json(artefact_body(artefact)),
         OKPKey.import_key(merchant_key),
         registry=_REGISTRY,

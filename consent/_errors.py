@@ -47,8 +47,9 @@ class ManifestRejected(ConsentError):
     """A node refused a cohort manifest; nothing in it may be used.
 
     ``code`` is one of ``SIGNATURE_INVALID``, ``MALFORMED``, ``EXPIRED``,
-    ``NOT_YET_VALID``, ``WRONG_PROVIDER``, ``REPLAYED``, ``ROOT_MISMATCH``,
-    ``ENTRY_INVALID``.
+    ``NOT_YET_VALID``, ``WRONG_PROVIDER``, ``STALE_ROUND`` (a round below the
+    job's highest accepted one), ``REPLAYED`` (another manifest for a round
+    already accepted), ``ROOT_MISMATCH``, ``ENTRY_INVALID``.
     """
 
     code = "MALFORMED"

@@ -2,58 +2,69 @@
 
 Wire format (what :func:`sign_manifest` returns and :func:`verify_manifest` reads)::
 
-    <JWS compact serialisation, Ed25519>            one ASCII line
-    \\n<entry 0 canonical JSON>                      one line per entry, sorted by merchant id
-    \\n<entry 1 canonical JSON>
+    <JWS compact serialisation, alg EdDSA (Ed25519)>   one ASCII line
+    \\n<entry 0 line>                                    one line per entry, sorted by merchant id
+    \\n<entry 1 line>
     ...
 
-The JWS payload is the RFC 8785 canonical JSON of the manifest header: job,
-round, provider, consumer, purpose, categories, issued-at, valid-until, the
-entry count and ``root``, the RFC 9162 Merkle root over the entry lines (each
-line is a leaf). The signature therefore covers every entry through the root,
-while the entries themselves travel unencoded beside the JWS: base64-wrapping
-and double-hashing tens of megabytes for a 100,000-merchant cohort would cost
-more than everything else together.
+The JWS payload is the RFC 8785 canonical JSON of the manifest header: ``v``
+(2), job, round, provider, consumer, purpose, categories, issued-at,
+valid-until, the entry count and ``root``, the RFC 9162 Merkle root over the
+entry lines (each line is a leaf). The signature therefore covers every entry
+through the root, while the entries themselves travel unencoded beside the
+JWS: base64-wrapping and double-hashing tens of megabytes for a
+100,000-merchant cohort would cost more than everything else together.
 
-Entry lines are RFC 8785 canonical JSON objects with the keys ``artefact_hash``,
-``consent_expiry``, ``consent_id``, ``consent_start``, ``data_from``,
-``data_to``, ``label`` and ``merchant_id``. Because ids, hashes, times and
-dates are restricted to characters that JSON never escapes, a format string
-produces exactly the RFC 8785 bytes (a test pins this against ``rfc8785``);
-the verifier re-encodes every parsed entry and refuses any line that differs,
-so one entry has exactly one byte form.
+Each entry line is the canonical JSON array ``[merchant_id, consent_id,
+artefact_hash, consent_start, consent_expiry, data_from, data_to, label,
+data_life_days]``; see :mod:`consent._entries` for its exact grammar, which
+the verifier enforces, so one entry has exactly one byte form.
+
+Validity: ``valid_until - issued_at`` is at most :data:`MAX_MANIFEST_TTL`, on
+both sides. A manifest never outlives a consent it lists: :func:`build_manifest`
+sets ``valid_until`` to ``issued_at + ttl`` or to the earliest
+``consent_expiry`` among its entries, whichever comes first. Every entry is
+therefore in force for the manifest's whole stated window, and a node that
+verifies it inside that window never finds a lapsed consent in it (it would
+otherwise refuse the whole manifest mid-round, since consent expiry gets no
+clock-skew allowance). The gateway sees the shortened window in
+``manifest.valid_until`` before it sends anything; the entries are exactly the
+ones it passed, so whatever it counts or charges for them stays true.
+Leaving lapsing consents out instead would keep the round's full window but
+change the cohort behind the back of a caller that has already charged
+privacy budget and counted uses for it.
 """
 
 from __future__ import annotations
 
-import gc
-import json
 import operator
-import os
-import re
-import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from hashlib import sha256
-from itertools import repeat
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from joserfc import jws
 from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import OKPKey
-from joserfc.jws import JWSRegistry
 
-from ledger import EMPTY_ROOT, canonical_json, parse_canonical
+from ledger import canonical_json, parse_canonical
 
-from ._errors import ConsentIntegrityError, InvalidConsentRequest, ManifestRejected
-from ._vocab import CATEGORIES, ID_PATTERN, PURPOSES, format_time, is_valid_id, parse_time
+from ._entries import (
+    MAX_INT,
+    ManifestEntry,
+    encode_entries,
+    entry_line,
+    leaf_hashes,
+    merkle_root,
+    parse_entries,
+)
+from ._errors import InvalidConsentRequest, ManifestRejected
+from ._jose import ALGORITHM, make_registry
+from ._replay import ManifestReplayGuard
+from ._vocab import CATEGORIES, PURPOSES, format_time, is_valid_id, parse_time
 
 __all__ = [
     "DEFAULT_CLOCK_SKEW",
@@ -78,29 +89,12 @@ that has ended on the node's clock is refused however close it is.
 """
 
 MAX_MANIFEST_TTL = timedelta(hours=24)
-"""The longest validity window :func:`build_manifest` accepts; manifests are short-lived."""
+"""The longest validity window a manifest may have; manifests are short-lived."""
 
 MANIFEST_TYPE = "fedgate-cohort-manifest+jws"
 """The JWS ``typ`` header; a token of any other type (a consent artefact, say) is refused."""
 
-ALGORITHM = "Ed25519"
-"""RFC 9864's fully specified name for EdDSA over Ed25519 (joserfc deprecates bare ``EdDSA``)."""
-
-_VERSION = 1
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_MAX_LABEL = 2**53 - 1  # the largest integer RFC 8785 carries exactly
-_ENTRY_KEYS = frozenset(
-    {
-        "artefact_hash",
-        "consent_expiry",
-        "consent_id",
-        "consent_start",
-        "data_from",
-        "data_to",
-        "label",
-        "merchant_id",
-    }
-)
+_VERSION = 2  # 2: positional entry lines with data_life_days (1 had keyed objects)
 _HEADER_KEYS = frozenset(
     {
         "v",
@@ -117,28 +111,7 @@ _HEADER_KEYS = frozenset(
     }
 )
 
-
-class _Registry(JWSRegistry):
-    """Ed25519 only, and room for a large header payload; entries are outside the JWS."""
-
-    max_payload_length = 1 << 20
-
-
-_REGISTRY = _Registry(algorithms=[ALGORITHM])
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestEntry:
-    """One merchant a node may read in this round, with the consent that allows it."""
-
-    merchant_id: str
-    consent_id: str
-    artefact_hash: str  # hex SHA-256 of the signed consent artefact
-    consent_start: datetime  # tz-aware UTC; the node re-checks the window before reading
-    consent_expiry: datetime
-    data_from: date  # the data range the consent lets this use read
-    data_to: date
-    label: int | None = None  # optional training label (e.g. default_12m) from the platform
+_REGISTRY = make_registry(max_payload_length=1 << 20)  # entries travel outside the JWS
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)
@@ -157,291 +130,8 @@ class CohortManifest:
     root: str  # hex Merkle root over the canonical entry lines (RFC 9162 hashing)
 
 
-def entry_line(entry: ManifestEntry) -> bytes:
-    """The canonical (RFC 8785) bytes of one entry: a leaf of the manifest's Merkle tree.
-
-    Raises ``ValueError`` when the entry is not well formed (see :func:`_entry_problem`).
-    """
-    try:
-        if not all(isinstance(v, str) for v in (entry.merchant_id, entry.consent_id)):
-            raise TypeError("merchant_id and consent_id must be strings")
-        if not isinstance(entry.artefact_hash, str):
-            raise TypeError("artefact_hash must be a string")
-        if type(entry.label) is bool:  # an int to Python, not a label
-            raise ValueError("label must be an integer or None, not a bool")
-        label = "null" if entry.label is None else str(operator.index(entry.label))
-        line = (
-            f'{{"artefact_hash":"{entry.artefact_hash}",'
-            f'"consent_expiry":"{format_time(entry.consent_expiry)}",'
-            f'"consent_id":"{entry.consent_id}",'
-            f'"consent_start":"{format_time(entry.consent_start)}",'
-            f'"data_from":"{entry.data_from.isoformat()}",'
-            f'"data_to":"{entry.data_to.isoformat()}",'
-            f'"label":{label},'
-            f'"merchant_id":"{entry.merchant_id}"}}'
-        ).encode("ascii")
-    except (AttributeError, TypeError, ValueError, OverflowError, UnicodeEncodeError) as exc:
-        raise ValueError(f"entry fields have the wrong types: {exc}") from exc
-    if _ENTRY_LINE.fullmatch(line) is None:
-        raise ValueError(
-            "ids must match ID_PATTERN, artefact_hash be 64 lowercase hex digits, times be "
-            "timezone-aware datetimes, data_from/data_to dates and label an integer or None"
-        )
-    problem = _entry_problem(entry)
-    if problem is not None:
-        raise ValueError(problem)
-    return line
-
-
-_ID = r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}"  # consent.ID_PATTERN, needs no JSON escaping
-# [0-9] rather than \\d: the same on ASCII text, and fewer regex steps per character.
-_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
-_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
-_ENTRY_GRAMMAR = (
-    rf'\{{"artefact_hash":"([0-9a-f]{{64}})",'
-    rf'"consent_expiry":"({_TIME})",'
-    rf'"consent_id":"({_ID})",'
-    rf'"consent_start":"({_TIME})",'
-    rf'"data_from":"({_DATE})",'
-    rf'"data_to":"({_DATE})",'
-    rf'"label":(null|0|-?[1-9][0-9]{{0,15}}),'
-    rf'"merchant_id":"({_ID})"\}}'
-)
-_ENTRY_LINE = re.compile(_ENTRY_GRAMMAR.encode("ascii"))
-_ENTRY_TEXT = re.compile(_ENTRY_GRAMMAR)
-"""The whole grammar of a canonical entry line.
-
-Every field is fixed-width or drawn from an alphabet JSON never escapes, keys
-are in RFC 8785 order and there is no whitespace, so a line matches exactly
-when it is the canonical form of some entry. Matching it is the strict parser:
-one C call per entry instead of a JSON parse and a re-encode.
-"""
-
-_LEAF = b"\x00"  # RFC 9162 prefixes, the same as ledger's hasher (a test pins it)
-_NODE = b"\x01"
-
-
-def _leaf_hashes(lines: Sequence[bytes]) -> list[bytes]:
-    return [sha256(_LEAF + line).digest() for line in lines]
-
-
-def merkle_root(leaf_hashes: Sequence[bytes]) -> bytes:
-    """RFC 9162 Merkle tree hash over leaf hashes, level by level.
-
-    Pairing neighbours and carrying an odd last node up unchanged gives the
-    same root as the RFC's recursive split at the largest power of two.
-    """
-    if not leaf_hashes:
-        return EMPTY_ROOT
-    level = list(leaf_hashes)
-    while len(level) > 1:
-        odd = level[-1] if len(level) % 2 else None
-        pairs = zip(level[::2], level[1::2], strict=False)  # an odd last node has no pair
-        level = [sha256(_NODE + left + right).digest() for left, right in pairs]
-        if odd is not None:
-            level.append(odd)
-    return level[0]
-
-
-def _entry_problem(entry: ManifestEntry) -> str | None:
-    """What is wrong with an entry whose fields have the right form, or ``None``."""
-    if entry.consent_expiry <= entry.consent_start:
-        return "consent_expiry must be after consent_start"
-    if entry.data_to < entry.data_from:
-        return "data_to must not be before data_from"
-    if entry.label is not None and not -_MAX_LABEL <= entry.label <= _MAX_LABEL:
-        return "label must be within ±(2**53 - 1)"
-    return None
-
-
 def _refuse_build(message: str, code: str = "MALFORMED") -> InvalidConsentRequest:
     return InvalidConsentRequest(f"cannot build manifest: {message}", code=code)
-
-
-# --- encoding a whole cohort, column by column ------------------------------------
-#
-# entry_line() is the definition of an entry's bytes and of a well-formed entry;
-# _encode_entries() produces the same bytes for 10^5 entries without a Python
-# loop per entry: each field becomes a column, each column is checked with one
-# C-level pass (map/all/min/max, numpy, one regex call per id column) and the
-# lines come from one f-string per entry. Whenever a column check fails, the
-# entries are walked again one by one with entry_line(), which decides: it
-# names the first bad entry, or returns the lines. The column path therefore
-# only ever accepts what entry_line() accepts, with the same bytes (a property
-# test pins both), and never words a refusal itself.
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-_MIN_US = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _US
-_MAX_US = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _US
-_DATE_TEXT = re.compile(_DATE)
-
-
-class _BadColumn(Exception):
-    """A column check failed; the per-entry walk finds and words the first bad entry."""
-
-
-def _every(pattern: re.Pattern[str]) -> re.Pattern[str]:
-    return re.compile(rf"(?:{pattern.pattern}\n)*{pattern.pattern}")
-
-
-_EVERY_ID = _every(ID_PATTERN)
-_EVERY_HEX64 = _every(_HEX64)
-
-
-def _check_every(values: Sequence[object], every: re.Pattern[str]) -> None:
-    """Each value is a string matching the item pattern of ``every`` (see :func:`_every`).
-
-    One regex call over the values joined by newlines instead of one call per
-    value; the item patterns exclude newlines, so counting them proves that
-    the match saw exactly one item per value.
-    """
-    if not values:
-        return
-    try:
-        joined = "\n".join(values)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise _BadColumn from exc
-    if joined.count("\n") != len(values) - 1 or every.fullmatch(joined) is None:
-        raise _BadColumn
-
-
-def _utc_micros(times: Sequence[object]) -> npt.NDArray[np.int64]:
-    """Exact UTC microseconds since the epoch of timezone-aware datetimes."""
-    if not all(map(isinstance, times, repeat(datetime))):
-        raise _BadColumn
-    try:  # aware - aware is exact (no float); a naive time raises TypeError here
-        deltas = map(operator.sub, times, repeat(_EPOCH))
-        micros = np.fromiter(map(operator.floordiv, deltas, repeat(_US)), np.int64, len(times))
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise _BadColumn from exc
-    # An aware time whose UTC value leaves years 1-9999 has no 4-digit form.
-    if micros.size and (micros.min() < _MIN_US or micros.max() > _MAX_US):
-        raise _BadColumn
-    return micros
-
-
-def _time_texts(micros: npt.NDArray[np.int64]) -> list[str]:
-    """``format_time`` of each UTC microsecond count, in one numpy call."""
-    text = np.datetime_as_string(micros.astype("datetime64[us]"), unit="us")
-    texts: list[str] = np.strings.add(text, "Z").tolist()
-    return texts
-
-
-def _date_texts(days: Sequence[object]) -> list[str]:
-    """ISO form of each date; a cohort shares a few data ranges, so each is formatted once."""
-    try:
-        distinct = set(days)
-    except TypeError as exc:
-        raise _BadColumn from exc
-    text: dict[object, str] = {}
-    for day in distinct:
-        # A datetime is a date too, but its isoformat is not a date (entry_line refuses it).
-        if not isinstance(day, date) or isinstance(day, datetime):
-            raise _BadColumn
-        text[day] = day.isoformat()
-        if _DATE_TEXT.fullmatch(text[day]) is None:
-            raise _BadColumn
-    return list(map(text.__getitem__, days))
-
-
-def _label_texts(labels: Sequence[int | None]) -> list[str]:
-    """JSON form of each label (``null`` or an integer within ±(2**53 - 1))."""
-    # Only plain ints and None: True == 1 and 1.0 == 1, so an equality-keyed
-    # cache over other types could give a bool or float the text of an int.
-    if not set(map(type, labels)) <= {int, type(None)}:
-        raise _BadColumn
-    numbers = [label for label in set(labels) if label is not None]
-    if numbers and (min(numbers) < -_MAX_LABEL or max(numbers) > _MAX_LABEL):
-        raise _BadColumn
-    text = {label: "null" if label is None else str(label) for label in set(labels)}
-    return list(map(text.__getitem__, labels))
-
-
-def _encode_columns(entries: Sequence[ManifestEntry], issued: datetime | None) -> list[bytes]:
-    """The lines of ``entries`` (already sorted) or :class:`_BadColumn`; see above."""
-    get = operator.attrgetter
-    try:
-        merchants = list(map(get("merchant_id"), entries))
-        consents = list(map(get("consent_id"), entries))
-        hashes = list(map(get("artefact_hash"), entries))
-        starts = list(map(get("consent_start"), entries))
-        expiries = list(map(get("consent_expiry"), entries))
-        froms = list(map(get("data_from"), entries))
-        tos = list(map(get("data_to"), entries))
-        labels = list(map(get("label"), entries))
-    except AttributeError as exc:
-        raise _BadColumn from exc
-    for column, pattern in ((merchants, _EVERY_ID), (consents, _EVERY_ID), (hashes, _EVERY_HEX64)):
-        _check_every(column, pattern)
-    # Strictly increasing merchant ids: sorted, so this refuses exactly the duplicates.
-    if not all(map(operator.lt, merchants, merchants[1:])):
-        raise _BadColumn
-    start_us, expiry_us = _utc_micros(starts), _utc_micros(expiries)
-    if not (start_us < expiry_us).all():
-        raise _BadColumn
-    if issued is not None and entries:
-        at = (issued - _EPOCH) // _US
-        if not (start_us.max() <= at < expiry_us.min()):
-            raise _BadColumn
-    from_texts, to_texts = _date_texts(froms), _date_texts(tos)
-    if not all(map(operator.le, froms, tos)):
-        raise _BadColumn
-    return [
-        f'{{"artefact_hash":"{a_hash}","consent_expiry":"{expiry}","consent_id":"{consent}",'
-        f'"consent_start":"{start}","data_from":"{lo}","data_to":"{hi}","label":{label},'
-        f'"merchant_id":"{merchant}"}}'.encode("ascii")
-        for a_hash, expiry, consent, start, lo, hi, label, merchant in zip(
-            hashes,
-            _time_texts(expiry_us),
-            consents,
-            _time_texts(start_us),
-            from_texts,
-            to_texts,
-            _label_texts(labels),
-            merchants,
-            strict=True,
-        )
-    ]
-
-
-def _encode_one_by_one(entries: Sequence[ManifestEntry], issued: datetime | None) -> list[bytes]:
-    """The per-entry definition behind :func:`_encode_entries`; raises the precise refusal."""
-    lines: list[bytes] = []
-    previous = ""
-    for index, entry in enumerate(entries):
-        try:
-            lines.append(entry_line(entry))
-        except ValueError as exc:
-            raise _refuse_build(f"entry {index}: {exc}", "ENTRY_INVALID") from exc
-        if entry.merchant_id <= previous:
-            raise _refuse_build(
-                f"entry {index}: merchant {entry.merchant_id!r} duplicated or out of order",
-                "ENTRY_INVALID",
-            )
-        previous = entry.merchant_id
-    if issued is not None:
-        for entry in entries:
-            if not entry.consent_start <= issued < entry.consent_expiry:
-                raise _refuse_build(
-                    f"consent {entry.consent_id!r} is not in force at issued_at", "ENTRY_INVALID"
-                )
-    return lines
-
-
-def _encode_entries(
-    entries: Sequence[ManifestEntry], issued: datetime | None = None
-) -> list[bytes]:
-    """Canonical lines of entries sorted by merchant id; refuses bad or duplicate entries.
-
-    With ``issued``, also refuses an entry whose consent window does not contain it.
-    """
-    try:
-        return _encode_columns(entries, issued)
-    except _BadColumn:
-        # The definition decides: it names the first bad entry, or accepts what the
-        # column checks only did not cover (an integer label of another int type).
-        return _encode_one_by_one(entries, issued)
 
 
 def build_manifest(
@@ -473,7 +163,9 @@ def build_manifest(
     issued_at : datetime
         Timezone-aware issue time (stored in UTC).
     ttl : timedelta
-        Validity, ``0 < ttl <= MAX_MANIFEST_TTL``; ``valid_until = issued_at + ttl``.
+        Validity, ``0 < ttl <= MAX_MANIFEST_TTL``; ``valid_until = issued_at +
+        ttl``, or the earliest ``consent_expiry`` of the entries when that is
+        sooner (see the module docstring).
 
     Returns
     -------
@@ -492,7 +184,7 @@ def build_manifest(
     ):
         if not is_valid_id(value):
             raise _refuse_build(f"{name} {value!r} is not a valid id")
-    if type(round) is not int or round < 0 or round > _MAX_LABEL:
+    if type(round) is not int or round < 0 or round > MAX_INT:
         raise _refuse_build(f"round must be a non-negative integer, got {round!r}")
     if purpose not in PURPOSES:
         raise _refuse_build(f"unknown purpose {purpose!r}")
@@ -505,13 +197,21 @@ def build_manifest(
         raise _refuse_build(f"ttl must be in (0, {MAX_MANIFEST_TTL}], got {ttl}")
     issued = issued_at.astimezone(UTC)
     try:
-        ordered = sorted(entries, key=operator.attrgetter("merchant_id"))
+        listed = list(entries)
+        ids = list(map(operator.attrgetter("merchant_id"), listed))
+        # A cohort from the snapshot is already in order: check in one pass, sort otherwise.
+        in_order = all(map(operator.lt, ids, ids[1:]))
+        ordered = listed if in_order else sorted(listed, key=operator.attrgetter("merchant_id"))
     except (AttributeError, TypeError) as exc:
         raise _refuse_build(
             f"entries must be ManifestEntry values: {exc}", "ENTRY_INVALID"
         ) from exc
-    lines = _encode_entries(ordered, issued)
-    root = merkle_root(_leaf_hashes(lines))
+    lines = encode_entries(ordered, issued)
+    valid_until = issued + ttl
+    if ordered:  # encode_entries checked every expiry is an aware datetime after issued_at
+        earliest = min(map(operator.attrgetter("consent_expiry"), ordered))
+        valid_until = min(valid_until, earliest.astimezone(UTC))
+    root = merkle_root(leaf_hashes(lines))
     manifest = CohortManifest(
         job_id=job_id,
         round=round,
@@ -520,7 +220,7 @@ def build_manifest(
         purpose=purpose,
         categories=tuple(sorted(cats)),
         issued_at=issued,
-        valid_until=issued + ttl,
+        valid_until=valid_until,
         entries=tuple(ordered),
         root=root.hex(),
     )
@@ -575,12 +275,15 @@ def sign_manifest(manifest: CohortManifest, key: Ed25519PrivateKey) -> bytes:
     ------
     InvalidConsentRequest
         ``ENTRY_INVALID`` for a malformed entry, ``ROOT_MISMATCH`` when
-        ``manifest.root`` is not the root of ``manifest.entries``.
+        ``manifest.root`` is not the root of ``manifest.entries``, ``MALFORMED``
+        for a validity window longer than :data:`MAX_MANIFEST_TTL`.
     """
+    if not timedelta(0) < manifest.valid_until - manifest.issued_at <= MAX_MANIFEST_TTL:
+        raise _refuse_build(f"validity window must be in (0, {MAX_MANIFEST_TTL}]")
     lines = _encoded(manifest)
     if lines is None:  # not from build_manifest: encode, validate and re-derive the root
-        lines = _encode_entries(manifest.entries)
-        root = merkle_root(_leaf_hashes(lines))
+        lines = encode_entries(manifest.entries)
+        root = merkle_root(leaf_hashes(lines))
     else:
         root = bytes.fromhex(manifest.root)
     if root.hex() != manifest.root:
@@ -595,68 +298,6 @@ def sign_manifest(manifest: CohortManifest, key: Ed25519PrivateKey) -> bytes:
         registry=_REGISTRY,
     ).encode("ascii")
     return b"\n".join([token, *lines])
-
-
-class ManifestReplayGuard:
-    """Node-side memory of accepted ``(job_id, round) -> root``.
-
-    The same job and round arriving again with the same root is a harmless
-    re-delivery and is accepted; with a different root it is refused as
-    ``REPLAYED``. With ``path`` the memory survives restarts: each accepted
-    pair is appended as one JSON line and fsynced before the manifest is used.
-
-    Parameters
-    ----------
-    path : Path | None, default None
-        File to persist to (created if missing); ``None`` keeps memory only.
-    """
-
-    def __init__(self, path: Path | None = None) -> None:
-        self._path = path
-        self._seen: dict[tuple[str, int], str] = {}
-        self._lock = threading.Lock()
-        if path is not None and path.exists():
-            for number, raw in enumerate(path.read_text("utf-8").splitlines(), 1):
-                try:
-                    job_id, round_, root = json.loads(raw)
-                    if not (isinstance(job_id, str) and type(round_) is int):
-                        raise ValueError("bad record")
-                    if not (isinstance(root, str) and _HEX64.fullmatch(root)):
-                        raise ValueError("bad root")
-                except ValueError as exc:
-                    raise ConsentIntegrityError(
-                        f"replay guard file {path} line {number} is corrupt: {exc}"
-                    ) from exc
-                self._seen[(job_id, round_)] = root
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def check_and_record(self, job_id: str, round: int, root: str) -> None:
-        """Record ``(job_id, round) -> root``, refusing a different root for a seen pair.
-
-        Raises
-        ------
-        ManifestRejected
-            ``REPLAYED`` when the pair was accepted before with another root.
-        """
-        with self._lock:
-            seen = self._seen.get((job_id, round))
-            if seen == root:
-                return
-            if seen is not None:
-                raise ManifestRejected(
-                    f"job {job_id!r} round {round} was already accepted with root {seen}; "
-                    f"refusing a different manifest (root {root})",
-                    code="REPLAYED",
-                )
-            if self._path is not None:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                with self._path.open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps([job_id, round, root]) + "\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            self._seen[(job_id, round)] = root
 
 
 def _reject(code: str, message: str) -> ManifestRejected:
@@ -688,7 +329,7 @@ def _parse_header(payload: bytes) -> dict[str, Any]:
         or cats != sorted(set(cats))
     ):
         raise _reject("MALFORMED", "categories must be a sorted list of distinct known codes")
-    if not isinstance(header["root"], str) or _HEX64.fullmatch(header["root"]) is None:
+    if not isinstance(header["root"], str) or not _is_hex64(header["root"]):
         raise _reject("MALFORMED", "root must be 64 lowercase hex digits")
     try:
         header["issued_at"] = parse_time(header["issued_at"])
@@ -697,145 +338,15 @@ def _parse_header(payload: bytes) -> dict[str, Any]:
         raise _reject("MALFORMED", str(exc)) from exc
     if header["valid_until"] <= header["issued_at"]:
         raise _reject("MALFORMED", "valid_until must be after issued_at")
+    if header["valid_until"] - header["issued_at"] > MAX_MANIFEST_TTL:
+        # The gateway never issues one; a longer window would let a leaked or
+        # stale manifest be used long after the cohort check that produced it.
+        raise _reject("MALFORMED", f"validity window exceeds {MAX_MANIFEST_TTL}")
     return header
 
 
-_ENTRY_ROWS = re.compile(rf"^{_ENTRY_GRAMMAR}$", re.MULTILINE)
-"""The entry grammar anchored to whole lines, for one ``findall`` over all entries.
-
-Each match is one complete line, so as many matches as lines means every
-line is a canonical entry.
-"""
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a cohort's objects are built.
-
-    Parsing 10^5 entries allocates some 10^6 objects, none in a reference
-    cycle; left on, the collector runs hundreds of times over them (and over
-    the caller's heap) for nothing, which costs a quarter of the parse. It is
-    switched back on afterwards only if it was on before.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-class _BadEntries(Exception):
-    """A whole-cohort check failed; the per-line walk finds and words the first bad entry."""
-
-
-def _parse_columns(
-    blob: bytes, count: int, now: datetime, max_skew: timedelta
-) -> tuple[ManifestEntry, ...]:
-    """:func:`_parse_entries` over columns, or :class:`_BadEntries`.
-
-    One regex call parses every line; times and dates are parsed with C-level
-    maps (dates once per distinct value: a cohort shares a few data ranges);
-    each rule is one pass over a column (``all``/``min``/``max``); the entries
-    are built with one ``map``. It accepts exactly what the per-line walk
-    accepts, giving equal entries (a property test pins it); anything it
-    refuses is walked line by line, and the walk words the refusal.
-    """
-    try:
-        rows = _ENTRY_ROWS.findall(blob.decode("ascii"))
-    except UnicodeDecodeError as exc:
-        raise _BadEntries from exc
-    if len(rows) != count:
-        raise _BadEntries
-    if not rows:
-        return ()
-    hashes, expiry_s, consents, start_s, from_s, to_s, label_s, merchants = zip(*rows, strict=True)
-    try:  # the grammar fixes the shape; this refuses e.g. month 13 or 25 o'clock
-        starts = list(map(datetime.fromisoformat, start_s))
-        expiries = list(map(datetime.fromisoformat, expiry_s))
-        days = {text: date.fromisoformat(text) for text in {*from_s, *to_s}}
-    except ValueError as exc:
-        raise _BadEntries from exc
-    froms = list(map(days.__getitem__, from_s))
-    tos = list(map(days.__getitem__, to_s))
-    label_of = {text: None if text == "null" else int(text) for text in set(label_s)}
-    numbers = [label for label in label_of.values() if label is not None]
-    if (
-        # strictly increasing merchant ids: sorted and no duplicate
-        not all(map(operator.lt, merchants, merchants[1:]))
-        or not all(map(operator.lt, starts, expiries))
-        or not all(map(operator.le, froms, tos))
-        or max(starts) > now + max_skew
-        or min(expiries) <= now
-        or (numbers and (min(numbers) < -_MAX_LABEL or max(numbers) > _MAX_LABEL))
-    ):
-        raise _BadEntries
-    labels = map(label_of.__getitem__, label_s)
-    return tuple(
-        map(ManifestEntry, merchants, consents, hashes, starts, expiries, froms, tos, labels)
-    )
-
-
-def _parse_entries(
-    blob: bytes, count: int, now: datetime, max_skew: timedelta
-) -> tuple[ManifestEntry, ...]:
-    """Parse, validate and window-check ``count`` entry lines (covered by the signed root)."""
-    try:
-        with _gc_paused():
-            return _parse_columns(blob, count, now, max_skew)
-    except _BadEntries:
-        return tuple(_parse_one_by_one(blob, now, max_skew))  # names the first bad entry
-
-
-def _parse_one_by_one(blob: bytes, now: datetime, max_skew: timedelta) -> list[ManifestEntry]:
-    """The per-line definition behind :func:`_parse_entries`; raises the precise refusal."""
-    try:
-        lines = blob.decode("ascii").split("\n") if blob else []
-    except UnicodeDecodeError as exc:
-        raise _reject("ENTRY_INVALID", "entries must be ASCII") from exc
-    entries: list[ManifestEntry] = []
-    append = entries.append
-    previous = ""
-    match = _ENTRY_TEXT.fullmatch
-    parse_time_ = datetime.fromisoformat
-    days: dict[str, date] = {}  # a cohort's data ranges repeat; parse each day once
-    latest_start = now + max_skew
-    for index, line in enumerate(lines):
-        found = match(line)
-        if found is None:
-            raise _reject("ENTRY_INVALID", f"entry {index} is not a canonical manifest entry")
-        a_hash, expiry_s, consent_id, start_s, from_s, to_s, label_s, merchant = found.groups()
-        try:
-            start, expiry = parse_time_(start_s), parse_time_(expiry_s)
-            lo = days.get(from_s)
-            if lo is None:
-                lo = days[from_s] = date.fromisoformat(from_s)
-            hi = days.get(to_s)
-            if hi is None:
-                hi = days[to_s] = date.fromisoformat(to_s)
-        except ValueError as exc:  # e.g. month 13: the right shape, not a real date
-            raise _reject("ENTRY_INVALID", f"entry {index}: {exc}") from exc
-        label = None if label_s == "null" else int(label_s)
-        entry = ManifestEntry(merchant, consent_id, a_hash, start, expiry, lo, hi, label)
-        # One combined test on the fast path; the slow path below says what failed.
-        if (
-            expiry <= start
-            or hi < lo
-            or merchant <= previous
-            or start > latest_start
-            or now >= expiry
-            or (label is not None and not -_MAX_LABEL <= label <= _MAX_LABEL)
-        ):
-            problem = _entry_problem(entry)
-            if problem is None and merchant <= previous:
-                problem = f"merchant {merchant!r} duplicated or out of order"
-            if problem is None:
-                problem = f"consent {consent_id!r} is not in force at {format_time(now)}"
-            raise _reject("ENTRY_INVALID", f"entry {index}: {problem}")
-        previous = merchant
-        append(entry)
-    return entries
+def _is_hex64(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def verify_manifest(
@@ -849,12 +360,15 @@ def verify_manifest(
 ) -> CohortManifest:
     """Verify a signed manifest on the node before any row is read.
 
-    Checks, in order: the Ed25519 signature and token type, the header's
-    form, that it is addressed to ``data_provider``, the validity window
-    against ``now`` with ``max_skew`` allowance, the entry count and Merkle
-    root, each entry's form, order (no duplicate merchant) and consent window
+    Checks, in order: the EdDSA signature and token type, the header's form
+    (validity window at most :data:`MAX_MANIFEST_TTL`), that it is addressed
+    to ``data_provider``, the validity window against ``now`` with
+    ``max_skew`` allowance, the entry count and Merkle root, each entry's
+    form, order (no duplicate merchant) and consent window
     (``consent_start - max_skew <= now < consent_expiry``), and finally the
-    replay guard, which records the manifest only once everything else passed.
+    replay guard (no round below the job's highest, no other payload for a
+    round already accepted), which records the manifest only once everything
+    else passed.
 
     Parameters
     ----------
@@ -867,7 +381,7 @@ def verify_manifest(
     now : datetime
         The node's clock, timezone-aware.
     replay_guard : ManifestReplayGuard
-        The node's memory of accepted (job, round) pairs.
+        The node's memory of accepted manifests.
     max_skew : timedelta, default ``DEFAULT_CLOCK_SKEW`` (60 s)
         Allowed clock difference between gateway and node.
 
@@ -880,8 +394,8 @@ def verify_manifest(
     ------
     ManifestRejected
         With ``code`` ``SIGNATURE_INVALID``, ``MALFORMED``, ``WRONG_PROVIDER``,
-        ``NOT_YET_VALID``, ``EXPIRED``, ``ROOT_MISMATCH``, ``ENTRY_INVALID`` or
-        ``REPLAYED``.
+        ``NOT_YET_VALID``, ``EXPIRED``, ``ROOT_MISMATCH``, ``ENTRY_INVALID``,
+        ``STALE_ROUND`` or ``REPLAYED``.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -896,7 +410,7 @@ def verify_manifest(
     except BadSignatureError as exc:
         raise _reject("SIGNATURE_INVALID", "manifest signature does not verify") from exc
     except (JoseError, ValueError, TypeError, KeyError) as exc:
-        # A truncated or mangled JWS is as untrustworthy as a forged one.
+        # A truncated or mangled JWS, or another alg, is as untrustworthy as a forged one.
         raise _reject("SIGNATURE_INVALID", f"manifest JWS unreadable: {exc}") from exc
     if obj.headers().get("typ") != MANIFEST_TYPE:
         raise _reject("MALFORMED", "token is not a cohort manifest")
@@ -915,13 +429,15 @@ def verify_manifest(
         raise _reject(
             "ROOT_MISMATCH", f"manifest declares {header['count']} entries, carries {len(lines)}"
         )
-    root = merkle_root(_leaf_hashes(lines))
+    root = merkle_root(leaf_hashes(lines))
     if root.hex() != header["root"]:
         raise _reject(
             "ROOT_MISMATCH", f"signed root {header['root']} != computed root {root.hex()}"
         )
-    entries = _parse_entries(rest, header["count"], now, max_skew)
-    replay_guard.check_and_record(header["job_id"], header["round"], header["root"])
+    entries = parse_entries(rest, header["count"], now, max_skew)
+    replay_guard.check_and_record(
+        header["job_id"], header["round"], sha256(obj.payload).hexdigest()
+    )
     return CohortManifest(
         job_id=header["job_id"],
         round=header["round"],

@@ -82,10 +82,12 @@ class ArtefactRow(ConsentBase):
     artefact_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     merchant_signature: Mapped[str | None] = mapped_column(Text)
     merchant_key: Mapped[str | None] = mapped_column(Text)  # PEM public key that signed it
-    # Copies of signed terms, for queries only (expiry sweep); the token is the truth.
+    # Copies of signed terms, for queries only (expiry sweep, batched use counting);
+    # the token is the truth.
     consent_start: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     consent_expiry: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    frequency_unit: Mapped[str] = mapped_column(String(8), nullable=False)  # hour|day|month|year
 
     __table_args__ = (Index("ix_consent_artefacts_party", "data_provider", "merchant_id"),)
 

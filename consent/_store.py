@@ -14,8 +14,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -53,7 +52,8 @@ from ._lifecycle import (
     fold_events,
 )
 from ._models import ArtefactRow, EventRow, StateRow
-from ._receipt import ConsentReceipt, make_receipt
+from ._receipt import DEFAULT_NOTICE, ConsentReceipt, ReceiptNotice, make_receipt
+from ._verified import VERIFIED
 
 __all__ = [
     "Grant",
@@ -73,6 +73,7 @@ __all__ = [
     "list_consents",
     "check",
     "require",
+    "snapshot_records",
 ]
 
 
@@ -173,7 +174,9 @@ def _plan(
     return _Pending(signed, event, state.status, after, {})
 
 
-def _write(session: Session, pending: Sequence[_Pending]) -> list[ConsentReceipt]:
+def _write(
+    session: Session, pending: Sequence[_Pending], notice: ReceiptNotice
+) -> list[ConsentReceipt]:
     """Append ledger entries, event rows and state for validated transitions, in order."""
     items: list[tuple[str, Mapping[str, Any]]] = []
     for p in pending:
@@ -231,6 +234,7 @@ def _write(session: Session, pending: Sequence[_Pending]) -> list[ConsentReceipt
                 at=p.event.at,
                 ledger_seq=entry.seq,
                 leaf_hash=entry.leaf_hash,
+                notice=notice,
             )
         )
         session.flush()
@@ -252,6 +256,7 @@ def grant(
     merchant_signature: str | None = None,
     merchant_key: Ed25519PublicKey | None = None,
     activate: bool = True,
+    notice: ReceiptNotice = DEFAULT_NOTICE,
 ) -> Grant:
     """Sign and record a new consent; with ``terms.supersedes``, replace an older one.
 
@@ -275,6 +280,9 @@ def grant(
         Required with ``merchant_signature``.
     activate : bool, default True
         Record the merchant's approval now (PENDING → ACTIVE).
+    notice : ReceiptNotice, default ``DEFAULT_NOTICE``
+        Jurisdiction, language, policy URL, contact and collection method the
+        receipts state (the gateway passes its configured notice).
 
     Raises
     ------
@@ -349,6 +357,7 @@ def grant(
             consent_start=terms.consent_start,
             consent_expiry=terms.consent_expiry,
             created_at=terms.created_at,
+            frequency_unit=terms.frequency.unit,
         )
     )
     try:
@@ -358,7 +367,7 @@ def grant(
         raise InvalidConsentRequest(
             f"consent {terms.consent_id} conflicts: {exc}", code=code
         ) from exc
-    return Grant(signed, tuple(_write(session, pending)))
+    return Grant(signed, tuple(_write(session, pending, notice)))
 
 
 def _transition(
@@ -367,10 +376,12 @@ def _transition(
     kind: str,
     at: datetime | None,
     detail: Mapping[str, Any],
+    notice: ReceiptNotice,
+    loaded: tuple[SignedArtefact, ConsentState] | None = None,
 ) -> ConsentReceipt:
-    signed, state = _load_for_update(session, consent_id)
+    signed, state = loaded or _load_for_update(session, consent_id)
     pending = _plan(signed, state, kind, _now(at), detail)
-    return _write(session, [pending])[0]
+    return _write(session, [pending], notice)[0]
 
 
 def activate(
@@ -380,134 +391,204 @@ def activate(
     at: datetime | None = None,
     merchant_signature: str | None = None,
     merchant_key: Ed25519PublicKey | None = None,
+    notice: ReceiptNotice = DEFAULT_NOTICE,
 ) -> ConsentReceipt:
-    """PENDING → ACTIVE (the merchant approved), optionally checking its detached signature."""
+    """PENDING → ACTIVE (the merchant approved), optionally checking its detached signature.
+
+    Raises
+    ------
+    InvalidConsentRequest
+        ``SIGNATURE_INVALID`` when the signature does not verify over the
+        stored terms with ``merchant_key`` (or comes without a key); nothing
+        is written.
+    """
+    loaded = _load_for_update(session, consent_id)
     if merchant_signature is not None:
-        signed, _ = _load_for_update(session, consent_id)
         if merchant_key is None:
             raise InvalidConsentRequest("merchant signature needs a key", code="SIGNATURE_INVALID")
-        verify_approval(signed.artefact, merchant_signature, merchant_key)
+        verify_approval(loaded[0].artefact, merchant_signature, merchant_key)
     detail = {"merchant_approval": merchant_signature is not None}
-    return _transition(session, consent_id, "activated", at, detail)
+    return _transition(session, consent_id, "activated", at, detail, notice, loaded)
 
 
 def reject(
-    session: Session, consent_id: str, *, at: datetime | None = None, reason: str = ""
+    session: Session,
+    consent_id: str,
+    *,
+    at: datetime | None = None,
+    reason: str = "",
+    notice: ReceiptNotice = DEFAULT_NOTICE,
 ) -> ConsentReceipt:
     """PENDING → REJECTED (the merchant declined)."""
-    return _transition(session, consent_id, "rejected", at, {"reason": reason})
+    return _transition(session, consent_id, "rejected", at, {"reason": reason}, notice)
 
 
 def pause(
-    session: Session, consent_id: str, *, at: datetime | None = None, reason: str = ""
+    session: Session,
+    consent_id: str,
+    *,
+    at: datetime | None = None,
+    reason: str = "",
+    notice: ReceiptNotice = DEFAULT_NOTICE,
 ) -> ConsentReceipt:
     """ACTIVE → PAUSED: every check denies with ``PAUSED`` until resumed."""
-    return _transition(session, consent_id, "paused", at, {"reason": reason})
+    return _transition(session, consent_id, "paused", at, {"reason": reason}, notice)
 
 
-def resume(session: Session, consent_id: str, *, at: datetime | None = None) -> ConsentReceipt:
+def resume(
+    session: Session,
+    consent_id: str,
+    *,
+    at: datetime | None = None,
+    notice: ReceiptNotice = DEFAULT_NOTICE,
+) -> ConsentReceipt:
     """PAUSED → ACTIVE."""
-    return _transition(session, consent_id, "resumed", at, {})
+    return _transition(session, consent_id, "resumed", at, {}, notice)
 
 
 def revoke(
-    session: Session, consent_id: str, *, at: datetime | None = None, reason: str = ""
+    session: Session,
+    consent_id: str,
+    *,
+    at: datetime | None = None,
+    reason: str = "",
+    notice: ReceiptNotice = DEFAULT_NOTICE,
 ) -> ConsentReceipt:
     """PENDING/ACTIVE/PAUSED → REVOKED, for good; effective for every check after commit."""
-    return _transition(session, consent_id, "revoked", at, {"reason": reason})
+    return _transition(session, consent_id, "revoked", at, {"reason": reason}, notice)
 
 
-def expire_due(session: Session, *, at: datetime | None = None) -> list[ConsentReceipt]:
+def expire_due(
+    session: Session, *, at: datetime | None = None, notice: ReceiptNotice = DEFAULT_NOTICE
+) -> list[ConsentReceipt]:
     """Record ``expired`` for every live consent whose expiry is at or before ``at``.
 
     Checks already treat such consents as expired by the clock; the sweep
-    writes the fact to the ledger.
+    writes the fact to the ledger. The due consents are found and locked in
+    one ``SELECT … FOR UPDATE``, not two round trips per consent.
     """
     when = _now(at)
     live = [s.value for s in Status if s not in TERMINAL]
-    ids = (
-        session.execute(
-            select(StateRow.consent_id)
-            .join(ArtefactRow, ArtefactRow.consent_id == StateRow.consent_id)
-            .where(StateRow.status.in_(live), ArtefactRow.consent_expiry <= when)
-            .order_by(StateRow.consent_id)
-        )
-        .scalars()
-        .all()
-    )
-    pending = []
-    for consent_id in ids:
-        signed, state = _load_for_update(session, consent_id)
-        detail = {"expired_at": signed.artefact.consent_expiry.isoformat()}
-        pending.append(_plan(signed, state, "expired", when, detail))
-    return _write(session, pending) if pending else []
-
-
-@lru_cache(maxsize=1 << 17)
-def _verify_cached(token: str, raw_key: bytes) -> SignedArtefact:
-    """Verify a stored artefact once per process.
-
-    Artefacts are immutable and the cache is keyed by the exact token and key
-    bytes, so a tampered token is a different key and is verified afresh; only
-    successes are cached (lru_cache does not keep exceptions). This keeps a
-    per-round snapshot of 10^5 consents from re-checking 10^5 signatures.
-    """
-    return verify_artefact(token, Ed25519PublicKey.from_public_bytes(raw_key))
-
-
-def _verified_record(
-    art_row: ArtefactRow, state_row: StateRow, key: Ed25519PublicKey
-) -> ConsentRecord:
-    """A record whose ``signature_ok`` says whether the stored token still verifies."""
-    state = _state_from_row(state_row)
-    try:
-        signed = _verify_cached(art_row.token, key.public_bytes_raw())
-        a = signed.artefact
-        ok = signed.hash == art_row.artefact_hash and (
-            a.consent_id,
-            a.merchant_id,
-            a.data_provider,
-            a.data_consumer,
-        ) == (art_row.consent_id, art_row.merchant_id, art_row.data_provider, art_row.data_consumer)
-        return ConsentRecord(signed, state, ok)
-    except InvalidConsentRequest:
-        pass
-    try:  # the signature fails: keep the terms for reporting if they still parse
-        signed = read_artefact_unverified(art_row.token)
-    except InvalidConsentRequest:
-        placeholder = ConsentArtefact(
-            consent_id=art_row.consent_id,
-            merchant_id=art_row.merchant_id,
-            data_provider=art_row.data_provider,
-            data_consumer=art_row.data_consumer,
-            purposes=(),
-            categories=(),
-            data_from=date.min,
-            data_to=date.min,
-            frequency=_NO_USES,
-            data_life_days=0,
-            consent_start=art_row.consent_start,
-            consent_expiry=art_row.consent_expiry,
-            created_at=art_row.created_at,
-        )
-        signed = SignedArtefact(placeholder, art_row.token, art_row.artefact_hash)
-    return ConsentRecord(signed, state, False)
-
-
-def _unverified_record(art_row: ArtefactRow, state_row: StateRow) -> ConsentRecord:
-    """A record read without signature verification; only the stored hash is compared."""
-    signed = read_artefact_unverified(art_row.token)
-    ok = signed.hash == art_row.artefact_hash and signed.artefact.consent_id == art_row.consent_id
-    return ConsentRecord(signed, _state_from_row(state_row), ok)
-
-
-def _records(session: Session, key: Ed25519PublicKey, *conditions: Any) -> list[ConsentRecord]:
     rows = session.execute(
-        select(ArtefactRow, StateRow)
+        select(StateRow, ArtefactRow.token)
+        .join(ArtefactRow, ArtefactRow.consent_id == StateRow.consent_id)
+        .where(StateRow.status.in_(live), ArtefactRow.consent_expiry <= when)
+        .order_by(StateRow.consent_id)
+        .with_for_update(of=StateRow)
+    ).all()
+    pending = []
+    for state_row, token in rows:
+        signed = read_artefact_unverified(token)
+        detail = {"expired_at": signed.artefact.consent_expiry.isoformat()}
+        pending.append(_plan(signed, _state_from_row(state_row), "expired", when, detail))
+    return _write(session, pending, notice) if pending else []
+
+
+SNAPSHOT_COLUMNS = (
+    ArtefactRow.consent_id,
+    ArtefactRow.merchant_id,
+    ArtefactRow.data_provider,
+    ArtefactRow.data_consumer,
+    ArtefactRow.token,
+    ArtefactRow.artefact_hash,
+    StateRow.status,
+    StateRow.version,
+    StateRow.use_count,
+    StateRow.period_uses,
+    StateRow.last_used_at,
+    StateRow.updated_at,
+)
+"""What a check reads of one consent, as plain columns: no ORM objects, and no copies of
+signed times (the token has them) for a snapshot of 10^5 consents."""
+
+_STATUS = {status.value: status for status in Status}
+
+
+def _placeholder(session: Session, consent_id: str, token: str, digest: str) -> SignedArtefact:
+    """Terms to report for a stored token that no longer parses (it is denied anyway)."""
+    row = session.get(ArtefactRow, consent_id)
+    assert row is not None  # the snapshot query just returned it
+    terms = ConsentArtefact(
+        consent_id=row.consent_id,
+        merchant_id=row.merchant_id,
+        data_provider=row.data_provider,
+        data_consumer=row.data_consumer,
+        purposes=(),
+        categories=(),
+        data_from=date.min,
+        data_to=date.min,
+        frequency=_NO_USES,
+        data_life_days=0,
+        consent_start=row.consent_start,
+        consent_expiry=row.consent_expiry,
+        created_at=row.created_at,
+    )
+    return SignedArtefact(terms, token, digest)
+
+
+def _stored_artefact(
+    session: Session,
+    parties: tuple[str, str, str, str],
+    token: str,
+    stored_hash: str,
+    key: Ed25519PublicKey | None,
+    raw_key: bytes = b"",
+) -> tuple[SignedArtefact, bool]:
+    """A stored token's terms and whether they may be trusted.
+
+    With ``key``, the token is hashed and its signature verified (once per
+    process and token hash, see :mod:`consent._verified`); without, it is only
+    parsed and its hash compared. Either way the hash must equal the stored
+    one and the terms must name the row's consent, merchant, provider and
+    consumer, or the record is untrusted (``SIGNATURE_INVALID`` in every check).
+    """
+    try:
+        if key is None:
+            signed = read_artefact_unverified(token)
+            terms, digest = signed.artefact, signed.hash
+        else:
+            digest, cached = VERIFIED.get(token, raw_key or key)
+            terms = cached or verify_artefact(token, key).artefact
+            if cached is None:
+                VERIFIED.put(digest, key, terms)
+    except InvalidConsentRequest:
+        try:  # the signature fails: keep the terms for reporting if they still parse
+            return read_artefact_unverified(token), False
+        except InvalidConsentRequest:
+            return _placeholder(session, parties[0], token, stored_hash), False
+    named = (terms.consent_id, terms.merchant_id, terms.data_provider, terms.data_consumer)
+    return SignedArtefact(terms, token, digest), digest == stored_hash and named == parties
+
+
+def snapshot_records(
+    session: Session, key: Ed25519PublicKey | None, *conditions: Any
+) -> list[ConsentRecord]:
+    """Every consent matching ``conditions`` as a checkable record, in one query.
+
+    Parameters
+    ----------
+    session : Session
+    key : Ed25519PublicKey | None
+        The consent manager's key; ``None`` parses without verifying signatures.
+    *conditions
+        SQLAlchemy filters on :class:`ArtefactRow` / :class:`StateRow` columns.
+    """
+    rows = session.execute(
+        select(*SNAPSHOT_COLUMNS)
         .join(StateRow, StateRow.consent_id == ArtefactRow.consent_id)
         .where(*conditions)
     ).all()
-    return [_verified_record(a, s, key) for a, s in rows]
+    if key is not None:
+        VERIFIED.reserve(len(rows))  # never evict this snapshot's own entries mid-load
+    records: list[ConsentRecord] = []
+    append = records.append
+    raw_key = b"" if key is None else key.public_bytes_raw()
+    for cid, merchant, provider, consumer, token, a_hash, status, *counters in rows:
+        parties = (cid, merchant, provider, consumer)
+        signed, ok = _stored_artefact(session, parties, token, a_hash, key, raw_key)
+        state = ConsentState(cid, _STATUS[status], *counters)  # version, uses, …, updated_at
+        append(ConsentRecord(signed, state, ok))
+    return records
 
 
 def check(
@@ -527,7 +608,7 @@ def check(
     One query for the merchant's consents with this provider and consumer,
     then the pure :func:`consent.evaluate`. See that function for the rules.
     """
-    records = _records(
+    records = snapshot_records(
         session,
         consent_manager_key,
         ArtefactRow.merchant_id == merchant_id,
@@ -582,6 +663,7 @@ def record_use(
     data_range: tuple[date, date] | None = None,
     consent_manager_key: Ed25519PublicKey,
     job_id: str | None = None,
+    notice: ReceiptNotice = DEFAULT_NOTICE,
 ) -> ConsentReceipt:
     """Check a use against one consent and, if allowed, count it (``consent.used``).
 
@@ -598,13 +680,22 @@ def record_use(
     art_row = session.get(ArtefactRow, consent_id)
     if state_row is None or art_row is None:
         raise ConsentNotFound(f"no consent {consent_id!r}")
-    record = _verified_record(art_row, state_row, consent_manager_key)
+    parties = (
+        art_row.consent_id,
+        art_row.merchant_id,
+        art_row.data_provider,
+        art_row.data_consumer,
+    )
+    signed, ok = _stored_artefact(
+        session, parties, art_row.token, art_row.artefact_hash, consent_manager_key
+    )
+    record = ConsentRecord(signed, _state_from_row(state_row), ok)
     evaluate_one(
         record, purpose=purpose, categories=wanted, at=when, data_range=data_range
     ).require()
     detail = {"purpose": purpose, "categories": sorted(wanted), "job_id": job_id}
     pending = _plan(record.signed, record.state, "used", when, detail)
-    return _write(session, [pending])[0]
+    return _write(session, [pending], notice)[0]
 
 
 def consent_ids_hash(consent_ids: Iterable[str]) -> str:
@@ -673,22 +764,24 @@ def record_uses(
     # Read and validate everything before the first write.
     by_unit: dict[FrequencyUnit, list[str]] = {}
     for chunk in _chunks(ids):
+        # The unit is a column (no token parsed per consent); the state rows are
+        # locked now so the order check below still holds when the UPDATEs run.
         rows = session.execute(
-            select(ArtefactRow.consent_id, ArtefactRow.token, StateRow.last_used_at)
+            select(ArtefactRow.consent_id, ArtefactRow.frequency_unit, StateRow.last_used_at)
             .join(StateRow, StateRow.consent_id == ArtefactRow.consent_id)
             .where(ArtefactRow.consent_id.in_(chunk))
+            .with_for_update(of=StateRow)
         ).all()
         if len(rows) != len(chunk):
             missing = sorted(set(chunk) - {r.consent_id for r in rows})
             raise ConsentNotFound(f"no consent {missing[0]!r} ({len(missing)} unknown ids)")
-        for consent_id, token, last_used in rows:
+        for consent_id, unit, last_used in rows:
             if last_used is not None and last_used > when:
                 raise InvalidConsentRequest(
                     f"consent {consent_id} was used at {last_used}, after {when}",
                     code="OUT_OF_ORDER",
                 )
-            unit = read_artefact_unverified(token).artefact.frequency.unit
-            by_unit.setdefault(unit, []).append(consent_id)
+            by_unit.setdefault(cast(FrequencyUnit, unit), []).append(consent_id)
     for unit, unit_ids in sorted(by_unit.items()):
         # Same period as the last use <=> last use at or after this period's start.
         period_start = Frequency(1, unit).period_start(when)

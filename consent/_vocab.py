@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import MAXYEAR, UTC, date, datetime
 from types import MappingProxyType
 
 __all__ = [
     "Purpose",
+    "add_years",
     "PURPOSES",
     "CATEGORIES",
     "DENY_CODES",
@@ -39,26 +40,46 @@ class Purpose:
         The short code used in artefacts, checks and manifests.
     dpv_iri : str
         The W3C Data Privacy Vocabulary purpose it maps to.
-    max_duration : timedelta
-        The longest consent window (``consent_expiry - consent_start``) allowed.
+    max_years : int
+        The longest consent window, in calendar years from ``consent_start``
+        (see :meth:`latest_expiry`).
     """
 
     code: str
     dpv_iri: str
-    max_duration: timedelta
+    max_years: int
+
+    def latest_expiry(self, start: datetime) -> datetime:
+        """The latest ``consent_expiry`` allowed for a consent starting at ``start``."""
+        return add_years(start, self.max_years)
 
 
-_YEAR = timedelta(days=366)  # a calendar year, leap years included
+def add_years(at: datetime, years: int) -> datetime:
+    """``at`` moved ``years`` calendar years on; 29 February becomes 28 February.
+
+    A fixed number of days cannot express "one year": 366 days lets a
+    one-year consent run a day over in a common year, 365 lets a leap year's
+    consent fall short. Past year 9999 there is no later datetime, so the
+    latest representable one (in ``at``'s zone) is returned.
+    """
+    year = at.year + years
+    if year > MAXYEAR:
+        return datetime.max.replace(tzinfo=at.tzinfo)
+    try:
+        return at.replace(year=year)
+    except ValueError:  # 29 February into a common year
+        return at.replace(year=year, day=28)
+
 
 PURPOSES: MappingProxyType[str, Purpose] = MappingProxyType(
     {
         p.code: p
         for p in (
-            Purpose("credit_scoring", DPV + "CreditChecking", _YEAR),
-            Purpose("model_training", DPV + "ResearchAndDevelopment", _YEAR),
-            Purpose("post_loan_monitoring", DPV + "MaintainCreditCheckingDatabase", 5 * _YEAR),
-            Purpose("fraud_detection", DPV + "FraudPreventionAndDetection", 2 * _YEAR),
-            Purpose("identity_verification", DPV + "IdentityVerification", _YEAR),
+            Purpose("credit_scoring", DPV + "CreditChecking", 1),
+            Purpose("model_training", DPV + "ResearchAndDevelopment", 1),
+            Purpose("post_loan_monitoring", DPV + "MaintainCreditCheckingDatabase", 5),
+            Purpose("fraud_detection", DPV + "FraudPreventionAndDetection", 2),
+            Purpose("identity_verification", DPV + "IdentityVerification", 1),
         )
     }
 )

@@ -1,9 +1,11 @@
-"""``fedgate consent …`` commands: grant, pause, resume, revoke, show, check, list, expire.
+"""``fedgate consent …``: grant, activate, reject, pause, resume, revoke, show, check, list, expire.
 
 Thin: each command parses its options, calls ``consent`` inside one database
 transaction, and prints JSON. Refusals print ``error[CODE]: …`` on stderr and
 exit non-zero with nothing stored; ``check`` exits 0 when allowed and 2 when
-denied (the decision is printed either way).
+denied (the decision is printed either way). Only ``grant`` creates the
+consent-manager key on first use; ``check`` reads it and fails with
+``KEY_NOT_FOUND`` when there is none, so a read never writes a file.
 """
 
 from __future__ import annotations
@@ -15,19 +17,68 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 import consent
 
-from ..keys import load_or_create_key
+from ..keys import load_or_create_key, load_public_key
 from ._common import fail, session, settings
 
 app = typer.Typer(no_args_is_help=True)
 
 DENIED_EXIT = 2
+CM_KEY_NAME = "consent-manager"
 
 
-def _cm_key() -> Any:
-    return load_or_create_key(settings().resolved_key_dir, "consent-manager")
+def _cm_key() -> Ed25519PrivateKey:
+    """The consent manager's signing key, created on first use (``grant`` only)."""
+    return load_or_create_key(settings().resolved_key_dir, CM_KEY_NAME)
+
+
+def _cm_public_key() -> Ed25519PublicKey:
+    """The consent manager's public key, read without creating anything."""
+    path = settings().resolved_key_dir / f"{CM_KEY_NAME}.pem"
+    try:
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        fail("KEY_NOT_FOUND", f"no consent-manager key at {path}; grant a consent first")
+    except (OSError, ValueError, TypeError) as exc:
+        fail("KEY_INVALID", f"cannot read the consent-manager key {path}: {exc}")
+    if not isinstance(loaded, Ed25519PrivateKey):
+        fail("KEY_INVALID", f"{path} is not an Ed25519 private key")
+    return loaded.public_key()
+
+
+def _merchant_approval(
+    signature_file: Path | None, key_file: Path | None
+) -> tuple[str | None, Ed25519PublicKey | None]:
+    """The merchant's detached approval JWS and public key, both or neither."""
+    if (signature_file is None) != (key_file is None):
+        fail("SIGNATURE_INVALID", "give both --merchant-signature and --merchant-key, or neither")
+    if signature_file is None or key_file is None:
+        return None, None
+    try:
+        signature = signature_file.read_text("ascii").strip()
+        key = load_public_key(key_file.read_bytes())
+    except OSError as exc:
+        fail("FILE_NOT_FOUND", f"cannot read the merchant's approval: {exc}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        fail("SIGNATURE_INVALID", f"merchant approval or key unreadable: {exc}")
+    return signature, key
+
+
+_SignatureOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--merchant-signature",
+        help="File with the merchant's detached approval JWS over the terms.",
+    ),
+]
+_MerchantKeyOption = Annotated[
+    Path | None,
+    typer.Option("--merchant-key", help="The merchant's Ed25519 public key (PEM file)."),
+]
 
 
 def _echo(value: Any) -> None:
@@ -84,8 +135,11 @@ def grant(
     pending: Annotated[
         bool, typer.Option(help="Leave PENDING (no merchant approval yet).")
     ] = False,
+    merchant_signature: _SignatureOption = None,
+    merchant_key: _MerchantKeyOption = None,
 ) -> None:
     """Sign and record a consent from a terms file or from options."""
+    signature, signer = _merchant_approval(merchant_signature, merchant_key)
     now = datetime.now(UTC)
     raw: Any
     if terms_file is not None:
@@ -120,7 +174,15 @@ def grant(
     try:
         terms = consent.parse_terms(raw, now=now)
         with session() as s:
-            result = consent.grant(s, terms, key=_cm_key(), at=now, activate=not pending)
+            result = consent.grant(
+                s,
+                terms,
+                key=_cm_key(),
+                at=now,
+                activate=not pending,
+                merchant_signature=signature,
+                merchant_key=signer,
+            )
     except consent.ConsentError as exc:
         fail(exc.code, str(exc))
     _echo(
@@ -140,6 +202,25 @@ def _transition(name: str, consent_id: str, **kw: Any) -> None:
     except consent.ConsentError as exc:
         fail(exc.code, str(exc))
     _echo(receipt.to_json())
+
+
+@app.command()
+def activate(
+    consent_id: str,
+    merchant_signature: _SignatureOption = None,
+    merchant_key: _MerchantKeyOption = None,
+) -> None:
+    """PENDING → ACTIVE: the merchant approved (optionally with its signed approval)."""
+    signature, signer = _merchant_approval(merchant_signature, merchant_key)
+    _transition("activate", consent_id, merchant_signature=signature, merchant_key=signer)
+
+
+@app.command()
+def reject(
+    consent_id: str, reason: Annotated[str, typer.Option(help="Why (recorded).")] = ""
+) -> None:
+    """PENDING → REJECTED: the merchant declined."""
+    _transition("reject", consent_id, reason=reason)
 
 
 @app.command()
@@ -277,7 +358,7 @@ def check(
                 categories=category,
                 at=_time(at, "at"),
                 data_range=data_range,
-                consent_manager_key=_cm_key().public_key(),
+                consent_manager_key=_cm_public_key(),
             )
     except consent.ConsentError as exc:
         fail(exc.code, str(exc))

@@ -5,6 +5,8 @@ The gateway key is derived from a fixed seed and Ed25519 signatures are
 deterministic, so the files are byte-for-byte reproducible. Each file is one
 case named for the corruption it applies, with a description and the error
 code a node must answer (``null`` when the manifest must be accepted).
+``seen`` lists what the node's replay guard accepted before, as
+``[job_id, round, hex SHA-256 of the signed JWS payload]``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jws
 from joserfc.jwk import OKPKey
+from joserfc.jws import JWSRegistry
 
 from consent import ManifestEntry, build_manifest, sign_manifest
 from consent._manifest import _REGISTRY, MANIFEST_TYPE, entry_line, merkle_root
@@ -41,6 +44,7 @@ def _entry(i: int, **changes: Any) -> ManifestEntry:
         "data_from": date(2025, 1, 1),
         "data_to": date(2025, 12, 31),
         "label": i % 2,
+        "data_life_days": 90,
     }
     fields.update(changes)
     return ManifestEntry(**fields)
@@ -62,41 +66,75 @@ def _token(entries: list[ManifestEntry], **changes: Any) -> bytes:
     return sign_manifest(build_manifest(**args), GATEWAY)
 
 
-def _resign(token: bytes, lines: list[bytes], **header_changes: Any) -> bytes:
+def _resign(token: bytes, lines: list[bytes], alg: str = "EdDSA", **header_changes: Any) -> bytes:
     """Re-sign with the real key after changing entries/header: a buggy or hostile gateway."""
     header = json.loads(jws.extract_compact(token.split(b"\n")[0]).payload)
     header.update(count=len(lines), root=merkle_root([hash_leaf(x) for x in lines]).hex())
     header.update(header_changes)
     signed = jws.serialize_compact(
-        {"alg": "Ed25519", "typ": MANIFEST_TYPE},
+        {"alg": alg, "typ": MANIFEST_TYPE},
         canonical_json(header),
         OKPKey.import_key(GATEWAY),
-        registry=_REGISTRY,
+        registry=_REGISTRY if alg == "EdDSA" else JWSRegistry(algorithms=[alg]),
     ).encode()
     return b"\n".join([signed, *lines])
+
+
+def _payload_sha256(token: bytes) -> str:
+    return hashlib.sha256(jws.extract_compact(token.split(b"\n")[0]).payload).hexdigest()
 
 
 def cases() -> dict[str, dict[str, Any]]:
     """Every vector: name -> fields."""
     good = _token([_entry(i) for i in range(4)])
     lines = good.split(b"\n")
-    root = json.loads(jws.extract_compact(lines[0]).payload)["root"]
+    digest = _payload_sha256(good)
     now = ISSUED + timedelta(seconds=30)
     flipped = bytearray(good)
     flipped[lines[0].index(b".") + 30] ^= 0x01
     out: dict[str, tuple[str, bytes, str | None, dict[str, Any]]] = {
         "valid": ("A well-formed manifest, verified within its window.", good, None, {}),
         "valid_redelivered": (
-            "The same manifest again (same job, round and root) is a harmless re-delivery.",
+            "The same manifest again (same job, round and payload) is a harmless re-delivery.",
             good,
             None,
-            {"seen": [["job-v", 3, root]]},
+            {"seen": [["job-v", 3, digest]]},
+        ),
+        "valid_next_round": (
+            "Round 3 after round 2 of the same job.",
+            good,
+            None,
+            {"seen": [["job-v", 2, "ab" * 32]]},
         ),
         "replayed_other_content": (
-            "The node already accepted job-v round 3 with another root.",
+            "The node already accepted job-v round 3 with another payload.",
             good,
             "REPLAYED",
             {"seen": [["job-v", 3, "ab" * 32]]},
+        ),
+        "replayed_same_entries_other_purpose": (
+            "Same job, round and entries (same root) as an accepted manifest, another purpose.",
+            _token([_entry(i) for i in range(4)], purpose="credit_scoring"),
+            "REPLAYED",
+            {"seen": [["job-v", 3, digest]]},
+        ),
+        "stale_round": (
+            "Round 3 presented after the node accepted round 4 of the same job.",
+            good,
+            "STALE_ROUND",
+            {"seen": [["job-v", 4, "cd" * 32]]},
+        ),
+        "alg_ed25519": (
+            "Signed by the gateway key, but with JWS alg Ed25519 instead of EdDSA.",
+            _resign(good, lines[1:], alg="Ed25519"),
+            "SIGNATURE_INVALID",
+            {},
+        ),
+        "window_over_max_ttl_signed": (
+            "Signed, but valid_until is more than 24 hours after issued_at.",
+            _resign(good, lines[1:], valid_until="2026-11-29T12:00:00.000001Z"),
+            "MALFORMED",
+            {},
         ),
         "wrong_key": (
             "Signed by a key that is not the gateway's.",
@@ -125,7 +163,13 @@ def cases() -> dict[str, dict[str, Any]]:
         "trailing_garbage": ("A garbage line appended.", good + b"\nxx", "ROOT_MISMATCH", {}),
         "tampered_label": (
             "One entry's label changed after signing.",
-            good.replace(b'"label":1', b'"label":0', 1),
+            good.replace(b",1,90]", b",0,90]", 1),
+            "ROOT_MISMATCH",
+            {},
+        ),
+        "tampered_data_life": (
+            "One entry's data_life_days changed after signing.",
+            good.replace(b",90]", b",900]", 1),
             "ROOT_MISMATCH",
             {},
         ),
@@ -154,8 +198,14 @@ def cases() -> dict[str, dict[str, Any]]:
             {},
         ),
         "non_canonical_entry_signed": (
-            "Signed and root-consistent, but an entry has a space after a colon.",
-            _resign(good, [lines[1].replace(b":", b": ", 1)]),
+            "Signed and root-consistent, but an entry has a space after a comma.",
+            _resign(good, [lines[1].replace(b",", b", ", 1)]),
+            "ENTRY_INVALID",
+            {},
+        ),
+        "keyed_entry_signed": (
+            "Signed and root-consistent, but an entry is a keyed object (the old format).",
+            _resign(good, [canonical_json({"merchant_id": "m-000", "label": 0})]),
             "ENTRY_INVALID",
             {},
         ),

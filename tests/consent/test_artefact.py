@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+import warnings
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jws
+from joserfc.jwk import OKPKey
+from joserfc.jws import JWSRegistry
 
 import consent
 from consent import (
@@ -21,6 +24,7 @@ from consent import (
     verify_artefact,
 )
 from consent._artefact import artefact_body
+from consent._vocab import add_years
 
 from .factories import CM_KEY, make_terms, terms_dict
 
@@ -37,7 +41,7 @@ def test_round_trip_and_hash() -> None:
     assert again.artefact == terms
     assert again.hash == signed.hash == hashlib.sha256(signed.token.encode()).hexdigest()
     assert jws.extract_compact(signed.token.encode()).headers() == {
-        "alg": "Ed25519",
+        "alg": "EdDSA",
         "typ": "fedgate-consent+jws",
     }
 
@@ -78,13 +82,29 @@ def _mutations() -> list[tuple[str, Any]]:
         ("empty", lambda t: ""),
         ("wrong_key", lambda t: sign_artefact(make_terms(), OTHER).token),
         ("approval_as_artefact", lambda t: _attached_approval()),
+        ("alg_ed25519", lambda t: _signed_with_alg("Ed25519")),
+        ("alg_none", lambda t: _signed_with_alg("none")),
     ]
+
+
+def _signed_with_alg(alg: str) -> str:
+    """The right body, key and type, but a JWS ``alg`` other than EdDSA."""
+    registry = JWSRegistry(algorithms=[alg])
+    key = None if alg == "none" else OKPKey.import_key(CM_KEY)
+    with warnings.catch_warnings():  # joserfc warns that "none" is deprecated: the point here
+        warnings.simplefilter("ignore")
+        return jws.serialize_compact(
+            {"alg": alg, "typ": "fedgate-consent+jws"},
+            rfc8785.dumps(artefact_body(make_terms())),
+            key,
+            registry=registry,
+        )
 
 
 def _attached_approval() -> str:
     """A merchant approval JWS with its payload attached: right key family, wrong type."""
     return jws.serialize_compact(
-        {"alg": "Ed25519", "typ": "fedgate-consent-approval+jws"},
+        {"alg": "EdDSA", "typ": "fedgate-consent-approval+jws"},
         rfc8785.dumps(artefact_body(make_terms())),
         consent._artefact.OKPKey.import_key(CM_KEY),
         registry=consent._artefact._REGISTRY,
@@ -117,19 +137,24 @@ def test_merchant_approval_is_detached_and_bound_to_terms() -> None:
 
 
 @pytest.mark.parametrize(
-    ("purposes", "days", "ok"),
+    ("purposes", "start", "expiry", "ok"),
     [
-        (["credit_scoring"], 366, True),
-        (["credit_scoring"], 367, False),
-        (["post_loan_monitoring"], 5 * 366, True),
-        (["post_loan_monitoring", "model_training"], 400, False),
-        (["fraud_detection"], 2 * 366 + 1, False),
+        (["credit_scoring"], "2026-06-01T00:00:00Z", "2027-06-01T00:00:00Z", True),
+        # 366 days from 1 June 2026 end on 2 June 2027: a day past one calendar year.
+        (["credit_scoring"], "2026-06-01T00:00:00Z", "2027-06-02T00:00:00Z", False),
+        (["credit_scoring"], "2026-06-01T00:00:00Z", "2027-06-01T00:00:00.000001Z", False),
+        (["credit_scoring"], "2027-06-01T00:00:00Z", "2028-06-01T00:00:00Z", True),  # leap year
+        (["credit_scoring"], "2028-02-29T12:00:00Z", "2029-02-28T12:00:00Z", True),
+        (["credit_scoring"], "2028-02-29T12:00:00Z", "2029-03-01T12:00:00Z", False),
+        (["post_loan_monitoring"], "2026-06-01T00:00:00Z", "2031-06-01T00:00:00Z", True),
+        (["post_loan_monitoring", "model_training"], "2026-06-01T00:00:00Z",
+         "2027-07-06T00:00:00Z", False),
+        (["fraud_detection"], "2026-06-01T00:00:00Z", "2028-06-02T00:00:00Z", False),
     ],
-)
-def test_per_purpose_duration_caps(purposes: list[str], days: int, ok: bool) -> None:
-    """Each purpose caps the window; the tightest purpose in the artefact applies."""
-    start = datetime.fromisoformat("2026-06-01T00:00:00+00:00")
-    changes = {"purposes": purposes, "consent_expiry": (start + timedelta(days=days)).isoformat()}
+)  # fmt: skip
+def test_per_purpose_duration_caps(purposes: list[str], start: str, expiry: str, ok: bool) -> None:
+    """Each purpose caps the window in calendar years; the tightest purpose applies."""
+    changes = {"purposes": purposes, "consent_start": start, "consent_expiry": expiry}
 
     if ok:
         assert parse_terms(terms_dict(**changes)).purposes == tuple(sorted(purposes))
@@ -137,3 +162,17 @@ def test_per_purpose_duration_caps(purposes: list[str], days: int, ok: bool) -> 
         with pytest.raises(InvalidConsentRequest) as info:
             parse_terms(terms_dict(**changes))
         assert info.value.code == "DURATION_OVER_CAP"
+
+
+@pytest.mark.parametrize(
+    ("at", "years", "expected"),
+    [
+        (datetime(2026, 6, 1, 9, 30, tzinfo=UTC), 1, datetime(2027, 6, 1, 9, 30, tzinfo=UTC)),
+        (datetime(2028, 2, 29, tzinfo=UTC), 1, datetime(2029, 2, 28, tzinfo=UTC)),
+        (datetime(2028, 2, 29, tzinfo=UTC), 4, datetime(2032, 2, 29, tzinfo=UTC)),
+        (datetime(9998, 1, 1, tzinfo=UTC), 5, datetime.max.replace(tzinfo=UTC)),
+    ],
+)
+def test_add_years_is_calendar_arithmetic(at: datetime, years: int, expected: datetime) -> None:
+    """N calendar years on; 29 February clamps to 28 February; past 9999 to the maximum."""
+    assert add_years(at, years) == expected

@@ -77,11 +77,6 @@ CASES: list[tuple[str, Setup, dict[str, Any]]] = [
         lambda s: _grant(s),
         {"data_range": (date(2024, 12, 1), date(2025, 2, 1))},
     ),
-    (
-        "RANGE_NOT_COVERED",
-        lambda s: _grant(s),
-        {"data_range": (date(2025, 9, 1), date(2025, 3, 1))},
-    ),
     ("FREQUENCY_EXCEEDED", _use_up, {}),
     ("SIGNATURE_INVALID", _tamper, {}),
     (
@@ -204,3 +199,25 @@ def test_empty_categories_is_bad_input() -> None:
         consent.evaluate([], **_query(categories=[]))
 
     assert info.value.code == "MALFORMED"
+
+
+def test_inverted_data_range_is_malformed_not_a_denial(sessions: sessionmaker[Session]) -> None:
+    """A range that ends before it starts is the caller's bug: MALFORMED from every check."""
+    with sessions() as s, s.begin():
+        _grant(s)
+    query = _query(data_range=(date(2025, 9, 1), date(2025, 3, 1)))
+
+    with sessions() as s:
+        index = ConsentIndex.load(s, consent_manager_key=CM_KEY.public_key())
+        with pytest.raises(consent.InvalidConsentRequest) as db:
+            consent.check(s, consent_manager_key=CM_KEY.public_key(), **query)
+    with pytest.raises(consent.InvalidConsentRequest) as snapshot:
+        index.check(**query)
+    with pytest.raises(consent.InvalidConsentRequest) as cohort:
+        index.cohort(**{k: v for k, v in query.items() if k != "merchant_id"})
+    with pytest.raises(consent.InvalidConsentRequest) as unknown:
+        index.check(**{**query, "merchant_id": "m-nobody"})
+
+    assert {db.value.code, snapshot.value.code, cohort.value.code, unknown.value.code} == {
+        "MALFORMED"
+    }

@@ -9,6 +9,7 @@ EXPECTED = {
     "ConsentArtefact", "Frequency", "SignedArtefact", "parse_terms", "sign_artefact",
     "verify_artefact", "approve_artefact", "verify_approval",
     "Status", "ConsentEvent", "ConsentState", "apply_event", "fold_events", "ConsentReceipt",
+    "ReceiptNotice",
     "Grant", "ConsentView", "grant", "activate", "reject", "pause", "resume", "revoke",
     "record_use", "record_uses", "consent_ids_hash", "expire_due", "get_consent", "list_consents",
     "Decision", "ConsentRecord", "evaluate", "require_consent", "check", "require",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from consent import (
     ConsentRecord,
     ConsentState,
     Frequency,
+    InvalidConsentRequest,
     SignedArtefact,
     Status,
     evaluate,
@@ -85,7 +87,10 @@ def test_cohort_equals_pure_check(
     at_hours: int,
     rng: tuple[int, int] | None,
 ) -> None:
-    """For every merchant: in the cohort iff the pure check allows, citing the same consent."""
+    """For every merchant: in the cohort iff the pure check allows, citing the same consent.
+
+    An inverted data range is malformed input for all three, never a denial.
+    """
     at = BASE + timedelta(hours=at_hours)
     data_range = None
     if rng is not None:
@@ -100,6 +105,16 @@ def test_cohort_equals_pure_check(
         "data_range": data_range,
     }
 
+    if data_range is not None and data_range[0] > data_range[1]:
+        for run in (
+            lambda: index.cohort(**query),  # type: ignore[arg-type]
+            lambda: index.check(merchant_id="m-a", **query),  # type: ignore[arg-type]
+            lambda: evaluate(recs, merchant_id="m-a", **query),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(InvalidConsentRequest) as info:
+                run()
+            assert info.value.code == "MALFORMED"
+        return
     cohort = index.cohort(**query)  # type: ignore[arg-type]
     expected = {}
     for merchant in MERCHANTS:

@@ -17,7 +17,9 @@ from joserfc.jwk import OKPKey
 
 from consent import (
     DEFAULT_CLOCK_SKEW,
+    MAX_MANIFEST_TTL,
     CohortManifest,
+    ConsentIntegrityError,
     InvalidConsentRequest,
     ManifestEntry,
     ManifestRejected,
@@ -43,6 +45,7 @@ def _entry(i: int, **changes: Any) -> ManifestEntry:
         data_from=date(2025, 1, 1),
         data_to=date(2025, 12, 31),
         label=i % 2 if i % 3 else None,
+        data_life_days=30 if i % 2 else None,
     )
     return dataclasses.replace(entry, **changes)
 
@@ -77,7 +80,7 @@ def _verify(token: bytes, **changes: Any) -> CohortManifest:
 def _craft(header: dict[str, Any], lines: list[bytes], typ: str = MANIFEST_TYPE) -> bytes:
     """Sign any header and lines with the real gateway key (a buggy or hostile issuer)."""
     token = jws.serialize_compact(
-        {"alg": "Ed25519", "typ": typ},
+        {"alg": "EdDSA", "typ": typ},
         canonical_json(header),
         OKPKey.import_key(KEY),
         registry=_REGISTRY,
@@ -130,16 +133,17 @@ def test_root_is_rfc9162_over_canonical_entries(n: int) -> None:
     leaves = [
         hash_leaf(
             rfc8785.dumps(
-                {
-                    "merchant_id": e.merchant_id,
-                    "consent_id": e.consent_id,
-                    "artefact_hash": e.artefact_hash,
-                    "consent_start": e.consent_start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                    "consent_expiry": e.consent_expiry.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                    "data_from": e.data_from.isoformat(),
-                    "data_to": e.data_to.isoformat(),
-                    "label": e.label,
-                }
+                [
+                    e.merchant_id,
+                    e.consent_id,
+                    e.artefact_hash,
+                    e.consent_start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    e.consent_expiry.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    e.data_from.isoformat(),
+                    e.data_to.isoformat(),
+                    e.label,
+                    e.data_life_days,
+                ]
             )
         )
         for e in manifest.entries
@@ -229,7 +233,8 @@ def _bad_tokens() -> list[tuple[str, str, Any]]:
         ("garbage", "SIGNATURE_INVALID", lambda t: b"not a manifest"),
         ("dropped_last_entry", "ROOT_MISMATCH", lambda t: t.rsplit(b"\n", 1)[0]),
         ("trailing_newline", "ROOT_MISMATCH", lambda t: t + b"\n"),
-        ("tampered_label", "ROOT_MISMATCH", lambda t: t.replace(b'"label":1', b'"label":0', 1)),
+        ("tampered_label", "ROOT_MISMATCH", lambda t: t.replace(b",1,30]", b",0,30]", 1)),
+        ("tampered_life", "ROOT_MISMATCH", lambda t: t.replace(b",30]", b",3000]", 1)),
         ("swapped_entries", "ROOT_MISMATCH", lambda t: _swap_last_two(t)),
     ]
 
@@ -290,13 +295,73 @@ def test_validity_window_with_skew(offset: timedelta, code: str | None) -> None:
 
 def test_entry_expired_on_node_clock_is_refused() -> None:
     """An entry whose consent ended before the node's now is refused, skew notwithstanding."""
-    entries = [_entry(1), _entry(2, consent_expiry=NOW + timedelta(minutes=1))]
-    token = sign_manifest(_manifest(entries=entries), KEY)
+    lines = [_line(1), _line(2, consent_expiry=NOW + timedelta(minutes=1))]
+    token = _craft(_good_header(lines), lines)  # a buggy gateway: build would leave it out
 
     with pytest.raises(ManifestRejected) as info:
         _verify(token, now=NOW + timedelta(minutes=1))
 
     assert info.value.code == "ENTRY_INVALID"
+
+
+@pytest.mark.parametrize(
+    ("expiry", "valid_until"),
+    [
+        (NOW + timedelta(minutes=1), NOW + timedelta(minutes=1)),
+        (NOW + timedelta(minutes=10), NOW + timedelta(minutes=10)),
+        (NOW + timedelta(minutes=11), NOW + timedelta(minutes=10)),
+    ],
+    ids=["lapses_mid_round", "lapses_at_ttl", "outlives_ttl"],
+)
+def test_manifest_never_outlives_a_consent_it_lists(
+    expiry: datetime, valid_until: datetime
+) -> None:
+    """valid_until is the earlier of issued_at + ttl and the first consent expiry; all kept."""
+    entries = [_entry(1), _entry(2, consent_expiry=expiry), _entry(3)]
+
+    manifest = _manifest(entries=entries)
+    token = sign_manifest(manifest, KEY)
+    last_moment = _verify(token, now=manifest.valid_until - timedelta(microseconds=1))
+
+    assert manifest.valid_until == valid_until
+    assert [e.merchant_id for e in manifest.entries] == ["m0001", "m0002", "m0003"]
+    assert last_moment == manifest
+
+
+def test_lapsed_consent_makes_the_clamped_manifest_unusable() -> None:
+    """Past its first consent's expiry a manifest is refused: that consent gets no skew."""
+    manifest = _manifest(entries=[_entry(1), _entry(2, consent_expiry=NOW + timedelta(minutes=1))])
+    token = sign_manifest(manifest, KEY)
+
+    with pytest.raises(ManifestRejected) as lapsed:
+        _verify(token, now=manifest.valid_until)
+    with pytest.raises(ManifestRejected) as expired:
+        _verify(token, now=manifest.valid_until + DEFAULT_CLOCK_SKEW + timedelta(microseconds=1))
+
+    assert (lapsed.value.code, expired.value.code) == ("ENTRY_INVALID", "EXPIRED")
+
+
+def test_signed_validity_window_over_max_ttl_is_refused() -> None:
+    """A header whose window exceeds MAX_MANIFEST_TTL is MALFORMED even if signed."""
+    header = _good_header([], valid_until="2026-11-29T12:00:00.000001Z")  # 24 h + 1 µs
+
+    with pytest.raises(ManifestRejected) as info:
+        _verify(_craft(header, []))
+
+    assert info.value.code == "MALFORMED"
+
+
+def test_sign_refuses_hand_built_manifest_over_max_ttl() -> None:
+    """A manifest altered to outlive MAX_MANIFEST_TTL is never signed."""
+    manifest = _manifest(2)
+    stretched = dataclasses.replace(
+        manifest, valid_until=manifest.issued_at + MAX_MANIFEST_TTL + timedelta(seconds=1)
+    )
+
+    with pytest.raises(InvalidConsentRequest) as info:
+        sign_manifest(stretched, KEY)
+
+    assert info.value.code == "MALFORMED"
 
 
 def test_replay_with_other_content_is_refused_same_content_accepted() -> None:
@@ -315,17 +380,101 @@ def test_replay_with_other_content_is_refused_same_content_accepted() -> None:
     assert _verify(sign_manifest(_manifest(4, round=2), KEY), replay_guard=guard).round == 2
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"purpose": "credit_scoring"},
+        {"categories": ["margins"]},
+        {"data_consumer": "lender-2"},
+        {"ttl": timedelta(minutes=11)},
+        {"issued_at": NOW + timedelta(seconds=1)},
+    ],
+    ids=lambda c: next(iter(c)),
+)
+def test_same_entries_with_other_header_is_replayed(change: dict[str, Any]) -> None:
+    """Same job, round and entries (so the same root) but another signed header: REPLAYED."""
+    guard = ManifestReplayGuard()
+    first, second = _manifest(3), _manifest(3, **change)
+    _verify(sign_manifest(first, KEY), replay_guard=guard)
+
+    with pytest.raises(ManifestRejected) as info:
+        _verify(sign_manifest(second, KEY), replay_guard=guard)
+
+    assert second.root == first.root
+    assert info.value.code == "REPLAYED"
+
+
+def test_round_below_the_highest_accepted_is_stale() -> None:
+    """Round 1 after round 2 is STALE_ROUND even inside its window; a new job starts afresh."""
+    guard = ManifestReplayGuard()
+    round1, round2 = sign_manifest(_manifest(3), KEY), sign_manifest(_manifest(3, round=2), KEY)
+    _verify(round1, replay_guard=guard)
+    _verify(round2, replay_guard=guard)
+
+    with pytest.raises(ManifestRejected) as info:
+        _verify(round1, replay_guard=guard)
+    other_job = _verify(sign_manifest(_manifest(3, job_id="job-2"), KEY), replay_guard=guard)
+
+    assert info.value.code == "STALE_ROUND"
+    assert guard.highest_round("job-1") == 2
+    assert other_job.round == 1
+
+
 def test_replay_guard_persists_across_restarts(tmp_path: Path) -> None:
     """A file-backed guard remembers accepted rounds after the node restarts."""
     path = tmp_path / "node" / "manifests.jsonl"
-    _verify(sign_manifest(_manifest(3), KEY), replay_guard=ManifestReplayGuard(path))
+    _verify(sign_manifest(_manifest(3, round=2), KEY), replay_guard=ManifestReplayGuard(path))
 
     restarted = ManifestReplayGuard(path)
-    with pytest.raises(ManifestRejected) as info:
+    with pytest.raises(ManifestRejected) as replayed:
+        _verify(sign_manifest(_manifest(4, round=2), KEY), replay_guard=restarted)
+    with pytest.raises(ManifestRejected) as stale:
         _verify(sign_manifest(_manifest(4), KEY), replay_guard=restarted)
 
-    assert info.value.code == "REPLAYED"
+    assert (replayed.value.code, stale.value.code) == ("REPLAYED", "STALE_ROUND")
     assert len(restarted) == 1
+
+
+def test_guards_sharing_a_file_see_each_others_rounds(tmp_path: Path) -> None:
+    """Two processes' guards on one file: what one accepts, the other refuses to go back on."""
+    path = tmp_path / "manifests.jsonl"
+    worker_a, worker_b = ManifestReplayGuard(path), ManifestReplayGuard(path)
+    _verify(sign_manifest(_manifest(3, round=2), KEY), replay_guard=worker_a)
+
+    with pytest.raises(ManifestRejected) as info:
+        _verify(sign_manifest(_manifest(3), KEY), replay_guard=worker_b)
+
+    assert info.value.code == "STALE_ROUND"
+    assert path.read_text().count("\n") == 1
+
+
+def test_replay_guard_reads_legacy_lines(tmp_path: Path) -> None:
+    """A pre-digest ``[job, round, root]`` line still counts: its round and older are refused."""
+    path = tmp_path / "manifests.jsonl"
+    path.write_text(json.dumps(["job-1", 2, "ab" * 32]) + "\n")
+    guard = ManifestReplayGuard(path)
+
+    codes = []
+    for round_ in (1, 2):
+        with pytest.raises(ManifestRejected) as info:
+            _verify(sign_manifest(_manifest(3, round=round_), KEY), replay_guard=guard)
+        codes.append(info.value.code)
+
+    assert codes == ["STALE_ROUND", "REPLAYED"]
+    assert _verify(sign_manifest(_manifest(3, round=3), KEY), replay_guard=guard).round == 3
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['{"job_id": "job-1", "round": 1}', '["job-1", "1", "ab"]', "not json", '{"x": 1}'],
+)
+def test_corrupt_replay_guard_file_is_an_integrity_error(tmp_path: Path, line: str) -> None:
+    """A line the guard did not write stops the node rather than being skipped."""
+    path = tmp_path / "manifests.jsonl"
+    path.write_text(line + "\n")
+
+    with pytest.raises(ConsentIntegrityError):
+        ManifestReplayGuard(path)
 
 
 def _good_header(lines: list[bytes], **changes: Any) -> dict[str, Any]:
@@ -344,13 +493,18 @@ def _line(i: int, **changes: Any) -> bytes:
     [
         ("duplicate_merchant", [_line(1), _line(1, consent_id="c-x")]),
         ("unsorted", [_line(2), _line(1)]),
-        ("whitespace", [_line(1).replace(b":", b": ", 1)]),
-        ("reordered_keys", [rfc8785.dumps({"b": 1}).replace(b"b", b"merchant_id")]),
+        ("whitespace", [_line(1).replace(b",", b", ", 1)]),
+        ("keyed_object_v1", [rfc8785.dumps({"merchant_id": "m0001", "label": 1})]),
         ("escaped_id", [_line(1).replace(b'"m0001"', b'"m\\u0030001"')]),
         ("month_13", [_line(1).replace(b"2025-12-31", b"2025-13-31")]),
         ("to_before_from", [_line(1).replace(b"2025-12-31", b"2024-12-31")]),
         ("non_ascii", [_line(1).replace(b"m0001", "m\u00e9".encode())]),
         ("empty_line", [_line(1), b""]),
+        ("float_label", [_line(1).replace(b",1,30]", b",1.0,30]")]),
+        ("negative_life", [_line(1).replace(b",30]", b",-30]")]),
+        ("zero_padded_life", [_line(1).replace(b",30]", b",030]")]),
+        ("extra_field", [_line(1).replace(b",30]", b",30,1]")]),
+        ("missing_field", [_line(1).replace(b",1,30]", b",1]")]),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
@@ -367,7 +521,7 @@ def test_signed_but_malformed_entry_is_refused(case: str, lines: list[bytes]) ->
 @pytest.mark.parametrize(
     "change",
     [
-        {"v": 2},
+        {"v": 1},
         {"purpose": "marketing"},
         {"categories": ["turnover", "margins"]},
         {"round": -1},
@@ -375,6 +529,7 @@ def test_signed_but_malformed_entry_is_refused(case: str, lines: list[bytes]) ->
         {"valid_until": "2026-11-28T11:00:00.000000Z"},
         {"root": "XYZ"},
         {"extra": 1},
+        {"valid_until": "2026-11-29T12:00:01.000000Z"},
     ],
     ids=lambda c: next(iter(c)),
 )

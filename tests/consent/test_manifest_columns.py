@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consent import InvalidConsentRequest, ManifestEntry, ManifestRejected, build_manifest
-from consent._manifest import (
-    _encode_entries,
+from consent._entries import (
     _encode_one_by_one,
-    _parse_entries,
     _parse_one_by_one,
+    encode_entries,
+    parse_entries,
 )
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -36,6 +36,7 @@ def _good_entry(i: int, **changes: Any) -> ManifestEntry:
         "data_from": date(2025, 1, 1),
         "data_to": date(2025, 1, 1) + timedelta(days=i),
         "label": None if i % 3 == 0 else i % 2,
+        "data_life_days": None if i % 4 == 0 else 30 * i,
     }
     fields.update(changes)
     return ManifestEntry(**fields)
@@ -51,6 +52,7 @@ BAD: dict[str, list[Any]] = {  # one wrong value per kind of mistake, by field
     "data_from": [datetime(2025, 1, 1, tzinfo=UTC), date(2026, 12, 31), "2025-01-01"],
     "data_to": [date(2024, 1, 1), None],
     "label": [True, 1.0, "1", 2**53, -(2**53)],
+    "data_life_days": [False, -1, 2.0, "30", 2**53],
 }
 
 
@@ -68,6 +70,7 @@ def cohorts(draw: st.DrawFn) -> list[ManifestEntry]:
             "data_from": start,
             "data_to": start + timedelta(days=draw(st.integers(0, 400))),
             "label": draw(st.none() | st.integers(-(2**53) + 1, 2**53 - 1)),
+            "data_life_days": draw(st.none() | st.integers(0, 2**53 - 1)),
         }
         if draw(st.integers(0, 7)) == 0:
             field = draw(st.sampled_from(sorted(BAD)))
@@ -95,7 +98,7 @@ def test_column_encoding_equals_per_entry_encoding(
     """Same bytes for good entries, the same refusal (code and message) for bad ones."""
     ordered = sorted(batch, key=lambda e: str(e.merchant_id))  # 7 is among the bad ids
 
-    fast = _outcome(_encode_entries, ordered, issued)
+    fast = _outcome(encode_entries, ordered, issued)
     slow = _outcome(_encode_one_by_one, ordered, issued)
 
     assert fast == slow
@@ -105,7 +108,7 @@ def test_column_encoding_equals_per_entry_encoding(
 @given(
     batch=cohorts(),
     edits=st.lists(
-        st.tuples(st.integers(0, 10_000), st.sampled_from(list(b'0159aZ"{},:-.T\n \xc3'))),
+        st.tuples(st.integers(0, 10_000), st.sampled_from(list(b'0159aZ"[]{},:-.T\n \xc3'))),
         max_size=2,
     ),
     offset=st.integers(-3, 3),
@@ -115,7 +118,7 @@ def test_column_parsing_equals_per_line_parsing(
 ) -> None:
     """Same entries for good lines, the same refusal for lines with bytes changed."""
     try:
-        lines = _encode_entries(batch)
+        lines = encode_entries(batch)
     except InvalidConsentRequest:
         lines = []
     blob = bytearray(b"\n".join(lines))
@@ -125,7 +128,7 @@ def test_column_parsing_equals_per_line_parsing(
     now = NOW + timedelta(days=offset)
     count = blob.count(b"\n") + 1 if blob else 0
 
-    fast = _outcome(_parse_entries, bytes(blob), count, now, timedelta(seconds=60))
+    fast = _outcome(parse_entries, bytes(blob), count, now, timedelta(seconds=60))
     slow = _outcome(_parse_one_by_one, bytes(blob), now, timedelta(seconds=60))
 
     assert fast == (slow if slow[0] != "ok" else ("ok", tuple(slow[1])))

@@ -19,8 +19,8 @@ VECTORS = gen.OUT
 def _run(vector: dict[str, object]) -> str | None:
     """The error code a node answers for this vector (None when accepted)."""
     guard = ManifestReplayGuard()
-    for job_id, round_, root in vector["seen"]:  # type: ignore[attr-defined]
-        guard.check_and_record(job_id, round_, root)
+    for job_id, round_, payload_sha256 in vector["seen"]:  # type: ignore[attr-defined]
+        guard.check_and_record(job_id, round_, payload_sha256)
     key = Ed25519PublicKey.from_public_bytes(gen.public_key(str(vector["gateway_key"])))
     try:
         verify_manifest(
@@ -45,7 +45,7 @@ def test_every_vector_gets_its_expected_answer() -> None:
         if got != vector["expected_error"]:
             failures.append(f"{path.stem}: expected {vector['expected_error']}, got {got}")
 
-    assert len(files) >= 15
+    assert len(files) >= 22
     assert failures == []
 
 

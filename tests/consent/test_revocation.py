@@ -1,4 +1,4 @@
-"""Revocation between rounds: absent from the next manifest, the stale manifest refused."""
+"""Revocation between rounds: absent from the next manifest, the older round's manifest refused."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import consent
 from consent import (
-    DEFAULT_CLOCK_SKEW,
     ManifestRejected,
     ManifestReplayGuard,
     build_manifest,
@@ -56,7 +55,8 @@ def _round(sessions: sessionmaker[Session], round_: int, at: datetime) -> bytes:
 def test_revoked_merchant_leaves_next_round_and_stale_manifest_is_refused(
     sessions: sessionmaker[Session],
 ) -> None:
-    """Revoke m-2 between rounds: round 2 omits it; round 1's manifest is refused at round 2."""
+    """Revoke m-2 between rounds: round 2 omits it; round 1's manifest, still inside its own
+    validity window, is refused once round 2 was accepted (STALE_ROUND, not EXPIRED)."""
     with sessions() as s, s.begin():
         for i in (1, 2, 3):
             consent.grant(s, make_terms(f"c-{i}", f"m-{i}"), key=CM_KEY, at=T0)
@@ -74,7 +74,7 @@ def test_revoked_merchant_leaves_next_round_and_stale_manifest_is_refused(
     revoked_at = round1_at + timedelta(minutes=5)
     with sessions() as s, s.begin():
         consent.revoke(s, "c-2", at=revoked_at, reason="merchant request")
-    round2_at = round1_at + TTL + DEFAULT_CLOCK_SKEW + timedelta(seconds=1)
+    round2_at = revoked_at + timedelta(minutes=1)  # well inside round 1's TTL
     round2 = _round(sessions, 2, round2_at)
     second = verify_manifest(
         round2,
@@ -106,7 +106,8 @@ def test_revoked_merchant_leaves_next_round_and_stale_manifest_is_refused(
     assert [e.merchant_id for e in first.entries] == ["m-1", "m-2", "m-3"]
     assert [e.label for e in first.entries] == [0, 1, None]
     assert [e.merchant_id for e in second.entries] == ["m-1", "m-3"]
-    assert stale.value.code == "EXPIRED"
+    assert round2_at < first.valid_until  # round 1 has not expired: the round rule refuses it
+    assert stale.value.code == "STALE_ROUND"
     assert after.code == "REVOKED"
 
 

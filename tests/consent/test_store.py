@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -100,10 +101,8 @@ def test_rolled_back_transition_leaves_nothing(sessions: sessionmaker[Session]) 
 _FOREIGN = Ed25519PrivateKey.generate()
 
 
-def _bad_grants() -> list[tuple[str, str, Any]]:
-    """(case, expected code, grant keyword arguments or a terms mapping/JSON)."""
-    t = make_terms()
-    good_sig = approve_artefact(t, _FOREIGN)
+def _bad_terms() -> list[tuple[str, str, Any]]:
+    """(case, expected code, terms mapping or JSON) that parse_terms refuses."""
     return [
         ("malformed_json", "MALFORMED_JSON", '{"consent_id": "c-1",'),
         ("not_an_object", "MALFORMED", "[1, 2]"),
@@ -123,50 +122,132 @@ def _bad_grants() -> list[tuple[str, str, Any]]:
         ("zero_uses", "MALFORMED", terms_dict(frequency={"uses": 0, "per": "day"})),
         ("bool_uses", "MALFORMED", terms_dict(frequency={"uses": True, "per": "day"})),
         ("bad_unit", "MALFORMED", terms_dict(frequency={"uses": 1, "per": "week"})),
+    ]
+
+
+@pytest.mark.parametrize(("case", "code", "bad"), _bad_terms(), ids=lambda v: str(v)[:30])
+def test_bad_terms_are_refused_before_any_grant(case: str, code: str, bad: Any) -> None:
+    """Malformed terms never become an artefact, so no grant can even be attempted."""
+    with pytest.raises(InvalidConsentRequest) as info:
+        parse_terms(bad)
+
+    assert info.value.code == code, case
+
+
+Attempt = Callable[[Session], object]
+
+
+_NEW = make_terms("c-new", "m-new")  # an id no consent in the database has
+
+
+def _grant_with(terms: Any = _NEW, at: Any = T0, **kw: Any) -> Attempt:
+    return lambda s: consent.grant(s, terms, key=CM_KEY, at=at, **kw)
+
+
+def _refusals_in_the_database() -> list[tuple[str, str, Attempt]]:
+    """(case, expected code, an attempt on a database that holds c-0 and c-1 = m-0, m-1)."""
+    good_sig = approve_artefact(_NEW, _FOREIGN)
+    key = _FOREIGN.public_key()
+    pub = CM_KEY.public_key()
+    return [
+        ("duplicate_id", "DUPLICATE_ID", _grant_with(make_terms("c-0", "m-0"))),
+        ("duplicate_id_other_body", "DUPLICATE_ID", _grant_with(make_terms("c-0", "m-9"))),
         (
             "forged_merchant_signature",
             "SIGNATURE_INVALID",
-            {"merchant_signature": good_sig[:-4] + "AAAA", "merchant_key": _FOREIGN.public_key()},
+            _grant_with(merchant_signature=good_sig[:-4] + "AAAA", merchant_key=key),
         ),
         (
             "truncated_merchant_signature",
             "SIGNATURE_INVALID",
-            {"merchant_signature": good_sig[:40], "merchant_key": _FOREIGN.public_key()},
+            _grant_with(merchant_signature=good_sig[:40], merchant_key=key),
         ),
         (
             "wrong_merchant_key",
             "SIGNATURE_INVALID",
-            {"merchant_signature": good_sig, "merchant_key": CM_KEY.public_key()},
+            _grant_with(merchant_signature=good_sig, merchant_key=pub),
         ),
         (
             "signature_over_other_terms",
             "SIGNATURE_INVALID",
-            {
-                "merchant_signature": approve_artefact(make_terms(data_life_days=1), _FOREIGN),
-                "merchant_key": _FOREIGN.public_key(),
-            },
+            _grant_with(
+                merchant_signature=approve_artefact(
+                    make_terms("c-new", "m-new", data_life_days=1), _FOREIGN
+                ),
+                merchant_key=key,
+            ),
         ),
-        ("signature_without_key", "SIGNATURE_INVALID", {"merchant_signature": good_sig}),
-        ("already_expired", "ALREADY_EXPIRED", {"at": T0 + timedelta(days=400)}),
+        ("signature_without_key", "SIGNATURE_INVALID", _grant_with(merchant_signature=good_sig)),
+        ("already_expired", "ALREADY_EXPIRED", _grant_with(at=T0 + timedelta(days=400))),
+        (
+            "supersede_unknown",
+            "NOT_FOUND",
+            _grant_with(make_terms("c-2", "m-0", version=2, supersedes="c-nope")),
+        ),
+        (
+            "supersede_skipped_version",
+            "SUPERSEDE_INVALID",
+            _grant_with(make_terms("c-2", "m-0", version=3, supersedes="c-0")),
+        ),
+        (
+            "supersede_other_merchant",
+            "SUPERSEDE_INVALID",
+            _grant_with(make_terms("c-2", "m-1", version=2, supersedes="c-0")),
+        ),
+        (
+            "activate_with_foreign_signature",
+            "SIGNATURE_INVALID",
+            lambda s: consent.activate(
+                s,
+                "c-1",
+                merchant_signature=approve_artefact(make_terms(), _FOREIGN),
+                merchant_key=pub,
+            ),
+        ),
+        (
+            "record_use_under_wrong_key",
+            "SIGNATURE_INVALID",
+            lambda s: consent.record_use(
+                s,
+                "c-0",
+                purpose="credit_scoring",
+                categories=["margins"],
+                at=T0 + timedelta(hours=1),
+                consent_manager_key=key,
+            ),
+        ),
+        (
+            "record_uses_with_an_unknown_id",
+            "NOT_FOUND",
+            lambda s: consent.record_uses(s, ["c-0", "c-1", "c-zz"], at=T0 + timedelta(hours=1)),
+        ),
     ]
 
 
-@pytest.mark.parametrize(("case", "code", "bad"), _bad_grants(), ids=lambda v: str(v)[:30])
-def test_bad_grant_is_refused_and_nothing_stored(
-    sessions: sessionmaker[Session], case: str, code: str, bad: Any
+@pytest.mark.parametrize(
+    ("case", "code", "attempt"), _refusals_in_the_database(), ids=lambda v: str(v)[:34]
+)
+def test_refusal_in_the_database_stores_nothing_even_if_committed(
+    sessions: sessionmaker[Session], case: str, code: str, attempt: Attempt
 ) -> None:
-    """Each malformed or unverifiable grant is refused with its code; no row or entry is added."""
+    """Refused after reading the database, and the caller commits anyway: no row, no entry."""
     _grant(sessions, terms=make_terms("c-0", "m-0"))
-    before = counts(sessions)
+    _grant(sessions, terms=make_terms("c-1", "m-1"), activate=False)
+    before, states = counts(sessions), _states(sessions)
 
-    with pytest.raises(InvalidConsentRequest) as info:
-        if isinstance(bad, dict) and "consent_id" not in bad:
-            _grant(sessions, **bad)
-        else:
-            _grant(sessions, terms=parse_terms(bad))
+    # The block commits: the refusal is caught inside the transaction.
+    with sessions() as s, s.begin(), pytest.raises(consent.ConsentError) as info:
+        attempt(s)
 
     assert info.value.code == code, case
     assert counts(sessions) == before
+    assert _states(sessions) == states
+
+
+def _states(sessions: sessionmaker[Session]) -> list[tuple[Any, ...]]:
+    with sessions() as s:
+        rows = s.execute(select(StateRow).order_by(StateRow.consent_id)).scalars()
+        return [(r.consent_id, r.status, r.version, r.use_count, r.last_used_at) for r in rows]
 
 
 def test_duplicate_id_is_refused_and_nothing_stored(sessions: sessionmaker[Session]) -> None:
