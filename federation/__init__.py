@@ -25,6 +25,7 @@ _LAZY = {
     "SimulationRuntime": "runner",
     "check_budget": "runner",
     "run_job": "runner",
+    "run_jobs": "runner",
     "PrivacyLedger": "dp",
     "check_job_budget": "dp",
 }
@@ -69,6 +70,7 @@ __all__: list[str] = [
     "SimulationRuntime",
     "check_budget",
     "run_job",
+    "run_jobs",
     "PrivacyLedger",
     "check_job_budget",
 ]

@@ -48,10 +48,17 @@ class UsageReceipt:
     action : str
         ``train``, ``evaluate``, ``query.sketch`` or ``query.score``.
     rows_used : int
-        ERP rows read for this reply (after manifest filtering).
+        ERP rows the reply was computed from (one per merchant used).
     merchants_used : int
     merchants_hash : str
         :func:`merchant_ids_hash` of the merchant ids actually used.
+    rows_read : int
+        ERP rows the node read for this reply (after manifest filtering: every
+        snapshot inside a consented range of a merchant the handler selected).
+    merchants_read : int
+    merchants_read_hash : str
+        :func:`merchant_ids_hash` of the merchants whose rows were read; the used
+        merchants are a subset, and both are a subset of the manifest.
     manifest_root : str
         The Merkle root of the manifest that authorised the read.
     epsilon_spent : float
@@ -68,6 +75,9 @@ class UsageReceipt:
     rows_used: int
     merchants_used: int
     merchants_hash: str
+    rows_read: int
+    merchants_read: int
+    merchants_read_hash: str
     manifest_root: str
     epsilon_spent: float
     delta: float
@@ -140,7 +150,7 @@ def _receipt_from_body(body: Mapping[str, Any]) -> UsageReceipt:
     expected = set(UsageReceipt.__dataclass_fields__)
     if not isinstance(body, Mapping) or set(body) != expected:
         raise ValueError("receipt fields differ from the UsageReceipt schema")
-    ints = ("round", "rows_used", "merchants_used")
+    ints = ("round", "rows_used", "merchants_used", "rows_read", "merchants_read")
     floats = ("epsilon_spent", "delta")
     for k in ints:
         if not isinstance(body[k], int) or isinstance(body[k], bool) or body[k] < 0:

@@ -12,6 +12,12 @@ nothing is installed at run time (no ``runtime_env`` packages).
 A run counts as succeeded only if the ServerApp returned, wrote its result
 document with status ``succeeded``, and no node failed; anything else raises
 :class:`JobFailed` with the reasons (Flower's own CLI exits 0 on failure).
+
+Several jobs run at once with :func:`run_jobs`: each in its own process with its
+own Ray instance (Ray is one per process), on the same nodes if need be. What
+they share is safe across processes: the platform database (ledger appends lock
+the log head), each node's replay guard and privacy ledger (``flock``), and the
+platform's lifetime ε account (``flock``).
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._errors import JobFailed
+from ._errors import BudgetExceeded, FederationError, JobFailed
 from .apps._node import SIM_NODES_KEY, NodeConfig
 from .apps._strategy import RoundLog
 from .apps.server_app import RESULT_FILE, CohortSource, cohort_source_from_run_config
 from .dp import PrivacyLedger, check_job_budget
+from .lifetime import PRIVACY_ACCOUNT_KEY, MerchantPrivacyAccount
 from .specs import spec_from_run_config
 
 _RAY_PRIVACY_ENV = (
@@ -44,6 +51,7 @@ __all__ = [
     "JobResult",
     "RoundMetrics",
     "run_job",
+    "run_jobs",
     "check_budget",
     "node_entry",
 ]
@@ -123,17 +131,15 @@ class JobResult:
     scores_path: Path | None
     seconds: float
     round_seconds: tuple[float, ...] = field(default=())
+    aggregation: Mapping[str, Any] = field(default_factory=dict)
+    """How updates were aggregated: ``strategy`` (``fedavg``/``fedprox``, with
+    ``proximal_mu``), ``secure`` (``none`` or ``secagg+`` with its parameters and
+    ``masked_rounds``, the rounds whose aggregate came from SecAgg+'s unmasking)."""
 
 
 def node_entry(node: NodeConfig) -> dict[str, str]:
     """A node's config as the node-config mapping a SuperNode (or a simulated one) reads."""
-    return {
-        "isv-id": node.isv_id,
-        "erp-path": str(node.erp_path),
-        "node-key": str(node.node_key),
-        "gateway-key": str(node.gateway_key),
-        "state-dir": str(node.state_dir),
-    }
+    return node.to_mapping()
 
 
 def check_budget(
@@ -147,7 +153,11 @@ def check_budget(
 
     Each node's cohort (the live consents for the job's purpose and categories)
     is checked against that node's privacy ledger. On the simulation runtime the
-    ledgers are local files; a deployment asks the nodes (they refuse too).
+    ledgers are local files; a deployment asks the nodes (they refuse too). With
+    ``privacy-account`` in the run config, the cohorts are also checked against the
+    platform's per-merchant lifetime account across ISVs
+    (:class:`~federation.lifetime.MerchantPrivacyAccount`: a merchant at ``k`` of
+    the job's ISVs would be charged ``k`` times the job's ε).
 
     Parameters
     ----------
@@ -167,6 +177,8 @@ def check_budget(
         return
     source = cohort_source or cohort_source_from_run_config(run_config)
     when = at or datetime.now(UTC)
+    job_id = str(run_config["job-id"])
+    cohorts: dict[str, list[str]] = {}
     for node in nodes:
         entries = source.entries(
             data_provider=node.isv_id,
@@ -175,11 +187,18 @@ def check_budget(
             categories=spec.categories,
             at=when,
         )
+        cohorts[node.isv_id] = [e.merchant_id for e in entries]
+        del entries
         check_job_budget(
             [PrivacyLedger(node.privacy_ledger_path)],
-            job_id=str(run_config["job-id"]),
+            job_id=job_id,
             budget=spec.dp,
-            merchant_ids=[e.merchant_id for e in entries],
+            merchant_ids=cohorts[node.isv_id],
+        )
+    account = run_config.get(PRIVACY_ACCOUNT_KEY)
+    if account:
+        MerchantPrivacyAccount(Path(str(account))).check(
+            job_id=job_id, budget=spec.dp, cohorts=cohorts
         )
 
 
@@ -208,7 +227,69 @@ def _read_result(out_dir: Path, seconds: float, round_times: list[float]) -> Job
         scores_path=Path(doc["scores_path"]) if doc.get("scores_path") else None,
         seconds=seconds,
         round_seconds=tuple(round_times),
+        aggregation=doc.get("aggregation", {}),
     )
+
+
+def _run_in_process(
+    run_config: Mapping[str, Any], nodes: Sequence[NodeConfig], runtime: SimulationRuntime | None
+) -> tuple[str, Any]:
+    """:func:`run_job` in a worker process; errors come back as plain data (picklable)."""
+    try:
+        return "ok", run_job(run_config, nodes, runtime=runtime)
+    except FederationError as exc:
+        return "error", (type(exc).__name__, str(exc), exc.code, list(getattr(exc, "reasons", ())))
+
+
+def run_jobs(
+    jobs: Sequence[tuple[Mapping[str, Any], Sequence[NodeConfig]]],
+    *,
+    runtime: SimulationRuntime | None = None,
+) -> list[JobResult | FederationError]:
+    """Run several jobs at the same time, each in its own process (and Ray instance).
+
+    Parameters
+    ----------
+    jobs : Sequence[tuple[Mapping[str, Any], Sequence[NodeConfig]]]
+        ``(run_config, nodes)`` per job, as for :func:`run_job`; the cohort comes
+        from consent on each run config's ``db-url`` (a custom source cannot cross
+        processes). Distinct ``job-id`` and ``out-dir`` per job.
+    runtime : SimulationRuntime | None, default ``SimulationRuntime()``
+        Per job (each process starts its own Ray with these CPUs).
+
+    Returns
+    -------
+    list[JobResult | FederationError]
+        In the order of ``jobs``: each job's result, or the error it raised
+        (:class:`JobFailed`, :class:`BudgetExceeded`, …, with its code and reasons).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ids = [str(rc.get("job-id")) for rc, _ in jobs]
+    outs = [str(rc.get("out-dir")) for rc, _ in jobs]
+    if len(set(ids)) != len(ids) or len(set(outs)) != len(outs):
+        raise ValueError("concurrent jobs need distinct job-id and out-dir values")
+    if not jobs:
+        return []
+    # Spawned, not forked: Ray and torch keep threads that a fork would copy half-way.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(jobs), mp_context=ctx) as pool:
+        futures = [pool.submit(_run_in_process, dict(rc), list(n), runtime) for rc, n in jobs]
+        outcomes = [f.result() for f in futures]
+    results: list[JobResult | FederationError] = []
+    for kind, value in outcomes:
+        if kind == "ok":
+            results.append(value)
+            continue
+        name, message, code, reasons = value
+        if name == "JobFailed" or reasons:
+            results.append(JobFailed(message, code=code, reasons=reasons))
+        elif name == "BudgetExceeded":
+            results.append(BudgetExceeded(message, code=code))
+        else:
+            results.append(FederationError(message, code=code))
+    return results
 
 
 def run_job(

@@ -12,7 +12,9 @@ the simulation runtime:
   ServerApp checks identities and receipts against;
 * one :class:`~federation.apps.NodeConfig` per ISV, keeping its DP ledger and
   replay guard under ``<data_dir>/nodes/<isv>/``;
-* the ServerApp's run config (kebab-case keys) for a training or scoring job;
+* the ServerApp's run config (kebab-case keys) for a training or scoring job,
+  naming the gateway's per-merchant lifetime ε account across all ISVs
+  (``<data_dir>/privacy/merchants.json``);
 * the cohort source the ServerApp builds each round's manifests from: the live
   consents in the platform database, every artefact's signature verified with
   the consent manager's key (``<key_dir>/consent-manager.pem``).
@@ -51,6 +53,7 @@ __all__ = [
     "train_run_config",
     "score_run_config",
     "read_lineage",
+    "privacy_account_path",
 ]
 
 DEFAULT_CONSUMER = "platform"
@@ -65,6 +68,8 @@ CONSENT_MANAGER_KEY = "consent-manager"
 WORLD_FILE = "world.json"
 NODE_KEY_DIR = "nodes"
 REGISTRY_FILE = "node-keys.json"
+PRIVACY_DIR = "privacy"
+PRIVACY_ACCOUNT_FILE = "merchants.json"
 
 
 class JobSetupError(Exception):
@@ -262,7 +267,14 @@ def base_run_config(
         "node-keys": str(registry.resolve()),
         "data-consumer": consumer,
         "out-dir": str((out or settings.data_dir / "jobs" / job_id).resolve()),
+        # One per-merchant lifetime ε account across every ISV and job of this gateway.
+        "privacy-account": str(privacy_account_path(settings)),
     }
+
+
+def privacy_account_path(settings: Settings) -> Path:
+    """The gateway's per-merchant lifetime ε account (``<data_dir>/privacy/merchants.json``)."""
+    return (settings.data_dir / PRIVACY_DIR / PRIVACY_ACCOUNT_FILE).resolve()
 
 
 def train_run_config(

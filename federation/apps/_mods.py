@@ -21,12 +21,15 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord
 
 from consent import ConsentError, ManifestRejected, verify_manifest
 
-from ..features import DEFAULT_MIN_BUCKET_ROWS
+from .._errors import DataError
+from ..features import DEFAULT_MIN_BUCKET_ROWS, DEFAULT_SKETCH_SIZE, QuantileSketch
 from ..receipts import UsageReceipt, merchant_ids_hash, sign_receipt
+from ..schema import erp_fields_for
 from ._keys import (
     ACTION_IDENTIFY,
     ACTION_SCORE,
@@ -131,13 +134,16 @@ def make_manifest_mod(
             return _error(msg, ERR.MANIFEST_MISSING, "message carries no signed cohort manifest")
         now = clock()
         try:
-            manifest = verify_manifest(
-                token,
-                gateway_key=node.gateway_public_key(),
-                data_provider=node.isv_id,
-                now=now,
-                replay_guard=node.replay_guard(),
-            )
+            # The replay guard's file is shared by every job on this node, in whichever
+            # process: read it and record the manifest under one exclusive file lock.
+            with node.state_lock("manifests"):
+                manifest = verify_manifest(
+                    token,
+                    gateway_key=node.gateway_public_key(),
+                    data_provider=node.isv_id,
+                    now=now,
+                    replay_guard=node.replay_guard(),
+                )
         except ManifestRejected as exc:
             return _error(msg, ERR.MANIFEST_REJECTED, f"{exc.code}: {exc}")
         except ConsentError as exc:  # e.g. a corrupt replay-guard file
@@ -236,28 +242,62 @@ def _egress_problem(msg: Message, reply: Message, request: VerifiedRequest) -> s
     return None
 
 
-def _sketch_problem(record: ArrayRecord, request: VerifiedRequest) -> str | None:
-    """A sketch leaves only as k-anonymous bucket means: every point weighs ``k`` rows or more.
+def _integral(x: float) -> bool:
+    return bool(np.isfinite(x)) and float(x) == float(np.floor(x)) and x >= 0
 
-    Cheap and independent of the handler: each column's points must each carry a
-    weight of at least :data:`DEFAULT_MIN_BUCKET_ROWS`, and there can be no more
-    points than the manifest's merchants (one ERP row each) divided by k.
+
+def _sketch_problem(record: ArrayRecord, request: VerifiedRequest) -> str | None:
+    """A sketch leaves only as k-anonymous bucket means of the job's declared features.
+
+    Independent of the handler, the guard parses the reply with
+    :meth:`QuantileSketch.from_arrays` (key grammar, four complete parts per
+    column, a valid point budget) and then requires:
+
+    * at most ``4 x features + 1`` arrays, every column one of the manifest's
+      declared features, keys numbered ``0000``… in order (nothing in a name);
+    * per column at most ``cohort // k`` points, each weighing ``k`` rows or more,
+      and counts (``missing``, ``suppressed``, total) that are whole numbers of
+      rows no larger than the manifest's cohort;
+    * a point budget no larger than :data:`DEFAULT_SKETCH_SIZE`.
     """
     k = DEFAULT_MIN_BUCKET_ROWS
-    cohort = len(request.manifest.entries) if request.manifest is not None else 0
+    manifest = request.manifest
+    cohort = len(manifest.entries) if manifest is not None else 0
+    features = erp_fields_for(manifest.categories) if manifest is not None else []
+    if len(record) > 4 * len(features) + 1:
+        return (
+            f"sketch has {len(record)} arrays; {len(features)} declared features allow "
+            f"at most {4 * len(features) + 1}"
+        )
+    arrays: dict[str, np.ndarray] = {}
     for key, arr in record.items():
-        size = 1
-        for dim in arr.shape:
-            size *= dim
+        size = int(np.prod(arr.shape)) if arr.shape else 1
         if size > MAX_SKETCH_ARRAY_SIZE:
             return f"sketch array {key!r} has {size} values (max {MAX_SKETCH_ARRAY_SIZE})"
-        if key.endswith((":values", ":weights")) and size > cohort // k:
-            return f"sketch array {key!r} has {size} points for {cohort} merchants (k={k})"
-        if not key.endswith((":values", ":weights")) and size != 1:
-            # Counts and the point budget are scalars; a wider array could carry rows.
-            return f"sketch array {key!r} has {size} values; counts and size are scalars"
-        if key.endswith(":weights") and size and float(arr.numpy().min()) < k:
+        arrays[key] = np.asarray(arr.numpy(), dtype=np.float64).ravel()
+    try:
+        sketch = QuantileSketch.from_arrays(arrays)
+    except DataError as exc:
+        return f"not a sketch: {exc}"
+    undeclared = [c for c in sketch.columns if c not in features]
+    if undeclared:
+        return f"sketch columns {undeclared} are not among the job's declared features"
+    canonical = sketch.to_arrays()
+    if set(canonical) != set(arrays):
+        return "sketch array names are not the canonical 0000:<feature>:<part> sequence"
+    if sketch.size > DEFAULT_SKETCH_SIZE:
+        return f"sketch point budget {sketch.size} exceeds {DEFAULT_SKETCH_SIZE}"
+    for key, values in canonical.items():
+        if key.endswith(":values") and values.size > cohort // k:
+            return f"sketch array {key!r} has {values.size} points for {cohort} merchants (k={k})"
+        if key.endswith(":weights") and values.size and float(values.min()) < k:
             return f"sketch array {key!r} has a point aggregating fewer than {k} rows"
+        if key.endswith((":missing", ":suppressed")) and not _integral(float(values[0])):
+            return f"sketch count {key!r} is not a whole number of rows"
+    for col in sketch.columns:
+        total = sketch.count(col)
+        if not _integral(total) or total > cohort:
+            return f"sketch column {col!r} counts {total} rows for {cohort} merchants"
     return None
 
 
@@ -297,7 +337,7 @@ def egress_guard_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message
 
 
 def usage_receipt_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:
-    """Sign what the handler used (job, round, rows, merchants hash, ε) into the reply."""
+    """Sign what the handler read and used (job, round, rows, merchant hashes, ε) into the reply."""
     usage = Usage()
     with bind(usage=usage):
         reply = call_next(msg, ctx)
@@ -307,6 +347,11 @@ def usage_receipt_mod(msg: Message, ctx: Context, call_next: CallNext) -> Messag
     if not usage.recorded:
         return _error(msg, ERR.NODE_FAILURE, "handler did not record its data usage")
     manifest = request.manifest
+    read = set(usage.read_ids)
+    if not set(usage.merchant_ids) <= read or usage.rows_used > usage.rows_read:
+        return _error(msg, ERR.NODE_FAILURE, "handler used rows it did not record reading")
+    if not read <= {e.merchant_id for e in manifest.entries}:
+        return _error(msg, ERR.NODE_FAILURE, "handler read merchants outside its manifest")
     receipt = UsageReceipt(
         job_id=manifest.job_id,
         round=manifest.round,
@@ -315,6 +360,9 @@ def usage_receipt_mod(msg: Message, ctx: Context, call_next: CallNext) -> Messag
         rows_used=usage.rows_used,
         merchants_used=len(set(usage.merchant_ids)),
         merchants_hash=merchant_ids_hash(usage.merchant_ids),
+        rows_read=usage.rows_read,
+        merchants_read=len(set(usage.read_ids)),
+        merchants_read_hash=merchant_ids_hash(usage.read_ids),
         manifest_root=manifest.root,
         epsilon_spent=usage.epsilon,
         delta=usage.delta,

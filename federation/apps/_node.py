@@ -3,28 +3,38 @@
 :func:`load_cohort` is the only reader of the node's ERP table in the apps. It
 takes a *verified* manifest and returns only that manifest's merchants, only
 their rows inside each entry's consented data range, only the consented
-categories' columns — the filter is applied while reading (a pyarrow filter
-for Parquet), before any sampling, split or statistic.
+categories' columns. It reads through the node's connector
+(:func:`federation.data.make_connector`: CSV, Parquet or a SQL table, with an
+optional TOML column mapping), which pushes the manifest filter down — a
+pyarrow filter on merchant ids and date bounds for Parquet, ``WHERE merchant IN
+(…) AND as_of …`` in chunks for SQL, a chunked parse that keeps only selected
+rows for CSV — before any sampling, split or statistic.
+
+Node state (replay guard, privacy ledger) is shared by every job that runs on
+the node, possibly from several processes at once: each read-modify-write of it
+holds an exclusive ``flock`` on a file next to it (:meth:`NodeConfig.state_lock`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as pads
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from consent import CohortManifest, ManifestEntry, ManifestReplayGuard
 
+from ..data import Connector, RowSelection, load_mapping, make_connector
 from ..schema import AS_OF, MERCHANT_ID, erp_fields_for
 
 __all__ = [
@@ -34,11 +44,18 @@ __all__ = [
     "is_holdout",
     "label_vector",
     "NODE_CONFIG_KEYS",
+    "OPTIONAL_NODE_CONFIG_KEYS",
     "SIM_NODES_KEY",
 ]
 
 NODE_CONFIG_KEYS = ("isv-id", "erp-path", "node-key", "gateway-key", "state-dir")
-"""Keys a SuperNode's ``--node-config`` must carry (deployment runtime)."""
+"""Keys a SuperNode's ``--node-config`` must carry (deployment runtime); a ``sql``
+connector needs ``erp-url`` and ``erp-table`` instead of ``erp-path``."""
+
+OPTIONAL_NODE_CONFIG_KEYS = ("erp-connector", "erp-mapping", "erp-url", "erp-table")
+"""``erp-connector``: ``csv``, ``parquet`` or ``sql`` (default: from ``erp-path``'s
+suffix); ``erp-mapping``: a column-mapping TOML; ``erp-url``/``erp-table``: the
+ISV database (SQLAlchemy URL) and table of a ``sql`` connector."""
 
 SIM_NODES_KEY = "sim-nodes"
 """Run-config key: JSON file listing one node config per simulated partition."""
@@ -68,35 +85,93 @@ class NodeConfig:
     ----------
     isv_id : str
         This node's data-provider id (what manifests must be addressed to).
-    erp_path : Path
-        Parquet file or directory, or CSV file, in the ERP schema.
+    erp_path : Path | None
+        Parquet file or directory, or CSV file (``None`` for a ``sql`` connector).
     node_key : Path
         The node's Ed25519 private key (PEM) that signs receipts.
     gateway_key : Path
         The gateway's Ed25519 public key (PEM) that signs manifests.
     state_dir : Path
         Replay guard and privacy ledger live here.
+    connector : str, default ""
+        ``csv``, ``parquet`` or ``sql``; ``""`` infers csv/parquet from ``erp_path``.
+    mapping : Path | None, default None
+        Column-mapping TOML (ISV names and units → ERP schema). With one, the whole
+        table must match it and values are scaled and typed; without one, columns
+        are read by their schema names as stored.
+    erp_url : str | None, default None
+        SQLAlchemy URL of the ISV database (``sql``); hidden from ``repr``.
+    erp_table : str | None, default None
+        The ERP table (``sql``).
     """
 
     isv_id: str
-    erp_path: Path
+    erp_path: Path | None
     node_key: Path
     gateway_key: Path
     state_dir: Path
+    connector: str = ""
+    mapping: Path | None = None
+    erp_url: str | None = field(default=None, repr=False)
+    erp_table: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.connector not in ("", "csv", "parquet", "sql"):
+            raise ValueError(f"connector must be csv, parquet or sql, got {self.connector!r}")
+        if self.connector == "sql":
+            if not self.erp_url or not self.erp_table:
+                raise ValueError("a sql connector needs erp_url and erp_table")
+        elif self.erp_path is None:
+            raise ValueError("a file connector needs erp_path")
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> NodeConfig:
-        """Build from node-config keys (:data:`NODE_CONFIG_KEYS`)."""
-        missing = [k for k in NODE_CONFIG_KEYS if k not in cfg]
+        """Build from node-config keys (required and optional, see :data:`NODE_CONFIG_KEYS`)."""
+        kind = str(cfg.get("erp-connector", ""))
+        required = [k for k in NODE_CONFIG_KEYS if not (kind == "sql" and k == "erp-path")]
+        if kind == "sql":
+            required += ["erp-url", "erp-table"]
+        missing = [k for k in required if k not in cfg]
         if missing:
             raise ValueError(f"node config lacks {', '.join(missing)}")
+
+        def opt(key: str) -> str | None:
+            value = cfg.get(key)
+            return str(value) if value not in (None, "") else None
+
+        erp_path = opt("erp-path")
+        mapping = opt("erp-mapping")
         return cls(
             isv_id=str(cfg["isv-id"]),
-            erp_path=Path(str(cfg["erp-path"])),
+            erp_path=Path(erp_path) if erp_path else None,
             node_key=Path(str(cfg["node-key"])),
             gateway_key=Path(str(cfg["gateway-key"])),
             state_dir=Path(str(cfg["state-dir"])),
+            connector=kind,
+            mapping=Path(mapping) if mapping else None,
+            erp_url=opt("erp-url"),
+            erp_table=opt("erp-table"),
         )
+
+    def to_mapping(self) -> dict[str, str]:
+        """The node-config mapping :meth:`from_mapping` reads (optional keys only when set)."""
+        out = {
+            "isv-id": self.isv_id,
+            "node-key": str(self.node_key),
+            "gateway-key": str(self.gateway_key),
+            "state-dir": str(self.state_dir),
+        }
+        if self.erp_path is not None:
+            out["erp-path"] = str(self.erp_path)
+        for key, value in (
+            ("erp-connector", self.connector),
+            ("erp-mapping", str(self.mapping) if self.mapping else ""),
+            ("erp-url", self.erp_url or ""),
+            ("erp-table", self.erp_table or ""),
+        ):
+            if value:
+                out[key] = value
+        return out
 
     @classmethod
     def from_context(
@@ -118,10 +193,32 @@ class NodeConfig:
         """The key manifests must be signed with."""
         return _public_key(self.gateway_key)
 
+    def erp_connector(self) -> Connector:
+        """The connector over the node's ERP table (``DataError`` if misconfigured)."""
+        mapping = load_mapping(self.mapping) if self.mapping is not None else None
+        return make_connector(
+            self.connector, path=self.erp_path, url=self.erp_url, table=self.erp_table,
+            mapping=mapping,
+        )
+
+    @contextmanager
+    def state_lock(self, name: str) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on ``<state_dir>/<name>.lock`` (across processes)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / f"{name}.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def replay_guard(self) -> ManifestReplayGuard:
         """A replay guard over the node's persisted (job, round) → root memory.
 
-        Read fresh per message: simulated nodes may run in several worker processes.
+        Read fresh per message: simulated nodes may run in several worker processes,
+        and several jobs may run at once. Build it and check a manifest while holding
+        :meth:`state_lock` ``("manifests")``, so no process reads the file while
+        another appends to it and no two accept conflicting roots.
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         return ManifestReplayGuard(self.state_dir / "manifests.jsonl")
@@ -137,7 +234,9 @@ class Cohort:
     """The manifest-filtered slice of the node's ERP table (latest row per merchant).
 
     ``frame`` holds :data:`MERCHANT_ID`, :data:`AS_OF` and exactly ``features``.
-    ``labels`` maps merchant id → label for entries that carry one.
+    ``labels`` maps merchant id → label for the selected entries that carry one.
+    ``rows_read`` counts the rows the connector returned (every snapshot inside a
+    merchant's consented range), before keeping the latest one per merchant.
     """
 
     frame: pd.DataFrame
@@ -147,7 +246,7 @@ class Cohort:
 
     @property
     def merchant_ids(self) -> list[str]:
-        """Merchants present (sorted)."""
+        """Merchants present (sorted); also every merchant any read row belonged to."""
         return sorted(self.frame[MERCHANT_ID].astype(str))
 
 
@@ -156,26 +255,14 @@ def is_holdout(merchant_id: str) -> bool:
     return hashlib.sha256(merchant_id.encode()).digest()[0] % HOLDOUT_BUCKETS == 0
 
 
-def _read_filtered(path: Path, ids: list[str], columns: list[str]) -> pd.DataFrame:
-    if path.suffix.lower() == ".csv":
-        # CSV has no predicate push-down: filter straight after parsing, before anything else.
-        raw = pd.read_csv(path, usecols=columns, dtype={MERCHANT_ID: str})
-        return raw[raw[MERCHANT_ID].isin(ids)].reset_index(drop=True)
-    dataset = pads.dataset(path, format="parquet")
-    table = dataset.to_table(columns=columns, filter=pads.field(MERCHANT_ID).isin(ids))
-    return table.to_pandas()
-
-
-def _as_date(value: Any) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return pd.Timestamp(value).date()
-
-
-def load_cohort(node: NodeConfig, manifest: CohortManifest, *, now: datetime) -> Cohort:
-    """Read exactly the rows a verified manifest allows.
+def load_cohort(
+    node: NodeConfig,
+    manifest: CohortManifest,
+    *,
+    now: datetime,
+    select: Callable[[ManifestEntry], bool] | None = None,
+) -> Cohort:
+    """Read exactly the rows a verified manifest allows (and the handler needs).
 
     Parameters
     ----------
@@ -184,34 +271,52 @@ def load_cohort(node: NodeConfig, manifest: CohortManifest, *, now: datetime) ->
         Already verified with :func:`consent.verify_manifest` for this node.
     now : datetime
         The node's clock; entries whose consent window does not cover it are dropped.
+    select : Callable[[ManifestEntry], bool] | None, default None
+        Narrow the read further to the entries a handler uses (training reads only
+        its labelled training merchants); ``None`` reads every live entry.
 
     Returns
     -------
     Cohort
         One row per merchant: its latest ERP snapshot inside its consented data range.
+
+    Raises
+    ------
+    DataError
+        The connector is misconfigured or the table unreadable or invalid.
     """
-    live: dict[str, ManifestEntry] = {
-        e.merchant_id: e
+    at = now.astimezone(UTC)
+    live = [
+        e
         for e in manifest.entries
-        if e.consent_start <= now.astimezone(UTC) < e.consent_expiry
-    }
+        if e.consent_start <= at < e.consent_expiry and (select is None or select(e))
+    ]
     features = tuple(erp_fields_for(manifest.categories))
-    frame = _read_filtered(node.erp_path, sorted(live), [MERCHANT_ID, AS_OF, *features])
+    selection = RowSelection(
+        [e.merchant_id for e in live], [e.data_from for e in live], [e.data_to for e in live]
+    )
+    connector = node.erp_connector()
+    frame = connector.read_selected(selection, features, coerce=connector.strict)
     rows_read = len(frame)
-    if len(frame):
-        frame[MERCHANT_ID] = frame[MERCHANT_ID].astype(str)
-        as_of = frame[AS_OF].map(_as_date)
-        lo = frame[MERCHANT_ID].map(lambda m: live[m].data_from)
-        hi = frame[MERCHANT_ID].map(lambda m: live[m].data_to)
-        frame = frame[(as_of >= lo) & (as_of <= hi)]
-        # The latest snapshot per merchant within the consented range.
-        frame = frame.assign(_d=frame[AS_OF].map(_as_date)).sort_values([MERCHANT_ID, "_d"])
-        frame = frame.groupby(MERCHANT_ID, sort=True).tail(1).drop(columns="_d")
-    frame = frame.reset_index(drop=True)
-    labels = {m: int(e.label) for m, e in live.items() if e.label is not None}
-    return Cohort(frame=frame, features=features, labels=labels, rows_read=rows_read)
+    # The latest snapshot per merchant within its consented range (vectorised).
+    frame = (
+        frame.sort_values([MERCHANT_ID, AS_OF], kind="stable")
+        .drop_duplicates(MERCHANT_ID, keep="last")
+        .reset_index(drop=True)
+    )
+    frame[MERCHANT_ID] = frame[MERCHANT_ID].astype(str)
+    labels = {e.merchant_id: int(e.label) for e in live if e.label is not None}
+    return Cohort(
+        frame=frame[[MERCHANT_ID, AS_OF, *features]],
+        features=features,
+        labels=labels,
+        rows_read=rows_read,
+    )
 
 
 def label_vector(cohort: Cohort, frame: pd.DataFrame) -> np.ndarray:
     """Labels aligned with ``frame`` rows (float32); rows without a label must be removed first."""
-    return np.asarray([cohort.labels[m] for m in frame[MERCHANT_ID]], dtype=np.float32)
+    labels = frame[MERCHANT_ID].map(cohort.labels)
+    if labels.isna().any():
+        raise KeyError("label_vector: rows without a label")
+    return np.asarray(labels.to_numpy(dtype=np.float32), dtype=np.float32)

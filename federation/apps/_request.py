@@ -31,22 +31,37 @@ class VerifiedRequest:
 
 @dataclass(slots=True)
 class Usage:
-    """What a handler actually read; the receipt mod signs it."""
+    """What a handler read and what it used; the receipt mod signs both."""
 
     rows_used: int = 0
     merchant_ids: list[str] = field(default_factory=list)
     epsilon: float = 0.0
     delta: float = 0.0
+    rows_read: int = 0
+    read_ids: list[str] = field(default_factory=list)
     recorded: bool = False
 
     def record(
-        self, *, rows_used: int, merchant_ids: list[str], epsilon: float, delta: float
+        self,
+        *,
+        rows_used: int,
+        merchant_ids: list[str],
+        epsilon: float,
+        delta: float,
+        rows_read: int | None = None,
+        read_ids: list[str] | None = None,
     ) -> None:
-        """Note the rows and merchants this reply used and the job's ε after it."""
+        """Note the rows and merchants this reply read and used, and the job's ε after it.
+
+        ``rows_read`` / ``read_ids`` default to what was used (a handler that used every
+        row it read).
+        """
         self.rows_used = rows_used
         self.merchant_ids = list(merchant_ids)
         self.epsilon = epsilon
         self.delta = delta
+        self.rows_read = rows_used if rows_read is None else rows_read
+        self.read_ids = list(merchant_ids if read_ids is None else read_ids)
         self.recorded = True
 
 

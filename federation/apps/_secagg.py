@@ -172,7 +172,21 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         self.encoder = _npz(encoder)
         self.on_round = on_round
         self.rounds: dict[int, RoundLog] = {}
+        # Only the current round's configs (signed manifests, ~290 B per merchant), as in
+        # ConsentedStrategy: the lineage keeps the roots, the bulk is dropped.
         self._configs: dict[tuple[int, str], dict[str, Scalar]] = {}
+        self.masked_rounds: list[int] = []
+        """Rounds whose fit results all carried one shared aggregate (SecAgg+'s unmasked sum)."""
+
+    @property
+    def held_configs(self) -> list[tuple[int, str]]:
+        """``(round, isv)`` of the configs still held: at most the current round's."""
+        return sorted(self._configs)
+
+    def _release(self, upto: int) -> None:
+        """Drop the configs of rounds ``<= upto``; their replies are processed."""
+        for key in [k for k in self._configs if k[0] <= upto]:
+            del self._configs[key]
 
     def _log(self, rnd: int) -> RoundLog:
         return self.rounds.setdefault(rnd, RoundLog(round=rnd))
@@ -201,6 +215,7 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
     ) -> list[tuple[ClientProxy, FitIns]]:
         """One FitIns per identified node, each with that node's manifest."""
         self._params = parameters
+        self._release(server_round - 1)  # a round without evaluation never reaches it
         return self._instructions(server_round, client_manager, FitIns)
 
     def configure_evaluate(
@@ -231,8 +246,15 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
     def aggregate_fit(
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        """Receipts checked; the parameters are SecAgg+'s unmasked aggregate already."""
+        """Receipts checked; the parameters are SecAgg+'s unmasked aggregate already.
+
+        SecAgg+ hands every result the same ``Parameters`` object (the unmasked sum);
+        a round where it did so is noted in :attr:`masked_rounds`, the evidence the
+        lineage records that no individual update reached the server.
+        """
         self._log(server_round).train = self._screen(server_round, "train", results, failures)
+        if results and len({id(res.parameters) for _, res in results}) == 1:
+            self.masked_rounds.append(server_round)
         params, _ = super().aggregate_fit(server_round, results, failures)
         return params, {}
 
@@ -243,6 +265,7 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         rlog = self._log(server_round)
         rlog.evaluate = self._screen(server_round, "evaluate", results, failures)
         loss, _ = super().aggregate_evaluate(server_round, results, failures)
+        self._release(server_round)
         if self.on_round is not None:
             self.on_round(rlog)
         return loss, {}
@@ -262,7 +285,7 @@ def run_secagg_rounds(
     num_shares: float = 1.0,
     reconstruction_threshold: float = 0.67,
     timeout: float | None = None,
-) -> tuple[list[np.ndarray], dict[int, RoundLog]]:
+) -> tuple[list[np.ndarray], dict[int, RoundLog], list[int]]:
     """Run ``rounds`` of SecAgg+ FedAvg over the identified nodes.
 
     Parameters
@@ -289,8 +312,9 @@ def run_secagg_rounds(
 
     Returns
     -------
-    tuple[list[np.ndarray], dict[int, RoundLog]]
-        Final weights and the per-round logs.
+    tuple[list[np.ndarray], dict[int, RoundLog], list[int]]
+        Final weights, the per-round logs, and the rounds whose aggregate came from
+        SecAgg+'s unmasking (every result carried one shared sum, no single update).
     """
     strategy = _ConsentedLegacyStrategy(
         initial=initial,
@@ -312,4 +336,4 @@ def run_secagg_rounds(
     )
     workflow(grid, legacy)
     final = legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
-    return final, strategy.rounds
+    return final, strategy.rounds, list(strategy.masked_rounds)

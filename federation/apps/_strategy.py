@@ -20,19 +20,25 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from ._keys import ENCODER_KEY, JOB_KEY, METRICS_KEY, RECEIPT_KEY
+from ._keys import ENCODER_KEY, ERR, JOB_KEY, METRICS_KEY, RECEIPT_KEY
 
 __all__ = ["ConsentedStrategy", "RoundLog"]
 
 
 @dataclass(slots=True)
 class RoundLog:
-    """What happened in one round: per-node metrics, failures, manifest roots, receipts."""
+    """What happened in one round: per-node metrics, failures, manifest roots, receipts.
+
+    ``skipped`` lists evaluations a node could not score (``NO_DATA``: too few held-out
+    merchants, or only one class among them). That is a fact about the node's data, not
+    a failure: the round's other nodes still count and the job goes on.
+    """
 
     round: int
     train: dict[str, dict[str, float]] = field(default_factory=dict)
     evaluate: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     manifest_roots: dict[str, str] = field(default_factory=dict)
     merchants: dict[str, int] = field(default_factory=dict)
 
@@ -143,7 +149,12 @@ class ConsentedStrategy(Strategy):
         for reply in replies:
             isv = self.nodes.get(reply.metadata.src_node_id, f"node-{reply.metadata.src_node_id}")
             if reply.has_error():
-                rlog.failures.append(f"{action}@{isv}: [{reply.error.code}] {reply.error.reason}")
+                note = f"{action}@{isv}: [{reply.error.code}] {reply.error.reason}"
+                if action == "evaluate" and reply.error.code == ERR.NO_DATA:
+                    log(INFO, "fedgate: %s skipped: %s", action, note)
+                    rlog.skipped.append(note)
+                else:
+                    rlog.failures.append(note)
                 continue
             problem = self.check_receipt(reply, isv, server_round, action)
             if problem is not None:
@@ -201,6 +212,7 @@ class ConsentedStrategy(Strategy):
                 "train": lg.train,
                 "evaluate": lg.evaluate,
                 "failures": lg.failures,
+                "skipped": lg.skipped,
                 "manifest_roots": lg.manifest_roots,
                 "merchants": lg.merchants,
             }

@@ -13,17 +13,20 @@ those per partition.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from .._errors import BudgetExceeded
-from ..dp import PrivacyLedger, train_dp_sgd
+from consent import ManifestEntry
+
+from .._errors import BudgetExceeded, DataError
+from ..dp import PrivacyLedger, round_noise, train_dp_sgd
 from ..features import BinEncoder, QuantileSketch
 from ..metrics import auc, brier, ks
 from ..models import build_g_erp, get_weights, predict_proba, set_weights, train_local
@@ -78,10 +81,37 @@ def _error(msg: Message, code: int, reason: str) -> Message:
     return Message(Error(code=code, reason=reason), reply_to=msg)
 
 
-def _cohort() -> Cohort:
+def _cohort(select: Callable[[ManifestEntry], bool] | None = None) -> Cohort:
     req = current_request()
     assert req.manifest is not None
-    return load_cohort(req.node, req.manifest, now=datetime.now(UTC))
+    return load_cohort(req.node, req.manifest, now=datetime.now(UTC), select=select)
+
+
+Handler = Callable[[Message, Context], Message]
+
+
+def _data_errors(handler: Handler) -> Handler:
+    """A handler whose unreadable or invalid ERP table becomes an error reply, not a crash."""
+
+    def wrapped(msg: Message, ctx: Context) -> Message:
+        try:
+            return handler(msg, ctx)
+        except DataError as exc:
+            return _error(msg, ERR.NODE_FAILURE, f"{exc.code}: {exc}")
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+def _training_entry(entry: ManifestEntry) -> bool:
+    """Labelled and not held out: the merchants a train reply reads and uses."""
+    return entry.label is not None and not is_holdout(entry.merchant_id)
+
+
+def _holdout_entry(entry: ManifestEntry) -> bool:
+    """Labelled and held out: the merchants an evaluate reply reads and uses."""
+    return entry.label is not None and is_holdout(entry.merchant_id)
 
 
 def _encoder(msg: Message, cohort: Cohort) -> BinEncoder:
@@ -98,11 +128,10 @@ def _model(msg: Message, n_inputs: int) -> torch.nn.Module:
     return model
 
 
-def _labelled(cohort: Cohort, *, holdout: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    frame = cohort.frame
-    keep = frame[MERCHANT_ID].map(lambda m: m in cohort.labels and is_holdout(m) == holdout)
-    part = frame[keep.astype(bool)]
-    return part, label_vector(cohort, part), list(part[MERCHANT_ID])  # type: ignore[return-value]
+def _labelled(cohort: Cohort) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """The cohort (read with a labelled selection), its labels and its merchant ids."""
+    part = cohort.frame
+    return part, label_vector(cohort, part), [str(m) for m in part[MERCHANT_ID]]
 
 
 def _budget(cfg: ConfigRecord) -> DPBudget | None:
@@ -146,19 +175,20 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
         )
 
     @client.query(ACTION_SKETCH)
+    @_data_errors
     def sketch(msg: Message, ctx: Context) -> Message:
         """Mergeable quantile sketches of the cohort's consented features (never rows)."""
         cohort = _cohort()
         if cohort.frame.empty:
             return _error(msg, ERR.NO_DATA, "no consented rows at this node")
         sk = QuantileSketch.from_frame(cohort.frame, list(cohort.features))
-        req = current_request()
-        assert req.manifest is not None
         current_usage().record(
             rows_used=len(cohort.frame),
             merchant_ids=cohort.merchant_ids,
             epsilon=0.0,
             delta=0.0,
+            rows_read=cohort.rows_read,
+            read_ids=cohort.merchant_ids,
         )
         arrays = ArrayRecord({k: _array(v) for k, v in sk.to_arrays().items()})
         return Message(
@@ -169,13 +199,15 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
         )
 
     @client.train()
+    @_data_errors
     def train(msg: Message, ctx: Context) -> Message:
         """Local training (DP-SGD when the job has a budget) from the global weights."""
         torch.set_num_threads(1)
         req = current_request()
         cfg = msg.content.config_records[JOB_KEY]
-        cohort = _cohort()
-        part, y, ids = _labelled(cohort, holdout=False)
+        # Read only what training uses: labelled merchants outside the held-out fifth.
+        cohort = _cohort(_training_entry)
+        part, y, ids = _labelled(cohort)
         if len(part) == 0:
             return _error(msg, ERR.NO_DATA, "no labelled consented rows to train on")
         X = _encoder(msg, cohort).transform(part)
@@ -195,17 +227,28 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
         else:
             ledger = PrivacyLedger(req.node.privacy_ledger_path)
             try:
-                # Refuse before touching the optimiser: a job that would overrun any budget
-                # trains nobody.
-                ledger.reserve(job_id=job_id, budget=budget, merchant_ids=ids)
+                # Refuse before touching the optimiser, and charge nobody for a refused job:
+                # first size the noise for the rounds left (pure; refuses when no noise can
+                # cover them), then reserve every merchant's lifetime ε, then train.
                 rounds_left = int(cfg[KEY_ROUNDS]) - int(cfg[KEY_ROUND]) + 1  # type: ignore[arg-type]
+                history = ledger.job_history(job_id)
+                sigma = round_noise(
+                    len(part),
+                    epochs=common["epochs"],  # type: ignore[arg-type]
+                    batch_size=common["batch_size"],  # type: ignore[arg-type]
+                    budget=budget,
+                    history=history,
+                    rounds_left=rounds_left,
+                )
+                ledger.reserve(job_id=job_id, budget=budget, merchant_ids=ids)
                 result = train_dp_sgd(
                     model,
                     X,
                     y,
                     budget=budget,
-                    history=ledger.job_history(job_id),
+                    history=history,
                     rounds_left=rounds_left,
+                    noise_multiplier=sigma,
                     **common,  # type: ignore[arg-type]
                 )
             except BudgetExceeded as exc:
@@ -213,7 +256,14 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
             epsilon = ledger.record(job_id, result.steps)
             delta = budget.delta
             loss = result.loss
-        current_usage().record(rows_used=len(part), merchant_ids=ids, epsilon=epsilon, delta=delta)
+        current_usage().record(
+            rows_used=len(part),
+            merchant_ids=ids,
+            epsilon=epsilon,
+            delta=delta,
+            rows_read=cohort.rows_read,
+            read_ids=cohort.merchant_ids,
+        )
         sent = msg.content.array_records[ARRAYS_KEY]
         weights = get_weights(model)
         arrays = ArrayRecord(
@@ -228,11 +278,12 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
         return Message(RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: metrics}), reply_to=msg)
 
     @client.evaluate()
+    @_data_errors
     def evaluate(msg: Message, ctx: Context) -> Message:
         """AUC, KS and Brier of the global model on this node's held-out merchants."""
         torch.set_num_threads(1)
-        cohort = _cohort()
-        part, y, ids = _labelled(cohort, holdout=True)
+        cohort = _cohort(_holdout_entry)  # only the labelled held-out merchants are read
+        part, y, ids = _labelled(cohort)
         if len(part) == 0 or y.min() == y.max():
             return _error(msg, ERR.NO_DATA, "held-out merchants lack both classes")
         X = _encoder(msg, cohort).transform(part)
@@ -250,6 +301,8 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
             merchant_ids=ids,
             epsilon=eps,
             delta=budget.delta if budget else 0.0,
+            rows_read=cohort.rows_read,
+            read_ids=cohort.merchant_ids,
         )
         metrics = MetricRecord(
             {
@@ -263,6 +316,7 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
         return Message(RecordDict({METRICS_KEY: metrics}), reply_to=msg)
 
     @client.query(ACTION_SCORE)
+    @_data_errors
     def score(msg: Message, ctx: Context) -> Message:
         """Per-merchant g-scores for the merchants of a credit_scoring manifest."""
         torch.set_num_threads(1)
@@ -272,7 +326,14 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
         X = _encoder(msg, cohort).transform(cohort.frame)
         p = predict_proba(_model(msg, X.shape[1]), X).astype(np.float64)
         ids = [str(m) for m in cohort.frame[MERCHANT_ID]]
-        current_usage().record(rows_used=len(ids), merchant_ids=ids, epsilon=0.0, delta=0.0)
+        current_usage().record(
+            rows_used=len(ids),
+            merchant_ids=ids,
+            epsilon=0.0,
+            delta=0.0,
+            rows_read=cohort.rows_read,
+            read_ids=cohort.merchant_ids,
+        )
         return Message(
             RecordDict(
                 {

@@ -29,8 +29,8 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from logging import INFO, WARNING
 from pathlib import Path
@@ -53,6 +53,7 @@ from ledger import append_entry
 
 from .._errors import FederationError, JobFailed, ReceiptInvalid
 from ..features import BinEncoder, QuantileSketch
+from ..lifetime import PRIVACY_ACCOUNT_KEY, MerchantPrivacyAccount
 from ..models import build_g_erp, get_weights
 from ..receipts import verify_receipt
 from ..schema import MERCHANT_ID, erp_fields_for
@@ -104,6 +105,7 @@ __all__ = [
     "load_public_key",
     "job_record",
     "ExpectedReceipt",
+    "LabelLookup",
     "record_receipt",
     "DATA_USED",
     "app",
@@ -226,6 +228,11 @@ class ServerSettings:
         Aggregate training updates with SecAgg+ (FedAvg only).
     secagg_num_shares, secagg_threshold : float, default 1.0, 0.67
         SecAgg+ share fraction and reconstruction threshold fraction.
+    privacy_account : Path | None, default None
+        The platform's per-merchant lifetime ε account (run-config
+        ``privacy-account``, :class:`~federation.lifetime.MerchantPrivacyAccount`).
+        When set, each DP training manifest is charged to it before it is sent, and
+        merchants the charge would push past their lifetime are left out.
     """
 
     job_id: str
@@ -246,6 +253,7 @@ class ServerSettings:
     secagg: bool = False
     secagg_num_shares: float = 1.0
     secagg_threshold: float = 0.67
+    privacy_account: Path | None = None
 
     @classmethod
     def from_run_config(cls, rc: Mapping[str, Any]) -> ServerSettings:
@@ -278,6 +286,7 @@ class ServerSettings:
                 secagg=str(rc.get("secagg", "false")).lower() in ("1", "true", "yes"),
                 secagg_num_shares=float(rc.get("secagg-num-shares", 1.0)),
                 secagg_threshold=float(rc.get("secagg-threshold", 0.67)),
+                privacy_account=opt_path(PRIVACY_ACCOUNT_KEY),
             )
         except KeyError as exc:
             raise FederationError(f"run config lacks {exc}", code="BAD_CONFIG") from None
@@ -300,10 +309,74 @@ def _load_node_keys(path: Path) -> dict[str, Ed25519PublicKey]:
     return out
 
 
-def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
-    if path.suffix.lower() == ".csv":
-        return pd.read_csv(path, usecols=columns, dtype={MERCHANT_ID: str})
-    return pd.read_parquet(path, columns=columns)
+_LABEL_BATCH = 1 << 16  # platform-table rows converted at a time
+
+
+class LabelLookup:
+    """Merchant id → training label, compact enough for millions of merchants.
+
+    Sorted fixed-width UTF-8 ids (``numpy`` bytes) and one ``int8`` per label —
+    about ``max id length + 1`` bytes per merchant, against ~100 B for a dict —
+    looked up for a whole manifest at once with :func:`numpy.searchsorted`.
+
+    Parameters
+    ----------
+    ids : numpy.ndarray
+        Merchant ids as a ``numpy`` bytes (``S``) array.
+    labels : numpy.ndarray
+        0/1 labels aligned with ``ids``.
+    """
+
+    def __init__(self, ids: np.ndarray, labels: np.ndarray) -> None:
+        order = np.argsort(ids, kind="stable")
+        self._ids = ids[order]
+        self._labels = labels[order].astype(np.int8)
+
+    def __len__(self) -> int:
+        return int(self._ids.size)
+
+    @classmethod
+    def from_table(cls, path: Path, label: str) -> LabelLookup:
+        """Read ``merchant_id`` and ``label`` (rows without a label skipped), batch by batch."""
+        ids: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        if path.suffix.lower() == ".csv":
+            batches: Iterator[pd.DataFrame] = pd.read_csv(
+                path, usecols=[MERCHANT_ID, label], dtype={MERCHANT_ID: str},
+                chunksize=_LABEL_BATCH,
+            )
+            for chunk in batches:
+                chunk = chunk.dropna(subset=[label])
+                ids.append(np.char.encode(chunk[MERCHANT_ID].to_numpy(dtype=str), "utf-8"))
+                labels.append(chunk[label].to_numpy().astype(np.int8))
+        else:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+            import pyarrow.dataset as pads
+
+            dataset = pads.dataset(path, format="parquet")
+            for batch in dataset.to_batches(columns=[MERCHANT_ID, label], batch_size=_LABEL_BATCH):
+                keep = pc.is_valid(batch.column(1))
+                mids = pc.filter(batch.column(0), keep).cast(pa.string()).cast(pa.binary())
+                ids.append(np.asarray(mids.to_numpy(zero_copy_only=False), dtype=np.bytes_))
+                labels.append(
+                    np.asarray(pc.filter(batch.column(1), keep).to_numpy(zero_copy_only=False))
+                    .astype(np.int8)
+                )
+            pa.default_memory_pool().release_unused()  # the scan's buffers, not kept
+        if not ids:
+            return cls(np.empty(0, dtype="S1"), np.empty(0, dtype=np.int8))
+        return cls(np.concatenate(ids), np.concatenate(labels))
+
+    def lookup(self, merchant_ids: Sequence[str]) -> np.ndarray:
+        """Labels aligned with ``merchant_ids``; ``-1`` where the platform has none."""
+        if not merchant_ids or self._ids.size == 0:
+            return np.full(len(merchant_ids), -1, dtype=np.int8)
+        query = np.char.encode(np.asarray(merchant_ids, dtype=str), "utf-8")
+        pos = np.searchsorted(self._ids, query)
+        pos = np.minimum(pos, self._ids.size - 1)
+        found = self._ids[pos] == query
+        return np.where(found, self._labels[pos], np.int8(-1)).astype(np.int8)
 
 
 def _arrays(values: Mapping[str, np.ndarray]) -> ArrayRecord:
@@ -329,23 +402,25 @@ class _Job:
     epsilon: dict[str, float] = field(default_factory=dict)
     stats_roots: dict[str, str] = field(default_factory=dict)
     count_uses: bool = False  # the cohort comes from consent: count each round's uses there
-    manifest_consents: dict[tuple[int, str], list[str]] = field(default_factory=dict)
+    # Consent ids of each (round, node) manifest whose use is still to be counted: kept
+    # only when uses are counted, dropped once counted (or once the round is over).
+    # (UTF-8 bytes in one numpy array: ~13 B per merchant instead of ~65 B as str objects)
+    manifest_consents: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
     uses_counted: set[tuple[int, str]] = field(default_factory=set)
+    manifest_sizes: dict[tuple[int, str], int] = field(default_factory=dict)
+    # How the updates were aggregated, from what actually ran (strategy, SecAgg+ evidence).
+    aggregation: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.gateway_key = _load_private(s.gateway_key)
         self.node_keys = _load_node_keys(s.node_keys)
         self.engine, self.sessions = open_sessions(s.db_url)
-        self.labels: dict[str, int] = {}
+        self.labels = LabelLookup(np.empty(0, dtype="S1"), np.empty(0, dtype=np.int8))
         if s.mode == "train":
             if s.labels_path is None:
                 raise FederationError("train mode needs labels-path", code="BAD_CONFIG")
-            tab = _read_table(s.labels_path, [MERCHANT_ID, s.spec.label])
-            tab = tab.dropna(subset=[s.spec.label])
-            self.labels = dict(
-                zip(tab[MERCHANT_ID].astype(str), tab[s.spec.label].astype(int), strict=True)
-            )
+            self.labels = LabelLookup.from_table(s.labels_path, s.spec.label)
 
     # -- messages --------------------------------------------------------------------------
     def _send(self, messages: list[Message]) -> list[Message]:
@@ -409,9 +484,22 @@ class _Job:
             categories=spec.categories,
             at=now,
         )
+        if purpose == "model_training" and server_round >= 1 and spec.dp is not None:
+            entries = self._charge_lifetime(isv, entries)
         if purpose == "model_training":
-            entries = [_with_label(e, self.labels.get(e.merchant_id)) for e in entries]
-        self.manifest_consents[(server_round, isv)] = [e.consent_id for e in entries]
+            labels = self.labels.lookup([e.merchant_id for e in entries])
+            # Relabel in place: each unlabelled entry is dropped as its copy replaces it,
+            # so the cohort is never held twice.
+            for i, lab in enumerate(labels.tolist()):
+                entries[i] = replace(entries[i], label=None if lab < 0 else int(lab))
+            del labels
+        for key in [k for k in self.manifest_consents if k[0] < server_round]:
+            del self.manifest_consents[key]  # an earlier round's uses that were never counted
+        if self.count_uses:
+            self.manifest_consents[(server_round, isv)] = np.char.encode(
+                np.asarray([e.consent_id for e in entries], dtype=str), "utf-8"
+            )
+        self.manifest_sizes[(server_round, isv)] = len(entries)
         manifest = build_manifest(
             job_id=s.job_id,
             round=server_round,
@@ -432,6 +520,28 @@ class _Job:
         )
         return cfg, manifest.root, len(entries)
 
+    def _charge_lifetime(self, isv: str, entries: list[ManifestEntry]) -> list[ManifestEntry]:
+        """Charge a DP training manifest to the platform account; drop who would overrun."""
+        s = self.settings
+        if s.privacy_account is None or s.spec.dp is None:
+            return entries
+        over = MerchantPrivacyAccount(s.privacy_account).charge(
+            job_id=s.job_id,
+            budget=s.spec.dp,
+            isv=isv,
+            merchant_ids=[e.merchant_id for e in entries],
+        )
+        if not over:
+            return entries
+        log(
+            WARNING,
+            "fedgate: %d merchant(s) of %s left out: lifetime ε spent across ISVs",
+            len(over),
+            isv,
+        )
+        out = set(over)
+        return [e for e in entries if e.merchant_id not in out]
+
     # -- receipts --------------------------------------------------------------------------
     def check_token(
         self, token: bytes | None, isv: str, server_round: int, action: str, root: str
@@ -447,18 +557,19 @@ class _Job:
             manifest_root=root,
         )
         key = (server_round, isv)
+        expected = replace(expected, manifest_merchants=self.manifest_sizes.get(key))
         # One use per node and round (train and evaluate share the round's manifest).
-        uses = self.manifest_consents.get(key, []) if self.count_uses else []
-        if key in self.uses_counted:
-            uses = []
+        held = self.manifest_consents.get(key)
+        uses = [] if held is None or key in self.uses_counted else np.char.decode(held).tolist()
         try:
             body = record_receipt(self.sessions, token, self.node_keys[isv], expected, uses=uses)
         except ReceiptInvalid as exc:
             return f"{exc.code}: {exc}"
         except ConsentError as exc:  # uses not countable (e.g. OUT_OF_ORDER): nothing written
             return f"USES_NOT_RECORDED: {exc.code}: {exc}"
-        if uses:
+        if key in self.manifest_consents:
             self.uses_counted.add(key)
+            del self.manifest_consents[key]  # counted: the ids are not needed any more
         self.receipts.append(body)
         if body["epsilon_spent"] > self.epsilon.get(isv, 0.0):
             self.epsilon[isv] = body["epsilon_spent"]
@@ -545,10 +656,30 @@ class _Job:
             return self.check_receipt(reply, isv, server_round, action, roots[(server_round, isv)])
 
         if s.secagg:
-            final, rounds = self._train_secagg(encoder, initial, manifest_for, roots)
+            final, rounds, masked = self._train_secagg(encoder, initial, manifest_for, roots)
+            self.aggregation = {
+                "strategy": "fedavg",
+                "secure": "secagg+",
+                "num_shares": s.secagg_num_shares,
+                "reconstruction_threshold": s.secagg_threshold,
+                "masked_rounds": masked,
+            }
+            if masked != list(range(1, spec.rounds + 1)):
+                self.failures.append(
+                    f"SECAGG_NOT_APPLIED: only rounds {masked} of 1..{spec.rounds} were "
+                    "aggregated from SecAgg+'s masked sum"
+                )
         else:
+            inner = self.strategy()
+            self.aggregation = {"strategy": "fedavg", "secure": "none"}
+            if isinstance(inner, FedProx):
+                self.aggregation = {
+                    "strategy": "fedprox",
+                    "proximal_mu": float(inner.proximal_mu),
+                    "secure": "none",
+                }
             wrapper = ConsentedStrategy(
-                self.strategy(),
+                inner,
                 nodes=self.nodes,
                 manifest_for=manifest_for,
                 check_receipt=check,
@@ -577,6 +708,7 @@ class _Job:
             "epsilon": self.epsilon,
             "delta": spec.dp.delta if spec.dp else 0.0,
             "features": erp_fields_for(spec.categories),
+            "aggregation": self.aggregation,
         }
         (s.out_dir / LINEAGE_FILE).write_text(
             json.dumps(lineage, indent=2, sort_keys=True), "utf-8"
@@ -592,7 +724,7 @@ class _Job:
         initial: ArrayRecord,
         manifest_for: Callable[[int, str], tuple[ConfigRecord, str, int]],
         roots: dict[tuple[int, str], str],
-    ) -> tuple[ArrayRecord, dict[int, dict[str, Any]]]:
+    ) -> tuple[ArrayRecord, dict[int, dict[str, Any]], list[int]]:
         """The training rounds under SecAgg+ (Flower's legacy workflow, see ``secagg``)."""
         from ._secagg import run_secagg_rounds
 
@@ -601,7 +733,7 @@ class _Job:
             raise FederationError("SecAgg+ needs the ServerApp context", code="BAD_CONFIG")
         if s.spec.strategy != "fedavg":
             raise FederationError("SecAgg+ runs FedAvg only", code="BAD_CONFIG")
-        weights, logs = run_secagg_rounds(
+        weights, logs, masked = run_secagg_rounds(
             self.grid,
             self.context,
             rounds=s.spec.rounds,
@@ -627,7 +759,7 @@ class _Job:
             }
             for r, lg in sorted(logs.items())
         }
-        return _weights_record(weights), rounds
+        return _weights_record(weights), rounds, masked
 
     def score(self) -> dict[str, Any]:
         """Load a trained model and collect g-scores under credit_scoring manifests."""
@@ -681,6 +813,7 @@ class _Job:
             doc["epsilon"] = self.epsilon
             doc["receipts"] = self.receipts
             doc["nodes"] = sorted(self.nodes.values())
+            doc["aggregation"] = self.aggregation
             s.out_dir.mkdir(parents=True, exist_ok=True)
             tmp = s.out_dir / f".{RESULT_FILE}.tmp"
             tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str), "utf-8")
@@ -702,6 +835,7 @@ class ExpectedReceipt:
     data_provider: str
     action: str
     manifest_root: str
+    manifest_merchants: int | None = None  # entries of that manifest, when known
 
 
 def record_receipt(
@@ -755,6 +889,19 @@ def record_receipt(
     )
     if got != want:
         raise ReceiptInvalid(f"receipt is for {got}, expected {want}", code="RECEIPT_MISMATCH")
+    # Used is a part of read, and read a part of the manifest (counts; the hashes are the
+    # node's signed word for which merchants).
+    limit = expected.manifest_merchants
+    if (
+        receipt.merchants_used > receipt.merchants_read
+        or receipt.rows_used > receipt.rows_read
+        or (limit is not None and receipt.merchants_read > limit)
+    ):
+        raise ReceiptInvalid(
+            f"receipt used {receipt.merchants_used} merchants / {receipt.rows_used} rows of "
+            f"{receipt.merchants_read} / {receipt.rows_read} read, manifest of {limit}",
+            code="RECEIPT_MISMATCH",
+        )
     body = {**receipt.to_body(), "receipt": token.decode("ascii")}
     with sessions() as session, session.begin():
         entry = append_entry(session, DATA_USED, body)
@@ -796,12 +943,6 @@ def job_record(
             KEY_LIFETIME_EPSILON: float(rc["dp-lifetime-epsilon"]),
         }
     )
-
-
-def _with_label(entry: ManifestEntry, label: int | None) -> ManifestEntry:
-    from dataclasses import replace
-
-    return replace(entry, label=label)
 
 
 def make_server_app(

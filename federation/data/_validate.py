@@ -21,7 +21,7 @@ import pandas as pd
 from .._errors import DataValidationError
 from ..schema import AS_OF, MERCHANT_ID, erp_field
 
-__all__ = ["check_columns", "coerce_and_validate"]
+__all__ = ["check_columns", "coerce_frame", "coerce_and_validate"]
 
 _SHOW = 5  # ids or values quoted in an error message
 
@@ -67,35 +67,20 @@ def _as_dates(s: pd.Series) -> pd.Series:
     return out
 
 
-def coerce_and_validate(
-    df: pd.DataFrame,
-    fields: Sequence[str],
-    *,
-    data_from: date,
-    data_to: date,
-    scales: dict[str, float] | None = None,
+def coerce_frame(
+    df: pd.DataFrame, fields: Sequence[str], *, scales: dict[str, float] | None = None
 ) -> pd.DataFrame:
-    """Type, scale and check a frame already renamed to schema names.
+    """Type and scale a frame already renamed to schema names (no duplicate or range check).
 
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Columns :data:`MERCHANT_ID`, :data:`AS_OF` and ``fields``.
-    fields : Sequence[str]
-        ERP feature fields to keep (missing values allowed, kept as NaN / ``<NA>``).
-    data_from, data_to : datetime.date
-        The consented data range; every ``as_of`` must lie within it (inclusive).
-    scales : dict[str, float] | None, default None
-        Per-field factor from source units to schema units.
+    What a node applies to the rows a manifest lets it read (several snapshots of
+    one merchant are allowed there); :func:`coerce_and_validate` adds the checks
+    on a whole export.
 
-    Returns
-    -------
-    pandas.DataFrame
-        ``merchant_id`` (string), ``as_of`` (datetime64, midnight), then ``fields``
-        (``Int64`` for integer fields, money rounded to whole fen; ``float64`` otherwise).
+    Raises
+    ------
+    DataValidationError
+        ``MISSING_COLUMNS``/``EXTRA_COLUMNS``, ``WRONG_TYPE`` or ``NEGATIVE_VALUE``.
     """
-    if data_from > data_to:
-        raise ValueError(f"data_from {data_from} is after data_to {data_to}")
     check_columns(df.columns, [MERCHANT_ID, AS_OF, *fields], [MERCHANT_ID, AS_OF, *fields])
     scales = scales or {}
     out = pd.DataFrame(index=df.index)
@@ -126,6 +111,39 @@ def coerce_and_validate(
             raise DataValidationError(f"{name} ({spec.unit}) is negative for merchants {ids_bad}",
                                       code="NEGATIVE_VALUE", column=name)
         out[name] = values.round().astype("Int64") if spec.dtype == "int64" else values
+    return out
+
+
+def coerce_and_validate(
+    df: pd.DataFrame,
+    fields: Sequence[str],
+    *,
+    data_from: date,
+    data_to: date,
+    scales: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """Type, scale and check a frame already renamed to schema names.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Columns :data:`MERCHANT_ID`, :data:`AS_OF` and ``fields``.
+    fields : Sequence[str]
+        ERP feature fields to keep (missing values allowed, kept as NaN / ``<NA>``).
+    data_from, data_to : datetime.date
+        The consented data range; every ``as_of`` must lie within it (inclusive).
+    scales : dict[str, float] | None, default None
+        Per-field factor from source units to schema units.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``merchant_id`` (string), ``as_of`` (datetime64, midnight), then ``fields``
+        (``Int64`` for integer fields, money rounded to whole fen; ``float64`` otherwise).
+    """
+    if data_from > data_to:
+        raise ValueError(f"data_from {data_from} is after data_to {data_to}")
+    out = coerce_frame(df, fields, scales=scales)
 
     dup = out[MERCHANT_ID].duplicated(keep=False)
     if dup.any():

@@ -12,14 +12,7 @@ import typer
 from rich.table import Table
 
 from federation._errors import DataError
-from federation.data import (
-    ColumnMapping,
-    Connector,
-    CsvConnector,
-    ParquetConnector,
-    SqlTableConnector,
-    load_mapping,
-)
+from federation.data import ColumnMapping, Connector, load_mapping, make_connector
 from federation.synth import SynthParams, write_world
 
 from ._common import console, fail
@@ -67,12 +60,11 @@ def synth(
 
 
 def _connector(source: str, table: str | None, mapping: ColumnMapping) -> Connector:
+    # The same connectors a node reads through (NodeConfig's erp-connector).
     if table is not None:
-        return SqlTableConnector(source, table, mapping)
-    if source.endswith(".parquet"):
-        return ParquetConnector(source, mapping)
-    if source.endswith(".csv"):
-        return CsvConnector(source, mapping)
+        return make_connector("sql", url=source, table=table, mapping=mapping)
+    if source.endswith((".parquet", ".csv")):
+        return make_connector("", path=source, mapping=mapping)
     fail("BAD_ARGUMENT", "source must end in .csv or .parquet, or give --table for a SQL URL")
 
 

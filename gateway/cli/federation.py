@@ -192,6 +192,13 @@ def budget(
         )
         table.add_row(node.isv_id, spent or "-", f"{worst:.2f}", str(len(merchants)))
     console.print(table)
+    from federation.lifetime import MerchantPrivacyAccount
+
+    account = MerchantPrivacyAccount(jobs.privacy_account_path(settings()))
+    charged, worst_platform = account.summary()
+    console.print(
+        f"platform account (all ISVs): {charged} merchants charged, max ε {worst_platform:.2f}"
+    )
     if model.dp is None:
         console.print(f"{spec} trains without DP: no budget applies")
         return

@@ -109,6 +109,7 @@ class World:
             "data-consumer": CONSUMER,
             "out-dir": str(self.root / out),
             "labels-path": str(self.labels_path),
+            "privacy-account": str(self.root / "gateway" / "privacy-account.json"),
             "rounds": 2,
             "batch-size": 16,
             "lr": 0.1,
@@ -254,13 +255,7 @@ def node_context(node: NodeConfig) -> Context:
     return Context(
         run_id=1,
         node_id=7,
-        node_config={
-            "isv-id": node.isv_id,
-            "erp-path": str(node.erp_path),
-            "node-key": str(node.node_key),
-            "gateway-key": str(node.gateway_key),
-            "state-dir": str(node.state_dir),
-        },
+        node_config=node.to_mapping(),
         state=RecordDict(),
         run_config={},
     )

@@ -213,7 +213,8 @@ def test_data_package_all_is_pinned() -> None:
 
     assert set(federation.data.__all__) == {
         "ColumnMapping", "load_mapping", "Connector", "CsvConnector", "ParquetConnector",
-        "SqlTableConnector", "check_columns", "coerce_and_validate"}
+        "SqlTableConnector", "CONNECTORS", "RowSelection", "make_connector", "check_columns",
+        "coerce_frame", "coerce_and_validate"}
 
 
 def test_shipped_example_mapping_loads() -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -29,7 +30,7 @@ from federation.apps._keys import (
 from federation.apps._node import is_holdout
 from federation.apps._request import current_request
 from federation.dp import PrivacyLedger
-from federation.features import BinEncoder, QuantileSketch
+from federation.features import DEFAULT_MIN_BUCKET_ROWS, BinEncoder, QuantileSketch
 from federation.models import build_g_erp, get_weights
 from federation.receipts import merchant_ids_hash, verify_receipt
 from federation.schema import erp_fields_for
@@ -84,7 +85,26 @@ def _train_message(
     )
 
 
-def test_train_reply_carries_weights_metrics_and_a_verifiable_receipt(world: World) -> None:
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
+    """The merchant ids of every frame a connector returns to a node (one set per read)."""
+    from federation.data import Connector
+
+    seen: list[set[str]] = []
+    real = Connector.read_selected
+
+    def spy(self: Connector, *args: object, **kwargs: object) -> pd.DataFrame:
+        frame = real(self, *args, **kwargs)  # type: ignore[arg-type]
+        seen.append(set(frame["merchant_id"].astype(str)))
+        return frame
+
+    monkeypatch.setattr(Connector, "read_selected", spy)
+    return seen
+
+
+def test_train_reply_carries_weights_metrics_and_a_verifiable_receipt(
+    world: World, reads: list[set[str]]
+) -> None:
     """A valid train message yields declared arrays, whitelisted metrics and a signed receipt."""
     node = world.node("isv0")
     msg = _train_message(world, "isv0", "job-train-ok")
@@ -105,6 +125,33 @@ def test_train_reply_carries_weights_metrics_and_a_verifiable_receipt(world: Wor
         receipt.rows_used == len(used) == reply.content.metric_records[METRICS_KEY]["num-examples"]
     )
     assert receipt.merchants_hash == merchant_ids_hash(used)
+    # Training reads only what it uses: no held-out merchant's row is read.
+    assert reads == [set(used)]
+    assert (receipt.rows_read, receipt.merchants_read) == (len(used), len(used))
+    assert receipt.merchants_read_hash == merchant_ids_hash(used)
+
+
+def test_evaluate_reads_and_uses_only_held_out_merchants(
+    world: World, reads: list[set[str]]
+) -> None:
+    """An evaluate reply reads exactly the labelled held-out merchants, and its receipt says so."""
+    node = world.node("isv1")
+    train = _train_message(world, "isv1", "job-eval-reads")
+    msg = incoming(train.content, "evaluate")
+
+    reply = build_client_app()(msg, node_context(node))
+
+    from federation.apps._node import _public_key
+
+    assert not reply.has_error(), reply.error if reply.has_error() else None
+    receipt = verify_receipt(
+        reply.content.config_records[RECEIPT_KEY][KEY_RECEIPT],
+        _public_key(node.node_key.with_suffix(".pub.pem")),
+    )
+    held_out = [m for m in world.erp["isv1"]["merchant_id"] if is_holdout(m)]
+    assert reads == [set(held_out)]
+    assert receipt.merchants_read_hash == receipt.merchants_hash == merchant_ids_hash(held_out)
+    assert receipt.rows_read == receipt.rows_used == len(held_out)
 
 
 def _refusal(
@@ -355,6 +402,28 @@ def test_node_refuses_a_dp_job_past_a_merchants_lifetime_budget(
     assert ledger.merchant_spent("m0x002") == 3.0
 
 
+def test_node_refuses_a_dp_job_no_noise_can_fit_and_charges_nobody(
+    world: World, tmp_path: Path
+) -> None:
+    """A job whose remaining rounds no noise can cover is refused before any merchant is charged."""
+    node = replace(world.node("isv0"), state_dir=tmp_path / "state")
+    budget = DPBudget(epsilon=3.0, lifetime_epsilon=10.0)
+    ledger = PrivacyLedger(node.privacy_ledger_path)
+    ledger.reserve(job_id="job-no-noise", budget=budget, merchant_ids=["someone-else"])
+    ledger.record("job-no-noise", [(2.0, 0.3, 10)])  # round 1 spent ε≈2.7 of 3
+    assert 2.5 < ledger.job_epsilon("job-no-noise", budget.delta) < budget.epsilon
+    spec = replace(SPEC, dp=budget, rounds=20_001)  # 20,000 rounds left: no noise fits
+    msg = _train_message(world, "isv0", "job-no-noise", round=2, spec=spec)
+
+    reply = build_client_app()(msg, node_context(node))
+
+    assert reply.has_error() and reply.error.code == ERR.BUDGET_EXCEEDED
+    assert [ledger.merchant_spent(m) for m in world.erp["isv0"]["merchant_id"]] == [0.0] * len(
+        world.erp["isv0"]
+    )
+    assert ledger.job_history("job-no-noise") == [(2.0, 0.3, 10)]
+
+
 def _sketch_message(world: World, isv: str, job_id: str) -> Message:
     token = signed_manifest(world, isv, job_id=job_id, round=0, categories=CATS)
     content = RecordDict({JOB_KEY: job_record(spec=SPEC, job_id=job_id, round=0, manifest=token)})
@@ -386,6 +455,23 @@ def _sketch_app(kind: str) -> ClientApp:
             arrays[first], arrays[first[:-6] + "weights"] = x[:2], np.array([1.0, 1.0])
         elif kind == "wide-count":  # rows smuggled in a count array
             arrays[first[:-6] + "missing"] = x[:40]
+        elif kind == "many-scalars":  # one row value per extra one-value array
+            col = first.split(":")[1]
+            arrays.update({f"{9000 + i}:{col}:missing": x[i : i + 1] for i in range(40)})
+        elif kind == "values-without-weights":  # cohort/k raw values, no weights part
+            del arrays[first[:-6] + "weights"]
+            arrays[first] = x[: len(x) // DEFAULT_MIN_BUCKET_ROWS]
+        elif kind == "undeclared-column":  # a feature the manifest's categories do not cover
+            raw = pd.read_parquet(req.node.erp_path, columns=["labour_cost"])
+            extra = QuantileSketch.from_frame(raw, ["labour_cost"]).to_arrays()
+            n = len(cohort.features)
+            arrays.update(
+                {k.replace("0000:", f"{n:04d}:"): v for k, v in extra.items() if k != "size"}
+            )
+        elif kind == "renumbered":  # a value smuggled in the column index
+            arrays = {k.replace("0000:", "0042:"): v for k, v in arrays.items()}
+        elif kind == "fractional-count":  # a row value smuggled in a count
+            arrays[first[:-6] + "missing"] = np.array([x[0]])
         record = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
         return Message(RecordDict({SKETCH_KEY: record}), reply_to=msg)
 
@@ -424,9 +510,22 @@ def test_sketch_of_fewer_than_k_rows_sends_counts_only() -> None:
     assert QuantileSketch.from_arrays(arrays).count("a") == 24.0
 
 
-@pytest.mark.parametrize("kind", ["honest", "row-values", "light-points", "wide-count"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "honest",
+        "row-values",
+        "light-points",
+        "wide-count",
+        "many-scalars",
+        "values-without-weights",
+        "undeclared-column",
+        "renumbered",
+        "fractional-count",
+    ],
+)
 def test_egress_guard_lets_out_only_k_anonymous_sketches(world: World, kind: str) -> None:
-    """The guard passes the real sketch and blocks one whose points stand for < k rows."""
+    """The guard passes the real sketch and blocks any other shape, name or count of arrays."""
     msg = _sketch_message(world, "isv2", f"job-sketch-{kind}")
 
     reply = _sketch_app(kind)(msg, node_context(world.node("isv2")))

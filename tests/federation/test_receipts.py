@@ -26,6 +26,9 @@ RECEIPT = UsageReceipt(
     rows_used=40,
     merchants_used=40,
     merchants_hash=merchant_ids_hash(["m2", "m1"]),
+    rows_read=55,
+    merchants_read=50,
+    merchants_read_hash=merchant_ids_hash(["m2", "m1", "m3"]),
     manifest_root="ab" * 32,
     epsilon_spent=1.25,
     delta=1e-5,
@@ -106,6 +109,29 @@ def test_receipt_for_another_request_is_refused_and_not_written(
 
     with pytest.raises(ReceiptInvalid) as err:
         record_receipt(sessions, sign_receipt(RECEIPT, KEY), KEY.public_key(), expected)
+
+    assert err.value.code == "RECEIPT_MISMATCH"
+    assert _data_used(sessions) == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "manifest_merchants"),
+    [
+        ({"merchants_used": 51}, None),  # used more merchants than it read
+        ({"rows_used": 56}, None),  # used more rows than it read
+        ({}, 49),  # read more merchants than the manifest lists
+    ],
+    ids=["used-beyond-read-merchants", "used-beyond-read-rows", "read-beyond-manifest"],
+)
+def test_receipt_whose_counts_do_not_nest_is_refused(
+    sessions: sessionmaker[Session], changes: dict[str, int], manifest_merchants: int | None
+) -> None:
+    """Used must be within read, and read within the manifest; otherwise nothing is written."""
+    token = sign_receipt(replace(RECEIPT, **changes), KEY)
+    expected = replace(EXPECTED, manifest_merchants=manifest_merchants)
+
+    with pytest.raises(ReceiptInvalid) as err:
+        record_receipt(sessions, token, KEY.public_key(), expected)
 
     assert err.value.code == "RECEIPT_MISMATCH"
     assert _data_used(sessions) == 0

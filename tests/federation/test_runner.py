@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -144,9 +145,37 @@ def test_federation_exports_the_job_api() -> None:
         "SimulationRuntime",
         "check_budget",
         "run_job",
+        "run_jobs",
         "PrivacyLedger",
         "check_job_budget",
     }
 
     assert names <= set(federation.__all__)
     assert all(getattr(federation, n) is not None for n in names)
+
+
+def test_ray_starts_on_the_loopback_with_no_runtime_installs_and_no_telemetry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What Flower's Ray backend passes to ray.init: loopback, no dashboard, env vars only."""
+    import ray
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # Flower rewrites it
+    config = SimulationRuntime().backend_config()
+
+    RayBackend(backend_config=config)  # initialises Ray as run_simulation's backend does
+
+    (init,) = calls
+    runtime_env = init.pop("runtime_env")
+    assert set(runtime_env) == {"env_vars"}  # no pip/uv/conda/py_modules/working_dir
+    assert set(runtime_env["env_vars"]) == {"PYTHONPATH"}  # type: ignore[arg-type]
+    assert not {"runtime_env", "pip", "conda", "uv"} & set(config["init_args"])
+    assert init["_node_ip_address"] == "127.0.0.1" and init["include_dashboard"] is False
+    assert os.environ["FLWR_TELEMETRY_ENABLED"] == "0"
+    assert os.environ["FLWR_DISABLE_UPDATE_CHECK"] == "1"
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
@@ -46,7 +47,8 @@ def _job(world: World, db_url: str, job_id: str) -> _Job:
 
 
 def _receipt(world: World, job: _Job, server_round: int, action: str, root: str) -> bytes:
-    ids = job.manifest_consents[(server_round, ISV)]
+    size = job.manifest_sizes[(server_round, ISV)]
+    ids = [f"m0x{i:03d}" for i in range(size)]
     receipt = UsageReceipt(
         job_id=job.settings.job_id,
         round=server_round,
@@ -55,6 +57,9 @@ def _receipt(world: World, job: _Job, server_round: int, action: str, root: str)
         rows_used=len(ids),
         merchants_used=len(ids),
         merchants_hash=merchant_ids_hash(ids),
+        rows_read=len(ids),
+        merchants_read=len(ids),
+        merchants_read_hash=merchant_ids_hash(ids),
         manifest_root=root,
         epsilon_spent=0.0,
         delta=0.0,
@@ -71,15 +76,17 @@ def test_frequency_limit_takes_consents_out_of_later_rounds(
     grant_consents(world, sessions, uses_per_day=2)
     job = _job(world, db_url, "job-freq")
 
-    sizes, problems = [], []
+    sizes, problems, held, consent_ids = [], [], [], {}
     for rnd in (0, 1, 2):
         _, root, size = job.job_config(rnd, ISV, "model_training")
         sizes.append(size)
+        consent_ids[rnd] = np.char.decode(job.manifest_consents[(rnd, ISV)]).tolist()
         if size:  # train and evaluate replies of one round count one use
             for action in ("train", "evaluate"):
                 problems.append(
                     job.check_token(_receipt(world, job, rnd, action, root), ISV, rnd, action, root)
                 )
+        held.append(sorted(job.manifest_consents))
     with sessions() as s:
         decision = consent.check(
             s,
@@ -104,8 +111,9 @@ def test_frequency_limit_takes_consents_out_of_later_rounds(
         (0, 25, "job-freq"),
         (1, 25, "job-freq"),
     ]
-    assert uses[0]["consent_ids_hash"] == consent.consent_ids_hash(job.manifest_consents[(0, ISV)])
+    assert uses[0]["consent_ids_hash"] == consent.consent_ids_hash(consent_ids[0])
     assert view.state.use_count == 2
+    assert held == [[], [], [(2, ISV)]]  # counted ids are dropped; round 2 was never used
 
 
 def test_forged_artefact_is_kept_out_of_the_manifest(
@@ -161,3 +169,25 @@ def test_cohort_from_consent_needs_the_consent_key(tmp_path: Path, db_url: str) 
         cohort_source_from_run_config({**rc, "consent-key": str(tmp_path / "nope.pem")})
 
     assert missing.value.code == unreadable.value.code == "BAD_CONFIG"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_manifest_consents_are_kept_only_when_uses_are_counted(
+    tmp_path: Path, db_url: str, sessions: sessionmaker[Session]
+) -> None:
+    """Without use counting no consent ids are held; with it, a round's ids go at the next round."""
+    world = make_world(tmp_path / "world", n_isvs=1, per_isv=25)
+    grant_consents(world, sessions)
+    counting, silent = _job(world, db_url, "job-count"), _job(world, db_url, "job-silent")
+    silent.count_uses = False
+
+    for job in (counting, silent):
+        job.job_config(1, ISV, "model_training")
+    held_round_1 = sorted(counting.manifest_consents)
+    counting.job_config(2, ISV, "model_training")
+    counting.engine.dispose()
+    silent.engine.dispose()
+
+    assert held_round_1 == [(1, ISV)]
+    assert sorted(counting.manifest_consents) == [(2, ISV)]  # round 1's, never counted, dropped
+    assert silent.manifest_consents == {}

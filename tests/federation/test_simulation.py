@@ -3,8 +3,9 @@
 Consents live in the real consent store; the ServerApp reads them with
 ``consent.cohort_entries`` every round and writes receipts to the ledger in the
 same database. Each Ray start costs tens of seconds on 2 cores, so this module
-starts the runtime four times: the main job on each database (SecAgg+ on one,
-plain FedAvg plus a scoring job on the other) and one job that must fail.
+starts the runtime seven times: the main job on each database (SecAgg+ on one,
+plain FedAvg plus a scoring job on the other), one job that must fail, a small
+FedProx job, and two jobs at once in two processes.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from consent import get_consent, revoke
-from federation import JobFailed, merchant_ids_hash, run_job
+from consent import ManifestReplayGuard, get_consent, revoke
+from federation import JobFailed, JobResult, SimulationRuntime, merchant_ids_hash, run_job, run_jobs
 from federation.apps import RoundLog
 from federation.apps._node import is_holdout
+from federation.dp import PrivacyLedger
+from federation.lifetime import MerchantPrivacyAccount
+from federation.models import build_g_erp, get_weights
 from ledger import parse_canonical
 from ledger._models import LogEntryRow
 
@@ -101,6 +106,17 @@ def test_dp_job_on_three_nodes_honours_a_revocation_between_rounds(
     assert lineage["job_id"] == "job-e2e" and lineage["rounds"] == 2
     assert lineage["manifest_roots"]["2"]["isv0"] == r2.manifest_roots["isv0"]
     assert len(np.load(result.model_path).files) > 0
+    # What actually aggregated: under SecAgg+ every round's sum came out of the unmasking.
+    expected_agg: dict[str, object] = {"strategy": "fedavg", "secure": "none"}
+    if secagg:
+        expected_agg = {
+            "strategy": "fedavg",
+            "secure": "secagg+",
+            "num_shares": 1.0,
+            "reconstruction_threshold": 0.67,
+            "masked_rounds": [1, 2],
+        }
+    assert lineage["aggregation"] == dict(result.aggregation) == expected_agg
     if secagg:
         return
     # Scoring (one more runtime start, on one backend): only credit_scoring consents.
@@ -138,3 +154,76 @@ def test_failed_nodes_make_the_run_fail_with_reasons(tmp_path: Path, db_url: str
     assert any("UNKNOWN_NODE" in r for r in err.value.reasons)
     doc = json.loads((tmp_path / "world" / "out" / "result.json").read_text())
     assert doc["status"] == "failed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_fedprox_job_trains_and_says_so_in_its_lineage(tmp_path: Path, db_url: str) -> None:
+    """Two FedProx rounds move the seeded initial weights; the lineage names FedProx and its μ."""
+    world = make_world(tmp_path / "world", n_isvs=2, per_isv=40)
+    config = world.run_config(
+        job_id="job-fedprox",
+        db_url=db_url,
+        out="out",
+        categories=CATS,
+        strategy="fedprox",
+        **{"proximal-mu": 0.1, "dp-epsilon": 0.0},
+    )
+    del config["consent-key"]  # consents live in world.cohort, not in the store: count none
+
+    result = run_job(config, world.nodes, cohort_source=world.cohort)
+
+    lineage = json.loads((result.out_dir / "lineage.json").read_text())
+    assert lineage["aggregation"] == {"strategy": "fedprox", "proximal_mu": 0.1, "secure": "none"}
+    assert (lineage["spec"]["strategy"], lineage["spec"]["proximal-mu"]) == ("fedprox", 0.1)
+    assert [r.round for r in result.rounds] == [1, 2]
+    for rnd in result.rounds:
+        assert rnd.failures == () and set(rnd.train) == {"isv0", "isv1"}
+        assert all(np.isfinite(m["train-loss"]) for m in rnd.train.values())
+    assert result.model_path is not None
+    stored = np.load(result.model_path)
+    torch.manual_seed(0)  # the ServerApp seeds the initial model with the job's seed (0)
+    initial = get_weights(build_g_erp("logistic", stored["w0"].shape[1]))
+    assert any(not np.allclose(stored[f"w{i}"], w) for i, w in enumerate(initial))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_two_dp_jobs_run_at_once_on_the_same_nodes(
+    tmp_path: Path, db_url: str, sessions: sessionmaker[Session]
+) -> None:
+    """Two processes, two Rays, one set of nodes: both succeed, every receipt reaches the ledger."""
+    world = make_world(tmp_path / "world", n_isvs=2)
+    grant_consents(world, sessions)
+    one_cpu = SimulationRuntime(num_cpus=1, client_cpus=1.0)
+    configs = [
+        world.run_config(job_id=job, db_url=db_url, out=job, categories=CATS, rounds=1)
+        for job in ("job-left", "job-right")
+    ]
+
+    results = run_jobs([(c, world.nodes) for c in configs], runtime=one_cpu)
+
+    assert all(isinstance(r, JobResult) for r in results), results
+    spans = [
+        ((tmp_path / "world" / j / "sim-nodes.json").stat().st_mtime,
+         (tmp_path / "world" / j / "result.json").stat().st_mtime)
+        for j in ("job-left", "job-right")
+    ]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # the runs overlapped
+    with sessions() as s:
+        bodies = [
+            parse_canonical(row.leaf_data)["body"]
+            for row in s.scalars(select(LogEntryRow).where(LogEntryRow.kind == "data.used"))
+        ]
+    for job, result in zip(("job-left", "job-right"), results, strict=True):
+        assert isinstance(result, JobResult)
+        mine = {b["receipt"] for b in bodies if b["job_id"] == job}
+        assert mine == {r["receipt"] for r in result.receipts} and len(mine) == 2 * 3
+    for node in world.nodes:  # node state written by both processes is intact and complete
+        guard = ManifestReplayGuard(node.state_dir / "manifests.jsonl")
+        ledger = PrivacyLedger(node.privacy_ledger_path)
+        assert len(guard) == 2 * 2  # (statistics, round 1) x 2 jobs
+        assert all(ledger.job_epsilon(j, 1e-5) > 0 for j in ("job-left", "job-right"))
+    account = MerchantPrivacyAccount(Path(str(configs[0]["privacy-account"])))
+    trained = next(m for m in world.erp["isv0"]["merchant_id"] if not is_holdout(m))
+    assert account.spent(trained) == 2 * 3.0  # both jobs charged it, at its one ISV

@@ -1,12 +1,20 @@
-"""Tests for ConsentedStrategy's per-round bookkeeping."""
+"""Tests for the per-round bookkeeping of ConsentedStrategy and its SecAgg+ twin."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, RecordDict
+from flwr.common import Code, FitRes, Parameters, Status, ndarrays_to_parameters
+from flwr.server.client_manager import SimpleClientManager
+from flwr.server.client_proxy import ClientProxy
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
+from federation.apps._keys import ERR
+from federation.apps._secagg import _ConsentedLegacyStrategy
 from federation.apps._strategy import ConsentedStrategy
 
 NODES = {11: "isv0", 12: "isv1"}
@@ -62,3 +70,111 @@ def test_only_the_current_rounds_configs_are_held() -> None:
     assert strategy.held_configs == [(3, "isv0"), (3, "isv1")]
     assert calls == [(r, isv) for r in (1, 2, 3) for isv in ("isv0", "isv1")]
     assert strategy.as_dict()[2]["manifest_roots"] == {"isv0": "root-2-isv0", "isv1": "root-2-isv1"}
+
+
+def _error_replies(sent: list[Message], code: int) -> list[Message]:
+    """Each node answers its message with an error reply carrying ``code``."""
+    return [Message(Error(code=code, reason="held-out merchants lack both classes"), reply_to=m)
+            for m in sent]
+
+
+def test_evaluation_without_data_is_skipped_not_failed() -> None:
+    """NO_DATA from evaluate is noted as skipped; the same code from train is a failure."""
+    strategy = _strategy([])
+    evaluate = _send(strategy, 1, "evaluate")
+    train = _send(strategy, 2, "train")
+
+    strategy.aggregate_evaluate(1, _error_replies(evaluate, ERR.NO_DATA))
+    strategy.aggregate_train(2, _error_replies(train, ERR.NO_DATA))
+    rounds = strategy.as_dict()
+
+    assert rounds[1]["failures"] == [] and len(rounds[1]["skipped"]) == 2
+    assert all(s.startswith("evaluate@isv") for s in rounds[1]["skipped"])
+    assert len(rounds[2]["failures"]) == 2 and rounds[2]["skipped"] == []
+
+
+class _Proxy(ClientProxy):
+    """A registered legacy client that is never actually called."""
+
+    def get_properties(self, ins: Any, timeout: float | None, group_id: int | None) -> Any:
+        """Never called: these tests drive the strategy directly."""
+        raise NotImplementedError
+
+    def get_parameters(self, ins: Any, timeout: float | None, group_id: int | None) -> Any:
+        """Never called: these tests drive the strategy directly."""
+        raise NotImplementedError
+
+    def fit(self, ins: Any, timeout: float | None, group_id: int | None) -> Any:
+        """Never called: these tests drive the strategy directly."""
+        raise NotImplementedError
+
+    def evaluate(self, ins: Any, timeout: float | None, group_id: int | None) -> Any:
+        """Never called: these tests drive the strategy directly."""
+        raise NotImplementedError
+
+    def reconnect(self, ins: Any, timeout: float | None, group_id: int | None) -> Any:
+        """Never called: these tests drive the strategy directly."""
+        raise NotImplementedError
+
+
+def _legacy(calls: list[tuple[int, str]]) -> tuple[_ConsentedLegacyStrategy, SimpleClientManager]:
+    """The SecAgg+ strategy over two registered, identified nodes."""
+
+    def manifest_for(server_round: int, isv: str) -> tuple[ConfigRecord, str, int]:
+        calls.append((server_round, isv))
+        return ConfigRecord({"manifest": "x" * 290}), f"root-{server_round}-{isv}", 1
+
+    manager = SimpleClientManager()
+    for node in NODES:
+        proxy = _Proxy(str(node))
+        proxy.node_id = node
+        manager.register(proxy)
+    strategy = _ConsentedLegacyStrategy(
+        initial=[np.zeros(2, dtype=np.float32)],
+        nodes=NODES,
+        manifest_for=manifest_for,
+        check_token=lambda *_: None,
+        encoder={"e": np.zeros(1)},
+        on_round=None,
+    )
+    return strategy, manager
+
+
+def test_secagg_strategy_holds_only_the_current_rounds_configs() -> None:
+    """Under SecAgg+ too, a round's manifests are dropped once the round is done."""
+    calls: list[tuple[int, str]] = []
+    strategy, manager = _legacy(calls)
+    params = ndarrays_to_parameters([np.zeros(2, dtype=np.float32)])
+
+    strategy.configure_fit(1, params, manager)
+    strategy.configure_evaluate(1, params, manager)
+    held_mid_round = strategy.held_configs
+    strategy.aggregate_evaluate(1, [], [])
+    held_after_round = strategy.held_configs
+    strategy.configure_fit(2, params, manager)  # round 2 has no evaluation
+    strategy.configure_fit(3, params, manager)
+
+    assert held_mid_round == [(1, "isv0"), (1, "isv1")]
+    assert held_after_round == []
+    assert strategy.held_configs == [(3, "isv0"), (3, "isv1")]
+    assert calls == [(r, isv) for r in (1, 2, 3) for isv in ("isv0", "isv1")]
+
+
+def test_secagg_strategy_notes_only_rounds_aggregated_from_one_masked_sum() -> None:
+    """A round counts as masked only when every fit result carries SecAgg+'s one shared sum."""
+    strategy, manager = _legacy([])
+    proxies = list(manager.all().values())
+    ok = Status(code=Code.OK, message="")
+    shared = ndarrays_to_parameters([np.ones(2, dtype=np.float32)])
+
+    def fit_res(params: Parameters) -> FitRes:
+        return FitRes(status=ok, parameters=params, num_examples=10, metrics={})
+
+    strategy.aggregate_fit(1, [(p, fit_res(shared)) for p in proxies], [])
+    strategy.aggregate_fit(
+        2,
+        [(p, fit_res(ndarrays_to_parameters([np.ones(2, dtype=np.float32)]))) for p in proxies],
+        [],
+    )
+
+    assert strategy.masked_rounds == [1]
