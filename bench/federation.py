@@ -13,13 +13,17 @@ In one run, on the same splits:
   ledger, bin edges from the nodes' merged quantile sketches. The in-process
   peers (centralized, local-only) use the *same* merged-sketch bin edges, and
   the run checks that the Flower job's encoder has exactly those edges.
-* **PAKDD 2009**, ISVs made of whole shops: pooled vs FedAvg vs local-only.
-  PAKDD has 25 columns and the ERP schema 14 fields, so the nodes cannot hold
-  it; FedAvg runs in-process with the ClientApp's own ``train_local`` and a
-  sample-weighted mean (what Flower's FedAvg computes).
+* **PAKDD 2009**, ISVs made of whole shops: pooled vs federated (Flower) vs
+  local-only, on PAKDD's ERP group (income, partner income, months in the job,
+  profession). PAKDD has 25 columns and the ERP schema 14 fields, so a node
+  holds the ERP group only, as the architecture says it would; the platform
+  group feeds ``f_platform`` (a row of its own, for scale).
 * **Synthetic world**: AUC of the platform-only PD vs the combiner with the
   federated ``g_erp`` score, and fake-trade recall at a 5 % alert rate with and
-  without ERP data (in-process FedAvg, as for PAKDD).
+  without ERP data; ``g`` is trained by Flower jobs (``pd-erp``, ``fake-trade``).
+
+Every federated number comes from Flower's simulation runtime; nothing here
+averages models itself.
 * **Scale**: a Flower job on ``isvs × merchants`` synthetic merchants: seconds
   per round and the peak resident memory of the whole process tree (this
   process, Ray's GCS/raylet and every worker), sampled from ``/proc``.
@@ -73,13 +77,12 @@ from federation.models import (
     Combiner,
     build_g_erp,
     fit_f_platform,
-    get_weights,
     predict_proba,
     set_weights,
     train_local,
 )
-from federation.realdata import ISV_COLUMN, load_gmsc, load_pakdd
-from federation.schema import AS_OF, ERP_FEATURES, FAKE_LABEL, LABEL, MERCHANT_ID, erp_fields_for
+from federation.realdata import ISV_COLUMN, PAKDD_ERP, PAKDD_PLATFORM, load_gmsc, load_pakdd
+from federation.schema import AS_OF, FAKE_LABEL, LABEL, MERCHANT_ID, erp_fields_for
 from federation.synth import SynthParams, generate_world, write_world
 
 SECTIONS = ("gmsc", "pakdd", "synth", "scale", "dpcost")
@@ -89,6 +92,8 @@ CONSUMER = "platform"
 # GMSC's ten columns ride in ten ERP slots (the node reads only ERP-schema columns, by
 # consent category). Binning is invariant to the name, so the slot only labels the column.
 GMSC_CATEGORIES = ("cash_and_debt", "inventory", "margins", "orders_and_shipping", "turnover")
+# PAKDD's four ERP columns (income, partner income, months in the job, profession code).
+PAKDD_CATEGORIES = ("margins", "cash_and_debt")
 SNAPSHOT = date(2025, 6, 30)
 DATA_FROM, DATA_TO = date(2024, 1, 1), date(2026, 12, 31)
 
@@ -122,7 +127,8 @@ class BenchConfig:
     pakdd_per_isv : int | None, default None
         Subsample train rows per ISV (None = all).
     pakdd_local_epochs : int, default 2
-        Local epochs per FedAvg round on PAKDD (pooled and local-only keep ``rounds`` epochs).
+        Local epochs per federated round on PAKDD (pooled and local-only keep ``rounds``
+        epochs, at which they have converged; one epoch per round leaves FedAvg short).
     synth_merchants, synth_isvs : int, default 60_000, 5
     scale_isvs, scale_merchants : int, default 10, 1_000_000
         Scale job: ISVs and merchants per ISV (on average: the world is non-IID).
@@ -408,28 +414,6 @@ def _train_pooled(arch: str, X: np.ndarray, y: np.ndarray, cfg: BenchConfig) -> 
     return model
 
 
-def _fedavg(arch: str, parts: Sequence[tuple[np.ndarray, np.ndarray]], cfg: BenchConfig,
-            local_epochs: int = 1) -> torch.nn.Module:
-    """FedAvg in-process: each round every part trains ``local_epochs`` epochs (default 1)
-    from the global weights (``train_local``, as the ClientApp does) and the server takes
-    the row-weighted mean."""
-    n_inputs = parts[0][0].shape[1]
-    model = _seeded_model(arch, n_inputs, cfg.seed)
-    total = sum(len(y) for _, y in parts)
-    for rnd in range(1, cfg.rounds + 1):
-        start = get_weights(model)
-        acc = [np.zeros_like(w, dtype=np.float64) for w in start]
-        for X, y in parts:
-            local = build_g_erp(arch, n_inputs)
-            set_weights(local, start)
-            train_local(local, X, y, epochs=local_epochs, batch_size=cfg.batch_size,
-                        lr=cfg.lr, seed=cfg.seed + rnd)
-            for a, w in zip(acc, get_weights(local), strict=True):
-                a += w * (len(y) / total)
-        set_weights(model, [a.astype(w.dtype) for a, w in zip(acc, start, strict=True)])
-    return model
-
-
 def _merged_encoder(frames: Sequence[pd.DataFrame], columns: Sequence[str], n_bins: int
                     ) -> BinEncoder:
     """Bin edges from the merge of one quantile sketch per ISV (never from pooled rows).
@@ -595,15 +579,51 @@ def _subsample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     return frame.sample(n=n, random_state=seed).sort_values(MERCHANT_ID).reset_index(drop=True)
 
 
+def _node_world(work: Path, name: str, tables: Mapping[str, pd.DataFrame],
+                to_slot: Mapping[str, str], labels: pd.DataFrame) -> FlowerWorld:
+    """One ERP file per ISV (``to_slot`` renames columns to ERP fields) and a labels file."""
+    node_dir = work / f"{name}-data"
+    node_dir.mkdir(parents=True, exist_ok=True)
+    erp_paths = {}
+    for isv, t in tables.items():
+        frame = t[[MERCHANT_ID, *to_slot]].rename(columns=dict(to_slot))
+        if AS_OF not in frame:
+            frame = frame.assign(**{AS_OF: SNAPSHOT})
+        erp_paths[isv] = node_dir / f"{isv}.parquet"
+        frame.to_parquet(erp_paths[isv], index=False)
+    labels.to_parquet(node_dir / "labels.parquet", index=False)
+    return make_flower_world(work / f"{name}-flower", erp_paths, node_dir / "labels.parquet")
+
+
+def _slots(columns: Sequence[str], categories: Sequence[str]) -> dict[str, str]:
+    """Column -> ERP field it rides in (binning is invariant to the name)."""
+    slots = erp_fields_for(categories)
+    if len(slots) != len(columns):
+        raise RuntimeError(f"{len(columns)} columns but {len(slots)} ERP slots in {categories}")
+    return dict(zip(columns, slots, strict=True))
+
+
+def _flower_model_auc(world: FlowerWorld, jobs: list[JobTiming], name: str, arch: str,
+                      encoder: BinEncoder, to_slot: Mapping[str, str], test: pd.DataFrame,
+                      y_test: np.ndarray, **kw: Any) -> float:
+    """Run a Flower training job and score its saved model on ``test`` (bench-side)."""
+    result, timing = run_flower_job(world, name, arch=arch, **kw)
+    jobs.append(timing)
+    model, enc = load_job_model(result.model_path, arch)
+    # The server's edges come from the nodes' sketches; they must be ours exactly.
+    for col, slot in to_slot.items():
+        if not np.array_equal(enc.edges[slot], encoder.edges[col]):
+            raise RuntimeError(f"Flower job {name}: edges of {col} differ from the merge")
+    return auc(y_test, predict_proba(model, enc.transform(test[list(to_slot)].rename(
+        columns=dict(to_slot)))))
+
+
 def gmsc_section(cfg: BenchConfig, work: Path, digest: _Digest) -> tuple[list[BenchRow],
                                                                           list[JobTiming]]:
     """Centralized, local-only, federated (Flower) and DP federated (Flower) on GMSC."""
     data = load_gmsc(seed=cfg.seed)
     columns = list(data.all_columns)
-    slots = erp_fields_for(GMSC_CATEGORIES)
-    if len(slots) != len(columns):
-        raise RuntimeError(f"{len(columns)} GMSC columns but {len(slots)} ERP slots")
-    to_slot = dict(zip(columns, slots, strict=True))
+    to_slot = _slots(columns, GMSC_CATEGORIES)
     tables = {k: _subsample(data.train.isv_table(k, with_platform=True), cfg.gmsc_per_isv,
                             cfg.seed) for k in data.isvs}
     test = _subsample(data.test.pooled(with_platform=True), cfg.gmsc_test, cfg.seed)
@@ -635,30 +655,15 @@ def gmsc_section(cfg: BenchConfig, work: Path, digest: _Digest) -> tuple[list[Be
                                  f"centralized {arch}", central[arch]))
 
     # The nodes' ERP files: every train-split row, columns renamed to their ERP slots.
-    node_dir = work / "gmsc-data"
-    node_dir.mkdir(parents=True, exist_ok=True)
-    erp_paths = {}
-    for isv, t in tables.items():
-        frame = t[[MERCHANT_ID, *columns]].rename(columns=to_slot).assign(**{AS_OF: SNAPSHOT})
-        erp_paths[isv] = node_dir / f"{isv}.parquet"
-        frame.to_parquet(erp_paths[isv], index=False)
     labels = pd.concat([t[[MERCHANT_ID, LABEL]] for t in tables.values()])
-    labels.to_parquet(node_dir / "labels.parquet", index=False)
-    world = make_flower_world(work / "gmsc-flower", erp_paths, node_dir / "labels.parquet")
-    X_test_slots = test[columns].rename(columns=to_slot)
+    world = _node_world(work, "gmsc", tables, to_slot, labels)
     common = {"categories": ",".join(GMSC_CATEGORIES), "rounds": cfg.rounds,
               "n-bins": cfg.n_bins, "seed": cfg.seed, "local-epochs": 1}
     jobs: list[JobTiming] = []
 
     def flower_auc(name: str, arch: str, **kw: Any) -> float:
-        result, timing = run_flower_job(world, name, arch=arch, **common, **kw)
-        jobs.append(timing)
-        model, enc = load_job_model(result.model_path, arch)
-        # The server's edges come from the nodes' sketches; they must be ours exactly.
-        for col, slot in to_slot.items():
-            if not np.array_equal(enc.edges[slot], encoder.edges[col]):
-                raise RuntimeError(f"Flower job {name}: edges of {col} differ from the merge")
-        return auc(y_test, predict_proba(model, enc.transform(X_test_slots)))
+        return _flower_model_auc(world, jobs, name, arch, encoder, to_slot, test, y_test,
+                                 **common, **kw)
 
     for arch in cfg.archs:
         fed = flower_auc(f"gmsc-fed-{arch}", arch, lr=cfg.lr, **{"batch-size": cfg.batch_size})
@@ -675,12 +680,12 @@ def gmsc_section(cfg: BenchConfig, work: Path, digest: _Digest) -> tuple[list[Be
     return rows, jobs
 
 
-
-
-def pakdd_section(cfg: BenchConfig, digest: _Digest) -> list[BenchRow]:
-    """Pooled vs FedAvg vs each ISV alone on PAKDD 2009 (ISVs = groups of whole shops)."""
+def pakdd_section(cfg: BenchConfig, work: Path, digest: _Digest
+                  ) -> tuple[list[BenchRow], list[JobTiming]]:
+    """Pooled vs federated (Flower) vs each ISV alone on PAKDD's ERP group (ISVs = shops)."""
     data = load_pakdd(n_isvs=cfg.pakdd_isvs, seed=cfg.seed)
-    columns = list(data.all_columns)
+    columns = list(PAKDD_ERP)
+    to_slot = _slots(columns, PAKDD_CATEGORIES)
     tables = {k: _subsample(data.train.isv_table(k, with_platform=True), cfg.pakdd_per_isv,
                             cfg.seed) for k in data.isvs}
     encoder = _merged_encoder(list(tables.values()), columns, cfg.n_bins)
@@ -695,27 +700,40 @@ def pakdd_section(cfg: BenchConfig, digest: _Digest) -> list[BenchRow]:
     X_pool = np.concatenate([p[0] for p in parts.values()])
     y_pool = np.concatenate([p[1] for p in parts.values()])
     pooled = auc(y_test, predict_proba(_train_pooled(arch, X_pool, y_pool, cfg), X_test))
-    rows = [_auc_row("PAKDD", f"pooled {arch}", pooled, "—", float("nan"))]
+    # The platform side of the same merchants, for scale: f_platform on the platform group.
+    train_pool = pd.concat([_training_rows(t) for t in tables.values()])
+    f_model = fit_f_platform(train_pool, train_pool[LABEL], kind="logistic",
+                             features=list(PAKDD_PLATFORM), seed=cfg.seed)
+    rows = [BenchRow("PAKDD", "f_platform logistic on the platform group (context)",
+                     auc(y_test, f_model.predict_proba(test)), "AUC"),
+            _auc_row("PAKDD", f"pooled {arch} (ERP group)", pooled, "—", float("nan"))]
     local = {}
     for isv, (X, y) in parts.items():
         local[isv] = auc(y_test, predict_proba(_train_pooled(arch, X, y, cfg), X_test))
         rows.append(_auc_row("PAKDD", f"{isv} alone {arch} (n={len(y):,})", local[isv],
                              f"pooled {arch}", pooled))
+    labels = pd.concat([t[[MERCHANT_ID, LABEL]] for t in tables.values()])
+    world = _node_world(work, "pakdd", tables, to_slot, labels)
     e = cfg.pakdd_local_epochs
-    fed = auc(y_test, predict_proba(_fedavg(arch, list(parts.values()), cfg, e), X_test))
+    jobs: list[JobTiming] = []
+    fed = _flower_model_auc(world, jobs, f"pakdd-fed-{arch}", arch, encoder, to_slot, test,
+                            y_test, categories=",".join(PAKDD_CATEGORIES), rounds=cfg.rounds,
+                            seed=cfg.seed, lr=cfg.lr, **{"n-bins": cfg.n_bins,
+                                                         "local-epochs": e,
+                                                         "batch-size": cfg.batch_size})
     best = max(local.values())
     rows.append(_auc_row(
-        "PAKDD", f"FedAvg {arch} ({len(parts)} ISVs, {cfg.rounds} rounds × {e} local epochs, "
-        "in-process)", fed,
-        f"pooled {arch}", pooled, f"≥ pooled − 0.005 and > best local ({best:.4f})",
-        fed >= pooled - 0.005 and fed > best))
-    return rows
+        "PAKDD", f"federated {arch} (Flower, {len(parts)} ISVs, {cfg.rounds} rounds × {e} "
+        "local epochs)", fed, f"pooled {arch}", pooled,
+        f"≥ pooled − 0.005 and > best local ({best:.4f})", fed >= pooled - 0.005 and fed > best))
+    return rows, jobs
 
 
-def synth_section(cfg: BenchConfig, digest: _Digest) -> list[BenchRow]:
+def synth_section(cfg: BenchConfig, work: Path, digest: _Digest
+                  ) -> tuple[list[BenchRow], list[JobTiming]]:
     """Platform-only vs platform + federated ERP score: default AUC and fake-trade recall."""
-    world = generate_world(SynthParams(merchants=cfg.synth_merchants, isvs=cfg.synth_isvs,
-                                       seed=cfg.seed))
+    params = SynthParams(merchants=cfg.synth_merchants, isvs=cfg.synth_isvs, seed=cfg.seed)
+    world = generate_world(params)
     plat = world.platform
     erp = pd.concat([f.assign(**{ISV_COLUMN: k}) for k, f in world.erp.items()])
     erp = erp.sort_values([MERCHANT_ID, AS_OF]).groupby(MERCHANT_ID).tail(1)  # latest snapshot
@@ -731,22 +749,33 @@ def synth_section(cfg: BenchConfig, digest: _Digest) -> list[BenchRow]:
                                 "fake": int(plat[FAKE_LABEL].sum())})
     by_id = plat.set_index(MERCHANT_ID)
     erp_by_id = erp.set_index(MERCHANT_ID)
-    fit_erp = erp_by_id.loc[erp_by_id.index.isin(fit_ids)].reset_index()
-    encoder = _merged_encoder([g for _, g in fit_erp.groupby(ISV_COLUMN)], ERP_FEATURES,
-                              cfg.n_bins)
+
+    # The nodes hold their whole ERP tables (every snapshot); the platform labels only the
+    # fit merchants, so g never trains on a combiner or test merchant.
+    node_dir = work / "synth-data"
+    node_dir.mkdir(parents=True, exist_ok=True)
+    erp_paths = {}
+    for isv, frame in world.erp.items():
+        erp_paths[isv] = node_dir / f"{isv}.parquet"
+        frame.to_parquet(erp_paths[isv], index=False)
+    fit_labels = plat[plat[MERCHANT_ID].isin(set(fit_ids))][[MERCHANT_ID, LABEL, FAKE_LABEL]]
+    fit_labels.to_parquet(node_dir / "labels.parquet", index=False)
+    flower = make_flower_world(work / "synth-flower", erp_paths, node_dir / "labels.parquet",
+                               data_from=params.data_from, data_to=params.as_of)
+
     rows: list[BenchRow] = []
-    for label, arch, what in ((LABEL, "logistic", "default AUC"), (FAKE_LABEL, "mlp",
-                                                                    "fake-trade recall@5%")):
+    jobs: list[JobTiming] = []
+    for label, spec, arch in ((LABEL, "pd-erp", "logistic"), (FAKE_LABEL, "fake-trade", "mlp")):
         f_model = fit_f_platform(by_id.loc[fit_ids].reset_index(), by_id.loc[fit_ids, label],
                                  kind="hgb", seed=cfg.seed)
-        parts = []
-        for _, g in fit_erp.groupby(ISV_COLUMN):
-            parts.append((encoder.transform(g), by_id.loc[g[MERCHANT_ID], label].to_numpy(
-                dtype=np.float32)))
-        g_model = _fedavg(arch, parts, cfg)
+        result, timing = run_flower_job(
+            flower, f"synth-{spec}", spec=spec, arch=arch, rounds=cfg.rounds, seed=cfg.seed,
+            lr=cfg.lr, **{"batch-size": cfg.batch_size, "n-bins": cfg.n_bins})
+        jobs.append(timing)
+        g_model, encoder = load_job_model(result.model_path, arch)
 
         def scores(sel: np.ndarray, f_model: Any = f_model, g_model: Any = g_model,
-                   label: str = label
+                   encoder: BinEncoder = encoder, label: str = label
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             f = f_model.predict_proba(by_id.loc[sel].reset_index())
             g = np.full(len(sel), np.nan)
@@ -758,21 +787,23 @@ def synth_section(cfg: BenchConfig, digest: _Digest) -> list[BenchRow]:
         comb = Combiner().fit(*scores(comb_ids))
         f, g, y = scores(test_ids)
         pd_est = comb.predict(f, g)
+        g_name = f"Flower {spec} {arch} g, {cfg.rounds} rounds"
         if label == LABEL:
             base, with_erp = auc(y, pd_est.platform_only), auc(y, pd_est.with_erp)
             rows.append(_auc_row("synthetic", "platform-only PD (f_platform hgb)", base, "—",
                                  float("nan")))
-            rows.append(_auc_row("synthetic", f"platform + ERP combiner (FedAvg {arch} g)",
+            rows.append(_auc_row("synthetic", f"platform + ERP combiner ({g_name})",
                                  with_erp, "platform-only", base, "> platform-only",
                                  with_erp > base))
         else:
             base = recall_at_alert_rate(y, pd_est.platform_only, ALERT_RATE)
             with_erp = recall_at_alert_rate(y, pd_est.with_erp, ALERT_RATE)
-            rows.append(BenchRow("synthetic", f"{what} platform only", base, "recall"))
-            rows.append(BenchRow("synthetic", f"{what} with ERP (FedAvg {arch} g)", with_erp,
-                                 "recall", "platform only", base, "diff", "> platform only",
-                                 with_erp > base))
-    return rows
+            rows.append(BenchRow("synthetic", "fake-trade recall@5% platform only", base,
+                                 "recall"))
+            rows.append(BenchRow("synthetic", f"fake-trade recall@5% with ERP ({g_name})",
+                                 with_erp, "recall", "platform only", base, "diff",
+                                 "> platform only", with_erp > base))
+    return rows, jobs
 
 
 def scale_section(cfg: BenchConfig, work: Path) -> tuple[list[BenchRow], list[JobTiming]]:
@@ -902,9 +933,13 @@ def run(cfg: BenchConfig, *, workdir: Path | None = None,
                 rows += r
                 jobs += j
             elif section == "pakdd":
-                rows += pakdd_section(cfg, digest)
+                r, j = pakdd_section(cfg, work, digest)
+                rows += r
+                jobs += j
             elif section == "synth":
-                rows += synth_section(cfg, digest)
+                r, j = synth_section(cfg, work, digest)
+                rows += r
+                jobs += j
             elif section == "scale":
                 r, j = scale_section(cfg, work)
                 rows += r

@@ -16,7 +16,7 @@ QUICK_DIGEST = "9290b0d8e56f100e324362977499ea173affd087de9db153ea6161cbeb4b2c67
 
 @pytest.mark.slow
 def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
-    """The quick run fills GMSC, PAKDD, synthetic, scale and DP-cost rows from real Flower jobs."""
+    """The quick run fills every section; each federated row comes from a real Flower job."""
     cfg = BenchConfig.quick_config()
 
     result = run(cfg, workdir=tmp_path)
@@ -26,14 +26,18 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
     metrics = {(r.section, r.metric.split(" (")[0]) for r in result.rows}
     assert {("GMSC", "centralized pooled logistic"), ("GMSC", "federated logistic"),
             ("GMSC", "federated DP logistic"), ("PAKDD", "pooled logistic"),
-            ("PAKDD", "FedAvg logistic"), ("synthetic", "platform-only PD"),
+            ("PAKDD", "federated logistic"), ("synthetic", "platform-only PD"),
             ("synthetic", "platform + ERP combiner")} <= metrics
     assert sum(" alone " in r.metric for r in result.rows if r.section == "GMSC") == 4
     assert sum(" alone " in r.metric for r in result.rows if r.section == "PAKDD") == 5
     assert all(0.0 < r.value <= 1.0 for r in result.rows if r.unit == "AUC"), result.rows
     assert result.row("GMSC", "centralized pooled logistic").value > 0.75
-    assert [j.name for j in result.jobs] == ["gmsc-fed-logistic", "gmsc-dp-logistic", "scale"]
-    assert all(len(j.round_seconds) == r for j, r in zip(result.jobs, (2, 2, 1), strict=True))
+    assert [j.name for j in result.jobs] == [
+        "gmsc-fed-logistic", "gmsc-dp-logistic", "pakdd-fed-logistic", "synth-pd-erp",
+        "synth-fake-trade", "scale",
+    ]  # fmt: skip
+    rounds = (2, 2, 2, 2, 2, 1)
+    assert all(len(j.round_seconds) == r for j, r in zip(result.jobs, rounds, strict=True))
     dp = result.jobs[1]
     assert len(dp.epsilon) == 4 and all(0 < e <= 3.0 + 1e-6 for e in dp.epsilon.values())
     peak = next(r for r in result.rows if r.metric.startswith("peak RSS"))
