@@ -24,9 +24,10 @@ In one run, on the same splits:
 
 Every federated number comes from Flower's simulation runtime; nothing here
 averages models itself.
-* **Scale**: a Flower job on ``isvs × merchants`` synthetic merchants: seconds
-  per round and the peak resident memory of the whole process tree (this
-  process, Ray's GCS/raylet and every worker), sampled from ``/proc``.
+* **Scale**: a Flower job on a synthetic world of ``merchants`` spread over
+  ``isvs`` nodes (default 10 ISVs, 1,000,000 merchants): seconds per round and
+  the peak resident memory of the whole process tree (this process, Ray's
+  GCS/raylet and every worker), sampled from ``/proc``.
 * **DP cost**: one epoch of Opacus DP-SGD vs the same loop without Opacus.
 
 Splits and training rows. Every dataset is split 80/20 (stratified, seed 0);
@@ -131,7 +132,9 @@ class BenchConfig:
         epochs, at which they have converged; one epoch per round leaves FedAvg short).
     synth_merchants, synth_isvs : int, default 60_000, 5
     scale_isvs, scale_merchants : int, default 10, 1_000_000
-        Scale job: ISVs and merchants per ISV (on average: the world is non-IID).
+        Scale job: ISVs, and merchants in the world (``fedgate data synth --merchants``),
+        every one of them at some ISV, so the nodes hold ``scale_merchants`` ERP rows
+        between them (non-IID shares).
     scale_rounds : int, default 2
     scale_rss_limit_gib : float, default 14.0
         Stop the whole run if the process tree passes this (see :class:`PeakRss`).
@@ -175,7 +178,7 @@ class BenchConfig:
             synth_merchants=4_000,
             synth_isvs=3,
             scale_isvs=2,
-            scale_merchants=2_000,
+            scale_merchants=4_000,
             scale_rounds=1,
         )
 
@@ -807,8 +810,8 @@ def synth_section(cfg: BenchConfig, work: Path, digest: _Digest
 
 
 def scale_section(cfg: BenchConfig, work: Path) -> tuple[list[BenchRow], list[JobTiming]]:
-    """A Flower job on ``scale_isvs`` × ``scale_merchants``: seconds per round, peak RSS."""
-    params = SynthParams(merchants=cfg.scale_isvs * cfg.scale_merchants, isvs=cfg.scale_isvs,
+    """A Flower job on ``scale_merchants`` spread over ``scale_isvs``: s per round, peak RSS."""
+    params = SynthParams(merchants=cfg.scale_merchants, isvs=cfg.scale_isvs,
                          seed=cfg.seed, no_isv_share=0.0)
     data_dir = work / "scale-data"
     started = time.perf_counter()
@@ -828,7 +831,7 @@ def scale_section(cfg: BenchConfig, work: Path) -> tuple[list[BenchRow], list[Jo
     rs = timing.round_seconds
     # Round 1's clock also runs through identification and the statistics round.
     per_round = statistics.mean(rs[1:]) if len(rs) > 1 else rs[0]
-    label = f"{cfg.scale_isvs} ISVs × {cfg.scale_merchants:,} merchants ({total:,} ERP rows)"
+    label = f"{cfg.scale_isvs} ISVs, {cfg.scale_merchants:,} merchants ({total:,} ERP rows)"
     gib = 1024**3
     return [
         BenchRow("scale", f"seconds per round, {label}", per_round, "s",
@@ -996,7 +999,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--archs", default=None, help="g_erp families, e.g. logistic,mlp")
     parser.add_argument("--scale-isvs", type=_positive, default=None)
     parser.add_argument("--scale-merchants", type=_positive, default=None,
-                        help="merchants per ISV in the scale job")
+                        help="merchants in the scale job's world, across all its ISVs")
     parser.add_argument("--scale-rounds", type=_positive, default=None)
     parser.add_argument("--scale-rss-limit-gib", type=float, default=None)
     parser.add_argument("--workdir", type=Path, default=None,

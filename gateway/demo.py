@@ -49,6 +49,8 @@ from .settings import Settings
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
+    from consent import ReceiptNotice
+
 __all__ = [
     "DEMO_DIR",
     "DEFAULT_MERCHANTS",
@@ -273,6 +275,7 @@ def _grant_consents(
     key: Any,
     categories: Sequence[str],
     stages: _Stages,
+    notice: ReceiptNotice,
 ) -> dict[str, str]:
     """One ACTIVE consent per ISV merchant (training and scoring); merchant id → consent id."""
     from consent import grant, parse_terms
@@ -297,7 +300,7 @@ def _grant_consents(
                     "consent_start": (now - timedelta(days=1)).isoformat(),
                     "consent_expiry": (now + timedelta(days=CONSENT_DAYS)).isoformat(),
                 }
-                grant(s, parse_terms(terms), key=key, at=now)
+                grant(s, parse_terms(terms), key=key, at=now, notice=notice)
                 ids[m] = f"c-{m}"
                 if (i + 1) % _CONSENT_BATCH == 0:
                     stages.advance(task, _CONSENT_BATCH)
@@ -590,7 +593,9 @@ def run_demo(
         import ledger
 
         cm_key = load_or_create_key(cfg.resolved_key_dir, jobs.CONSENT_MANAGER_KEY)
-        consent_ids = _grant_consents(sessions, erp, doc, cm_key, spec.categories, stages)
+        consent_ids = _grant_consents(
+            sessions, erp, doc, cm_key, spec.categories, stages, cfg.receipt_notice
+        )
         with sessions() as s, s.begin():
             ledger.sign_checkpoint(
                 s, load_or_create_key(cfg.resolved_key_dir, "log"), cfg.log_origin
@@ -608,7 +613,8 @@ def run_demo(
                 with sessions() as s, s.begin():
                     for ms in revoked.values():
                         for m in ms:
-                            revoke(s, consent_ids[m], reason="merchant withdrew (demo)")
+                            revoke(s, consent_ids[m], reason="merchant withdrew (demo)",
+                                   notice=cfg.receipt_notice)
                             revoked_count[0] += 1
             if 1 <= log.round <= rounds:
                 stages.finish(round_tasks[log.round - 1])

@@ -11,10 +11,13 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consent import ReceiptNotice
+
 __all__ = ["Settings", "DEFAULT_DATA_DIR", "DEFAULT_LOG_ORIGIN"]
 
 DEFAULT_DATA_DIR = Path(".fedgate")
 DEFAULT_LOG_ORIGIN = "fedgate.example/ledger"
+_NOTICE = ReceiptNotice()  # consent's example notice supplies the defaults
 
 
 class Settings(BaseSettings):
@@ -30,6 +33,10 @@ class Settings(BaseSettings):
         The checkpoint origin line (C2SP tlog-checkpoint) naming this log.
     key_dir : Path | None, default ``<data_dir>/keys``
         Where Ed25519 keys are generated on first use (mode 0600).
+    receipt_jurisdiction, receipt_language, receipt_policy_url, receipt_controller_contact,
+    receipt_collection_method : str
+        The notice every consent receipt states (Kantara fields); the defaults name
+        ``fedgate.example`` and must be replaced in a deployment.
     """
 
     model_config = SettingsConfigDict(env_prefix="FEDGATE_", extra="ignore")
@@ -38,6 +45,22 @@ class Settings(BaseSettings):
     database_url: str | None = None
     log_origin: str = DEFAULT_LOG_ORIGIN
     key_dir: Path | None = None
+    receipt_jurisdiction: str = _NOTICE.jurisdiction
+    receipt_language: str = _NOTICE.language
+    receipt_policy_url: str = _NOTICE.policy_url
+    receipt_controller_contact: str = _NOTICE.controller_contact
+    receipt_collection_method: str = _NOTICE.collection_method
+
+    @property
+    def receipt_notice(self) -> ReceiptNotice:
+        """The notice consent receipts state, from the ``receipt_*`` settings."""
+        return ReceiptNotice(
+            jurisdiction=self.receipt_jurisdiction,
+            language=self.receipt_language,
+            policy_url=self.receipt_policy_url,
+            controller_contact=self.receipt_controller_contact,
+            collection_method=self.receipt_collection_method,
+        )
 
     @property
     def resolved_database_url(self) -> str:

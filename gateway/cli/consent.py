@@ -182,6 +182,7 @@ def grant(
                 activate=not pending,
                 merchant_signature=signature,
                 merchant_key=signer,
+                notice=settings().receipt_notice,
             )
     except consent.ConsentError as exc:
         fail(exc.code, str(exc))
@@ -198,7 +199,9 @@ def grant(
 def _transition(name: str, consent_id: str, **kw: Any) -> None:
     try:
         with session() as s:
-            receipt = getattr(consent, name)(s, consent_id, **kw)
+            receipt = getattr(consent, name)(
+                s, consent_id, notice=settings().receipt_notice, **kw
+            )
     except consent.ConsentError as exc:
         fail(exc.code, str(exc))
     _echo(receipt.to_json())
@@ -250,7 +253,7 @@ def expire() -> None:
     """Record ``consent.expired`` for every live consent past its expiry."""
     try:
         with session() as s:
-            receipts = consent.expire_due(s)
+            receipts = consent.expire_due(s, notice=settings().receipt_notice)
     except consent.ConsentError as exc:
         fail(exc.code, str(exc))
     _echo(_receipts(receipts))

@@ -271,3 +271,19 @@ def test_check_unknown_vocabulary_is_refused(
     exit_code, _, err = _run(*args)
 
     assert exit_code == 1 and f"error[{code}]" in err
+
+
+def test_receipts_state_the_configured_notice(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FEDGATE_RECEIPT_* settings reach every receipt the CLI prints."""
+    monkeypatch.setenv("FEDGATE_RECEIPT_POLICY_URL", "https://lender.test/privacy")
+    monkeypatch.setenv("FEDGATE_RECEIPT_JURISDICTION", "HK")
+    _common.settings.cache_clear()
+
+    granted = json.loads(_run("grant", "--terms", _terms_file(cli_env))[1])
+    paused = json.loads(_run("pause", "c-1")[1])
+
+    notices = [*granted["receipts"], paused]
+    assert notices and all(r["policy_url"] == "https://lender.test/privacy" for r in notices)
+    assert all(r["jurisdiction"] == "HK" for r in notices)
