@@ -58,7 +58,7 @@ from ._keys import (
     NUM_EXAMPLES,
     RECEIPT_KEY,
 )
-from ._strategy import ManifestFn, RoundLog
+from ._strategy import ManifestFn, RoundConfigs, RoundLog
 
 __all__ = ["secagg_mod", "legacy_bridge_mod", "run_secagg_rounds", "TokenCheck"]
 
@@ -172,21 +172,14 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         self.encoder = _npz(encoder)
         self.on_round = on_round
         self.rounds: dict[int, RoundLog] = {}
-        # Only the current round's configs (signed manifests, ~290 B per merchant), as in
-        # ConsentedStrategy: the lineage keeps the roots, the bulk is dropped.
-        self._configs: dict[tuple[int, str], dict[str, Scalar]] = {}
+        self._configs: RoundConfigs[dict[str, Scalar]] = RoundConfigs()
         self.masked_rounds: list[int] = []
         """Rounds whose fit results all carried one shared aggregate (SecAgg+'s unmasked sum)."""
 
     @property
     def held_configs(self) -> list[tuple[int, str]]:
         """``(round, isv)`` of the configs still held: at most the current round's."""
-        return sorted(self._configs)
-
-    def _release(self, upto: int) -> None:
-        """Drop the configs of rounds ``<= upto``; their replies are processed."""
-        for key in [k for k in self._configs if k[0] <= upto]:
-            del self._configs[key]
+        return self._configs.held()
 
     def _log(self, rnd: int) -> RoundLog:
         return self.rounds.setdefault(rnd, RoundLog(round=rnd))
@@ -215,7 +208,7 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
     ) -> list[tuple[ClientProxy, FitIns]]:
         """One FitIns per identified node, each with that node's manifest."""
         self._params = parameters
-        self._release(server_round - 1)  # a round without evaluation never reaches it
+        self._configs.release(server_round - 1)  # a round without evaluation never reaches it
         return self._instructions(server_round, client_manager, FitIns)
 
     def configure_evaluate(
@@ -265,7 +258,7 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         rlog = self._log(server_round)
         rlog.evaluate = self._screen(server_round, "evaluate", results, failures)
         loss, _ = super().aggregate_evaluate(server_round, results, failures)
-        self._release(server_round)
+        self._configs.release(server_round)
         if self.on_round is not None:
             self.on_round(rlog)
         return loss, {}

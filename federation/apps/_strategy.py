@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, TypeVar
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
@@ -22,7 +22,7 @@ from flwr.serverapp.strategy import Strategy
 
 from ._keys import ENCODER_KEY, ERR, JOB_KEY, METRICS_KEY, RECEIPT_KEY
 
-__all__ = ["ConsentedStrategy", "RoundLog"]
+__all__ = ["ConsentedStrategy", "RoundConfigs", "RoundLog"]
 
 
 @dataclass(slots=True)
@@ -41,6 +41,26 @@ class RoundLog:
     skipped: list[str] = field(default_factory=list)
     manifest_roots: dict[str, str] = field(default_factory=dict)
     merchants: dict[str, int] = field(default_factory=dict)
+
+
+V = TypeVar("V")
+
+
+class RoundConfigs(dict[tuple[int, str], V]):
+    """Job configs by ``(round, isv)``; a round's are dropped once its replies are in.
+
+    A config carries the node's signed manifest (~290 B per merchant), so holding every
+    round's would grow with rounds × merchants; the lineage keeps only the roots.
+    """
+
+    def held(self) -> list[tuple[int, str]]:
+        """``(round, isv)`` of the configs still held: at most the current round's."""
+        return sorted(self)
+
+    def release(self, upto: int) -> None:
+        """Drop the configs of rounds ``<= upto``."""
+        for key in [k for k in self if k[0] <= upto]:
+            del self[key]
 
 
 # (round, isv, purpose) -> (job-config record for that node, manifest root, merchant count)
@@ -86,9 +106,7 @@ class ConsentedStrategy(Strategy):
         self.encoder = encoder
         self.on_round = on_round
         self.rounds: dict[int, RoundLog] = {}
-        # Only the current round's job configs (signed manifests, ~290 B per merchant):
-        # the lineage (manifest roots) stays in ``rounds``, the bulk is dropped.
-        self._configs: dict[tuple[int, str], ConfigRecord] = {}
+        self._configs: RoundConfigs[ConfigRecord] = RoundConfigs()
 
     def summary(self) -> None:
         """Log the wrapped strategy's summary."""
@@ -98,12 +116,7 @@ class ConsentedStrategy(Strategy):
     @property
     def held_configs(self) -> list[tuple[int, str]]:
         """``(round, isv)`` of the job configs still held: at most the current round's."""
-        return sorted(self._configs)
-
-    def _release(self, upto: int) -> None:
-        """Drop the job configs of rounds ``<= upto``; their replies are processed."""
-        for key in [k for k in self._configs if k[0] <= upto]:
-            del self._configs[key]
+        return self._configs.held()
 
     def _round(self, server_round: int) -> RoundLog:
         return self.rounds.setdefault(server_round, RoundLog(round=server_round))
@@ -112,7 +125,7 @@ class ConsentedStrategy(Strategy):
         out: list[Message] = []
         rlog = self._round(server_round)
         # A round without evaluation never reaches aggregate_evaluate: release here too.
-        self._release(server_round - 1)
+        self._configs.release(server_round - 1)
         for msg in messages:
             isv = self.nodes.get(msg.metadata.dst_node_id)
             if isv is None:
@@ -200,7 +213,7 @@ class ConsentedStrategy(Strategy):
         rlog = self._round(server_round)
         rlog.evaluate = per_node
         result = self.inner.aggregate_evaluate(server_round, good)
-        self._release(server_round)
+        self._configs.release(server_round)
         if self.on_round is not None:
             self.on_round(rlog)
         return result
