@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import Context, Message, Metadata, RecordDict
 from sqlalchemy.orm import Session, sessionmaker
 
-from consent import ManifestEntry, build_manifest, sign_manifest
+from consent import CohortManifest, ManifestEntry, build_manifest, sign_manifest
 from federation.apps._node import NodeConfig
 from federation.schema import AS_OF, ERP_FIELDS, LABEL, MERCHANT_ID
 
@@ -198,6 +198,23 @@ def make_world(root: Path, *, n_isvs: int = 3, per_isv: int = 60, seed: int = 0)
         erp=erp,
         consent_key=cm,
         consent_key_path=root / "consent-manager.pub.pem",
+    )
+
+
+def training_manifest(
+    isv: str, entries: Sequence[ManifestEntry], *, job_id: str, categories: Sequence[str]
+) -> CohortManifest:
+    """An unsigned round-1 ``model_training`` manifest over hand-picked ``entries``."""
+    return build_manifest(
+        job_id=job_id,
+        round=1,
+        data_provider=isv,
+        data_consumer=CONSUMER,
+        purpose="model_training",
+        categories=categories,
+        entries=entries,
+        issued_at=datetime.now(UTC),
+        ttl=timedelta(minutes=5),
     )
 
 

@@ -36,7 +36,14 @@ from federation.receipts import merchant_ids_hash, verify_receipt
 from federation.schema import erp_fields_for
 from federation.specs import DPBudget, ModelSpec, get_spec
 
-from ._flworld import World, incoming, make_world, node_context, signed_manifest
+from ._flworld import (
+    World,
+    incoming,
+    make_world,
+    node_context,
+    signed_manifest,
+    training_manifest,
+)
 
 CATS = ("margins", "cash_and_debt")
 SPEC = replace(get_spec("pd-erp"), categories=CATS, dp=None, batch_size=16)
@@ -250,22 +257,11 @@ def test_message_not_bound_to_its_manifest_is_refused(world: World, case: str, c
 
 def test_cohort_reads_only_manifest_merchants_inside_their_data_range(world: World) -> None:
     """Merchants outside the manifest, or with rows outside the consented range, are not read."""
-    from consent import build_manifest
 
     node = world.node("isv0")
     live = world.cohort.by_isv["isv0"][:10]
     entries = [replace(e, data_to=date(2025, 1, 1)) if i < 3 else e for i, e in enumerate(live)]
-    manifest = build_manifest(
-        job_id="job-range",
-        round=1,
-        data_provider="isv0",
-        data_consumer="platform",
-        purpose="model_training",
-        categories=CATS,
-        entries=entries,
-        issued_at=datetime.now(UTC),
-        ttl=timedelta(minutes=5),
-    )
+    manifest = training_manifest("isv0", entries, job_id="job-range", categories=CATS)
 
     cohort = load_cohort(node, manifest, now=datetime.now(UTC))
 

@@ -9,7 +9,7 @@ filtering them at the source, would fail or return them.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,14 @@ import pytest
 import sqlalchemy as sa
 
 import federation.data._connectors as connectors
-from consent import CohortManifest, build_manifest
+from consent import CohortManifest
 from federation.apps import build_client_app, load_cohort
 from federation.apps._keys import KEY_RECEIPT, RECEIPT_KEY
 from federation.apps._node import NodeConfig, _public_key, is_holdout
 from federation.receipts import merchant_ids_hash, verify_receipt
 from federation.schema import AS_OF, MERCHANT_ID
 
-from ._flworld import World, make_world, node_context
+from ._flworld import World, make_world, node_context, training_manifest
 from .test_mods import CATS, _train_message
 
 FEATURES = ["gross_margin", "operating_margin", "cash", "debt"]  # erp_fields_for(CATS)
@@ -56,17 +56,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 def _manifest(world: World, ids: list[str], *, job_id: str = "job-read") -> CohortManifest:
     entries = [e for e in world.cohort.by_isv["isv0"] if e.merchant_id in set(ids)]
-    return build_manifest(
-        job_id=job_id,
-        round=1,
-        data_provider="isv0",
-        data_consumer="platform",
-        purpose="model_training",
-        categories=CATS,
-        entries=entries,
-        issued_at=datetime.now(UTC),
-        ttl=timedelta(minutes=5),
-    )
+    return training_manifest("isv0", entries, job_id=job_id, categories=CATS)
 
 
 def _with_poison(erp: pd.DataFrame, manifest_ids: list[str]) -> pd.DataFrame:
@@ -150,17 +140,7 @@ def test_latest_snapshot_inside_each_merchants_own_range_is_kept(
         for e in world.cohort.by_isv["isv0"]
         if e.merchant_id in ids
     ]
-    manifest = build_manifest(
-        job_id="job-latest",
-        round=1,
-        data_provider="isv0",
-        data_consumer="platform",
-        purpose="model_training",
-        categories=CATS,
-        entries=entries,
-        issued_at=datetime.now(UTC),
-        ttl=timedelta(minutes=5),
-    )
+    manifest = training_manifest("isv0", entries, job_id="job-latest", categories=CATS)
 
     cohort = load_cohort(node, manifest, now=datetime.now(UTC))
 
