@@ -12,7 +12,12 @@ import pytest
 
 from ledger import LogError, verify_consistency, verify_inclusion
 
-_DEFAULT_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "testvectors" / "rfc9162"
+_REPO = Path(__file__).resolve().parents[2]
+_SHARED = Path("shared") / "testvectors" / "rfc9162"
+# ``../shared`` next to the checkout; a clone made deeper in the same workspace finds the
+# nearest ``shared/`` above it. The first candidate is reported when none exists.
+_CANDIDATES = [parent / _SHARED for parent in _REPO.parents]
+_DEFAULT_ROOT = next((c for c in _CANDIDATES if c.is_dir()), _CANDIDATES[0])
 
 
 def _vector_root() -> Path:
