@@ -15,6 +15,7 @@ from consent import approve_artefact, parse_terms
 from gateway.cli import _common, app
 from gateway.db import make_engine, make_sessionmaker
 from gateway.keys import public_key_pem
+from tests.utils.cli import cli_settings
 
 from .factories import counts, terms_dict
 
@@ -24,13 +25,8 @@ runner = CliRunner()
 @pytest.fixture
 def cli_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Point the CLI at the test database and a temp data dir; reset its caches around."""
-    monkeypatch.setenv("FEDGATE_DATABASE_URL", db_url)
-    monkeypatch.setenv("FEDGATE_DATA_DIR", str(tmp_path / "data"))
-    _common.settings.cache_clear()
-    _common.sessions.cache_clear()
-    yield tmp_path
-    _common.settings.cache_clear()
-    _common.sessions.cache_clear()
+    with cli_settings(monkeypatch, db_url, tmp_path / "data"):
+        yield tmp_path
 
 
 def _run(*args: str) -> tuple[int, str, str]:

@@ -16,11 +16,12 @@ from sqlalchemy import CheckConstraint, MetaData, create_engine, inspect, text
 from sqlalchemy.engine import Connection
 from typer.testing import CliRunner
 
-from gateway.cli import _common, app
+from gateway.cli import app
 from gateway.db import all_metadata, create_schema, make_engine
 from gateway.migrate import head_revision, upgrade
 from ledger._book_models import BOOK_TRIGGERS
 from tests.conftest import BACKENDS, DEFAULT_PG_URL
+from tests.utils.cli import cli_settings
 
 _TRIGGER_NAME = re.compile(r"CREATE (?:OR REPLACE )?TRIGGER (?:IF NOT EXISTS )?(\w+)")
 
@@ -66,15 +67,8 @@ def empty_db_url(new_empty_db: Callable[[], str]) -> str:
 @pytest.fixture
 def cli(empty_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
     """A CLI runner on the empty database; CLI caches reset and its engine closed after."""
-    monkeypatch.setenv("FEDGATE_DATABASE_URL", empty_db_url)
-    monkeypatch.setenv("FEDGATE_DATA_DIR", str(tmp_path / "data"))
-    _common.settings.cache_clear()
-    _common.sessions.cache_clear()
-    yield CliRunner()
-    if _common.sessions.cache_info().currsize:
-        _common.sessions().kw["bind"].dispose()
-    _common.settings.cache_clear()
-    _common.sessions.cache_clear()
+    with cli_settings(monkeypatch, empty_db_url, tmp_path / "data"):
+        yield CliRunner()
 
 
 def _with_connection(url: str, read: Callable[[Connection], object]) -> object:

@@ -9,20 +9,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gateway.cli import _common, app
+from gateway.cli import app
+from tests.utils.cli import cli_settings
 
 
 @pytest.fixture
 def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
     """A CLI runner whose settings point at the test database."""
-    monkeypatch.setenv("FEDGATE_DATABASE_URL", db_url)
-    monkeypatch.setenv("FEDGATE_DATA_DIR", str(tmp_path / "data"))
-    _common.settings.cache_clear()
-    _common.sessions.cache_clear()
-    yield CliRunner()
-    _common.sessions().kw["bind"].dispose()
-    _common.settings.cache_clear()
-    _common.sessions.cache_clear()
+    with cli_settings(monkeypatch, db_url, tmp_path / "data"):
+        yield CliRunner()
 
 
 def test_chart_transfer_balance(cli: CliRunner) -> None:

@@ -10,22 +10,16 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from gateway.cli import _common, app
+from gateway.cli import app
+from tests.utils.cli import cli_settings
 
 
 @pytest.fixture
 def data_dir(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh data directory (keys) on the test database; CLI caches reset around."""
-    monkeypatch.setenv("FEDGATE_DATABASE_URL", db_url)
-    monkeypatch.setenv("FEDGATE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("FEDGATE_KEY_DIR", raising=False)
-    _common.settings.cache_clear()
-    _common.sessions.cache_clear()
-    yield tmp_path / "data"
-    if _common.sessions.cache_info().currsize:
-        _common.sessions().kw["bind"].dispose()
-    _common.settings.cache_clear()
-    _common.sessions.cache_clear()
+    with cli_settings(monkeypatch, db_url, tmp_path / "data"):
+        yield tmp_path / "data"
 
 
 def _run(*args: str) -> Result:
