@@ -56,6 +56,15 @@ def _day(value: date) -> date:
     return value.date() if isinstance(value, datetime) else value
 
 
+
+def _known_fields(fields: Sequence[str]) -> list[str]:
+    """``fields`` as a list; ``DataError`` (``UNKNOWN_FIELD``) if any is not an ERP field."""
+    wanted = list(fields)
+    unknown = [f for f in wanted if f not in ERP_FEATURES]
+    if unknown:
+        raise DataError(f"unknown ERP fields {unknown}", code="UNKNOWN_FIELD")
+    return wanted
+
 class RowSelection:
     """The rows a node may read: per merchant id, an inclusive consented date range.
 
@@ -176,10 +185,7 @@ class Connector(ABC):
         DataError
             ``SOURCE_UNREADABLE`` when the file or table cannot be opened.
         """
-        wanted = list(ERP_FEATURES if fields is None else fields)
-        unknown = [f for f in wanted if f not in ERP_FEATURES]
-        if unknown:
-            raise DataError(f"unknown ERP fields {unknown}", code="UNKNOWN_FIELD")
+        wanted = _known_fields(ERP_FEATURES if fields is None else fields)
         m = self.mapping
         keys = [MERCHANT_ID, AS_OF]
         # The whole mapped schema must be present even when a job reads fewer fields,
@@ -225,10 +231,7 @@ class Connector(ABC):
         DataError
             ``SOURCE_UNREADABLE``, ``UNKNOWN_FIELD``.
         """
-        wanted = list(fields)
-        unknown = [f for f in wanted if f not in ERP_FEATURES]
-        if unknown:
-            raise DataError(f"unknown ERP fields {unknown}", code="UNKNOWN_FIELD")
+        wanted = _known_fields(fields)
         m = self.mapping
         keys = [MERCHANT_ID, AS_OF]
         sources = [m.source(f) for f in (*keys, *wanted)]
