@@ -36,9 +36,20 @@ code                       meaning (``index`` is the entry where it shows)
                            ``index`` is the smallest entry whose stored hashes
                            disagree
 ``KEY_MISMATCH``           (export only) the file's vkey is not the pinned one
+``NO_QUORUM``              (export, with witnesses) the newest checkpoint carries
+                           fewer valid cosignatures by the given witnesses than
+                           the quorum
+``ROLLBACK``               (export, with ``since``) the export ends before the
+                           pinned checkpoint (``index`` = the export's size)
+``FORK``                   (export, with ``since``) the export's root at the
+                           pinned size differs from the pinned root: two
+                           checkpoints of one size, a split view
+``BOOK_*``, ``NEGATIVE_BALANCE``, …  the book does not follow from the log; see
+                           :mod:`ledger._reconcile` (``index`` is a log seq)
 =========================  ====================================================
 
-An export must be signed to its last entry: the header's root is unsigned, so
+An export must hold at least one checkpoint, whatever its size (a header-only
+file proves nothing), and must be signed to its last entry: the header's root is unsigned, so
 without a checkpoint covering every entry anyone could rewrite the file and
 its header together. The live log in the database is allowed an unsigned
 tail (entries appended since the last checkpoint), so :func:`verify_log`
@@ -62,19 +73,31 @@ from typing import Any
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
+from ._bounded import BoundedInputError, loads_bounded
 from ._canonical import parse_canonical
-from ._checkpoint import parse_checkpoint_body
+from ._checkpoint import Checkpoint, parse_checkpoint_body
+from ._cosignature import Cosigner, split_note, verify_cosignatures
 from ._errors import ExportFormatError, NoteError, VerificationError
 from ._export import EXPORT_FORMAT, EXPORT_VERSION
 from ._hasher import EMPTY_ROOT, hash_children
 from ._models import CheckpointRow, LogEntryRow, LogHeadRow, TreeNodeRow
 from ._note import NoteVerifier, parse_vkey, verify_note
 from ._proof import consistency_ranges
+from ._reconcile import BookFailure, BookReplay
 from ._verify import verify_consistency
 
 __all__ = ["AuditFailure", "AuditReport", "audit_export", "verify_log"]
 
 _BATCH = 10_000
+MAX_HEADER_BYTES = 64 * 1024
+"""Longest header line; unknown header fields are allowed only within it."""
+MAX_NOTE_LINE_BYTES = 256 * 1024
+"""Longest checkpoint line (a note with up to 100 signature lines fits easily)."""
+MAX_BOOK_LINE_BYTES = 4096
+MAX_ENTRY_LINE_BYTES = 4 * 1024 * 1024
+"""Longest entry line: base64 of a leaf far larger than any body the log writes."""
+MAX_CHECKPOINTS = 10_000_000
+MAX_BOOK_LINES = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +120,10 @@ class AuditReport:
     failure: AuditFailure | None = None
     origin: str | None = None
     checkpoint_sizes: tuple[int, ...] = field(default_factory=tuple)
+    cosigners: tuple[str, ...] = field(default_factory=tuple)
+    """Witness vkeys with a valid cosignature on the newest checkpoint (when asked)."""
+    book_accounts: int | None = None
+    book_transfers: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -116,6 +143,7 @@ class _Claim:
     size: int
     root: bytes
     failure: AuditFailure | None = None
+    note: str = ""
 
 
 class _Malformed(Exception):
@@ -162,7 +190,7 @@ def _check_claims(
             )
             last = size
             continue
-        claim = _Claim(size, root)
+        claim = _Claim(size, root, note=note)
         if origin is not None and cp_origin != origin:
             claim.failure = AuditFailure(
                 "CHECKPOINT_ORIGIN",
@@ -192,12 +220,16 @@ def _replay(
     require_signed: bool = False,
     canonical: bool = False,
     leaf_hashes: list[bytes] | None = None,
+    book: BookReplay | None = None,
+    pin: tuple[int, bytes] | None = None,
 ) -> AuditReport:
     """Replay ``(seq, leaf data, recorded leaf hash, stored leaf node)`` items against claims.
 
     The stored leaf node is the tree's node (0, seq) in the database; an export
     has no tree, so it passes the recorded hash again. With ``require_signed``
-    every entry must lie under a verified checkpoint.
+    every entry must lie under a verified checkpoint. ``book`` folds the book
+    entries as they pass; ``pin`` is ``(size, root)`` of a checkpoint the auditor
+    saw earlier, which the replayed log must extend.
     """
     sha256 = hashlib.sha256
     by_size = {c.size: c for c in claims if c.size > 0}
@@ -209,7 +241,8 @@ def _replay(
         for part in consistency_ranges(size1, size2):
             for level, index in part:
                 capture.setdefault((index + 1) << level, set()).add(level)
-    stops = sorted(set(capture) | set(by_size))
+    pinned = {pin[0]} if pin is not None and pin[0] > 0 else set()
+    stops = sorted(set(capture) | set(by_size) | pinned)
     stop_at = iter(stops)
     next_stop = next(stop_at, -1)
     captured: dict[tuple[int, int], bytes] = {}
@@ -254,6 +287,10 @@ def _replay(
                     return report(AuditFailure("NOT_CANONICAL", i, str(exc)))
             if leaf_hashes is not None:
                 leaf_hashes.append(node)
+            if book is not None:
+                book.feed_leaf(i, leaf)
+                if book.failure is not None:
+                    return report(_book_failure(book.failure))
             count = i + 1
             if count != next_stop:
                 while i & 1:
@@ -275,32 +312,44 @@ def _replay(
             stack.append(node)
             next_stop = next(stop_at, -1)
             claim = by_size.get(count)
-            if claim is None:
-                continue
-            if claim.failure is not None:
-                return report(claim.failure)
-            root = _fold(stack)
-            if root != claim.root:
+            if claim is not None:
+                if claim.failure is not None:
+                    return report(claim.failure)
+                root = _fold(stack)
+                if root != claim.root:
+                    return report(
+                        AuditFailure(
+                            "CHECKPOINT_ROOT_MISMATCH",
+                            count - 1,
+                            f"root at {count} is {root.hex()}, checkpoint signed "
+                            f"{claim.root.hex()}",
+                            count,
+                        )
+                    )
+                if previous is not None:
+                    proof = [
+                        _fold_keys(part, captured)
+                        for part in consistency_ranges(previous.size, count)
+                    ]
+                    try:
+                        verify_consistency(previous.size, count, proof, previous.root, claim.root)
+                    except VerificationError as exc:
+                        return report(
+                            AuditFailure("CHECKPOINT_INCONSISTENT", count - 1, str(exc), count)
+                        )
+                verified += 1
+                previous = claim
+            if pin is not None and count == pin[0] and _fold(stack) != pin[1]:
                 return report(
                     AuditFailure(
-                        "CHECKPOINT_ROOT_MISMATCH",
+                        "FORK",
                         count - 1,
-                        f"root at {count} is {root.hex()}, checkpoint signed {claim.root.hex()}",
+                        f"the log's root at {count} is {_fold(stack).hex()}, but the pinned "
+                        f"checkpoint of the same size has {pin[1].hex()}: two different "
+                        f"trees of size {count} were signed",
                         count,
                     )
                 )
-            if previous is not None:
-                proof = [
-                    _fold_keys(part, captured) for part in consistency_ranges(previous.size, count)
-                ]
-                try:
-                    verify_consistency(previous.size, count, proof, previous.root, claim.root)
-                except VerificationError as exc:
-                    return report(
-                        AuditFailure("CHECKPOINT_INCONSISTENT", count - 1, str(exc), count)
-                    )
-            verified += 1
-            previous = claim
     except _Malformed as exc:
         return report(AuditFailure("MALFORMED_LINE", exc.index, str(exc)))
 
@@ -325,6 +374,21 @@ def _replay(
                 "HEAD_ROOT_MISMATCH", max(count - 1, 0), "recomputed root is not the head root"
             )
         )
+    if pin is not None and pin[0] > count:
+        return report(
+            AuditFailure(
+                "ROLLBACK",
+                count,
+                f"the export has {count} entries, fewer than the pinned checkpoint's {pin[0]}",
+                pin[0],
+            )
+        )
+    if pin is not None and pin[0] == 0 and count == 0 and head_root not in (None, EMPTY_ROOT):
+        return report(AuditFailure("FORK", 0, "empty log with a non-empty root", 0))
+    if require_signed and not any(c.failure is None for c in claims):
+        return report(
+            AuditFailure("NO_CHECKPOINT", 0, f"no signed checkpoint in a log of {count} entries")
+        )
     if require_signed and count > 0:
         if previous is None:
             return report(
@@ -345,6 +409,11 @@ def _replay(
     return report(None)
 
 
+def _book_failure(failure: BookFailure) -> AuditFailure:
+    tid = f" (transfer {failure.transfer_id})" if failure.transfer_id else ""
+    return AuditFailure(failure.code, failure.index, failure.message + tid)
+
+
 def _fold_keys(part: Sequence[tuple[int, int]], nodes: dict[tuple[int, int], bytes]) -> bytes:
     acc = nodes[part[-1]]
     for key in reversed(part[:-1]):
@@ -352,10 +421,18 @@ def _fold_keys(part: Sequence[tuple[int, int]], nodes: dict[tuple[int, int], byt
     return acc
 
 
+def _bounded_line(fh: Any, cap: int, what: str) -> bytes:
+    """One line of at most ``cap`` bytes (newline included); longer is a format error."""
+    line: bytes = fh.readline(cap + 1)
+    if len(line) > cap:
+        raise ExportFormatError(f"{what} is longer than {cap} bytes", code="BAD_EXPORT")
+    return line
+
+
 def _read_header(line: bytes) -> dict[str, Any]:
     try:
-        header = json.loads(line.decode("utf-8"))
-    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+        header = loads_bounded(line, what="export header", max_bytes=MAX_HEADER_BYTES)
+    except BoundedInputError as exc:
         raise ExportFormatError(f"first line is not UTF-8 JSON: {exc}") from exc
     if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
         raise ExportFormatError(f"not a {EXPORT_FORMAT} file")
@@ -373,6 +450,11 @@ def _read_header(line: bytes) -> dict[str, Any]:
             raise ExportFormatError(f"header field {name!r} missing or not {kind.__name__}")
         if isinstance(value, int) and value < 0:
             raise ExportFormatError(f"header field {name!r} is negative")
+    book = header.setdefault("book", 0)
+    if type(book) is not int or not 0 <= book <= MAX_BOOK_LINES:
+        raise ExportFormatError(f"header field 'book' must be an integer in 0..{MAX_BOOK_LINES}")
+    if header["checkpoints"] > MAX_CHECKPOINTS:
+        raise ExportFormatError(f"header claims more than {MAX_CHECKPOINTS} checkpoints")
     return header
 
 
@@ -383,6 +465,13 @@ _ENTRY_LINE = re.compile(
 )
 
 
+def _bounded_lines(fh: Any, cap: int) -> Iterator[bytes]:
+    """The rest of ``fh`` line by line; a line over ``cap`` bytes is yielded cut (and fails)."""
+    readline = fh.readline
+    while line := readline(cap + 1):
+        yield line
+
+
 def _entries(lines: Iterator[bytes], first: int) -> Iterator[tuple[int, bytes, bytes, bytes]]:
     """Parse entry lines strictly; a bad line raises :class:`_Malformed` at its position."""
     loads, a2b, match = json.loads, binascii.a2b_base64, _ENTRY_LINE.fullmatch
@@ -390,6 +479,8 @@ def _entries(lines: Iterator[bytes], first: int) -> Iterator[tuple[int, bytes, b
     for line in lines:
         try:
             fast = match(line)
+            if fast is None and len(line) > MAX_ENTRY_LINE_BYTES:
+                raise ValueError(f"line longer than {MAX_ENTRY_LINE_BYTES} bytes")
             if fast is not None:
                 seq: Any = int(fast[1])
                 leaf, recorded = fast[2], fast[3]
@@ -402,16 +493,80 @@ def _entries(lines: Iterator[bytes], first: int) -> Iterator[tuple[int, bytes, b
                     raise ValueError("seq is not an integer")
             digest = a2b(recorded, strict_mode=True)
             item = (seq, a2b(leaf, strict_mode=True), digest, digest)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise _Malformed(i, f"entry line {i}: {exc}") from exc
         yield item
         i += 1
 
 
+def _quorum(
+    claims: Sequence[_Claim], size: int, witnesses: Sequence[Cosigner], quorum: int
+) -> tuple[tuple[str, ...], AuditFailure | None]:
+    """Which witnesses cosigned the checkpoint at ``size``; a failure when under ``quorum``."""
+    claim = next((c for c in claims if c.size == size and c.failure is None), None)
+    found: tuple[str, ...] = ()
+    if claim is not None:
+        body, lines = split_note(claim.note)
+        found = tuple(sorted(verify_cosignatures(body, lines, witnesses)))
+    if len(found) >= quorum:
+        return found, None
+    return found, AuditFailure(
+        "NO_QUORUM",
+        max(size - 1, 0),
+        f"the newest checkpoint ({size}) carries {len(found)} valid cosignature(s) by the "
+        f"given witnesses; {quorum} required",
+        size,
+    )
+
+
+def _read_notes(fh: Any, count: int) -> list[str]:
+    notes: list[str] = []
+    for n in range(count):
+        line = _bounded_line(fh, MAX_NOTE_LINE_BYTES, f"checkpoint line {n}")
+        try:
+            note = loads_bounded(
+                line, what=f"checkpoint line {n}", max_bytes=MAX_NOTE_LINE_BYTES, max_depth=2
+            )["checkpoint"]
+            if not isinstance(note, str):
+                raise TypeError("checkpoint is not a string")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ExportFormatError(f"checkpoint line {n}: {exc}") from exc
+        notes.append(note)
+    return notes
+
+
+def _read_statement(fh: Any, count: int) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    for n in range(count):
+        line = _bounded_line(fh, MAX_BOOK_LINE_BYTES, f"book line {n}")
+        try:
+            value = loads_bounded(
+                line, what=f"book line {n}", max_bytes=MAX_BOOK_LINE_BYTES, max_depth=1
+            )
+        except BoundedInputError as exc:
+            raise ExportFormatError(f"book line {n}: {exc}") from exc
+        if not isinstance(value, dict) or set(value) != {
+            "account",
+            "balance",
+            "currency",
+            "transfers",
+        }:
+            raise ExportFormatError(f"book line {n} is not an account statement")
+        lines.append(value)
+    return lines
+
+
 def audit_export(
-    path: Path | str, *, vkey: str | NoteVerifier | None = None, canonical: bool = False
+    path: Path | str,
+    *,
+    vkey: str | NoteVerifier | None = None,
+    canonical: bool = False,
+    witnesses: Sequence[Cosigner] = (),
+    quorum: int = 0,
+    since: Checkpoint | None = None,
+    book: bool = True,
 ) -> AuditReport:
-    """Verify an export file offline: every leaf, the root, every checkpoint.
+    """Verify an export file offline: every leaf, the root, every checkpoint, the book.
 
     Parameters
     ----------
@@ -423,6 +578,19 @@ def audit_export(
     canonical : bool, default False
         Also check every leaf is RFC 8785 canonical JSON with the four leaf keys
         (about 50 µs per entry more).
+    witnesses : Sequence[Cosigner], default ()
+        Witness keys the auditor trusts (C2SP cosignature/v1).
+    quorum : int, default 0
+        How many of ``witnesses`` must have cosigned the newest checkpoint
+        (``NO_QUORUM`` otherwise). Must be ``<= len(witnesses)``.
+    since : Checkpoint | None, default None
+        A checkpoint the auditor saw earlier (already verified under the log's
+        key): the export must extend it (``ROLLBACK`` when it ends before it,
+        ``FORK`` when its root at that size differs).
+    book : bool, default True
+        Recompute every balance from the ``transfer.posted`` entries, check the
+        book's rules entry by entry, and hold the file's book statement
+        against the result.
 
     Returns
     -------
@@ -433,16 +601,21 @@ def audit_export(
     ------
     ExportFormatError
         If the file is not an export at all (bad header or version, bad vkey, a
-        header or checkpoint line that is not UTF-8 JSON).
+        header, checkpoint or book line that is not UTF-8 JSON or over its cap).
+    ValueError
+        If ``quorum`` is negative or larger than the number of witnesses.
     OSError
         If the file cannot be opened or read.
     """
+    if not 0 <= quorum <= len(witnesses):
+        raise ValueError(f"quorum must be within 0..{len(witnesses)} (the witnesses given)")
     with Path(path).open("rb") as fh:
-        header = _read_header(fh.readline())
+        header = _read_header(_bounded_line(fh, MAX_HEADER_BYTES, "export header"))
         try:
             trusted = parse_vkey(header["vkey"])
         except NoteError as exc:
             raise ExportFormatError(f"header vkey: {exc}") from exc
+        origin = header["origin"]
         if vkey is not None:
             pinned = parse_vkey(vkey) if isinstance(vkey, str) else vkey
             if pinned.vkey != trusted.vkey:
@@ -451,38 +624,53 @@ def audit_export(
                     EMPTY_ROOT,
                     0,
                     AuditFailure("KEY_MISMATCH", None, "file's vkey is not the pinned key"),
-                    origin=header["origin"],
+                    origin=origin,
                 )
-        notes: list[str] = []
-        for n in range(header["checkpoints"]):
-            line = fh.readline()
-            try:
-                note = json.loads(line.decode("utf-8"))["checkpoint"]
-                if not isinstance(note, str):
-                    raise TypeError("checkpoint is not a string")
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ExportFormatError(f"checkpoint line {n}: {exc}") from exc
-            notes.append(note)
-        claims = _check_claims(notes, header["origin"], trusted)
+        if since is not None and since.origin != origin:
+            return AuditReport(
+                0,
+                EMPTY_ROOT,
+                0,
+                AuditFailure(
+                    "CHECKPOINT_ORIGIN", None, f"pinned checkpoint is for {since.origin!r}"
+                ),
+                origin=origin,
+            )
+        notes = _read_notes(fh, header["checkpoints"])
+        statement = _read_statement(fh, header["book"])
+        claims = _check_claims(notes, origin, trusted)
         try:
             head_root = binascii.a2b_base64(header["root"], strict_mode=True)
         except ValueError as exc:
             raise ExportFormatError(f"header root: {exc}") from exc
+        replay = BookReplay() if book else None
         report = _replay(
-            _entries(fh, 0),
+            _entries(_bounded_lines(fh, MAX_ENTRY_LINE_BYTES), 0),
             claims,
             head_size=header["size"],
             head_root=head_root,
             require_signed=True,
             canonical=canonical,
+            book=replay,
+            pin=None if since is None else (since.size, since.root),
         )
+    failure = report.failure
+    cosigners: tuple[str, ...] = ()
+    if failure is None and witnesses:
+        cosigners, failure = _quorum(claims, report.size, witnesses, quorum)
+    if failure is None and replay is not None and statement:
+        found = replay.check_statement(statement)
+        failure = None if found is None else _book_failure(found)
     return AuditReport(
         report.size,
         report.root,
         report.checkpoints_verified,
-        report.failure,
-        origin=header["origin"],
+        failure,
+        origin=origin,
         checkpoint_sizes=report.checkpoint_sizes,
+        cosigners=cosigners,
+        book_accounts=None if replay is None else len(replay.accounts),
+        book_transfers=None if replay is None else replay.count,
     )
 
 

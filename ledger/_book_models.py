@@ -8,8 +8,11 @@ The database guards what it can by itself, so a bug above it cannot corrupt the 
   onto ``UNIQUE (code, currency)`` of the accounts, so no posting can mix currencies;
 - every transfer names its ``transfer.posted`` log entry (``log_seq``, unique,
   foreign key to the log);
-- triggers make ``book_transfers`` append-only (no UPDATE, no DELETE) on
-  SQLite and PostgreSQL (:data:`BOOK_TRIGGERS` holds the DDL for migrations).
+- triggers make every book table (``book_accounts``, ``book_transfers``)
+  append-only (no UPDATE, no DELETE) on SQLite and PostgreSQL
+  (:func:`book_triggers` gives the DDL for migrations). An operator can still
+  drop a trigger; ``fedgate ledger verify`` then catches the edit by
+  recomputing the book from the log (:mod:`ledger._reconcile`).
 
 Balance: each transfer is one row holding one debit leg and one credit leg of
 the same amount and currency, so Σdebits = Σcredits holds for every transfer by
@@ -42,7 +45,14 @@ from sqlalchemy.schema import Table
 
 from ._models import LedgerBase
 
-__all__ = ["AccountRow", "TransferRow", "BOOK_TRIGGERS", "ACCOUNT_KINDS"]
+__all__ = [
+    "AccountRow",
+    "TransferRow",
+    "BOOK_TABLES",
+    "BOOK_TRIGGERS",
+    "ACCOUNT_KINDS",
+    "book_triggers",
+]
 
 ACCOUNT_KINDS = ("asset", "liability", "equity", "income", "expense")
 """Account kinds; asset and expense are debit-normal, the others credit-normal."""
@@ -107,35 +117,49 @@ class TransferRow(LedgerBase):
     )
 
 
-_SQLITE_TRIGGERS = [
-    """CREATE TRIGGER IF NOT EXISTS book_transfers_no_update BEFORE UPDATE ON book_transfers
-BEGIN SELECT RAISE(ABORT, 'book_transfers is append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS book_transfers_no_delete BEFORE DELETE ON book_transfers
-BEGIN SELECT RAISE(ABORT, 'book_transfers is append-only'); END""",
-]
+BOOK_TABLES = ("book_accounts", "book_transfers")
+"""Every table of the book: each is append-only."""
 
-_POSTGRES_TRIGGERS = [
-    """CREATE OR REPLACE FUNCTION book_transfers_append_only() RETURNS trigger
+
+def _sqlite_triggers(table: str) -> list[str]:
+    return [
+        f"""CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table}
+BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"""
+        for op in ("UPDATE", "DELETE")
+    ]
+
+
+def _postgres_triggers(table: str) -> list[str]:
+    return [
+        f"""CREATE OR REPLACE FUNCTION {table}_append_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'book_transfers is append-only' USING ERRCODE = 'restrict_violation';
+    RAISE EXCEPTION '{table} is append-only' USING ERRCODE = 'restrict_violation';
 END $$""",
-    """CREATE OR REPLACE TRIGGER book_transfers_append_only
-BEFORE UPDATE OR DELETE ON book_transfers
-FOR EACH ROW EXECUTE FUNCTION book_transfers_append_only()""",
-]
+        f"""CREATE OR REPLACE TRIGGER {table}_append_only
+BEFORE UPDATE OR DELETE ON {table}
+FOR EACH ROW EXECUTE FUNCTION {table}_append_only()""",
+    ]
+
+
+def book_triggers(dialect: str, tables: tuple[str, ...] = BOOK_TABLES) -> list[str]:
+    """Append-only trigger DDL for ``tables`` on ``dialect`` (``[]`` for another dialect)."""
+    make = {"sqlite": _sqlite_triggers, "postgresql": _postgres_triggers}.get(dialect)
+    return [ddl for table in tables for ddl in make(table)] if make else []
+
 
 BOOK_TRIGGERS: dict[str, list[str]] = {
-    "sqlite": _SQLITE_TRIGGERS,
-    "postgresql": _POSTGRES_TRIGGERS,
+    "sqlite": book_triggers("sqlite", ("book_transfers",)),
+    "postgresql": book_triggers("postgresql", ("book_transfers",)),
 }
-"""Trigger DDL per dialect; ``create_all`` runs it, migrations should ``op.execute`` it."""
+"""``book_transfers`` trigger DDL per dialect, as migration 0001 installed it."""
 
 
 def _create_triggers(target: Table, connection: Connection, **_: Any) -> None:
-    """Install the append-only triggers after ``book_transfers`` is created."""
-    for ddl in BOOK_TRIGGERS.get(connection.dialect.name, []):
+    """Install the append-only triggers after a book table is created."""
+    for ddl in book_triggers(connection.dialect.name, (target.name,)):
         connection.exec_driver_sql(ddl)
 
 
+event.listen(AccountRow.__table__, "after_create", _create_triggers)
 event.listen(TransferRow.__table__, "after_create", _create_triggers)

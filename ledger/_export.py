@@ -40,7 +40,8 @@ from sqlalchemy.orm import Session
 from ._checkpoint import parse_checkpoint_body
 from ._errors import ExportFormatError, NoteError
 from ._hasher import EMPTY_ROOT
-from ._models import CheckpointRow, LogEntryRow, LogHeadRow
+from ._models import CheckpointRow, CosignatureRow, LogEntryRow, LogHeadRow
+from ._reconcile import book_statement
 from ._note import make_vkey
 from ._proof import TreeHead
 
@@ -82,13 +83,21 @@ def _head_and_notes(session: Session) -> tuple[TreeHead, list[str]]:
     )
     both = union_all(head, notes).subquery()
     rows = session.execute(select(both).order_by(both.c.part, both.c.size)).all()
+    cosigned: dict[int, list[str]] = {}
+    for size, line in session.execute(
+        select(CosignatureRow.size, CosignatureRow.line).order_by(
+            CosignatureRow.size, CosignatureRow.vkey
+        )
+    ):
+        cosigned.setdefault(int(size), []).append(line)
     current = TreeHead(0, EMPTY_ROOT)
     found: list[str] = []
     for part, size, root, note in rows:
         if part == 0:
             current = TreeHead(int(size), bytes(root))
         else:
-            found.append(str(note))
+            lines = cosigned.get(int(size), [])
+            found.append(str(note) + "".join(f"{line}\n" for line in lines))
     return current, found
 
 
@@ -170,6 +179,7 @@ def export_log(
             code="UNSIGNED_TAIL",
         )
     vkey = make_vkey(origin, pub)
+    statement = book_statement(session)
     header = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -178,6 +188,7 @@ def export_log(
         "size": head.size,
         "root": base64.b64encode(head.root).decode(),
         "checkpoints": len(notes),
+        "book": len(statement),
         "exported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     }
     b64 = base64.b64encode
@@ -189,6 +200,8 @@ def export_log(
             out.write(json.dumps(header, separators=(",", ":")) + "\n")
             for note in notes:
                 out.write(json.dumps({"checkpoint": note}, ensure_ascii=False) + "\n")
+            for line in statement:
+                out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
             stmt = (
                 select(LogEntryRow.seq, LogEntryRow.leaf_data, LogEntryRow.leaf_hash)
                 .where(LogEntryRow.seq < head.size)

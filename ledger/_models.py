@@ -8,6 +8,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    ForeignKey,
     Integer,
     LargeBinary,
     MetaData,
@@ -22,6 +23,7 @@ __all__ = [
     "LogHeadRow",
     "TreeNodeRow",
     "CheckpointRow",
+    "CosignatureRow",
 ]
 
 NAMING_CONVENTION = {
@@ -91,3 +93,20 @@ class CheckpointRow(LedgerBase):
     origin: Mapped[str] = mapped_column(String(255), nullable=False)
     signed_note: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class CosignatureRow(LedgerBase):
+    """A witness's C2SP cosignature/v1 line on the stored checkpoint at ``size``.
+
+    Append-only like the rest of the log; ``line`` is the whole note signature
+    line (without its newline), ``vkey`` the witness key it verified under.
+    """
+
+    __tablename__ = "ledger_cosignatures"
+
+    size: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("ledger_checkpoints.size"), primary_key=True, autoincrement=False
+    )
+    vkey: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    line: Mapped[str] = mapped_column(Text, nullable=False)
+    cosigned_at: Mapped[int] = mapped_column(BigInteger, nullable=False)

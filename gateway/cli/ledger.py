@@ -202,7 +202,7 @@ def demo() -> None:
         ("rate.changed", {"rate": "data_usage_fee", "minor_units": 50, "currency": "CNY"}),
         ("consent.granted", {"consent_id": "demo-c1", "merchant": "m-001", "isv": "isv-a"}),
         ("data.used", {"job": "demo-job", "round": 1, "rows": 120, "consent_id": "demo-c1"}),
-        ("transfer.posted", {"id": "demo-t1", "amount": 6000, "currency": "CNY"}),
+        ("payout.computed", {"id": "demo-t1", "amount": 6000, "currency": "CNY"}),
         ("consent.revoked", {"consent_id": "demo-c1", "merchant": "m-001"}),
     ]
     with session() as s:
