@@ -73,7 +73,11 @@ from consent import (
     SignedArtefact,
     Status,
 )
-from consent._models import ArtefactRow, StateRow
+from consent._integrity import _next_status
+from consent._models import ArtefactRow, EventRow, StateRow
+from ledger import hash_leaf
+from ledger._log import leaf_bytes
+from ledger._models import LogEntryRow
 from consent._verified import VERIFIED
 from gateway.db import create_schema, make_engine, make_sessionmaker
 
@@ -482,10 +486,48 @@ def _snapshot_database(
             "period_uses": st.period_uses, "last_used_at": st.last_used_at,
             "updated_at": st.updated_at,
         })  # fmt: skip
+    events, entries = _logged_history(artefacts, states)
     with engine.begin() as conn:
         conn.execute(insert(ArtefactRow), artefacts)
         conn.execute(insert(StateRow), states)
+        conn.execute(insert(LogEntryRow), entries)
+        conn.execute(insert(EventRow), events)
     return engine, records
+
+
+_PATHS = {
+    Status.PENDING: ("granted",),
+    Status.ACTIVE: ("granted", "activated"),
+    Status.PAUSED: ("granted", "activated", "paused"),
+    Status.REVOKED: ("granted", "revoked"),
+    Status.EXPIRED: ("granted", "expired"),
+    Status.REJECTED: ("granted", "rejected"),
+    Status.SUPERSEDED: ("granted", "superseded"),
+}
+
+
+def _logged_history(
+    artefacts: list[dict[str, Any]], states: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Event rows and their log entries that fold to each state (the check proves status from
+    the log); each state row's version becomes its path's length. Leaves only: no tree nodes."""
+    events, entries = [], []
+    for art, st in zip(artefacts, states, strict=True):
+        status: Status | None = None
+        path = _PATHS[Status(st["status"])]
+        for version, kind in enumerate(path, start=1):
+            status = _next_status(status, kind)
+            assert status is not None
+            seq, at = len(entries), st["updated_at"]
+            body = {"consent_id": art["consent_id"], "event_version": version,
+                    "status": status.value, "artefact_hash": art["artefact_hash"]}
+            leaf = leaf_bytes(seq, f"consent.{kind}", at, body)
+            entries.append({"seq": seq, "kind": f"consent.{kind}", "recorded_at": at,
+                            "leaf_data": leaf, "leaf_hash": hash_leaf(leaf)})
+            events.append({"consent_id": art["consent_id"], "version": version, "kind": kind,
+                           "at": at, "status": status.value, "ledger_seq": seq, "detail": "{}"})
+        st["version"] = len(path)
+    return events, entries
 
 
 def _database(snapshot: int, seed: int, queries_seed: int, rows: list[BenchRow]) -> None:

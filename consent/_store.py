@@ -51,6 +51,7 @@ from ._lifecycle import (
     effective_status,
     fold_events,
 )
+from ._integrity import derive_records
 from ._models import ArtefactRow, EventRow, StateRow
 from ._receipt import DEFAULT_NOTICE, ConsentReceipt, ReceiptNotice, make_receipt
 from ._verified import VERIFIED
@@ -615,6 +616,7 @@ def check(
         ArtefactRow.data_provider == data_provider,
         ArtefactRow.data_consumer == data_consumer,
     )
+    records = derive_records(session, records)  # status proven from the log, or INTEGRITY
     return evaluate(
         records,
         merchant_id=merchant_id,
@@ -689,7 +691,7 @@ def record_use(
     signed, ok = _stored_artefact(
         session, parties, art_row.token, art_row.artefact_hash, consent_manager_key
     )
-    record = ConsentRecord(signed, _state_from_row(state_row), ok)
+    record = derive_records(session, [ConsentRecord(signed, _state_from_row(state_row), ok)])[0]
     evaluate_one(
         record, purpose=purpose, categories=wanted, at=when, data_range=data_range
     ).require()

@@ -22,6 +22,7 @@ from ._book import (
     transfers_of,
     trial_balance,
 )
+from ._bounded import MAX_JSON_DEPTH, BoundedInputError, loads_bounded
 from ._canonical import canonical_json, parse_canonical
 from ._checkpoint import Checkpoint, list_checkpoints, open_checkpoint, sign_checkpoint
 from ._errors import (
@@ -42,6 +43,13 @@ from ._errors import (
     SplitError,
     TransferRejected,
     VerificationError,
+)
+from ._cosignature import (
+    Cosigner,
+    cosign,
+    make_cosigner_vkey,
+    parse_cosigner_vkey,
+    verify_cosignatures,
 )
 from ._export import ExportSummary, export_log
 from ._hasher import EMPTY_ROOT, hash_children, hash_leaf
@@ -75,11 +83,22 @@ from ._proof import (
     inclusion_proof,
     tree_head,
 )
+from ._reconcile import BookFailure, BookReport, reconcile_book
 from ._verify import (
     root_from_consistency_proof,
     root_from_inclusion_proof,
     verify_consistency,
     verify_inclusion,
+)
+
+from ._witness import Witness, WitnessReply, WitnessView, add_checkpoint_body
+from ._witnessed import (
+    Cosigned,
+    cosignatures_of,
+    cosigned_note,
+    last_cosigned_size,
+    store_cosignature,
+    witness_request,
 )
 
 metadata = LedgerBase.metadata
@@ -117,6 +136,22 @@ __all__ = [
     "parse_vkey",
     "sign_note",
     "verify_note",
+    # witnesses (C2SP tlog-witness, tlog-cosignature)
+    "Cosigner",
+    "cosign",
+    "make_cosigner_vkey",
+    "parse_cosigner_vkey",
+    "verify_cosignatures",
+    "Witness",
+    "WitnessReply",
+    "WitnessView",
+    "add_checkpoint_body",
+    "Cosigned",
+    "cosignatures_of",
+    "cosigned_note",
+    "last_cosigned_size",
+    "store_cosignature",
+    "witness_request",
     # export and audit
     "AuditFailure",
     "AuditReport",
@@ -124,6 +159,14 @@ __all__ = [
     "audit_export",
     "export_log",
     "verify_log",
+    # the book proven from the log
+    "BookFailure",
+    "BookReport",
+    "reconcile_book",
+    # bounded parsing of outside input
+    "MAX_JSON_DEPTH",
+    "BoundedInputError",
+    "loads_bounded",
     # errors
     "LedgerError",
     "LogError",

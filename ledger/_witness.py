@@ -235,6 +235,10 @@ class Witness:
         finally:
             os.close(dir_fd)
 
+    def origins(self) -> list[str]:
+        """Origins with a cosigned checkpoint, sorted."""
+        return sorted(self._read()["origins"])
+
     def latest(self, origin: str) -> WitnessView | None:
         """The checkpoint this witness last cosigned for ``origin``, if any."""
         entry = self._read()["origins"].get(origin)

@@ -16,7 +16,7 @@ os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 import typer
 
-from . import audit, book, consent, data, db, demo, federation, ledger
+from . import audit, book, consent, data, db, demo, federation, ledger, witness
 
 app = typer.Typer(
     name="fedgate",
@@ -31,6 +31,7 @@ app.add_typer(consent.app, name="consent", help="Merchant consents: grant, pause
 app.add_typer(data.app, name="data", help="ERP and platform data: synthesis, connectors.")
 app.add_typer(federation.app, name="fl", help="Federated training and scoring jobs.")
 app.add_typer(db.app, name="db", help="Database schema migrations.")
+app.add_typer(witness.app, name="witness", help="A C2SP tlog witness: cosign consistent checkpoints.")
 app.command("demo")(demo.demo)
 
 

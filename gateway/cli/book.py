@@ -20,6 +20,9 @@ from ._common import console, fail, session
 
 app = typer.Typer(no_args_is_help=True)
 
+MAX_META_BYTES = 64 * 1024
+"""Largest --meta text read; the book itself caps stored metadata at 8 KiB canonical."""
+
 
 def _transfer_json(t: ledger.Transfer) -> dict[str, Any]:
     return {
@@ -112,9 +115,9 @@ def transfer(
 ) -> None:
     """Post one transfer; repeating the same request prints the original."""
     try:
-        metadata = json.loads(meta)
-    except json.JSONDecodeError as exc:
-        fail("INVALID_METADATA", f"--meta is not JSON: {exc}")
+        metadata = ledger.loads_bounded(meta, what="--meta", max_bytes=MAX_META_BYTES)
+    except ledger.BoundedInputError as exc:  # not JSON, too deep or too large
+        fail("INVALID_METADATA", str(exc))
     if not isinstance(metadata, dict):
         fail("INVALID_METADATA", "--meta must be a JSON object")
     try:

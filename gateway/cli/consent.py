@@ -21,11 +21,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 import consent
+import ledger
 
 from ..keys import load_or_create_key, load_public_key
 from ._common import fail, session, settings
 
 app = typer.Typer(no_args_is_help=True)
+
+MAX_TERMS_BYTES = 64 * 1024
+"""Largest --terms file: signed terms are a few hundred bytes."""
 
 DENIED_EXIT = 2
 CM_KEY_NAME = "consent-manager"
@@ -144,9 +148,13 @@ def grant(
     raw: Any
     if terms_file is not None:
         try:
-            raw = terms_file.read_text("utf-8")
+            raw = ledger.loads_bounded(
+                terms_file.read_bytes(), what=f"--terms {terms_file}", max_bytes=MAX_TERMS_BYTES
+            )
         except OSError as exc:
             fail("FILE_NOT_FOUND", f"cannot read {terms_file}: {exc}")
+        except ledger.BoundedInputError as exc:  # not UTF-8, not JSON, too deep or too large
+            fail("MALFORMED_JSON", str(exc))
     else:
         raw = {
             "consent_id": consent_id or f"c-{uuid.uuid4().hex}",

@@ -12,9 +12,11 @@ import typer
 from rich.table import Table
 
 import ledger
+from consent._integrity import verify_consent_log
 
 from ..keys import load_or_create_key
-from ._common import console, fail, read_session, session, settings
+from ..witness import collect_cosignatures, parse_endpoint
+from ._common import console, err_console, fail, read_session, session, settings
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -34,7 +36,42 @@ def _log_key() -> ledger.NoteVerifier:
     return ledger.parse_vkey(ledger.make_vkey(cfg.log_origin, key.public_key()))
 
 
-def _sign() -> ledger.Checkpoint:
+def _verify_all() -> tuple[ledger.AuditReport, ledger.BookReport]:
+    """Replay the live log, then reconcile the book and the consents with it (one snapshot).
+
+    A consent state the log does not prove is reported as the book's failure
+    slot (code ``INTEGRITY``), so every caller refuses on it alike.
+    """
+    with read_session() as s:
+        report = ledger.verify_log(s, _log_key())
+        book = ledger.reconcile_book(s) if report.ok else ledger.BookReport(0, 0)
+        if report.ok and book.ok:
+            bad = verify_consent_log(s)
+            if bad is not None:
+                book = ledger.BookReport(
+                    book.accounts,
+                    book.transfers,
+                    ledger.BookFailure(bad.code, bad.index, f"consent {bad.consent_id}: {bad.message}"),
+                )
+    return report, book
+
+
+def _fail_unless_verified(doing: str) -> None:
+    """Refuse to sign over a database whose log or book does not verify."""
+    report, book = _verify_all()
+    failure = report.failure or book.failure
+    if failure is not None:
+        fail(
+            failure.code,
+            f"refusing to {doing}: the database does not verify (first bad index "
+            f"{failure.index}: {failure.message}). Run `fedgate ledger verify`.",
+        )
+
+
+def _sign(*, verified: bool = False) -> ledger.Checkpoint:
+    """Sign a checkpoint of the head; unless ``verified``, replay the database first."""
+    if not verified:
+        _fail_unless_verified("sign a checkpoint")
     cfg = settings()
     key = load_or_create_key(cfg.resolved_key_dir, "log")
     try:
@@ -61,11 +98,52 @@ def head() -> None:
 
 
 @app.command()
-def checkpoint() -> None:
-    """Sign a checkpoint of the current head (refused if it contradicts the last one)."""
+def checkpoint(
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A witness as URL,VKEY (its add-checkpoint prefix and cosigner vkey); repeat."
+        ),
+    ] = None,
+    quorum: Annotated[
+        int | None,
+        typer.Option(help="Cosignatures required (default: every --witness)."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per witness request.")] = 10.0,
+) -> None:
+    """Verify the database, sign a checkpoint of the head, and collect witness cosignatures.
+
+    Refused if the log or the book does not verify, or if the checkpoint would
+    contradict the last one. With --witness, exits 1 (``NO_QUORUM``) when fewer
+    than --quorum witnesses cosign; the checkpoint stays signed but unwitnessed.
+    """
+    try:
+        endpoints = [parse_endpoint(w) for w in witness or []]
+    except ValueError as exc:
+        fail("BAD_WITNESS", str(exc), exit_code=2)
+    need = len(endpoints) if quorum is None else quorum
+    if not 0 <= need <= len(endpoints):
+        fail("BAD_QUORUM", f"--quorum must be within 0..{len(endpoints)}", exit_code=2)
     cp = _sign()
     console.print(f"[green]checkpoint[/] size {cp.size} root {cp.root_b64}")
-    console.print(cp.note, highlight=False, markup=False, end="")
+    if not endpoints:
+        console.print(cp.note, highlight=False, markup=False, end="")
+        return
+    outcome = collect_cosignatures(session, cp, endpoints, timeout=timeout)
+    for r in outcome.refusals:
+        err_console.print(
+            f"witness {r.witness} refused: {r.code} (HTTP {r.status}) {r.message}",
+            highlight=False,
+            markup=False,
+        )
+    console.print(outcome.note, highlight=False, markup=False, end="")
+    if not outcome.met(need):
+        fail(
+            "NO_QUORUM",
+            f"{len(outcome.cosigned)} of {len(endpoints)} witnesses cosigned size {cp.size}; "
+            f"{need} required",
+        )
+    console.print(f"[green]witnessed[/] by {len(outcome.cosigned)} of {len(endpoints)}")
 
 
 @app.command()
@@ -152,9 +230,10 @@ def export(
     export is read from one snapshot that never blocks writers; when an append
     lands between signing and reading, the head is signed again.
     """
+    _fail_unless_verified("export")
     for attempt in range(1, EXPORT_TRIES + 1):
         if not no_sign:
-            _sign()
+            _sign(verified=True)
         try:
             summary = _export_once(out)
             break
@@ -182,14 +261,23 @@ def export(
 
 @app.command()
 def verify() -> None:
-    """Verify the live log in the database: leaves, nodes, head and checkpoints."""
-    with read_session() as s:
-        report = ledger.verify_log(s, _log_key())
+    """Verify the live log (leaves, nodes, head, checkpoints), then the book against it.
+
+    Every balance and transfer is recomputed from the ``account.opened`` and
+    ``transfer.posted`` entries and compared with the stored rows; the first
+    transfer that differs is reported with its log index.
+    """
+    report, book = _verify_all()
     if report.failure is not None:
         f = report.failure
         fail(f.code, f"first bad index {f.index}: {f.message}")
+    if book.failure is not None:
+        b = book.failure
+        tid = f" (transfer {b.transfer_id})" if b.transfer_id else ""
+        fail(b.code, f"first bad index {b.index}{tid}: {b.message}")
     console.print(
-        f"[green]ok[/] {report.size} entries, {report.checkpoints_verified} checkpoints verified"
+        f"[green]ok[/] {report.size} entries, {report.checkpoints_verified} checkpoints verified; "
+        f"book: {book.accounts} accounts, {book.transfers} transfers reconciled with the log"
     )
 
 
@@ -211,7 +299,7 @@ def demo() -> None:
     cp = _sign()
     console.print(f"signed checkpoint at size {cp.size}")
     out = cfg.data_dir / DEMO_EXPORT_NAME
-    export(out)
+    export(out, no_sign=False)
     report = ledger.audit_export(out, vkey=_log_key())
     _print_report(report, out)
     if not report.ok:
@@ -233,6 +321,12 @@ def _print_report(report: ledger.AuditReport, path: Path) -> None:
     table.add_row("entries recomputed", str(report.size))
     table.add_row("root", _b64(report.root))
     table.add_row("checkpoints verified", f"{report.checkpoints_verified}")
+    if report.cosigners:
+        table.add_row("witnessed by", "\n".join(report.cosigners))
+    if report.book_accounts is not None and report.failure is None:
+        table.add_row(
+            "book", f"{report.book_accounts} accounts, {report.book_transfers} transfers from the log"
+        )
     if report.failure is None:
         table.add_row("result", "[bold green]OK[/]")
     else:
