@@ -287,11 +287,11 @@ def demo() -> None:
     cfg = settings()
     now = datetime.now(UTC)
     samples: list[tuple[str, dict[str, object]]] = [
-        ("rate.changed", {"rate": "data_usage_fee", "minor_units": 50, "currency": "CNY"}),
-        ("consent.granted", {"consent_id": "demo-c1", "merchant": "m-001", "isv": "isv-a"}),
-        ("data.used", {"job": "demo-job", "round": 1, "rows": 120, "consent_id": "demo-c1"}),
-        ("payout.computed", {"id": "demo-t1", "amount": 6000, "currency": "CNY"}),
-        ("consent.revoked", {"consent_id": "demo-c1", "merchant": "m-001"}),
+        ("demo.rate.changed", {"rate": "data_usage_fee", "minor_units": 50, "currency": "CNY"}),
+        ("demo.consent.granted", {"consent_id": "demo-c1", "merchant": "m-001", "isv": "isv-a"}),
+        ("demo.data.used", {"job": "demo-job", "round": 1, "rows": 120, "consent_id": "demo-c1"}),
+        ("demo.payout.computed", {"id": "demo-t1", "amount": 6000, "currency": "CNY"}),
+        ("demo.consent.revoked", {"consent_id": "demo-c1", "merchant": "m-001"}),
     ]
     with session() as s:
         entries = ledger.append_entries(s, samples, at=now)
