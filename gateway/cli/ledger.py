@@ -97,6 +97,16 @@ def head() -> None:
     console.print(table)
 
 
+def _emit_note(note: str, out: Path | None) -> None:
+    """Print a note verbatim (never wrapped) and optionally write it to ``out``."""
+    typer.echo(note, nl=False)
+    if out is not None:
+        try:
+            out.write_text(note, encoding="utf-8")
+        except OSError as exc:
+            fail("CANNOT_WRITE", f"cannot write {out}: {exc.strerror or exc}")
+
+
 @app.command()
 def checkpoint(
     witness: Annotated[
@@ -110,6 +120,10 @@ def checkpoint(
         typer.Option(help="Cosignatures required (default: every --witness)."),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per witness request.")] = 10.0,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write the (cosigned) note here: a pin for `audit verify --since`."),
+    ] = None,
 ) -> None:
     """Verify the database, sign a checkpoint of the head, and collect witness cosignatures.
 
@@ -127,7 +141,7 @@ def checkpoint(
     cp = _sign()
     console.print(f"[green]checkpoint[/] size {cp.size} root {cp.root_b64}")
     if not endpoints:
-        console.print(cp.note, highlight=False, markup=False, end="")
+        _emit_note(cp.note, out)
         return
     outcome = collect_cosignatures(session, cp, endpoints, timeout=timeout)
     for r in outcome.refusals:
@@ -136,7 +150,7 @@ def checkpoint(
             highlight=False,
             markup=False,
         )
-    console.print(outcome.note, highlight=False, markup=False, end="")
+    _emit_note(outcome.note, out)
     if not outcome.met(need):
         fail(
             "NO_QUORUM",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._app import make_app
 from ._client import Refusal, WitnessEndpoint, WitnessOutcome, collect_cosignatures, parse_endpoint
 from ._folder import WitnessFolderError, init_witness, open_witness, trust_log
+from ._serve import serve_in_thread
 
 __all__ = [
     "Refusal",
@@ -22,5 +23,6 @@ __all__ = [
     "make_app",
     "open_witness",
     "parse_endpoint",
+    "serve_in_thread",
     "trust_log",
 ]
