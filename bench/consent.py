@@ -75,11 +75,11 @@ from consent import (
 )
 from consent._integrity import _next_status
 from consent._models import ArtefactRow, EventRow, StateRow
+from consent._verified import VERIFIED
+from gateway.db import create_schema, make_engine, make_sessionmaker
 from ledger import hash_leaf
 from ledger._log import leaf_bytes
 from ledger._models import LogEntryRow
-from consent._verified import VERIFIED
-from gateway.db import create_schema, make_engine, make_sessionmaker
 
 DEFAULT_MERCHANTS = 100_000
 DEFAULT_COHORT = 1_000_000

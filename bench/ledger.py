@@ -17,20 +17,36 @@ standard sizes (:data:`EXPECTED_DIGESTS`).
 
 Ratios read "times better than pymerkle": throughput ÷ pymerkle's
 throughput, or pymerkle's latency ÷ fedgate's.
+
+Two rows measure issue 9's additions against a peer in the same run:
+
+* **witnessed checkpoint** — sign a checkpoint and collect C2SP cosignatures
+  from 3 witnesses served over loopback HTTP (uvicorn, one thread each), each
+  round after a new batch (so every request carries a consistency proof);
+  peer: signing the same checkpoints without witnesses. Every round must reach
+  the 3-of-3 quorum.
+* **audit with book reconciliation** — a second log of the same size made of
+  book entries (100 ``account.opened``, then ``transfer.posted`` entries), its
+  export audited with the book recomputed from the log (``book=True``); peer:
+  the same file audited without it. The recomputed balances must equal the
+  ones the generator kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
+import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +59,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import ledger
 from gateway.db import create_schema, make_engine, make_sessionmaker
+from gateway.witness import WitnessEndpoint, collect_cosignatures, make_app, serve_in_thread
 
 DEFAULT_ENTRIES = 1_000_000
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -190,8 +207,134 @@ def _proof_rows(
     return BenchRow(f"inclusion proof generation, {label}", gen * 1e3, "ms"), gen, proofs
 
 
+WITNESSES = 3
+BOOK_ACCOUNTS = 100
+
+
+@contextmanager
+def _scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    with factory() as s, s.begin():
+        yield s
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def _witnessed(
+    log: sessionmaker[Session], work: Path, batch: Sequence[tuple[str, dict[str, Any]]], rounds: int
+) -> BenchRow:
+    """Median latency of sign + 3 loopback cosignatures vs signing alone, ``rounds`` times."""
+    verifier = ledger.parse_vkey(ledger.make_vkey(ORIGIN, KEY.public_key()))
+    witnesses = [
+        ledger.Witness(
+            work / f"witness-{n}",
+            f"w{n}.bench.fedgate",
+            Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"witness %d" % n).digest()),
+            {ORIGIN: verifier},
+        )
+        for n in range(WITNESSES)
+    ]
+    signing, witnessed = [], []
+    with ExitStack() as stack:
+        urls = [stack.enter_context(serve_in_thread(make_app(w))) for w in witnesses]
+        endpoints = [WitnessEndpoint(u, w.cosigner) for u, w in zip(urls, witnesses, strict=True)]
+        for _ in range(rounds + 1):  # the first round (from size 0, no proof) is warm-up
+            with log() as s, s.begin():
+                ledger.append_entries(s, batch[:10], at=AT)
+            start = time.perf_counter()
+            with log() as s, s.begin():
+                cp = ledger.sign_checkpoint(s, KEY, ORIGIN)
+            signed = time.perf_counter()
+            outcome = collect_cosignatures(lambda: _scope(log), cp, endpoints)
+            done = time.perf_counter()
+            if not outcome.met(WITNESSES):
+                raise SystemExit(f"witnesses refused checkpoint {cp.size}: {outcome.refusals}")
+            signing.append(signed - start)
+            witnessed.append(done - start)
+    return BenchRow(
+        f"witnessed checkpoint: sign + {WITNESSES} cosignatures, loopback HTTP "
+        f"(median of {rounds})",
+        _median(witnessed[1:]) * 1e3,
+        "ms",
+        "signed checkpoint, no witnesses",
+        _median(signing[1:]) * 1e3,
+    )
+
+
+def _book_log(path: Path, entries: int) -> tuple[sessionmaker[Session], dict[str, int]]:
+    """A log of book entries only: accounts, then transfers; returns it and expected balances."""
+    log = _sqlite(path)
+    codes = [f"acct:{n:03d}" for n in range(BOOK_ACCOUNTS)]
+    opened = [
+        ("account.opened", {"code": c, "name": c, "kind": "asset", "currency": "CNY",
+                            "allow_negative": True})
+        for c in codes
+    ]  # fmt: skip
+    balances = dict.fromkeys(codes, 0)
+    with log() as s, s.begin():
+        ledger.append_entries(s, opened, at=AT)
+    done = len(opened)
+    while done < entries:
+        part = []
+        for i in range(done, min(entries, done + BATCH)):
+            debit, credit = codes[i % BOOK_ACCOUNTS], codes[(i * 7 + 1) % BOOK_ACCOUNTS]
+            if debit == credit:
+                credit = codes[(i + 1) % BOOK_ACCOUNTS]
+            amount = 100 + i % 9973
+            balances[debit] += amount
+            balances[credit] -= amount
+            part.append(("transfer.posted", {
+                "id": f"t-{i:08d}", "debit": debit, "credit": credit, "amount": amount,
+                "currency": "CNY", "metadata": {"job": "bench", "round": i % 50}, "link": None,
+            }))  # fmt: skip
+        with log() as s, s.begin():
+            ledger.append_entries(s, part, at=AT)
+        done += len(part)
+    with log() as s, s.begin():
+        ledger.sign_checkpoint(s, KEY, ORIGIN)
+    return log, balances
+
+
+def _reconciled_audit(work: Path, entries: int) -> BenchRow:
+    """Offline audit of a book-only log with the book recomputed, vs the same audit without."""
+    log, balances = _book_log(work / "book.db", entries)
+    path = work / "book-export.jsonl"
+    with log() as s:
+        ledger.export_log(s, path, KEY.public_key(), origin=ORIGIN)
+    vkey = ledger.make_vkey(ORIGIN, KEY.public_key())
+    plain_secs, plain = _timed(lambda: ledger.audit_export(path, vkey=vkey, book=False))
+    book_secs, report = _timed(lambda: ledger.audit_export(path, vkey=vkey))
+    replay = ledger._reconcile.BookReplay()
+    with path.open("rb") as fh:  # the balances, once more, to check the audit's arithmetic
+        for line in fh:
+            if line.startswith(b'{"seq":'):
+                item = json.loads(line)
+                replay.feed_leaf(item["seq"], base64.b64decode(item["leaf"]))
+    if not (plain.ok and report.ok) or report.book_transfers != entries - BOOK_ACCOUNTS:
+        raise SystemExit(f"book audit failed: {report.failure or plain.failure}")
+    if {c: b for c, (b, _) in replay.balances().items()} != balances:
+        raise SystemExit("recomputed balances differ from the generator's")
+    return BenchRow(
+        f"offline audit verify of {entries:,} book entries, with reconciliation",
+        book_secs,
+        "s",
+        "same file, audit without reconciliation",
+        plain_secs,
+        "<= 20 s",
+        book_secs <= 20.0,
+    )
+
+
 def run(
-    entries: int, *, singles: int, proofs: int, pg_entries: int, pg_url: str | None
+    entries: int,
+    *,
+    singles: int,
+    proofs: int,
+    pg_entries: int,
+    pg_url: str | None,
+    witness_rounds: int = 20,
 ) -> BenchResult:
     """Run every benchmark once and return the rows (also printed by :func:`main`).
 
@@ -207,6 +350,8 @@ def run(
         Batched appends on PostgreSQL (at most ``entries``).
     pg_url : str | None
         PostgreSQL to measure; None leaves PostgreSQL out (a ``skipped`` row).
+    witness_rounds : int, default 20
+        Witnessed checkpoints timed (after one warm-up round).
 
     Raises
     ------
@@ -390,10 +535,12 @@ def run(
     )
     rows.append(BenchRow(f"export of {entries:,} entries (file write)", export_secs, "s"))
 
+    # 7. Witnessed checkpoints (3 witnesses, loopback) and 8. the audit that reconciles the book.
+    rows.append(_witnessed(log, work, batch, witness_rounds))
+    rows.append(_reconciled_audit(work, entries))
+
     digest.update(root)
-    for path in work.iterdir():
-        path.unlink()
-    work.rmdir()
+    shutil.rmtree(work)
     expected = EXPECTED_DIGESTS.get((entries, proofs))
     if expected is not None and digest.hexdigest() != expected:
         raise SystemExit(

@@ -13,7 +13,8 @@ event version and the status after it. Before a check uses a consent,
 * the folded (status, version) equals the ``consent_state`` row.
 
 A record whose signature does not verify is left as it is: it is denied
-``SIGNATURE_INVALID`` before its status is looked at. Any difference raises :class:`~consent.ConsentIntegrityError` (code
+``SIGNATURE_INVALID`` before its status is looked at. Any difference raises
+:class:`~consent.ConsentIntegrityError` (code
 ``INTEGRITY``) naming the consent and the log index: the check refuses rather
 than decide on a row the log does not support. Deleting trailing events *and*
 rewinding the row is caught by :func:`verify_consent_log`, which folds every

@@ -42,6 +42,7 @@ from ._errors import (
     InvalidConsentRequest,
     TransitionRefused,
 )
+from ._integrity import derive_records
 from ._lifecycle import (
     TERMINAL,
     ConsentEvent,
@@ -51,7 +52,6 @@ from ._lifecycle import (
     effective_status,
     fold_events,
 )
-from ._integrity import derive_records
 from ._models import ArtefactRow, EventRow, StateRow
 from ._receipt import DEFAULT_NOTICE, ConsentReceipt, ReceiptNotice, make_receipt
 from ._verified import VERIFIED

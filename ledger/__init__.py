@@ -25,6 +25,13 @@ from ._book import (
 from ._bounded import MAX_JSON_DEPTH, BoundedInputError, loads_bounded
 from ._canonical import canonical_json, parse_canonical
 from ._checkpoint import Checkpoint, list_checkpoints, open_checkpoint, sign_checkpoint
+from ._cosignature import (
+    Cosigner,
+    cosign,
+    make_cosigner_vkey,
+    parse_cosigner_vkey,
+    verify_cosignatures,
+)
 from ._errors import (
     AccountRejected,
     BookError,
@@ -43,13 +50,6 @@ from ._errors import (
     SplitError,
     TransferRejected,
     VerificationError,
-)
-from ._cosignature import (
-    Cosigner,
-    cosign,
-    make_cosigner_vkey,
-    parse_cosigner_vkey,
-    verify_cosignatures,
 )
 from ._export import ExportSummary, export_log
 from ._hasher import EMPTY_ROOT, hash_children, hash_leaf
@@ -90,7 +90,6 @@ from ._verify import (
     verify_consistency,
     verify_inclusion,
 )
-
 from ._witness import Witness, WitnessReply, WitnessView, add_checkpoint_body
 from ._witnessed import (
     Cosigned,

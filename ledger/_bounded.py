@@ -45,9 +45,7 @@ def decode_utf8(data: bytes, *, what: str, max_bytes: int) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BoundedInputError(
-            f"{what} is not UTF-8 (byte {exc.start})", code="NOT_UTF8"
-        ) from exc
+        raise BoundedInputError(f"{what} is not UTF-8 (byte {exc.start})", code="NOT_UTF8") from exc
 
 
 def check_depth(data: bytes, *, what: str, max_depth: int = MAX_JSON_DEPTH) -> None:

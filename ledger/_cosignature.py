@@ -87,7 +87,9 @@ def parse_cosigner_vkey(vkey: str) -> Cosigner:
         ``code="BAD_VKEY"`` for anything malformed or inconsistent.
     """
     if not isinstance(vkey, str) or len(vkey) > 1024:
-        raise NoteError("cosigner vkey must be a string of at most 1024 characters", code="BAD_VKEY")
+        raise NoteError(
+            "cosigner vkey must be a string of at most 1024 characters", code="BAD_VKEY"
+        )
     parts = vkey.split("+", 2)
     if len(parts) != 3:
         raise NoteError("cosigner vkey must be <name>+<hex id>+<base64 key>", code="BAD_VKEY")

@@ -41,9 +41,9 @@ from ._checkpoint import parse_checkpoint_body
 from ._errors import ExportFormatError, NoteError
 from ._hasher import EMPTY_ROOT
 from ._models import CheckpointRow, CosignatureRow, LogEntryRow, LogHeadRow
-from ._reconcile import book_statement
 from ._note import make_vkey
 from ._proof import TreeHead
+from ._reconcile import book_statement
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "ExportSummary", "export_log"]
 

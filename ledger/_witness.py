@@ -256,7 +256,9 @@ class Witness:
         files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
         return [json.loads(p.read_text(encoding="utf-8")) for p in files]
 
-    def _record(self, kind: str, known: Mapping[str, Any], note: str, old: int, proof: list[bytes]) -> None:
+    def _record(
+        self, kind: str, known: Mapping[str, Any], note: str, old: int, proof: list[bytes]
+    ) -> None:
         folder = self.state_dir / EVIDENCE_DIR
         folder.mkdir(exist_ok=True, mode=0o700)
         digest = hashlib.sha256(note.encode()).hexdigest()[:16]

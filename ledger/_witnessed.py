@@ -80,9 +80,7 @@ def store_cosignature(
             f"the reply holds no valid cosignature by {cosigner.name}", code="BAD_COSIGNATURE"
         )
     timestamp = valid[cosigner.vkey]
-    line = next(
-        line for line in lines if verify_cosignatures(body, [line], [cosigner])
-    )
+    line = next(line for line in lines if verify_cosignatures(body, [line], [cosigner]))
     if session.get(CheckpointRow, checkpoint.size) is None:
         raise OutOfRange(f"no stored checkpoint at size {checkpoint.size}")
     existing = session.get(CosignatureRow, (checkpoint.size, cosigner.vkey))

@@ -31,7 +31,7 @@ app.add_typer(consent.app, name="consent", help="Merchant consents: grant, pause
 app.add_typer(data.app, name="data", help="ERP and platform data: synthesis, connectors.")
 app.add_typer(federation.app, name="fl", help="Federated training and scoring jobs.")
 app.add_typer(db.app, name="db", help="Database schema migrations.")
-app.add_typer(witness.app, name="witness", help="A C2SP tlog witness: cosign consistent checkpoints.")
+app.add_typer(witness.app, name="witness", help="A C2SP tlog witness: cosigns consistent logs.")
 app.command("demo")(demo.demo)
 
 

@@ -51,7 +51,9 @@ def _verify_all() -> tuple[ledger.AuditReport, ledger.BookReport]:
                 book = ledger.BookReport(
                     book.accounts,
                     book.transfers,
-                    ledger.BookFailure(bad.code, bad.index, f"consent {bad.consent_id}: {bad.message}"),
+                    ledger.BookFailure(
+                        bad.code, bad.index, f"consent {bad.consent_id}: {bad.message}"
+                    ),
                 )
     return report, book
 
@@ -339,7 +341,8 @@ def _print_report(report: ledger.AuditReport, path: Path) -> None:
         table.add_row("witnessed by", "\n".join(report.cosigners))
     if report.book_accounts is not None and report.failure is None:
         table.add_row(
-            "book", f"{report.book_accounts} accounts, {report.book_transfers} transfers from the log"
+            "book",
+            f"{report.book_accounts} accounts, {report.book_transfers} transfers from the log",
         )
     if report.failure is None:
         table.add_row("result", "[bold green]OK[/]")

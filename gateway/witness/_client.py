@@ -98,7 +98,9 @@ class _Try:
     error: str | None = None
 
 
-async def _send(tries: Sequence[_Try], timeout: float, transport: httpx.AsyncBaseTransport | None) -> None:
+async def _send(
+    tries: Sequence[_Try], timeout: float, transport: httpx.AsyncBaseTransport | None
+) -> None:
     async with httpx.AsyncClient(timeout=timeout, transport=transport) as client:
 
         async def one(t: _Try) -> None:

@@ -95,7 +95,7 @@ def test_quorum_checkpoint_export_and_audit(
 def test_fork_is_refused_by_witnesses_and_named_by_the_audit(
     data_dir: Path, db_url: str, tmp_path: Path, witnesses: list[tuple[Path, str, str]]
 ) -> None:
-    """The operator re-signs another tree of the same size: witnesses say FORK, so does the audit."""
+    """The operator signs another tree of the same size: witnesses say FORK, so does the audit."""
     assert _run("ledger", "demo").exit_code == 0
     assert _run("ledger", "checkpoint", *_flags(witnesses, urls=True)).exit_code == 0
     # The fork: a fresh database history of the same size under the same key.
@@ -109,7 +109,9 @@ def test_fork_is_refused_by_witnesses_and_named_by_the_audit(
         engine.dispose()
     key = load_or_create_key(data_dir / "keys", "log")
     for n in range(5):
-        assert _run("book", "open", f"acct-{n}", "--kind", "asset", "--currency", "CNY").exit_code == 0
+        assert (
+            _run("book", "open", f"acct-{n}", "--kind", "asset", "--currency", "CNY").exit_code == 0
+        )
 
     refused = _run("ledger", "checkpoint", *_flags(witnesses, urls=True), "--quorum", "2")
     export = tmp_path / "forked.jsonl"

@@ -53,7 +53,7 @@ def test_key_id_uses_signature_type_4() -> None:
     wanted = hashlib.sha256(b"w.example/1\n\x04" + raw).digest()[:4]
     assert parsed.key_id == wanted
     assert vkey.split("+")[1] == wanted.hex()
-    assert base64.b64decode(vkey.split("+")[2])[0] == 4
+    assert base64.b64decode(vkey.split("+", 2)[2])[0] == 4
     with pytest.raises(ledger.NoteError):
         ledger.parse_vkey(vkey)  # a cosigner key is not a note (0x01) key
 

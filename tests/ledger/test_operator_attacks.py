@@ -63,7 +63,9 @@ def _triggers_dropped(db_url: str) -> Iterator[None]:
             for op in ("update", "delete")
         ]
     else:
-        drops = [f"DROP TRIGGER {t}_append_only ON {t}" for t in ("book_accounts", "book_transfers")]
+        drops = [
+            f"DROP TRIGGER {t}_append_only ON {t}" for t in ("book_accounts", "book_transfers")
+        ]
     _sql(db_url, *drops)
     try:
         yield
@@ -109,7 +111,7 @@ def _grant_and_revoke(tmp_path: Path) -> None:
 def test_flipped_consent_state_is_refused_by_check_and_verify(
     data_dir: Path, db_url: str, tmp_path: Path
 ) -> None:
-    """REVOKED flipped to ACTIVE in consent_state: `consent check` and `ledger verify` say INTEGRITY."""
+    """REVOKED flipped to ACTIVE in consent_state: `consent check`, `ledger verify`: INTEGRITY."""
     _grant_and_revoke(tmp_path)
     before = _run(*_CHECK)
 
@@ -152,7 +154,9 @@ def _rewrite_leaf(db_url: str, seq: int, old: bytes, new: bytes) -> None:
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
-            rows = conn.execute(text("SELECT seq, leaf_data FROM ledger_entries ORDER BY seq")).all()
+            rows = conn.execute(
+                text("SELECT seq, leaf_data FROM ledger_entries ORDER BY seq")
+            ).all()
             leaves = [bytes(r[1]) for r in rows]
             leaves[seq] = leaves[seq].replace(old, new)
             assert leaves[seq] != bytes(rows[seq][1])
@@ -166,10 +170,15 @@ def _rewrite_leaf(db_url: str, seq: int, old: bytes, new: bytes) -> None:
             while current:
                 for i, h in enumerate(current):
                     conn.execute(
-                        text("INSERT INTO ledger_tree_nodes (level, \"index\", hash) VALUES (:l, :i, :h)"),
+                        text(
+                            "INSERT INTO ledger_tree_nodes (level, \"index\", hash)"
+                            " VALUES (:l, :i, :h)"
+                        ),
                         {"l": level, "i": i, "h": h},
                     )
-                current = [hash_children(current[k], current[k + 1]) for k in range(0, len(current) - 1, 2)]
+                current = [
+                    hash_children(current[k], current[k + 1]) for k in range(0, len(current) - 1, 2)
+                ]
                 level += 1
             conn.execute(text("DELETE FROM ledger_checkpoints"))
         sessions = make_sessionmaker(engine)
@@ -200,10 +209,8 @@ def test_rewritten_and_resigned_history_is_a_fork_against_a_pin(
     _refused(pinned, "FORK", 4)
 
 
-def test_rollback_export_and_header_only_export_are_refused(
-    data_dir: Path, tmp_path: Path
-) -> None:
-    """An export cut back to an older genuine checkpoint is ROLLBACK; a bare header NO_CHECKPOINT."""
+def test_rollback_export_and_header_only_export_are_refused(data_dir: Path, tmp_path: Path) -> None:
+    """An export cut back to an older genuine checkpoint: ROLLBACK; a bare header: NO_CHECKPOINT."""
     assert _run("ledger", "demo").exit_code == 0
     old = tmp_path / "old.jsonl"
     assert _run("ledger", "export", str(old)).exit_code == 0
@@ -212,8 +219,18 @@ def test_rollback_export_and_header_only_export_are_refused(
     assert _run("ledger", "checkpoint", "--out", str(pin)).exit_code == 0
     header = json.loads(old.read_text().splitlines()[0])
     bare = tmp_path / "bare.jsonl"
-    bare.write_text(json.dumps({**header, "size": 0, "checkpoints": 0, "book": 0,
-                                "root": "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="}) + "\n")
+    bare.write_text(
+        json.dumps(
+            {
+                **header,
+                "size": 0,
+                "checkpoints": 0,
+                "book": 0,
+                "root": "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+            }
+        )
+        + "\n"
+    )
 
     rollback = _run("audit", "verify", str(old), "--vkey", _vkey(data_dir), "--since", str(pin))
     header_only = _run("audit", "verify", str(bare), "--vkey", _vkey(data_dir))
@@ -236,14 +253,16 @@ def _book(tmp_path: Path) -> None:
     assert posted.exit_code == 0, posted.output
 
 
-def test_forged_transfer_row_is_caught_by_verify(data_dir: Path, db_url: str, tmp_path: Path) -> None:
+def test_forged_transfer_row_is_caught_by_verify(
+    data_dir: Path, db_url: str, tmp_path: Path
+) -> None:
     """A transfer row with no log entry takes cash to −8,500.00: `book accounts` says balanced."""
     _book(tmp_path)
     _sql(
         db_url,
         "INSERT INTO book_transfers (id, debit_account, credit_account, amount, currency, link_id,"
         " metadata, request_digest, log_seq, posted_at) VALUES ('forged-1', 'equity', 'cash',"
-        f" 1850000, 'CNY', NULL, '{{}}', :d, 0, '2026-01-01T00:00:00+00:00')".replace(
+        " 1850000, 'CNY', NULL, '{}', :d, 0, '2026-01-01T00:00:00+00:00')".replace(
             ":d", "X'" + "00" * 32 + "'" if "sqlite" in db_url else "'\\x" + "00" * 32 + "'"
         ),
     )
@@ -259,7 +278,7 @@ def test_forged_transfer_row_is_caught_by_verify(data_dir: Path, db_url: str, tm
 def test_edited_amount_and_account_behind_dropped_triggers(
     data_dir: Path, db_url: str, tmp_path: Path
 ) -> None:
-    """With triggers in place the edits fail; dropped, `ledger verify` names the transfer/account."""
+    """Triggers block the edits; with them dropped, `ledger verify` names transfer and account."""
     _book(tmp_path)
     blocked = []
     for statement in (
@@ -351,7 +370,9 @@ def test_export_refuses_a_database_that_does_not_verify(
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
-            leaf = conn.execute(text("SELECT leaf_data FROM ledger_entries WHERE seq = 3")).scalar_one()
+            leaf = conn.execute(
+                text("SELECT leaf_data FROM ledger_entries WHERE seq = 3")
+            ).scalar_one()
             conn.execute(
                 text("UPDATE ledger_entries SET leaf_data = :d WHERE seq = 3"),
                 {"d": bytes(leaf).replace(b"6000", b"9000")},
@@ -384,18 +405,35 @@ def test_hostile_inputs_get_codes_not_tracebacks(data_dir: Path, tmp_path: Path)
     lines = good.read_text().splitlines(keepends=True)
     header = json.loads(lines[0])
     huge = tmp_path / "huge.jsonl"
-    huge.write_text(json.dumps({**header, "junk": "x" * (2 * 1024 * 1024)}) + "\n" + "".join(lines[1:]))
+    huge.write_text(
+        json.dumps({**header, "junk": "x" * (2 * 1024 * 1024)}) + "\n" + "".join(lines[1:])
+    )
     deep = tmp_path / "deep.jsonl"
     first_entry = next(i for i, line in enumerate(lines) if '"leaf"' in line)
-    deep.write_text("".join(lines[:first_entry]) + "[" * 200_000 + "\n" + "".join(lines[first_entry + 1 :]))
+    deep.write_text(
+        "".join(lines[:first_entry]) + "[" * 200_000 + "\n" + "".join(lines[first_entry + 1 :])
+    )
     vkey = _vkey(data_dir)
 
     results = {
         "latin1": _run("consent", "grant", "--terms", str(tmp_path / "latin1.json")),
         "deep_terms": _run("consent", "grant", "--terms", str(tmp_path / "deep.json")),
-        "deep_meta": _run("book", "transfer", "--id", "t-2", "--debit", "cash", "--credit",
-                          "equity", "--amount", "1", "--currency", "CNY",
-                          "--meta", '{"a":' * 5000 + "1" + "}" * 5000),  # fmt: skip
+        "deep_meta": _run(
+            "book",
+            "transfer",
+            "--id",
+            "t-2",
+            "--debit",
+            "cash",
+            "--credit",
+            "equity",
+            "--amount",
+            "1",
+            "--currency",
+            "CNY",
+            "--meta",
+            '{"a":' * 5000 + "1" + "}" * 5000,
+        ),  # fmt: skip
         "huge": _run("audit", "verify", str(huge), "--vkey", vkey),
         "deep_line": _run("audit", "verify", str(deep), "--vkey", vkey),
     }

@@ -33,7 +33,9 @@ def log(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
 
 def _witness(folder: Path, clock: int = 1_700_000_000) -> ledger.Witness:
     verifier = ledger.parse_vkey(ledger.make_vkey(ORIGIN, LOG_KEY.public_key()))
-    return ledger.Witness(folder, "w.example/1", WITNESS_KEY, {ORIGIN: verifier}, clock=lambda: clock)
+    return ledger.Witness(
+        folder, "w.example/1", WITNESS_KEY, {ORIGIN: verifier}, clock=lambda: clock
+    )
 
 
 def _grow(log: sessionmaker[Session], n: int, tag: str = "a") -> ledger.Checkpoint:
@@ -56,7 +58,9 @@ def _fork(log: sessionmaker[Session], tag: str) -> ledger.Checkpoint:
     return _grow(log, size, tag)
 
 
-def test_first_checkpoint_then_consistent_extension(log: sessionmaker[Session], tmp_path: Path) -> None:
+def test_first_checkpoint_then_consistent_extension(
+    log: sessionmaker[Session], tmp_path: Path
+) -> None:
     """A witness cosigns the first checkpoint from 0 and then only a proven extension."""
     witness = _witness(tmp_path / "w")
     first = _grow(log, 5)
@@ -74,7 +78,9 @@ def test_first_checkpoint_then_consistent_extension(log: sessionmaker[Session], 
     assert reopened == view
 
 
-def test_old_size_mismatch_is_409_with_the_witness_size(log: sessionmaker[Session], tmp_path: Path) -> None:
+def test_old_size_mismatch_is_409_with_the_witness_size(
+    log: sessionmaker[Session], tmp_path: Path
+) -> None:
     """A request from the wrong old size gets 409, text/x.tlog.size, the size the witness holds."""
     witness = _witness(tmp_path / "w")
     first = _grow(log, 4)
@@ -87,7 +93,9 @@ def test_old_size_mismatch_is_409_with_the_witness_size(log: sessionmaker[Sessio
     assert reply.content_type == "text/x.tlog.size"
 
 
-def test_fork_is_refused_and_recorded_with_both_notes(log: sessionmaker[Session], tmp_path: Path) -> None:
+def test_fork_is_refused_and_recorded_with_both_notes(
+    log: sessionmaker[Session], tmp_path: Path
+) -> None:
     """Same size, another root: 409 FORK; the evidence holds two log-signed notes of one size."""
     witness = _witness(tmp_path / "w")
     honest = _grow(log, 6)
@@ -99,8 +107,12 @@ def test_fork_is_refused_and_recorded_with_both_notes(log: sessionmaker[Session]
     assert (reply.status, reply.code, reply.body) == (409, "FORK", b"6\n")
     [evidence] = witness.evidence()
     assert evidence["kind"] == "FORK"
-    known = ledger.open_checkpoint(evidence["known"], ledger.make_vkey(ORIGIN, LOG_KEY.public_key()))
-    offered = ledger.open_checkpoint(evidence["offered"], ledger.make_vkey(ORIGIN, LOG_KEY.public_key()))
+    known = ledger.open_checkpoint(
+        evidence["known"], ledger.make_vkey(ORIGIN, LOG_KEY.public_key())
+    )
+    offered = ledger.open_checkpoint(
+        evidence["offered"], ledger.make_vkey(ORIGIN, LOG_KEY.public_key())
+    )
     assert known.size == offered.size == 6 and known.root != offered.root
     assert witness.latest(ORIGIN).root == honest.root  # type: ignore[union-attr]
 
@@ -120,13 +132,17 @@ def test_inconsistent_extension_is_422(log: sessionmaker[Session], tmp_path: Pat
     assert witness.latest(ORIGIN).size == 6  # type: ignore[union-attr]
 
 
-def test_unknown_origin_bad_signature_and_bad_requests(log: sessionmaker[Session], tmp_path: Path) -> None:
+def test_unknown_origin_bad_signature_and_bad_requests(
+    log: sessionmaker[Session], tmp_path: Path
+) -> None:
     """404 for a log it does not follow, 403 for another key's note, 400 for malformed bodies."""
     witness = _witness(tmp_path / "w")
     cp = _grow(log, 2)
     other_key = Ed25519PrivateKey.generate()
     forged_note = ledger.sign_note(cp.note[: cp.note.index("\n\n") + 1], ORIGIN, other_key)
-    foreign = ledger.sign_note(f"other.example/log\n2\n{cp.root_b64}\n", "other.example/log", other_key)
+    foreign = ledger.sign_note(
+        f"other.example/log\n2\n{cp.root_b64}\n", "other.example/log", other_key
+    )
     bad_bodies = [
         b"",
         b"old 01\n\n" + cp.note.encode(),
