@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ._errors import NoteError
-from ._note import SIGNATURE_PREFIX, _check_name
+from ._note import SIGNATURE_PREFIX, _check_name, decode_vkey, key_id
 
 __all__ = [
     "COSIGNATURE_TYPE",
@@ -54,7 +53,7 @@ def _raw(key: Ed25519PublicKey) -> bytes:
 
 def cosigner_key_id(name: str, public_key: Ed25519PublicKey) -> bytes:
     """SHA-256(name ‖ 0x0A ‖ 0x04 ‖ public key)[:4]."""
-    return hashlib.sha256(name.encode() + b"\n" + COSIGNATURE_TYPE + _raw(public_key)).digest()[:4]
+    return key_id(name, public_key, COSIGNATURE_TYPE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,29 +85,7 @@ def parse_cosigner_vkey(vkey: str) -> Cosigner:
     NoteError
         ``code="BAD_VKEY"`` for anything malformed or inconsistent.
     """
-    if not isinstance(vkey, str) or len(vkey) > 1024:
-        raise NoteError(
-            "cosigner vkey must be a string of at most 1024 characters", code="BAD_VKEY"
-        )
-    parts = vkey.split("+", 2)
-    if len(parts) != 3:
-        raise NoteError("cosigner vkey must be <name>+<hex id>+<base64 key>", code="BAD_VKEY")
-    name, hex_id, b64 = parts
-    try:
-        _check_name(name)
-        raw = base64.b64decode(b64, validate=True)
-        wanted = bytes.fromhex(hex_id)
-    except (NoteError, binascii.Error, ValueError) as exc:
-        raise NoteError(f"malformed cosigner vkey: {exc}", code="BAD_VKEY") from exc
-    if len(raw) != 33 or raw[:1] != COSIGNATURE_TYPE or len(hex_id) != 8:
-        raise NoteError(
-            "not a cosignature/v1 key (type 0x04, 32-byte Ed25519, 8-hex-digit id)",
-            code="BAD_VKEY",
-        )
-    public = Ed25519PublicKey.from_public_bytes(raw[1:])
-    if cosigner_key_id(name, public) != wanted:
-        raise NoteError("cosigner vkey id does not match its name and key", code="BAD_VKEY")
-    return Cosigner(name, wanted, public)
+    return Cosigner(*decode_vkey(vkey, COSIGNATURE_TYPE))
 
 
 def cosignature_message(body: str, timestamp: int) -> bytes:

@@ -25,7 +25,15 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ._errors import NoteError
 
-__all__ = ["NoteVerifier", "key_id", "make_vkey", "parse_vkey", "sign_note", "verify_note"]
+__all__ = [
+    "NoteVerifier",
+    "decode_vkey",
+    "key_id",
+    "make_vkey",
+    "parse_vkey",
+    "sign_note",
+    "verify_note",
+]
 
 ED25519_TYPE = b"\x01"
 SIGNATURE_PREFIX = "\u2014 "  # em dash and a space
@@ -43,9 +51,9 @@ def _check_name(name: str) -> None:
         )
 
 
-def key_id(name: str, public_key: Ed25519PublicKey) -> bytes:
-    """The 4-byte key id: SHA-256(name ‖ 0x0A ‖ 0x01 ‖ public key)[:4]."""
-    digest = hashlib.sha256(name.encode() + b"\n" + ED25519_TYPE + _raw_public(public_key))
+def key_id(name: str, public_key: Ed25519PublicKey, sig_type: bytes = ED25519_TYPE) -> bytes:
+    """The 4-byte key id: SHA-256(name ‖ 0x0A ‖ type ‖ public key)[:4] (type 0x01 by default)."""
+    digest = hashlib.sha256(name.encode() + b"\n" + sig_type + _raw_public(public_key))
     return digest.digest()[:4]
 
 
@@ -86,6 +94,20 @@ def parse_vkey(vkey: str) -> NoteVerifier:
     NoteError
         ``code="BAD_VKEY"`` for any malformed or inconsistent verifier key.
     """
+    return NoteVerifier(*decode_vkey(vkey, ED25519_TYPE))
+
+
+def decode_vkey(vkey: str, sig_type: bytes) -> tuple[str, bytes, Ed25519PublicKey]:
+    """``(name, key id, key)`` of an Ed25519 vkey of signature type ``sig_type``, checked.
+
+    Raises
+    ------
+    NoteError
+        ``code="BAD_VKEY"`` for a malformed key, another type, or an id that
+        does not match the name and key.
+    """
+    if not isinstance(vkey, str) or len(vkey) > 1024:
+        raise NoteError("verifier key must be a string of at most 1024 characters", code="BAD_VKEY")
     parts = vkey.split("+", 2)  # base64 may itself contain '+'; name and id may not
     if len(parts) != 3:
         raise NoteError("verifier key must be <name>+<hex id>+<base64 key>", code="BAD_VKEY")
@@ -96,14 +118,15 @@ def parse_vkey(vkey: str) -> NoteVerifier:
         wanted = bytes.fromhex(hex_id)
     except (NoteError, binascii.Error, ValueError) as exc:
         raise NoteError(f"malformed verifier key: {exc}", code="BAD_VKEY") from exc
-    if len(raw) != 33 or raw[:1] != ED25519_TYPE or len(hex_id) != 8:
+    if len(raw) != 33 or raw[:1] != sig_type or len(hex_id) != 8:
         raise NoteError(
-            "verifier key is not an Ed25519 key with an 8-hex-digit id", code="BAD_VKEY"
+            f"verifier key is not an Ed25519 key of type 0x{sig_type.hex()} with an 8-hex-digit id",
+            code="BAD_VKEY",
         )
     public = Ed25519PublicKey.from_public_bytes(raw[1:])
-    if key_id(name, public) != wanted:
+    if key_id(name, public, sig_type) != wanted:
         raise NoteError("verifier key id does not match its name and key", code="BAD_VKEY")
-    return NoteVerifier(name, wanted, public)
+    return name, wanted, public
 
 
 def _check_text(text: str) -> None:

@@ -22,16 +22,21 @@ TRUST_WARNING = (
 )
 
 
-def _pinned_key(value: str) -> ledger.NoteVerifier:
-    """The auditor's key from ``--vkey``: a vkey string, or a file that holds one."""
+def _key_text(value: str, what: str) -> str:
+    """``value`` itself, or the text of the file it names (a key kept in a file)."""
     path = Path(value)
     if path.is_file():
         try:
-            value = path.read_text(encoding="utf-8").strip()
+            return path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            fail("BAD_VKEY", f"cannot read a verifier key from {path}: {exc}", exit_code=2)
+            fail("BAD_VKEY", f"cannot read {what} from {path}: {exc}", exit_code=2)
+    return value
+
+
+def _pinned_key(value: str) -> ledger.NoteVerifier:
+    """The auditor's key from ``--vkey``: a vkey string, or a file that holds one."""
     try:
-        return ledger.parse_vkey(value)
+        return ledger.parse_vkey(_key_text(value, "a verifier key"))
     except ledger.NoteError as exc:
         fail("BAD_VKEY", f"--vkey is neither a verifier key nor a file holding one: {exc}", 2)
 
@@ -41,14 +46,8 @@ MAX_PIN_BYTES = 256 * 1024
 
 def _cosigner(value: str) -> ledger.Cosigner:
     """A witness key from ``--witness``: a cosigner vkey, or a file that holds one."""
-    path = Path(value)
-    if path.is_file():
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            fail("BAD_VKEY", f"cannot read a witness key from {path}: {exc}", exit_code=2)
     try:
-        return ledger.parse_cosigner_vkey(value)
+        return ledger.parse_cosigner_vkey(_key_text(value, "a witness key"))
     except ledger.NoteError as exc:
         fail("BAD_VKEY", f"--witness is not a cosigner vkey (type 0x04): {exc}", exit_code=2)
 
