@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ledger._models import LogEntryRow
@@ -126,6 +126,23 @@ def _derive(record: ConsentRecord, events: Sequence[Any]) -> ConsentRecord:
     return replace(record, state=replace(state, status=status))
 
 
+_EVENTS = (
+    select(
+        EventRow.consent_id,
+        EventRow.version,
+        EventRow.kind,
+        EventRow.status,
+        EventRow.ledger_seq,
+        LogEntryRow.leaf_data,
+        LogEntryRow.leaf_hash,
+    )
+    .outerjoin(LogEntryRow, LogEntryRow.seq == EventRow.ledger_seq)
+    .where(EventRow.consent_id.in_(bindparam("ids", expanding=True)))
+    .order_by(EventRow.consent_id, EventRow.version)
+)
+"""Built once: a consent check pays for running it, not for constructing it."""
+
+
 def derive_records(session: Session, records: Sequence[ConsentRecord]) -> list[ConsentRecord]:
     """``records`` with each status refolded from the log; refuse any the log contradicts.
 
@@ -138,22 +155,9 @@ def derive_records(session: Session, records: Sequence[ConsentRecord]) -> list[C
         does not prove.
     """
     by_id: dict[str, list[Any]] = {}
-    ids = [r.signed.artefact.consent_id for r in records]
+    ids = [r.signed.artefact.consent_id for r in records if r.signature_ok]
     for start in range(0, len(ids), _CHUNK):
-        rows = session.execute(
-            select(
-                EventRow.consent_id,
-                EventRow.version,
-                EventRow.kind,
-                EventRow.status,
-                EventRow.ledger_seq,
-                LogEntryRow.leaf_data,
-                LogEntryRow.leaf_hash,
-            )
-            .outerjoin(LogEntryRow, LogEntryRow.seq == EventRow.ledger_seq)
-            .where(EventRow.consent_id.in_(ids[start : start + _CHUNK]))
-            .order_by(EventRow.consent_id, EventRow.version)
-        ).all()
+        rows = session.execute(_EVENTS, {"ids": ids[start : start + _CHUNK]}).all()
         for row in rows:
             by_id.setdefault(row.consent_id, []).append(row)
     return [_derive(r, by_id.get(r.signed.artefact.consent_id, [])) for r in records]
