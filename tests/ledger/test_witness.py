@@ -161,3 +161,22 @@ def test_unknown_origin_bad_signature_and_bad_requests(
     assert (forged.status, forged.code) == (403, "BAD_SIGNATURE")
     assert [(r.status, r.code) for r in bad] == [(400, "BAD_REQUEST")] * len(bad_bodies)
     assert witness.latest(ORIGIN) is None
+
+
+def test_concurrent_requests_never_roll_the_state_back(
+    log: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Eight requests from size 0 at once: exactly one is cosigned and the state is that one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    checkpoints = [_grow(log, 1) for _ in range(8)]
+    bodies = [_request(log, cp, 0) for cp in checkpoints]
+    witnesses = [_witness(tmp_path / "w") for _ in bodies]  # one object per thread, one folder
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(pool.map(lambda w, b: w.add_checkpoint(b), witnesses, bodies))
+
+    won = [cp for cp, r in zip(checkpoints, replies, strict=True) if r.ok]
+    assert len(won) == 1
+    assert sorted(r.code for r in replies if not r.ok) == ["OLD_SIZE_MISMATCH"] * 7
+    assert _witness(tmp_path / "w").latest(ORIGIN).size == won[0].size  # type: ignore[union-attr]
