@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import ledger
 from gateway.cli import app
-from gateway.db import make_engine
+from gateway.db import make_engine, make_sessionmaker
 from gateway.keys import load_or_create_key
 from gateway.witness import make_app, open_witness, serve_in_thread
 from tests.utils.cli import cli_settings
@@ -130,3 +130,26 @@ def test_fork_is_refused_by_witnesses_and_named_by_the_audit(
     assert "FAILED FORK" in audit.output and "first bad index" in audit.output
     assert "4" in audit.output.split("first bad index")[1][:40]
     assert quorum.exit_code == 1 and "FAILED NO_QUORUM" in quorum.output
+
+
+def test_cosign_a_request_file_without_http(data_dir: Path, db_url: str, tmp_path: Path) -> None:
+    """`fedgate witness cosign DIR FILE` answers one request; a replayed stale one is refused."""
+    log_key = load_or_create_key(data_dir / "keys", "log")
+    folder = tmp_path / "w"
+    assert _run("witness", "init", str(folder), "--name", "node.example/w").exit_code == 0
+    assert _run("witness", "trust", str(folder), ledger.make_vkey(ORIGIN, log_key.public_key()))
+    assert _run("ledger", "demo").exit_code == 0
+    engine = make_engine(db_url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            checkpoint = ledger.list_checkpoints(s)[-1]
+            (tmp_path / "req").write_bytes(ledger.witness_request(s, checkpoint, 0))
+    finally:
+        engine.dispose()
+
+    first = _run("witness", "cosign", str(folder), str(tmp_path / "req"))
+    again = _run("witness", "cosign", str(folder), str(tmp_path / "req"))
+
+    assert first.exit_code == 0, first.output
+    assert first.stdout.startswith("\u2014 node.example/w ")
+    assert again.exit_code == 1 and "error[OLD_SIZE_MISMATCH]" in again.output
