@@ -365,8 +365,8 @@ def reconcile_book(session: Session) -> BookReport:
     logged = iter(replay.transfers)
     pending = next(logged, None)
     failure: BookFailure | None = None
-    for row in rows:
-        seq = int(row.log_seq)
+    for transfer in rows:
+        seq = int(transfer.log_seq)
         if pending is not None and pending.seq < seq:
             failure = BookFailure(
                 "TRANSFER_MISSING",
@@ -379,13 +379,15 @@ def reconcile_book(session: Session) -> BookReport:
             failure = BookFailure(
                 "TRANSFER_NOT_LOGGED",
                 seq,
-                f"transfer {row.id!r} points at log entry {seq}, which is not its transfer.posted",
-                row.id,
+                f"transfer {transfer.id!r} points at log entry {seq}, not its transfer.posted",
+                transfer.id,
             )
             break
-        why = _transfer_mismatch(row, pending.body)
+        why = _transfer_mismatch(transfer, pending.body)
         if why:
-            failure = BookFailure("TRANSFER_MISMATCH", seq, f"transfer {row.id!r}: {why}", row.id)
+            failure = BookFailure(
+                "TRANSFER_MISMATCH", seq, f"transfer {transfer.id!r}: {why}", transfer.id
+            )
             break
         pending = next(logged, None)
     if failure is None and pending is not None:
