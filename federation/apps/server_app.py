@@ -52,6 +52,7 @@ from consent import ConsentError, ManifestEntry, build_manifest, record_uses, si
 from ledger import append_entry
 
 from .._errors import FederationError, JobFailed, ReceiptInvalid
+from ..bestround import BestRound
 from ..features import BinEncoder, QuantileSketch
 from ..lifetime import PRIVACY_ACCOUNT_KEY, MerchantPrivacyAccount
 from ..models import build_g_erp, get_weights
@@ -410,6 +411,7 @@ class _Job:
     manifest_sizes: dict[tuple[int, str], int] = field(default_factory=dict)
     # How the updates were aggregated, from what actually ran (strategy, SecAgg+ evidence).
     aggregation: dict[str, Any] = field(default_factory=dict)
+    best_round: int | None = None  # the saved model's round (None: the last, e.g. SecAgg+)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -686,9 +688,12 @@ class _Job:
                 encoder=_arrays(encoder.to_arrays()),
                 on_round=self.on_round,
             )
-            result = wrapper.start(self.grid, initial, num_rounds=spec.rounds, timeout=s.timeout)
+            keeper = BestRound()  # the saved model is the best round on the nodes' hold-out
+            result = wrapper.start(self.grid, initial, num_rounds=spec.rounds, timeout=s.timeout,
+                                   evaluate_fn=keeper.capture)
             rounds = wrapper.as_dict()
-            final = result.arrays if result.arrays is not None else initial
+            last = result.arrays if result.arrays is not None else initial
+            final, self.best_round, _ = keeper.select(rounds, last)
         for r in rounds.values():
             self.failures.extend(f"round: {f}" for f in r["failures"])
         s.out_dir.mkdir(parents=True, exist_ok=True)
@@ -709,6 +714,7 @@ class _Job:
             "delta": spec.dp.delta if spec.dp else 0.0,
             "features": erp_fields_for(spec.categories),
             "aggregation": self.aggregation,
+            "best_round": self.best_round,
         }
         (s.out_dir / LINEAGE_FILE).write_text(
             json.dumps(lineage, indent=2, sort_keys=True), "utf-8"
@@ -716,6 +722,7 @@ class _Job:
         return {
             "rounds": {str(r): v for r, v in rounds.items()},
             "model_path": str(s.out_dir / MODEL_FILE),
+            "best_round": self.best_round,
         }
 
     def _train_secagg(
