@@ -14,13 +14,14 @@ from ._artefact import (
     verify_approval,
     verify_artefact,
 )
-from ._bulk import ImportRefused, ImportResult, import_consents
+from ._bulk import ImportResult, import_consents
 from ._check import ConsentRecord, Decision, evaluate, require_consent
 from ._errors import (
     ConsentDenied,
     ConsentError,
     ConsentIntegrityError,
     ConsentNotFound,
+    ImportRefused,
     InvalidConsentRequest,
     ManifestRejected,
     TransitionRefused,

@@ -45,24 +45,16 @@ from ._artefact import (
     artefact_hash,
     parse_terms,
 )
-from ._errors import ConsentError, InvalidConsentRequest
+from ._errors import ConsentError, ImportRefused, InvalidConsentRequest
 from ._jose import ALGORITHM
 from ._lifecycle import Status
 from ._models import ArtefactRow, EventRow, StateRow
 from ._store import _now
 
-__all__ = ["ImportRefused", "ImportResult", "import_consents"]
+__all__ = ["ImportResult", "import_consents"]
 
 _CHUNK = 5000
 _LINE_KEYS = {"terms", "merchant_signature", "merchant_key"}
-
-
-class ImportRefused(InvalidConsentRequest):
-    """A line of a bulk import is bad; nothing was written. ``line`` is 1-based."""
-
-    def __init__(self, message: str, *, code: str, line: int) -> None:
-        super().__init__(f"line {line}: {message}", code=code)
-        self.line = line
 
 
 @dataclass(frozen=True, slots=True)

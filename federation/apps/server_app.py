@@ -76,6 +76,7 @@ from ._keys import (
     KEY_DP_MAX_GRAD_NORM,
     KEY_EPOCHS,
     KEY_HIDDEN,
+    KEY_HOLDOUT_BUCKETS,
     KEY_ISV_ID,
     KEY_JOB_ID,
     KEY_LIFETIME_EPSILON,
@@ -255,6 +256,7 @@ class ServerSettings:
     secagg_num_shares: float = 1.0
     secagg_threshold: float = 0.67
     privacy_account: Path | None = None
+    holdout_buckets: int = 5
 
     @classmethod
     def from_run_config(cls, rc: Mapping[str, Any]) -> ServerSettings:
@@ -288,6 +290,7 @@ class ServerSettings:
                 secagg_num_shares=float(rc.get("secagg-num-shares", 1.0)),
                 secagg_threshold=float(rc.get("secagg-threshold", 0.67)),
                 privacy_account=opt_path(PRIVACY_ACCOUNT_KEY),
+                holdout_buckets=int(rc.get(KEY_HOLDOUT_BUCKETS, 5)),
             )
         except KeyError as exc:
             raise FederationError(f"run config lacks {exc}", code="BAD_CONFIG") from None
@@ -520,6 +523,7 @@ class _Job:
             manifest=sign_manifest(manifest, self.gateway_key),
             seed=s.seed,
         )
+        cfg[KEY_HOLDOUT_BUCKETS] = s.holdout_buckets
         return cfg, manifest.root, len(entries)
 
     def _charge_lifetime(self, isv: str, entries: list[ManifestEntry]) -> list[ManifestEntry]:

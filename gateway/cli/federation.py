@@ -191,6 +191,7 @@ def run(
         "rounds": rounds, "lr": lr, "local-epochs": local_epochs, "batch-size": batch_size,
         "n-bins": bins, "arch": family, "hidden": size, "strategy": strategy,
         "dp-epsilon": dp_epsilon,
+        "holdout-buckets": cfg.holdout.buckets if config_file is not None else None,
     }
     try:
         config = jobs.train_run_config(

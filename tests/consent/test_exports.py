@@ -44,5 +44,5 @@ def test_error_tree_has_one_root_and_codes() -> None:
     errors = [getattr(consent, n) for n in consent.__all__ if n.endswith(("Error", "Denied",
               "Rejected", "Request", "NotFound", "Refused"))]  # fmt: skip
 
-    assert len(errors) == 7
+    assert len(errors) == 8
     assert all(issubclass(e, consent.ConsentError) and isinstance(e.code, str) for e in errors)
