@@ -56,9 +56,31 @@ def _job_config(path: Path, *, check: bool = True) -> Any:
     return cfg
 
 
-def _source(world: Path | None, config: Path | None) -> None:
+_WorldOption = Annotated[
+    Path | None, typer.Option("--world", help="World directory (fedgate data synth).")
+]
+_ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="Job configuration TOML (tables, mappings).")
+]
+
+
+def _job_nodes(world: Path | None, config: Path | None, *, label: str | None,
+               out_dir: Path) -> jobs.WorldNodes:
+    """Nodes of a job config (validated first; labels under ``out_dir``) or of a world."""
     if (world is None) == (config is None):
         fail("BAD_ARGUMENT", "give exactly one of --config (job TOML) or --world (data synth)")
+    if config is None:
+        return _nodes(world)  # type: ignore[arg-type]
+    cfg = _job_config(config)  # every table validated before any Ray start-up
+    try:
+        return jobs.config_nodes(settings(), cfg, label=str(label), labels_dir=out_dir)
+    except jobs.JobSetupError as exc:
+        fail(exc.code, str(exc))
+
+
+def _holdout_buckets(config: Path | None) -> int | None:
+    """The job config's hold-out buckets (``None`` for a world: the nodes' default)."""
+    return None if config is None else int(_job_config(config, check=False).holdout.buckets)
 
 
 def _spec_options(spec: str) -> dict[str, Any]:
@@ -142,12 +164,8 @@ def run(
         typer.Option("--spec", help="Built-in spec (pd-erp, pd-erp-only, fake-trade) or a "
                      "spec TOML file."),
     ],
-    world: Annotated[
-        Path | None, typer.Option("--world", help="World directory (fedgate data synth).")
-    ] = None,
-    config_file: Annotated[
-        Path | None, typer.Option("--config", help="Job configuration TOML (tables, mappings).")
-    ] = None,
+    world: _WorldOption = None,
+    config_file: _ConfigOption = None,
     job_id: Annotated[str | None, typer.Option("--job-id")] = None,
     rounds: Annotated[int | None, typer.Option("--rounds", min=1)] = None,
     dp_epsilon: Annotated[
@@ -172,26 +190,17 @@ def run(
     """Train a federated model on the ISV nodes (simulation runtime); keeps the best round."""
     from federation import SpecError, spec_from_run_config
 
-    _source(world, config_file)
     spec_opts = _spec_options(spec)
-    spec_opts.pop("_model")
+    label = spec_opts.pop("_model").label
     job = job_id or f"train-{uuid.uuid4().hex[:12]}"
     out_dir = (out or settings().data_dir / "jobs" / job).resolve()
-    if config_file is not None:
-        cfg = _job_config(config_file)  # every table validated before any Ray start-up
-        label = spec_from_run_config(spec_opts).label
-        try:
-            wn = jobs.config_nodes(settings(), cfg, label=label, labels_dir=out_dir)
-        except jobs.JobSetupError as exc:
-            fail(exc.code, str(exc))
-    else:
-        wn = _nodes(world)  # type: ignore[arg-type]
+    wn = _job_nodes(world, config_file, label=label, out_dir=out_dir)
     sessions()  # creates the schema on first use
     overrides = {
         "rounds": rounds, "lr": lr, "local-epochs": local_epochs, "batch-size": batch_size,
         "n-bins": bins, "arch": family, "hidden": size, "strategy": strategy,
         "dp-epsilon": dp_epsilon,
-        "holdout-buckets": cfg.holdout.buckets if config_file is not None else None,
+        "holdout-buckets": _holdout_buckets(config_file),
     }
     try:
         config = jobs.train_run_config(
@@ -250,34 +259,21 @@ def run(
 @app.command("score")
 def score(
     model_dir: Annotated[Path, typer.Option("--model-dir", help="A training job's output dir.")],
-    world: Annotated[
-        Path | None, typer.Option("--world", help="World directory (fedgate data synth).")
-    ] = None,
-    config_file: Annotated[
-        Path | None, typer.Option("--config", help="Job configuration TOML.")
-    ] = None,
+    world: _WorldOption = None,
+    config_file: _ConfigOption = None,
     job_id: Annotated[str | None, typer.Option("--job-id")] = None,
     consumer: Annotated[str, typer.Option("--consumer")] = DEFAULT_CONSUMER,
     out: Annotated[Path | None, typer.Option("--out")] = None,
     verbose: Annotated[bool, typer.Option("--verbose")] = False,
 ) -> None:
     """Collect g-scores from the nodes for merchants whose consent covers credit_scoring."""
-    _source(world, config_file)
     try:
         lineage = jobs.read_lineage(model_dir)  # refuse a bad model dir before any key is made
     except jobs.JobSetupError as exc:
         fail(exc.code, str(exc))
     job = job_id or f"score-{uuid.uuid4().hex[:12]}"
     out_dir = (out or settings().data_dir / "jobs" / job).resolve()
-    if config_file is not None:
-        cfg = _job_config(config_file)
-        try:
-            wn = jobs.config_nodes(settings(), cfg, label=str(lineage["spec"]["label"]),
-                                   labels_dir=out_dir)
-        except jobs.JobSetupError as exc:
-            fail(exc.code, str(exc))
-    else:
-        wn = _nodes(world)  # type: ignore[arg-type]
+    wn = _job_nodes(world, config_file, label=str(lineage["spec"]["label"]), out_dir=out_dir)
     sessions()  # creates the schema on first use
     try:
         config = jobs.score_run_config(
