@@ -108,7 +108,10 @@ def _data_errors(handler: Handler) -> Handler:
 def _split(msg: Message, held_out: bool) -> Callable[[ManifestEntry], bool]:
     """Labelled entries on one side of the job's hold-out rule (train: outside, evaluate: in)."""
     cfg = msg.content.config_records[JOB_KEY]
-    buckets = int(cfg.get(KEY_HOLDOUT_BUCKETS, HOLDOUT_BUCKETS))  # type: ignore[arg-type]
+    buckets = cfg.get(KEY_HOLDOUT_BUCKETS, HOLDOUT_BUCKETS)
+    if isinstance(buckets, bool) or not isinstance(buckets, int) or not 2 <= buckets <= 20:
+        raise DataError(f"hold-out buckets must be an integer in 2..20, got {buckets!r}",
+                        code="BAD_REQUEST")
     return lambda e: e.label is not None and is_holdout(e.merchant_id, buckets) == held_out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -158,3 +159,24 @@ def test_connector_lists_merchant_ids_only(tmp_path: Path) -> None:
     cfg = load_job_config(_world(tmp_path))
     conn = make_connector("csv", path=cfg.isvs[0].path, mapping=cfg.isvs[0].mapping)
     assert conn.merchant_ids()[:2] == ["m000", "m001"] and len(conn.merchant_ids()) == 40
+
+
+@pytest.mark.parametrize("buckets", [0, 1, 21, -5])
+def test_a_node_refuses_a_hold_out_rule_out_of_range(buckets: int) -> None:
+    """The platform's requested bucket count is checked at the node (no division by zero)."""
+    from types import SimpleNamespace
+
+    from flwr.app import ConfigRecord, RecordDict
+
+    from federation.apps._keys import JOB_KEY, KEY_HOLDOUT_BUCKETS
+    from federation.apps.client_app import _split
+
+    def request(value: int) -> Any:  # what _split reads of a Flower message: its content
+        return SimpleNamespace(content=RecordDict(
+            {JOB_KEY: ConfigRecord({KEY_HOLDOUT_BUCKETS: value})}))
+
+    with pytest.raises(DataError) as err:
+        _split(request(buckets), held_out=False)
+    assert err.value.code == "BAD_REQUEST"
+    assert _split(request(4), held_out=True)(type("E", (), {"label": 1, "merchant_id": "m0"})()) == (
+        hashlib.sha256(b"m0").digest()[0] % 4 == 0)
