@@ -178,5 +178,6 @@ def test_a_node_refuses_a_hold_out_rule_out_of_range(buckets: int) -> None:
     with pytest.raises(DataError) as err:
         _split(request(buckets), held_out=False)
     assert err.value.code == "BAD_REQUEST"
-    assert _split(request(4), held_out=True)(type("E", (), {"label": 1, "merchant_id": "m0"})()) == (
-        hashlib.sha256(b"m0").digest()[0] % 4 == 0)
+    entry = SimpleNamespace(label=1, merchant_id="m0")
+    held = hashlib.sha256(b"m0").digest()[0] % 4 == 0
+    assert _split(request(4), held_out=True)(entry) == held
