@@ -81,6 +81,8 @@ from ledger import hash_leaf
 from ledger._log import leaf_bytes
 from ledger._models import LogEntryRow
 
+from ._bulk_consent import DEFAULT_BULK
+
 DEFAULT_MERCHANTS = 100_000
 DEFAULT_COHORT = 1_000_000
 DEFAULT_MANIFEST = 100_000
@@ -679,6 +681,8 @@ def run(
     snapshot: int | None = None,
     single_calls: int = SINGLE_CALLS,
     single_rounds: int = SINGLE_ROUNDS,
+    bulk: int = 0,
+    postgres: bool = True,
 ) -> BenchResult:
     """Run every benchmark once; raises :class:`BenchFailure` when a correctness check fails.
 
@@ -691,6 +695,10 @@ def run(
         Consents in the database snapshot.
     single_calls, single_rounds : int, default 100,000 and 5
         Calls per engine per round, and rounds, of the single-decision latency.
+    bulk : int, default 0
+        Consents in the bulk-import rows (``bench/_bulk_consent.py``); 0 skips them.
+    postgres : bool, default True
+        Measure the bulk import on PostgreSQL too.
     """
     rows: list[BenchRow] = []
     digest = hashlib.sha256()
@@ -710,6 +718,12 @@ def run(
     VERIFIED.clear()
     _cohort(cohort_size, seed + 2, rows, fold)
     _manifest(manifest_size, rows, fold)
+    if bulk:
+        from ._bulk_consent import bulk_rows
+
+        _log(f"bulk import of {bulk:,} consents")
+        with tempfile.TemporaryDirectory() as tmp:
+            rows += bulk_rows(bulk, Path(tmp), BenchRow, postgres=postgres)
     key = (merchants, cohort_size, manifest_size, seed)
     expected = EXPECTED_DIGESTS.get(key)
     got = digest.hexdigest()
@@ -759,11 +773,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--single-calls", type=int, default=SINGLE_CALLS)
     parser.add_argument("--single-rounds", type=int, default=SINGLE_ROUNDS)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--bulk", type=int, default=DEFAULT_BULK,
+                        help="consents in the bulk-import rows (0 skips them)")
+    parser.add_argument("--no-postgres", action="store_true",
+                        help="bulk import on SQLite only")
     args = parser.parse_args(argv)
     try:
         result = run(
             args.merchants, args.cohort, args.manifest, args.seed, snapshot=args.snapshot,
             single_calls=args.single_calls, single_rounds=args.single_rounds,
+            bulk=args.bulk, postgres=not args.no_postgres,
         )  # fmt: skip
     except BenchFailure as exc:
         print(f"✘ correctness check failed: {exc}", file=sys.stderr)

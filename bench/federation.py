@@ -87,6 +87,10 @@ from federation.schema import AS_OF, FAKE_LABEL, LABEL, MERCHANT_ID, erp_fields_
 from federation.synth import SynthParams, generate_world, write_world
 
 SECTIONS = ("gmsc", "pakdd", "synth", "scale", "dpcost")
+BYOD = "byod"
+ALL_SECTIONS = (*SECTIONS, BYOD)
+"""``byod`` (bench/_byod.py: credit_data, GMSC, PAKDD through f, g and the gated combiner)
+runs in a full run and on request; the quick smoke run keeps :data:`SECTIONS`."""
 ALERT_RATE = 0.05
 DP_EPSILON, DP_DELTA = 3.0, 1e-5
 CONSUMER = "platform"
@@ -914,9 +918,9 @@ def run(cfg: BenchConfig, *, workdir: Path | None = None,
     progress : Callable[[str], None] | None, default None
         Called with a line when a section starts and ends.
     """
-    unknown = set(cfg.sections) - set(SECTIONS)
+    unknown = set(cfg.sections) - set(ALL_SECTIONS)
     if unknown:
-        raise ValueError(f"unknown sections {sorted(unknown)}; known: {SECTIONS}")
+        raise ValueError(f"unknown sections {sorted(unknown)}; known: {ALL_SECTIONS}")
     say = progress or (lambda _line: None)
     rows: list[BenchRow] = []
     jobs: list[JobTiming] = []
@@ -926,7 +930,7 @@ def run(cfg: BenchConfig, *, workdir: Path | None = None,
                           "gmsc": [cfg.gmsc_per_isv, cfg.gmsc_test], "pakdd": cfg.pakdd_isvs,
                           "synth": [cfg.synth_merchants, cfg.synth_isvs]})
     with _workdir(workdir) as work:
-        for section in SECTIONS:
+        for section in ALL_SECTIONS:
             if section not in cfg.sections:
                 continue
             say(f"{section}: started {datetime.now(UTC):%H:%M:%S}")
@@ -945,6 +949,12 @@ def run(cfg: BenchConfig, *, workdir: Path | None = None,
                 jobs += j
             elif section == "scale":
                 r, j = scale_section(cfg, work)
+                rows += r
+                jobs += j
+            elif section == BYOD:
+                from ._byod import byod_section
+
+                r, j = byod_section(cfg, work, digest)
                 rows += r
                 jobs += j
             else:
@@ -991,8 +1001,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.federation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke-test size")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--sections", default=",".join(ALL_SECTIONS),
+                        help=f"comma-separated subset of {','.join(ALL_SECTIONS)}")
     parser.add_argument("--rounds", type=_positive, default=None)
     parser.add_argument("--pakdd-local-epochs", type=_positive, default=None,
                         help="local epochs per FedAvg round in the PAKDD section")
@@ -1006,9 +1016,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="keep node files and job outputs here (default: a temp folder)")
     args = parser.parse_args(argv)
     sections = tuple(s for s in args.sections.split(",") if s)
-    bad = set(sections) - set(SECTIONS)
+    bad = set(sections) - set(ALL_SECTIONS)
     if bad or not sections:
-        parser.error(f"unknown sections {sorted(bad)}; choose from {','.join(SECTIONS)}")
+        parser.error(f"unknown sections {sorted(bad)}; choose from {','.join(ALL_SECTIONS)}")
     cfg = BenchConfig.quick_config(sections) if args.quick else BenchConfig(sections=sections)
     overrides: dict[str, Any] = {}
     if args.rounds is not None:

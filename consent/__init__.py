@@ -14,12 +14,14 @@ from ._artefact import (
     verify_approval,
     verify_artefact,
 )
+from ._bulk import ImportResult, import_consents
 from ._check import ConsentRecord, Decision, evaluate, require_consent
 from ._errors import (
     ConsentDenied,
     ConsentError,
     ConsentIntegrityError,
     ConsentNotFound,
+    ImportRefused,
     InvalidConsentRequest,
     ManifestRejected,
     TransitionRefused,
@@ -95,6 +97,9 @@ __all__ = [
     "revoke",
     "record_use",
     "record_uses",
+    "import_consents",
+    "ImportResult",
+    "ImportRefused",
     "consent_ids_hash",
     "expire_due",
     "get_consent",

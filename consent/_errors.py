@@ -5,7 +5,8 @@
     ├── ManifestRejected             a node refused a cohort manifest; ``code`` says why
     ├── InvalidConsentRequest        bad input, refused before anything was stored (client can fix)
     │   ├── ConsentNotFound          no consent with that id
-    │   └── TransitionRefused        the consent's status does not allow this transition
+    │   ├── TransitionRefused        the consent's status does not allow this transition
+    │   └── ImportRefused            a bulk import's line is bad; ``line`` names it, nothing stored
     └── ConsentIntegrityError        stored records contradict themselves or their signature (a bug
                                      or tampering; never the caller's fault)
 
@@ -23,6 +24,7 @@ __all__ = [
     "ConsentNotFound",
     "TransitionRefused",
     "ConsentIntegrityError",
+    "ImportRefused",
 ]
 
 
@@ -77,3 +79,11 @@ class ConsentIntegrityError(ConsentError):
     """Stored consent records are inconsistent (bad signature, broken event order)."""
 
     code = "INTEGRITY"
+
+
+class ImportRefused(InvalidConsentRequest):
+    """A line of a bulk import is bad; nothing was written. ``line`` is 1-based."""
+
+    def __init__(self, message: str, *, code: str, line: int) -> None:
+        super().__init__(f"line {line}: {message}", code=code)
+        self.line = line

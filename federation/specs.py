@@ -1,15 +1,48 @@
-"""Named model specs (``pd-erp``, ``pd-erp-only``, ``fake-trade``) and their run-config form.
+"""Model specs: the built-in ones (``pd-erp``, ``pd-erp-only``, ``fake-trade``), user TOML files,
+and their run-config form.
 
 A spec says which ERP feature categories a job reads, which label it learns,
 the architecture, the federated schedule and the DP budget. The ServerApp
 reads the spec once from ``context.run_config`` (kebab-case keys, see
 :func:`spec_from_run_config`) and passes the values to constructors.
+
+A user spec is a TOML file (:func:`load_spec_file`; examples in
+``federation/specs/*.toml``)::
+
+    name = "credit-erp"
+    label = "default"                 # the label a training manifest carries
+    categories = ["turnover", "cost_of_goods", "cash_and_debt"]
+
+    [model]
+    family = "logistic"               # or "mlp"
+    size = 32                         # MLP hidden units (ignored for logistic)
+
+    [preprocessing]
+    bins = 10                         # quantile bins per field (+ one missing-value bin)
+
+    [training]
+    rounds = 10
+    local_epochs = 2
+    lr = 0.05
+    batch_size = 64
+    strategy = "fedavg"               # or "fedprox" (then proximal_mu > 0)
+    proximal_mu = 0.0
+
+    [dp]                              # leave the table out to train without DP
+    epsilon = 3.0
+    delta = 1e-5
+    max_grad_norm = 1.0
+    lifetime_epsilon = 10.0
+
+Run-config values (``fedgate fl run`` options) override the file's. A
+finished job's lineage keeps every value, so scoring needs no file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -22,8 +55,13 @@ __all__ = [
     "get_spec",
     "spec_from_run_config",
     "spec_to_run_config",
+    "load_spec_file",
+    "SPEC_FILE_KEY",
     "DEFAULT_LIFETIME_EPSILON",
 ]
+
+SPEC_FILE_KEY = "spec-file"
+"""Run-config key: a user spec TOML file (:func:`load_spec_file`) instead of a named spec."""
 
 DEFAULT_DELTA = 1e-5
 DEFAULT_MAX_GRAD_NORM = 1.0
@@ -224,15 +262,124 @@ def spec_to_run_config(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
+_SPEC_TABLES: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "": {"name": "name", "label": "label", "categories": "categories", "purpose": "purpose"},
+        "model": {"family": "arch", "size": "hidden"},
+        "preprocessing": {"bins": "n_bins"},
+        "training": {
+            "rounds": "rounds",
+            "local_epochs": "local_epochs",
+            "lr": "lr",
+            "batch_size": "batch_size",
+            "strategy": "strategy",
+            "proximal_mu": "proximal_mu",
+        },
+    }
+)
+_DP_KEYS = ("epsilon", "delta", "max_grad_norm", "lifetime_epsilon")
+
+
+def load_spec_file(path: str | Path) -> ModelSpec:
+    """Read a user model spec from TOML (layout in the module docstring).
+
+    Raises
+    ------
+    SpecError
+        ``BAD_SPEC`` for an unreadable file, an unknown key or table, a wrong type or
+        value; the message names the key.
+    """
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SpecError(f"cannot read spec file {path}: {exc}") from exc
+    kwargs: dict[str, Any] = {}
+    tables = set(_SPEC_TABLES) - {""} | {"dp"}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key not in tables:
+                raise SpecError(f"{path}: unknown table [{key}]; expected {sorted(tables)}")
+            continue
+        if key not in _SPEC_TABLES[""]:
+            raise SpecError(f"{path}: unknown key {key!r}; expected {sorted(_SPEC_TABLES[''])}")
+        kwargs[_SPEC_TABLES[""][key]] = value
+    for table, keys in _SPEC_TABLES.items():
+        if not table:
+            continue
+        for key, value in data.get(table, {}).items():
+            if key not in keys:
+                raise SpecError(f"{path}: unknown key [{table}] {key}; expected {sorted(keys)}")
+            kwargs[keys[key]] = value
+    dp = data.get("dp")
+    if dp is not None:
+        unknown = sorted(set(dp) - set(_DP_KEYS))
+        if unknown or "epsilon" not in dp:
+            raise SpecError(f"{path}: [dp] needs epsilon and takes only {list(_DP_KEYS)}")
+    missing = [k for k in ("name", "label", "categories") if k not in kwargs]
+    if missing:
+        raise SpecError(f"{path}: missing {missing}")
+    if not isinstance(kwargs["categories"], list) or not all(
+        isinstance(c, str) for c in kwargs["categories"]
+    ):
+        raise SpecError(f"{path}: categories must be a list of consent category codes")
+    kwargs["categories"] = tuple(kwargs["categories"])
+    types = {"rounds": int, "local_epochs": int, "batch_size": int, "n_bins": int, "hidden": int,
+             "lr": float, "proximal_mu": float}
+    for key, kind in types.items():
+        if key in kwargs:
+            value = kwargs[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or (
+                kind is int and not isinstance(value, int)
+            ):
+                what = "an integer" if kind is int else "a number"
+                raise SpecError(f"{path}: {key} must be {what}")
+            kwargs[key] = kind(value)
+    for key in ("name", "label", "arch", "strategy", "purpose"):
+        if key in kwargs and not isinstance(kwargs[key], str):
+            raise SpecError(f"{path}: {key} must be a string")
+    try:
+        budget = (
+            DPBudget(**{k: float(v) for k, v in dp.items()}) if dp is not None else None
+        )
+        spec = ModelSpec(dp=budget, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{path}: {exc}") from exc
+    from .schema import erp_fields_for
+
+    try:
+        erp_fields_for(spec.categories)
+    except Exception as exc:  # DataError: an unknown category code
+        raise SpecError(f"{path}: {exc}") from exc
+    return spec
+
+
+def _base_spec(run_config: Mapping[str, Any]) -> ModelSpec:
+    """The spec a run config starts from: its spec file, a named spec, or a complete record."""
+    spec_file = run_config.get(SPEC_FILE_KEY)
+    if spec_file:
+        return load_spec_file(str(spec_file))
+    name = str(run_config.get("spec", ""))
+    if name in SPECS:
+        return SPECS[name]
+    # A finished job's lineage (or a node's job record) carries every value: no file needed.
+    template = spec_to_run_config(SPECS["pd-erp"])
+    if name and all(k in run_config for k in template):
+        categories = tuple(c for c in str(run_config["categories"]).split(",") if c)
+        return ModelSpec(name=name, categories=categories, label=str(run_config["label"]))
+    return get_spec(name)  # raises UNKNOWN_SPEC
+
+
 def spec_from_run_config(run_config: Mapping[str, Any]) -> ModelSpec:
-    """Build the spec named by ``run_config["spec"]`` with any kebab-case overrides applied.
+    """Build the spec of ``run_config`` (``spec-file`` or ``spec``) with kebab-case overrides.
 
     Raises
     ------
     SpecError
         Unknown spec name (``UNKNOWN_SPEC``) or an invalid value (``BAD_SPEC``).
     """
-    base = get_spec(str(run_config.get("spec", "")))
+    base = _base_spec(run_config)
     merged = {**spec_to_run_config(base), **dict(run_config)}
     try:
         eps = float(merged["dp-epsilon"])

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # the apps package pulls in Flower and Ray: imported when a j
 
     from consent import ManifestEntry
     from federation.apps import NodeConfig
+    from federation.jobconfig import JobConfig
 
 __all__ = [
     "DEFAULT_CONSUMER",
@@ -49,6 +50,7 @@ __all__ = [
     "ConsentCohort",
     "load_world",
     "world_nodes",
+    "config_nodes",
     "base_run_config",
     "train_run_config",
     "score_run_config",
@@ -225,6 +227,72 @@ def world_nodes(settings: Settings, world: Path) -> WorldNodes:
     registry_path = key_dir / REGISTRY_FILE
     registry_path.write_text(json.dumps(registry, indent=2), "utf-8")
     return WorldNodes(world=world, doc=doc, nodes=tuple(nodes), registry=registry_path)
+
+
+def _node_keys(settings: Settings, isvs: Sequence[str]) -> tuple[Path, Path, dict[str, Path]]:
+    """Gateway public key, registry path and each ISV's private key (created on first use)."""
+    key_dir = settings.resolved_key_dir
+    gateway_pub = key_dir / f"{GATEWAY_KEY}.pub.pem"
+    gateway_pub.write_text(public_key_pem(load_or_create_key(key_dir, GATEWAY_KEY)), "utf-8")
+    node_key_dir = key_dir / NODE_KEY_DIR
+    registry: dict[str, str] = {}
+    private: dict[str, Path] = {}
+    for isv in isvs:
+        key = load_or_create_key(node_key_dir, isv)
+        pub = node_key_dir / f"{isv}.pub.pem"
+        pub.write_text(public_key_pem(key), "utf-8")
+        registry[isv] = str(pub.resolve())
+        private[isv] = (node_key_dir / f"{isv}.pem").resolve()
+    registry_path = key_dir / REGISTRY_FILE
+    registry_path.write_text(json.dumps(registry, indent=2), "utf-8")
+    return gateway_pub.resolve(), registry_path, private
+
+
+def config_nodes(
+    settings: Settings, cfg: JobConfig, *, label: str, labels_dir: Path
+) -> WorldNodes:
+    """Keys, node configs and registry for the ISVs of a job configuration.
+
+    Each node reads its own source through its own mapping (CSV, Parquet or SQL).
+    The platform table's labelled merchants are written to
+    ``<labels_dir>/labels.parquet`` (``merchant_id`` and a column named ``label``,
+    the spec's label), which the ServerApp puts into training manifests.
+
+    Raises
+    ------
+    JobSetupError
+        ``BAD_CONFIG`` when the platform table cannot be read.
+    """
+    from federation import DataError
+    from federation.apps import NodeConfig
+    from federation.jobconfig import read_platform
+
+    try:
+        platform = read_platform(cfg)
+    except DataError as exc:
+        raise JobSetupError(str(exc), code=exc.code) from exc
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    labels_file = (labels_dir / "labels.parquet").resolve()
+    labelled = platform[platform["label"].notna()]
+    pd_frame = labelled[["merchant_id"]].assign(**{label: labelled["label"].astype("int8")})
+    pd_frame.to_parquet(labels_file, index=False)
+    gateway_pub, registry, private = _node_keys(settings, [i.isv_id for i in cfg.isvs])
+    nodes = tuple(
+        NodeConfig(
+            isv_id=isv.isv_id,
+            erp_path=isv.path.resolve() if isv.path is not None else None,
+            node_key=private[isv.isv_id],
+            gateway_key=gateway_pub,
+            state_dir=(settings.data_dir / "nodes" / isv.isv_id).resolve(),
+            connector=isv.kind,
+            mapping=isv.mapping_path.resolve() if isv.mapping_path is not None else None,
+            erp_url=isv.url,
+            erp_table=isv.table,
+        )
+        for isv in cfg.isvs
+    )
+    doc = {"platform_file": str(labels_file), "job_config": str(cfg.path)}
+    return WorldNodes(world=cfg.path.parent, doc=doc, nodes=nodes, registry=registry)
 
 
 def base_run_config(

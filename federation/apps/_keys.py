@@ -32,6 +32,7 @@ __all__ = [
     "KEY_HIDDEN",
     "KEY_CATEGORIES",
     "KEY_SEED",
+    "KEY_HOLDOUT_BUCKETS",
     "KEY_LIFETIME_EPSILON",
     "METRICS_KEY",
     "RECEIPT_KEY",
@@ -73,6 +74,8 @@ KEY_ARCH = "arch"
 KEY_HIDDEN = "hidden"
 KEY_CATEGORIES = "categories"
 KEY_SEED = "seed"
+KEY_HOLDOUT_BUCKETS = "holdout-buckets"
+"""Job record: the hold-out rule (merchant m held out iff sha256(m)[0] % buckets == 0)."""
 KEY_DP_EPSILON = "dp-epsilon"  # 0.0 means "no DP"
 KEY_DP_DELTA = "dp-delta"
 KEY_DP_MAX_GRAD_NORM = "dp-max-grad-norm"

@@ -250,9 +250,9 @@ class Cohort:
         return sorted(self.frame[MERCHANT_ID].astype(str))
 
 
-def is_holdout(merchant_id: str) -> bool:
-    """Deterministic evaluation split: a fixed fifth of merchants, by id hash."""
-    return hashlib.sha256(merchant_id.encode()).digest()[0] % HOLDOUT_BUCKETS == 0
+def is_holdout(merchant_id: str, buckets: int = HOLDOUT_BUCKETS) -> bool:
+    """Deterministic evaluation split: ``sha256(id)[0] % buckets == 0`` (a fifth by default)."""
+    return hashlib.sha256(merchant_id.encode()).digest()[0] % buckets == 0
 
 
 def load_cohort(

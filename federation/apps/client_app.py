@@ -48,6 +48,7 @@ from ._keys import (
     KEY_DP_MAX_GRAD_NORM,
     KEY_EPOCHS,
     KEY_HIDDEN,
+    KEY_HOLDOUT_BUCKETS,
     KEY_ISV_ID,
     KEY_LIFETIME_EPSILON,
     KEY_LR,
@@ -65,7 +66,7 @@ from ._keys import (
     SKETCH_KEY,
 )
 from ._mods import egress_guard_mod, make_manifest_mod, manifest_mod, usage_receipt_mod
-from ._node import Cohort, is_holdout, label_vector, load_cohort
+from ._node import HOLDOUT_BUCKETS, Cohort, is_holdout, label_vector, load_cohort
 from ._request import current_request, current_usage
 from ._secagg import legacy_bridge_mod, secagg_mod
 
@@ -104,14 +105,14 @@ def _data_errors(handler: Handler) -> Handler:
     return wrapped
 
 
-def _training_entry(entry: ManifestEntry) -> bool:
-    """Labelled and not held out: the merchants a train reply reads and uses."""
-    return entry.label is not None and not is_holdout(entry.merchant_id)
-
-
-def _holdout_entry(entry: ManifestEntry) -> bool:
-    """Labelled and held out: the merchants an evaluate reply reads and uses."""
-    return entry.label is not None and is_holdout(entry.merchant_id)
+def _split(msg: Message, held_out: bool) -> Callable[[ManifestEntry], bool]:
+    """Labelled entries on one side of the job's hold-out rule (train: outside, evaluate: in)."""
+    cfg = msg.content.config_records[JOB_KEY]
+    buckets = cfg.get(KEY_HOLDOUT_BUCKETS, HOLDOUT_BUCKETS)
+    if isinstance(buckets, bool) or not isinstance(buckets, int) or not 2 <= buckets <= 20:
+        raise DataError(f"hold-out buckets must be an integer in 2..20, got {buckets!r}",
+                        code="BAD_REQUEST")
+    return lambda e: e.label is not None and is_holdout(e.merchant_id, buckets) == held_out
 
 
 def _encoder(msg: Message, cohort: Cohort) -> BinEncoder:
@@ -206,7 +207,7 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
         req = current_request()
         cfg = msg.content.config_records[JOB_KEY]
         # Read only what training uses: labelled merchants outside the held-out fifth.
-        cohort = _cohort(_training_entry)
+        cohort = _cohort(_split(msg, held_out=False))
         part, y, ids = _labelled(cohort)
         if len(part) == 0:
             return _error(msg, ERR.NO_DATA, "no labelled consented rows to train on")
@@ -282,7 +283,7 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     def evaluate(msg: Message, ctx: Context) -> Message:
         """AUC, KS and Brier of the global model on this node's held-out merchants."""
         torch.set_num_threads(1)
-        cohort = _cohort(_holdout_entry)  # only the labelled held-out merchants are read
+        cohort = _cohort(_split(msg, held_out=True))  # only labelled held-out merchants
         part, y, ids = _labelled(cohort)
         if len(part) == 0 or y.min() == y.max():
             return _error(msg, ERR.NO_DATA, "held-out merchants lack both classes")

@@ -52,6 +52,7 @@ from consent import ConsentError, ManifestEntry, build_manifest, record_uses, si
 from ledger import append_entry
 
 from .._errors import FederationError, JobFailed, ReceiptInvalid
+from ..bestround import BestRound
 from ..features import BinEncoder, QuantileSketch
 from ..lifetime import PRIVACY_ACCOUNT_KEY, MerchantPrivacyAccount
 from ..models import build_g_erp, get_weights
@@ -75,6 +76,7 @@ from ._keys import (
     KEY_DP_MAX_GRAD_NORM,
     KEY_EPOCHS,
     KEY_HIDDEN,
+    KEY_HOLDOUT_BUCKETS,
     KEY_ISV_ID,
     KEY_JOB_ID,
     KEY_LIFETIME_EPSILON,
@@ -254,6 +256,7 @@ class ServerSettings:
     secagg_num_shares: float = 1.0
     secagg_threshold: float = 0.67
     privacy_account: Path | None = None
+    holdout_buckets: int = 5
 
     @classmethod
     def from_run_config(cls, rc: Mapping[str, Any]) -> ServerSettings:
@@ -287,6 +290,7 @@ class ServerSettings:
                 secagg_num_shares=float(rc.get("secagg-num-shares", 1.0)),
                 secagg_threshold=float(rc.get("secagg-threshold", 0.67)),
                 privacy_account=opt_path(PRIVACY_ACCOUNT_KEY),
+                holdout_buckets=int(rc.get(KEY_HOLDOUT_BUCKETS, 5)),
             )
         except KeyError as exc:
             raise FederationError(f"run config lacks {exc}", code="BAD_CONFIG") from None
@@ -410,6 +414,7 @@ class _Job:
     manifest_sizes: dict[tuple[int, str], int] = field(default_factory=dict)
     # How the updates were aggregated, from what actually ran (strategy, SecAgg+ evidence).
     aggregation: dict[str, Any] = field(default_factory=dict)
+    best_round: int | None = None  # the saved model's round (None: the last, e.g. SecAgg+)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -518,6 +523,7 @@ class _Job:
             manifest=sign_manifest(manifest, self.gateway_key),
             seed=s.seed,
         )
+        cfg[KEY_HOLDOUT_BUCKETS] = s.holdout_buckets
         return cfg, manifest.root, len(entries)
 
     def _charge_lifetime(self, isv: str, entries: list[ManifestEntry]) -> list[ManifestEntry]:
@@ -686,9 +692,12 @@ class _Job:
                 encoder=_arrays(encoder.to_arrays()),
                 on_round=self.on_round,
             )
-            result = wrapper.start(self.grid, initial, num_rounds=spec.rounds, timeout=s.timeout)
+            keeper = BestRound()  # the saved model is the best round on the nodes' hold-out
+            result = wrapper.start(self.grid, initial, num_rounds=spec.rounds, timeout=s.timeout,
+                                   evaluate_fn=keeper.capture)
             rounds = wrapper.as_dict()
-            final = result.arrays if result.arrays is not None else initial
+            last = result.arrays if result.arrays is not None else initial
+            final, self.best_round, _ = keeper.select(rounds, last)
         for r in rounds.values():
             self.failures.extend(f"round: {f}" for f in r["failures"])
         s.out_dir.mkdir(parents=True, exist_ok=True)
@@ -709,6 +718,7 @@ class _Job:
             "delta": spec.dp.delta if spec.dp else 0.0,
             "features": erp_fields_for(spec.categories),
             "aggregation": self.aggregation,
+            "best_round": self.best_round,
         }
         (s.out_dir / LINEAGE_FILE).write_text(
             json.dumps(lineage, indent=2, sort_keys=True), "utf-8"
@@ -716,6 +726,7 @@ class _Job:
         return {
             "rounds": {str(r): v for r, v in rounds.items()},
             "model_path": str(s.out_dir / MODEL_FILE),
+            "best_round": self.best_round,
         }
 
     def _train_secagg(

@@ -65,6 +65,14 @@ def _known_fields(fields: Sequence[str]) -> list[str]:
         raise DataError(f"unknown ERP fields {unknown}", code="UNKNOWN_FIELD")
     return wanted
 
+def _with_absent(raw: pd.DataFrame, keys: Sequence[str], fields: Sequence[str]) -> pd.DataFrame:
+    """``raw`` with every field it lacks (declared absent) added as missing values, in order."""
+    for f in fields:
+        if f not in raw.columns:
+            raw[f] = np.nan
+    return raw[[*keys, *fields]]
+
+
 class RowSelection:
     """The rows a node may read: per merchant id, an inclusive consented date range.
 
@@ -190,13 +198,16 @@ class Connector(ABC):
         keys = [MERCHANT_ID, AS_OF]
         # The whole mapped schema must be present even when a job reads fewer fields,
         # so a table that lost a column fails every job, not only some.
-        all_sources = [m.source(f) for f in (*keys, *ERP_FEATURES)]
+        all_sources = [m.source(f) for f in (*keys, *m.present(ERP_FEATURES))]
         check_columns(self.source_columns(), all_sources, [*all_sources, *m.ignore])
-        sources = [m.source(f) for f in (*keys, *wanted)]
-        raw = self._read_columns(sources)
-        raw.columns = [*keys, *wanted]
+        held = m.present(wanted)
+        raw = self._read_columns([m.source(f) for f in (*keys, *held)])
+        raw.columns = [*keys, *held]
+        raw = _with_absent(raw, keys, wanted)
         return coerce_and_validate(raw, wanted, data_from=data_from, data_to=data_to,
-                                   scales={f: m.scale(f) for f in wanted})
+                                   scales={f: m.scale(f) for f in wanted},
+                                   offsets={f: m.offset(f) for f in wanted},
+                                   absent=m.absent)
 
     def read_selected(
         self, selection: RowSelection, fields: Sequence[str], *, coerce: bool = True
@@ -231,13 +242,14 @@ class Connector(ABC):
         DataError
             ``SOURCE_UNREADABLE``, ``UNKNOWN_FIELD``.
         """
-        wanted = _known_fields(fields)
+        requested = _known_fields(fields)
         m = self.mapping
         keys = [MERCHANT_ID, AS_OF]
+        wanted = m.present(requested)  # declared-absent fields come back as missing values
         sources = [m.source(f) for f in (*keys, *wanted)]
         present = self.source_columns()
         if self.strict:
-            all_sources = [m.source(f) for f in (*keys, *ERP_FEATURES)]
+            all_sources = [m.source(f) for f in (*keys, *m.present(ERP_FEATURES))]
             check_columns(present, all_sources, [*all_sources, *m.ignore])
         else:
             check_columns(present, sources, present)
@@ -251,9 +263,11 @@ class Connector(ABC):
         # Exact filter (the push-down may be coarser): only now is any value typed.
         as_of = _dates(raw[AS_OF])
         keep = selection.mask(raw[MERCHANT_ID], as_of)
-        raw = raw[keep].reset_index(drop=True)
+        raw = _with_absent(raw[keep].reset_index(drop=True), keys, requested)
+        wanted = requested
         if coerce:
-            return coerce_frame(raw, wanted, scales={f: m.scale(f) for f in wanted})
+            return coerce_frame(raw, wanted, scales={f: m.scale(f) for f in wanted},
+                                offsets={f: m.offset(f) for f in wanted})
         out = raw.assign(**{MERCHANT_ID: raw[MERCHANT_ID].astype(str).str.strip(),
                             AS_OF: as_of[keep].reset_index(drop=True)})
         for f in wanted:
@@ -264,6 +278,13 @@ class Connector(ABC):
                     raise DataValidationError(f"{f}: not a number: {exc}", code="WRONG_TYPE",
                                               column=f) from exc
         return out
+
+    def merchant_ids(self) -> list[str]:
+        """The distinct merchant ids in the table (the id column only; nothing else is read)."""
+        column = self.mapping.source(MERCHANT_ID)
+        check_columns(self.source_columns(), [column], self.source_columns())
+        ids = self._read_columns([column])[column].dropna().astype(str).str.strip()
+        return sorted(set(ids) - {""})
 
     @property
     def strict(self) -> bool:

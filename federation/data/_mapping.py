@@ -1,8 +1,12 @@
 """Column-mapping files: how an ISV's own table maps onto fedgate's ERP schema.
 
-A mapping is a small TOML file that the ISV writes once::
+A mapping is a small TOML file that the ISV writes once (top-level keys
+first: in TOML, a key after a ``[table]`` header belongs to that table)::
 
     # erp_mapping.toml
+    ignore = ["Notes", "UpdatedBy"]    # source columns the node must never read
+    absent = ["gross_margin"]          # schema fields this ISV does not hold
+
     [columns]                      # schema field = the ISV's column name
     merchant_id = "MerchID"
     as_of = "SnapshotDate"
@@ -11,25 +15,28 @@ A mapping is a small TOML file that the ISV writes once::
     # ... one line per ERP field; a field not listed is read from a column of
     # the same name as the field.
 
-    [units]                        # schema value = source value * scale
+    [units]                        # schema value = source value * scale + offset
     monthly_revenue = 100                              # a bare number is the scale
     labour_cost = { from = "yuan", scale = 100 }       # or say what the source unit is
     gross_margin = { from = "percent", scale = 0.01 }
-
-    ignore = ["Notes", "UpdatedBy"]    # (top level) source columns the node must never read
+    months_of_history = { from = "years", scale = 12, offset = 0 }
 
 Rules: money fields are stored as integer fen, so a source in yuan needs
 ``scale = 100`` (the scaled value is rounded to the nearest fen); ``from`` is
-documentation only. Any source column that is neither mapped nor ignored is an
+documentation only; ``offset`` (default 0) is added after scaling, in schema
+units. Any source column that is neither mapped nor ignored is an
 ``EXTRA_COLUMNS`` error, so a schema change at the ISV is noticed, not silently
-read.
+read. A field listed under ``absent`` is optional for this ISV: it is read as
+missing for every merchant (the model sees it through its missing-value
+indicator), and no source column is expected for it; every other field must
+have a column.
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -41,7 +48,7 @@ from ..schema import AS_OF, ERP_FEATURES, MERCHANT_ID
 __all__ = ["ColumnMapping", "load_mapping"]
 
 _KEY_COLUMNS = (MERCHANT_ID, AS_OF)
-_TOP_KEYS = {"columns", "units", "ignore"}
+_TOP_KEYS = {"columns", "units", "ignore", "absent"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +63,17 @@ class ColumnMapping:
         Schema field -> factor applied to the source value (default 1).
     ignore : frozenset[str]
         Source columns that exist but are never read.
+    offsets : Mapping[str, float]
+        Schema field -> value added after scaling (default 0).
+    absent : frozenset[str]
+        ERP fields this ISV does not hold: read as missing, no column expected.
     """
 
     columns: Mapping[str, str] = field(default_factory=dict)
     scales: Mapping[str, float] = field(default_factory=dict)
     ignore: frozenset[str] = frozenset()
+    offsets: Mapping[str, float] = field(default_factory=dict)
+    absent: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         full = {f: f for f in (*_KEY_COLUMNS, *ERP_FEATURES)}
@@ -68,6 +81,14 @@ class ColumnMapping:
         if unknown:
             raise MappingError(f"[columns] names unknown schema fields: {unknown}")
         full.update(self.columns)
+        bad_absent = sorted(set(self.absent) - set(ERP_FEATURES))
+        if bad_absent:
+            raise MappingError(f"absent names unknown ERP fields: {bad_absent}")
+        both = sorted(set(self.absent) & set(self.columns))
+        if both:
+            raise MappingError(f"fields both mapped under [columns] and absent: {both}")
+        for name in self.absent:
+            del full[name]
         sources = list(full.values())
         dupes = sorted({s for s in sources if sources.count(s) > 1})
         if dupes:
@@ -79,15 +100,33 @@ class ColumnMapping:
             if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
                 raise MappingError(f"[units] {name}: scale must be a positive number",
                                    column=name)
+        bad_offset = sorted(set(self.offsets) - set(ERP_FEATURES))
+        if bad_offset:
+            raise MappingError(f"[units] offsets name unknown or non-numeric fields: {bad_offset}")
+        for name, offset in self.offsets.items():
+            if not (isinstance(offset, int | float) and math.isfinite(offset)):
+                raise MappingError(f"[units] {name}: offset must be a finite number",
+                                   column=name)
+        sources = list(full.values())
         clash = sorted(self.ignore & set(sources))
         if clash:
             raise MappingError(f"columns both mapped and ignored: {clash}")
         object.__setattr__(self, "columns", MappingProxyType(full))
         object.__setattr__(self, "scales", MappingProxyType(dict(self.scales)))
+        object.__setattr__(self, "offsets", MappingProxyType(dict(self.offsets)))
+        object.__setattr__(self, "absent", frozenset(self.absent))
 
     def source(self, schema_field: str) -> str:
-        """The ISV's column name for ``schema_field``."""
+        """The ISV's column name for ``schema_field`` (``KeyError`` for an absent field)."""
         return self.columns[schema_field]
+
+    def present(self, fields: Sequence[str]) -> list[str]:
+        """``fields`` without the ones this ISV declared absent, in order."""
+        return [f for f in fields if f not in self.absent]
+
+    def offset(self, schema_field: str) -> float:
+        """Value added after scaling (0 when not given)."""
+        return float(self.offsets.get(schema_field, 0.0))
 
     def scale(self, schema_field: str) -> float:
         """Factor from source value to schema value (1 when not given)."""
@@ -104,22 +143,33 @@ class ColumnMapping:
                                                     for v in columns.values()):
             raise MappingError("[columns] must map field names to non-empty column names")
         scales: dict[str, float] = {}
+        offsets: dict[str, float] = {}
         units = data.get("units", {})
         if not isinstance(units, dict):
             raise MappingError("[units] must be a table")
         for name, spec in units.items():
+            offset: Any = 0.0
             if isinstance(spec, dict):
-                if set(spec) - {"from", "scale"} or "scale" not in spec:
-                    raise MappingError(f"[units] {name}: expected {{ from = ..., scale = ... }}",
-                                       column=name)
-                spec = spec["scale"]
-            if isinstance(spec, bool) or not isinstance(spec, int | float):
-                raise MappingError(f"[units] {name}: scale must be a number", column=name)
+                if set(spec) - {"from", "scale", "offset"} or not ({"scale", "offset"} & set(spec)):
+                    raise MappingError(
+                        f"[units] {name}: expected {{ from = ..., scale = ..., offset = ... }}",
+                        column=name)
+                offset = spec.get("offset", 0.0)
+                spec = spec.get("scale", 1.0)
+            for what, value in (("scale", spec), ("offset", offset)):
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise MappingError(f"[units] {name}: {what} must be a number", column=name)
             scales[name] = float(spec)
-        ignore = data.get("ignore", [])
-        if not isinstance(ignore, list) or not all(isinstance(c, str) for c in ignore):
-            raise MappingError("ignore must be a list of column names")
-        return cls(columns=dict(columns), scales=scales, ignore=frozenset(ignore))
+            if offset:
+                offsets[name] = float(offset)
+        lists: dict[str, frozenset[str]] = {}
+        for key in ("ignore", "absent"):
+            value = data.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+                raise MappingError(f"{key} must be a list of names")
+            lists[key] = frozenset(value)
+        return cls(columns=dict(columns), scales=scales, ignore=lists["ignore"], offsets=offsets,
+                   absent=lists["absent"])
 
 
 def load_mapping(path: str | Path) -> ColumnMapping:

@@ -5,9 +5,15 @@ Checks run in a fixed order and the first failure raises one
 
 ``MISSING_COLUMNS``, ``EXTRA_COLUMNS`` (header level, before any row is read),
 ``WRONG_TYPE`` (a value that is not a number / date / id), ``NEGATIVE_VALUE``
-(a cost, count or day figure below zero), ``DUPLICATE_MERCHANT`` (two rows for
-one merchant), ``OUT_OF_RANGE`` (``as_of`` outside the consented
+(a cost, count or day figure below zero, after scale and offset),
+``EMPTY_COLUMN`` (a mapped field with no value in any row: declare it
+``absent`` in the mapping instead), ``DUPLICATE_MERCHANT`` (two rows for one
+merchant), ``OUT_OF_RANGE`` (``as_of`` outside the consented
 ``[data_from, data_to]``).
+
+The same rules run for ``fedgate data check`` and before every training job
+(:mod:`federation.jobconfig`), and a node types its rows with
+:func:`coerce_frame`, the first half of them.
 """
 
 from __future__ import annotations
@@ -68,7 +74,11 @@ def _as_dates(s: pd.Series) -> pd.Series:
 
 
 def coerce_frame(
-    df: pd.DataFrame, fields: Sequence[str], *, scales: dict[str, float] | None = None
+    df: pd.DataFrame,
+    fields: Sequence[str],
+    *,
+    scales: dict[str, float] | None = None,
+    offsets: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """Type and scale a frame already renamed to schema names (no duplicate or range check).
 
@@ -83,6 +93,7 @@ def coerce_frame(
     """
     check_columns(df.columns, [MERCHANT_ID, AS_OF, *fields], [MERCHANT_ID, AS_OF, *fields])
     scales = scales or {}
+    offsets = offsets or {}
     out = pd.DataFrame(index=df.index)
 
     ids = df[MERCHANT_ID]
@@ -103,7 +114,8 @@ def coerce_frame(
         if bad.any():
             raise DataValidationError(f"{name}: not a number: {raw[bad].head(_SHOW).tolist()}",
                                       code="WRONG_TYPE", column=name)
-        values = num.astype("float64") * float(scales.get(name, 1.0))
+        values = num.astype("float64") * float(scales.get(name, 1.0)) + float(
+            offsets.get(name, 0.0))
         if not np.isfinite(values.dropna()).all():
             raise DataValidationError(f"{name}: infinite value", code="WRONG_TYPE", column=name)
         if spec.nonnegative and (values < 0).any():
@@ -121,6 +133,8 @@ def coerce_and_validate(
     data_from: date,
     data_to: date,
     scales: dict[str, float] | None = None,
+    offsets: dict[str, float] | None = None,
+    absent: Iterable[str] = (),
 ) -> pd.DataFrame:
     """Type, scale and check a frame already renamed to schema names.
 
@@ -134,6 +148,10 @@ def coerce_and_validate(
         The consented data range; every ``as_of`` must lie within it (inclusive).
     scales : dict[str, float] | None, default None
         Per-field factor from source units to schema units.
+    offsets : dict[str, float] | None, default None
+        Per-field value added after scaling.
+    absent : Iterable[str], default ()
+        Fields the ISV declared absent (all missing by design, not ``EMPTY_COLUMN``).
 
     Returns
     -------
@@ -143,7 +161,13 @@ def coerce_and_validate(
     """
     if data_from > data_to:
         raise ValueError(f"data_from {data_from} is after data_to {data_to}")
-    out = coerce_frame(df, fields, scales=scales)
+    out = coerce_frame(df, fields, scales=scales, offsets=offsets)
+    skip = set(absent)
+    empty = [f for f in fields if f not in skip and len(out) and out[f].isna().all()]
+    if empty:
+        raise DataValidationError(
+            f"columns with no value in any row: {empty}; declare them under absent in the "
+            "mapping if this ISV does not hold them", code="EMPTY_COLUMN", column=empty[0])
 
     dup = out[MERCHANT_ID].duplicated(keep=False)
     if dup.any():

@@ -11,6 +11,7 @@ from ._g_erp import (
     set_weights,
     train_local,
 )
+from ._gate import GatedCombiner, fit_gated_combiner, platform_scores
 from ._platform import F_KINDS, PlatformModel, fit_f_platform, out_of_fold_f_scores
 
 __all__ = [
@@ -28,4 +29,7 @@ __all__ = [
     "out_of_fold_f_scores",
     "Combiner",
     "PDEstimates",
+    "GatedCombiner",
+    "fit_gated_combiner",
+    "platform_scores",
 ]

@@ -33,6 +33,8 @@ MAX_TERMS_BYTES = 64 * 1024
 
 DENIED_EXIT = 2
 CM_KEY_NAME = "consent-manager"
+DEFAULT_USES = 30
+"""Default uses per day: a 10-round training job (11 uses), its scoring (1) and a rerun."""
 
 
 def _cm_key() -> Ed25519PrivateKey:
@@ -125,7 +127,11 @@ def grant(
     category: Annotated[list[str] | None, typer.Option(help="Data category; repeat.")] = None,
     data_from: Annotated[str | None, typer.Option(help="First day of data (YYYY-MM-DD).")] = None,
     data_to: Annotated[str | None, typer.Option(help="Last day of data (YYYY-MM-DD).")] = None,
-    uses: Annotated[int, typer.Option(help="Uses allowed per period.")] = 1,
+    uses: Annotated[
+        int,
+        typer.Option(help="Uses allowed per period; one use is one ISV node's round of one "
+                     "job (a training job of R rounds takes R + 1, a scoring job 1)."),
+    ] = DEFAULT_USES,
     per: Annotated[str, typer.Option(help="Period: hour, day, month or year.")] = "day",
     data_life_days: Annotated[int, typer.Option(help="Days derived data may be kept.")] = 90,
     start: Annotated[
@@ -202,6 +208,31 @@ def grant(
             "receipts": _receipts(result.receipts),
         }
     )
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="JSON Lines: terms + merchant approval per line.")],
+) -> None:
+    """Import many consents at once, all or nothing, every merchant approval verified.
+
+    Each line is ``{"terms": {...}, "merchant_signature": JWS, "merchant_key": PEM}``
+    (terms as for ``grant --terms``, with ``created_at``). One bad line refuses the
+    whole file and nothing is stored.
+    """
+    try:
+        handle = file.open("rb")
+    except OSError as exc:
+        fail("FILE_NOT_FOUND", f"cannot read {file}: {exc}")
+    started = datetime.now(UTC)
+    try:
+        with handle, session() as s:
+            result = consent.import_consents(s, handle, key=_cm_key())
+    except consent.ConsentError as exc:
+        fail(exc.code, str(exc))
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    _echo({"imported": result.count, "ledger_seq": [result.first_seq, result.last_seq],
+           "seconds": round(seconds, 3)})
 
 
 def _transition(name: str, consent_id: str, **kw: Any) -> None:

@@ -1,4 +1,4 @@
-"""``fedgate data …`` commands: synthesise a merchant world, check an ISV table and mapping."""
+"""``fedgate data …``: synthesise a world, check tables (one table or a job config), examples."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from rich.table import Table
 
 from federation._errors import DataError
 from federation.data import ColumnMapping, Connector, load_mapping, make_connector
+from federation.schema import ERP_FEATURES
 from federation.synth import SynthParams, write_world
 
 from ._common import console, fail
@@ -70,13 +71,45 @@ def _connector(source: str, table: str | None, mapping: ColumnMapping) -> Connec
 
 @app.command("check")
 def check(
-    source: Annotated[str, typer.Argument(help="CSV/Parquet file, or SQLAlchemy URL + --table.")],
-    data_from: Annotated[str, typer.Option("--from", help="Consented range start, YYYY-MM-DD.")],
-    data_to: Annotated[str, typer.Option("--to", help="Consented range end, YYYY-MM-DD.")],
+    source: Annotated[
+        str | None, typer.Argument(help="CSV/Parquet file, or SQLAlchemy URL + --table.")
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="Job configuration TOML: check every table it names."),
+    ] = None,
+    data_from: Annotated[
+        str | None, typer.Option("--from", help="Consented range start, YYYY-MM-DD.")
+    ] = None,
+    data_to: Annotated[
+        str | None, typer.Option("--to", help="Consented range end, YYYY-MM-DD.")
+    ] = None,
     mapping: Annotated[Path | None, typer.Option("--mapping", help="Column-mapping TOML.")] = None,
     table: Annotated[str | None, typer.Option("--table", help="SQL table name.")] = None,
 ) -> None:
-    """Validate an ISV's ERP table against the schema through its column mapping."""
+    """Validate tables against the schema: every table of a job config, or one ISV table.
+
+    The same validator runs before every ``fedgate fl run --config``.
+    """
+    if config_file is not None:
+        if source is not None:
+            fail("BAD_ARGUMENT", "give --config or a source, not both")
+        from federation.jobconfig import check_job_config, load_job_config
+
+        try:
+            reports = check_job_config(load_job_config(config_file))
+        except DataError as exc:
+            fail(exc.code, str(exc))
+        out = Table("table", "rows", "fields present", "declared absent", "missing values")
+        for r in reports:
+            share = ", ".join(f"{f} {v:.1%}" for f, v in r.missing_share.items() if v > 0)
+            out.add_row(r.name, str(r.rows), ", ".join(r.present), str(len(r.absent)),
+                        share or "none")
+        console.print(out)
+        console.print(f"ok: {config_file} ({len(reports) - 1} ISV tables and the platform table)")
+        return
+    if source is None or data_from is None or data_to is None:
+        fail("BAD_ARGUMENT", "give --config, or a source with --from and --to")
     try:
         lo, hi = date.fromisoformat(data_from), date.fromisoformat(data_to)
     except ValueError as exc:
@@ -86,5 +119,28 @@ def check(
         df = _connector(source, table, cmap).read(data_from=lo, data_to=hi)
     except DataError as exc:
         fail(exc.code, str(exc))
-    console.print(f"ok: {len(df)} merchants, {len(df.columns) - 2} ERP fields, "
+    present = cmap.present(ERP_FEATURES)
+    absent = f" ({len(cmap.absent)} declared absent: {', '.join(sorted(cmap.absent))})" \
+        if cmap.absent else ""
+    console.print(f"ok: {len(df)} merchants, {len(present)} ERP fields present{absent}, "
                   f"snapshots {df['as_of'].min():%Y-%m-%d} .. {df['as_of'].max():%Y-%m-%d}")
+
+
+@app.command("example")
+def example(
+    name: Annotated[str, typer.Argument(help="Example data set: credit-data.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Write a public data set as a new user's exports (the README's walkthrough data)."""
+    if name != "credit-data":
+        fail("BAD_ARGUMENT", f"unknown example {name!r}; known: credit-data")
+    from federation.byod_example import write_credit_data_example
+
+    try:
+        summary = write_credit_data_example(out, seed=seed)
+    except DataError as exc:
+        fail(exc.code, str(exc))
+    isvs = ", ".join(f"{k} ({v})" for k, v in summary["isvs"].items())
+    console.print(f"wrote {out}: {summary['merchants']} merchants ({summary['test']} kept back "
+                  f"with labels in test_labels.csv), ISVs: {isvs}")

@@ -11,7 +11,10 @@ EXPECTED = {
     "Status", "ConsentEvent", "ConsentState", "apply_event", "fold_events", "ConsentReceipt",
     "ReceiptNotice",
     "Grant", "ConsentView", "grant", "activate", "reject", "pause", "resume", "revoke",
-    "record_use", "record_uses", "consent_ids_hash", "expire_due", "get_consent", "list_consents",
+    "record_use", "record_uses",
+        "import_consents",
+        "ImportResult",
+        "ImportRefused", "consent_ids_hash", "expire_due", "get_consent", "list_consents",
     "Decision", "ConsentRecord", "evaluate", "require_consent", "check", "require",
     "ConsentIndex", "Cohort", "cohort_entries",
     "DEFAULT_CLOCK_SKEW", "MAX_MANIFEST_TTL", "CohortManifest", "ManifestEntry",
@@ -41,5 +44,5 @@ def test_error_tree_has_one_root_and_codes() -> None:
     errors = [getattr(consent, n) for n in consent.__all__ if n.endswith(("Error", "Denied",
               "Rejected", "Request", "NotFound", "Refused"))]  # fmt: skip
 
-    assert len(errors) == 7
+    assert len(errors) == 8
     assert all(issubclass(e, consent.ConsentError) and isinstance(e.code, str) for e in errors)

@@ -153,4 +153,4 @@ def test_models_package_all_is_pinned() -> None:
         "G_ARCHS", "LogisticG", "MlpG", "build_g_erp", "train_local", "predict_proba",
         "get_weights", "set_weights", "F_KINDS", "PlatformModel", "fit_f_platform",
         "out_of_fold_f_scores",
-        "Combiner", "PDEstimates"}
+        "Combiner", "PDEstimates", "GatedCombiner", "fit_gated_combiner", "platform_scores"}
