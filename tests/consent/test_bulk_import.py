@@ -114,3 +114,20 @@ def test_an_id_already_stored_refuses_the_file(sessions: sessionmaker[Session]) 
         import_consents(s, _lines([_line(0), _line(1)]), key=CM_KEY, at=at)
     assert err.value.code == "DUPLICATE_ID" and err.value.line == 2
     assert counts(sessions) == before
+
+
+def test_imported_consents_fold_from_the_log(sessions: sessionmaker[Session]) -> None:
+    """Bulk-imported consents pass the log-derived single check and the whole-log consent fold."""
+    from consent import check
+    from consent._integrity import verify_consent_log
+
+    at = T0 + timedelta(hours=2)
+    with sessions() as s, s.begin():
+        import_consents(s, _lines([_line(i) for i in range(3)]), key=CM_KEY, at=at)
+    with sessions() as s:
+        decision = check(s, merchant_id="m-1", data_provider=PROVIDER, data_consumer=CONSUMER,
+                         purpose="model_training", categories=["margins"], at=at,
+                         consent_manager_key=CM_KEY.public_key())
+        failure = verify_consent_log(s)
+    assert decision.allowed, decision
+    assert failure is None, failure
