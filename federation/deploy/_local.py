@@ -44,7 +44,7 @@ def write_node_toml(
     ca_cert: Path,
     trusted_release_keys: list[str],
     runtime_port: int,
-    isolation: str = "subprocess",
+    isolation: str = "process",
     policy: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a ``node.toml`` for ``node`` (absolute paths)."""
@@ -89,8 +89,8 @@ class LocalFederation:
     root : Path
         Platform files go to ``root/platform``; node files to ``root/nodes/<isv>``.
     superlink_port, proxy_port : int | None, default a free port each
-    isolation : str, default "subprocess"
-        The SuperNodes' ClientApp isolation.
+    isolation : str, default "process"
+        The SuperNodes' ClientApp isolation (``process``: fedgate's warm executor).
     """
 
     def __init__(
@@ -99,7 +99,7 @@ class LocalFederation:
         *,
         superlink_port: int | None = None,
         proxy_port: int | None = None,
-        isolation: str = "subprocess",
+        isolation: str = "process",
     ) -> None:
         self.root = root
         self.layout = PlatformLayout(root / "platform")
@@ -127,11 +127,17 @@ class LocalFederation:
         names = [self.host, "localhost"]
         if not self.layout.server_cert("superlink").cert.exists():
             make_certs(self.layout, superlink_names=names, proxy_names=names)
-        self.superlink = start_superlink(self.layout, host=self.host, port=self.superlink_port)
-        self.proxy = start_proxy(
-            self.layout, listen=self.fleet_address, upstream=self.control_address
-        )
-        self.release = publish_release(self.layout)
+        try:
+            self.superlink = start_superlink(
+                self.layout, host=self.host, port=self.superlink_port
+            )
+            self.proxy = start_proxy(
+                self.layout, listen=self.fleet_address, upstream=self.control_address
+            )
+            self.release = publish_release(self.layout)
+        except BaseException:
+            self.down()
+            raise
         return self
 
     def restart_superlink(self) -> None:
@@ -190,6 +196,8 @@ class LocalFederation:
         """Start the SuperNode of a ``node.toml``."""
         settings = load_node_settings(toml)
         log = self.root / "nodes" / settings.isv_id / "supernode.log"
+        if settings.isv_id in self.nodes:
+            raise ValueError(f"node {settings.isv_id} is already running")
         self.nodes[settings.isv_id] = start_supernode(settings, log)
         return settings
 

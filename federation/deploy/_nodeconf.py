@@ -46,7 +46,7 @@ NODE_POLICY_KEY = "node-policy"
 """Node-config key: path of the node's TOML, whose ``[policy]`` table is its privacy policy."""
 
 ISOLATION_MODES = ("subprocess", "process")
-DEFAULT_ISOLATION = "subprocess"
+DEFAULT_ISOLATION = "process"
 DEFAULT_RUNTIME_PORT = 9094
 
 

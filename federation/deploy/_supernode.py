@@ -14,6 +14,7 @@ import json
 import socket
 import ssl
 import stat
+import sys
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -55,7 +56,7 @@ def supernode_argv(settings: NodeSettings, *, trusted_entities: Path) -> list[st
 
 
 def start_supernode(settings: NodeSettings, log_path: Path) -> list[ManagedProcess]:
-    """Start the node's SuperNode (and, with ``process`` isolation, its ClientApp executor).
+    """Start the node's SuperNode (and, with ``process`` isolation, fedgate's warm executor).
 
     Returns
     -------
@@ -69,22 +70,26 @@ def start_supernode(settings: NodeSettings, log_path: Path) -> list[ManagedProce
         env=env,
     ).start()
     procs = [sn]
-    if settings.isolation == "process":
+    if settings.isolation != "process":
+        return procs
+    try:
         sn.wait_serving("127.0.0.1", settings.runtime_port, timeout=60)
         procs.append(
             ManagedProcess(
                 f"clientapp-executor-{settings.isv_id}",
                 [
-                    flower_bin("flower-superexec"),
-                    "--plugin-type", "clientapp",
+                    sys.executable, "-m", "federation.deploy.warm_clientapp",
                     "--runtime-api-address", f"127.0.0.1:{settings.runtime_port}",
-                    "--insecure",
                     "--parent-pid", str(sn.pid),
                 ],
                 log_path.with_name(log_path.stem + "-executor.log"),
                 env=env,
             ).start()
         )
+    except BaseException:
+        for proc in reversed(procs):
+            proc.stop()
+        raise
     return procs
 
 
