@@ -150,8 +150,11 @@ def check_node(settings: NodeSettings, *, connect: bool = True, timeout: float =
         )
     except (DataError, OSError) as exc:
         out.append(Finding("data", False, f"{getattr(exc, 'code', 'DATA')}: {exc}"))
-    out.append(Finding("policy", bool(settings.policy), f"{len(settings.policy)} keys in [policy]"
-                       if settings.policy else "no [policy] table: the node's defaults apply"))
+    n = len(settings.policy)
+    out.append(
+        Finding("policy", True, f"{n} keys in the policy table" if n else
+                "no policy table: the node's defaults apply")
+    )
     if connect:
         out.append(_check_tls(settings, timeout))
     return out

@@ -67,7 +67,7 @@ def check(
     for f in findings:
         table.add_row(f.check, "✔" if f.ok else "✘", f.detail)
     console.print(table)
-    bad = [f.check for f in findings if not f.ok and f.check != "policy"]
+    bad = [f.check for f in findings if not f.ok]
     if bad:
         fail("NODE_CHECK_FAILED", f"failed: {', '.join(bad)}")
 

@@ -122,6 +122,72 @@ def publish() -> None:
     typer.echo(json.dumps(release, indent=2))
 
 
+@app.command("release-key")
+def release_key() -> None:
+    """Create (or show) the platform's Ed25519 release-signing key; nodes pin its public line."""
+    from federation.deploy import release_key_id, release_keygen
+
+    layout = _layout()
+    pub = release_keygen(layout.release_key).read_text("utf-8").strip()
+    console.print(f"{release_key_id(pub)}: {layout.release_key} (0600)")
+    console.print(pub, soft_wrap=True, highlight=False)
+
+
+@app.command("node-toml")
+def node_toml(
+    isv: Annotated[str, typer.Option("--isv", help="The ISV id.")],
+    out: Annotated[Path, typer.Option("--out", help="The node's directory (gets node.toml).")],
+    superlink: Annotated[
+        str, typer.Option("--superlink", help="Address nodes dial: the Fleet-only proxy.")
+    ],
+    erp: Annotated[str, typer.Option("--erp", help="ERP file, relative to --out or absolute.")],
+    mapping: Annotated[str, typer.Option("--mapping", help="Column-mapping TOML.")] = "",
+) -> None:
+    """Write a starting ``node.toml`` for an ISV: CA, gateway key and the pinned release key.
+
+    The ISV reviews it (and adds its ``[policy]``) before ``fedgate node run``; the
+    node trusts only what this file says.
+    """
+    import shutil
+
+    from federation.deploy import release_keygen
+
+    from ..keys import load_or_create_key, public_key_pem
+
+    layout = _layout()
+    if not layout.ca_cert.exists():
+        fail("NO_CERTS", f"{layout.ca_cert} missing: run `fedgate certs init` first")
+    (out / "certs").mkdir(parents=True, exist_ok=True)
+    (out / "keys").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(layout.ca_cert, out / "certs" / "ca.pem")
+    gateway = load_or_create_key(settings().resolved_key_dir, "gateway")
+    (out / "keys" / "gateway.pub.pem").write_text(public_key_pem(gateway), "utf-8")
+    release = release_keygen(layout.release_key).read_text("utf-8").strip()
+    lines = [
+        "[node]",
+        f'isv-id = "{isv}"',
+        'state-dir = "state"',
+        'receipt-key = "keys/receipt.pem"',
+        'auth-key = "keys/node_auth"',
+        'isolation = "process"',
+        "",
+        "[platform]",
+        f'superlink = "{superlink}"',
+        'ca-cert = "certs/ca.pem"',
+        'gateway-key = "keys/gateway.pub.pem"',
+        f'trusted-release-keys = ["{release}"]',
+        "",
+        "[data]",
+        f'path = "{erp}"',
+        *([f'mapping = "{mapping}"'] if mapping else []),
+        "",
+        "[policy]",
+        "",
+    ]
+    (out / "node.toml").write_text("\n".join(lines), "utf-8")
+    console.print(f"wrote {out / 'node.toml'}")
+
+
 @app.command("onboard")
 def onboard(
     key: Annotated[Path, typer.Option("--key", help="The node's node_auth.pub.")],
