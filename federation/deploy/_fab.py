@@ -135,11 +135,15 @@ def verify_fab(fab: bytes, verifications: dict[str, str], trusted: dict[str, str
     return False
 
 
-def store_signed_fab(database: Path, fab: bytes, verifications: dict[str, str]) -> str:
+def store_signed_fab(
+    database: Path, fab: bytes, verifications: dict[str, str], *, app_id: str = APP_ID
+) -> str:
     """Store ``fab`` with its verification records in the SuperLink's state database.
 
     Uses Flower's own state layer on the SuperLink's SQLite file (the platform's
-    host); the app is associated with the default federation under :data:`APP_ID`.
+    host); the app is associated with the default federation under ``app_id``
+    (``@<publisher>/<name>`` of the bundle's pyproject; one bundle per app id — storing
+    another bundle under the same id replaces it, as publishing a new release should).
 
     Returns
     -------
@@ -163,7 +167,7 @@ def store_signed_fab(database: Path, fab: bytes, verifications: dict[str, str]) 
     return state.store_app(
         Fab(digest, fab, dict(verifications)),
         NOOP_FEDERATION_ID,
-        APP_ID,
+        app_id,
         TaskType.SERVER_APP,
         NOOP_FLWR_AID,
     )
