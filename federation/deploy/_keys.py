@@ -66,7 +66,9 @@ def load_node_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     try:
         key = serialization.load_ssh_public_key(path.read_bytes())
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read node public key {path}: {exc}", code="BAD_NODE_KEY")
+        raise ConfigError(
+            f"cannot read node public key {path}: {exc}", code="BAD_NODE_KEY"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in (
         "secp256r1",
         "secp384r1",
@@ -112,7 +114,9 @@ def load_release_key(path: Path) -> ed25519.Ed25519PrivateKey:
     try:
         key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read release key {path}: {exc}", code="BAD_RELEASE_KEY")
+        raise ConfigError(
+            f"cannot read release key {path}: {exc}", code="BAD_RELEASE_KEY"
+        ) from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ConfigError(f"{path} is not an Ed25519 key", code="BAD_RELEASE_KEY")
     return key

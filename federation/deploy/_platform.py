@@ -89,13 +89,17 @@ class PlatformLayout:
         )
 
 
-def make_certs(layout: PlatformLayout, *, superlink_names: list[str], proxy_names: list[str]) -> None:
+def make_certs(
+    layout: PlatformLayout, *, superlink_names: list[str], proxy_names: list[str]
+) -> None:
     """CA (kept if present), SuperLink and proxy certificates with their SANs."""
     issue_server_cert(layout.certs, superlink_names, stem="superlink")
     issue_server_cert(layout.certs, proxy_names, stem="proxy")
 
 
-def superlink_argv(layout: PlatformLayout, *, host: str, port: int, isolation: str = "subprocess") -> list[str]:
+def superlink_argv(
+    layout: PlatformLayout, *, host: str, port: int, isolation: str = "subprocess"
+) -> list[str]:
     """``flower-superlink`` with TLS, node auth, no dependency installation, state on disk."""
     c = layout.server_cert("superlink")
     return [
@@ -132,7 +136,8 @@ def start_superlink(
 
 def nginx_bin() -> str:
     """The nginx executable (Debian's ``/usr/sbin/nginx``); ``ProcessError`` if absent."""
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    debian = Path("/usr/sbin/nginx")
+    found = shutil.which("nginx") or (str(debian) if debian.exists() else None)
     if not found:
         raise ProcessError("nginx not installed (apt-get install -y nginx)", code="NO_PROXY")
     return found

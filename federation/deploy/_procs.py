@@ -7,6 +7,7 @@ to a log file. Nothing here is killed by name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -92,10 +93,8 @@ def descendants(pid: int) -> list[int]:
 
 def _signal_all(pids: Sequence[int], sig: int) -> None:
     for p in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(p, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _alive(pid: int) -> bool:

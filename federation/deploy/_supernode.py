@@ -111,7 +111,9 @@ def _secret_ok(path: Path) -> tuple[bool, str]:
     return True, str(path)
 
 
-def check_node(settings: NodeSettings, *, connect: bool = True, timeout: float = 5.0) -> list[Finding]:
+def check_node(
+    settings: NodeSettings, *, connect: bool = True, timeout: float = 5.0
+) -> list[Finding]:
     """Validate keys, data (schema + mapping) and the TLS connection, without training."""
     from cryptography.hazmat.primitives import serialization
 
@@ -138,7 +140,8 @@ def check_node(settings: NodeSettings, *, connect: bool = True, timeout: float =
     for key_id in sorted(settings.trusted_entities()):
         out.append(Finding("trusted release key", True, key_id))
     try:
-        df = settings.node.erp_connector().read(data_from=date(1900, 1, 1), data_to=date(9999, 1, 1))
+        connector = settings.node.erp_connector()
+        df = connector.read(data_from=date(1900, 1, 1), data_to=date(9999, 1, 1))
         out.append(
             Finding(
                 "data",
@@ -165,9 +168,11 @@ def _check_tls(settings: NodeSettings, timeout: float) -> Finding:
     host = host.strip("[]")
     try:
         ctx = ssl.create_default_context(cafile=str(settings.ca_cert))
-        with socket.create_connection((host, int(port)), timeout=timeout) as raw:
-            with ctx.wrap_socket(raw, server_hostname=host) as tls:
-                version = tls.version()
+        with (
+            socket.create_connection((host, int(port)), timeout=timeout) as raw,
+            ctx.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            version = tls.version()
         return Finding("connection", True, f"TLS ({version}) to {settings.superlink}, CA verified")
     except (OSError, ValueError, ssl.SSLError) as exc:
         return Finding("connection", False, f"{settings.superlink}: {exc}")

@@ -1,4 +1,4 @@
-"""docker/ without a Docker engine: the compose file parses, its files exist, entrypoints are real."""
+"""docker/ without a Docker engine: compose parses, its files exist, entrypoints are real."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_entrypoints_are_real_fedgate_commands() -> None:
     """Every fedgate command the images and services run parses with fedgate's CLI."""
     doc = _compose()
     ran = 0
-    for name, svc in doc["services"].items():
+    for svc in doc["services"].values():
         dockerfile = None
         if "build" in svc:
             build = svc["build"]

@@ -20,7 +20,7 @@ def _trusted(pub: Path) -> dict[str, str]:
 
 
 def test_bundle_points_at_fedgate_apps_and_is_deterministic() -> None:
-    """The FAB holds a pyproject naming fedgate's ServerApp entry and ClientApp; same bytes twice."""
+    """The FAB names fedgate's ServerApp entry and ClientApp; the same bytes every build."""
     fab = build_fab()
     assert fab == build_fab()
     with zipfile.ZipFile(io.BytesIO(fab)) as z:

@@ -10,8 +10,8 @@ import pytest
 
 from federation.apps._node import NodeConfig
 from federation.deploy import (
-    ConfigError,
     NODE_POLICY_KEY,
+    ConfigError,
     PlatformLayout,
     load_node_settings,
     make_certs,
@@ -72,7 +72,9 @@ def test_node_toml_round_trip_and_node_config(tmp_path: Path) -> None:
          "[data]"),
     ],
 )
-def test_bad_node_toml_is_refused_with_the_key_named(tmp_path: Path, text: str, needle: str) -> None:
+def test_bad_node_toml_is_refused_with_the_key_named(
+    tmp_path: Path, text: str, needle: str
+) -> None:
     """Each mistake gives a ConfigError whose message names what to fix."""
     path = tmp_path / "node.toml"
     path.write_text(text)
