@@ -11,6 +11,7 @@ unregistered key); a SuperLink restart; a clean shutdown.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -141,6 +142,47 @@ def test_deployment_end_to_end(
     scores = pd.read_csv(scored.scores_path, dtype={"merchant_id": str})
     assert set(scores["merchant_id"]) == world.cohort.scoring_ok
     assert {r["action"] for r in scored.receipts} == {"query.score"}
+
+    # -- a SuperNode killed mid-round: the run ends (cleanly), the dead node is not paid -------
+    isv2_log = fed.root / "nodes" / "isv2" / "supernode.log"
+    seen_trains = isv2_log.read_text().count("Receiving: train message")
+    outcome: dict[str, object] = {}
+
+    def fault_job() -> None:
+        try:
+            outcome["result"] = run_job(
+                world.run_config(job_id="dep-fault", db_url=db_url, out="dep-fault",
+                                 categories=CATS, rounds=1, **{"timeout-s": 20}),
+                world.nodes,
+                deployment=runtime,
+            )
+        except JobFailed as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=fault_job)
+    worker.start()
+    deadline = time.monotonic() + 180
+    while isv2_log.read_text().count("Receiving: train message") == seen_trains:
+        assert time.monotonic() < deadline, "isv2 never got its train message"
+        time.sleep(0.1)
+    fed.stop_node("isv2", kill=True)
+    worker.join(timeout=240)
+    assert not worker.is_alive()
+    if "result" in outcome:  # the others finished the round without it
+        fault = outcome["result"]
+        assert "isv2" not in fault.rounds[0].train  # type: ignore[attr-defined]
+    else:
+        assert isinstance(outcome["error"], JobFailed)
+    with sessions() as s:
+        paid = [
+            b for b in (
+                parse_canonical(row.leaf_data)["body"]
+                for row in s.scalars(select(LogEntryRow).where(LogEntryRow.kind == "data.used"))
+            )
+            if b.get("job_id") == "dep-fault"
+        ]
+    assert not [b for b in paid if b.get("data_provider") == "isv2" and b.get("round") == 1]
+    fed.start_node(fed.root / "nodes" / "isv2" / "node.toml")  # it rejoins (below: it answers)
 
     # -- the curious platform: bundles the nodes did not pin are refused ----------------------
     other = release_keygen(tmp_path / "other" / "release.key")
