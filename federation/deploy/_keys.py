@@ -31,6 +31,27 @@ __all__ = [
 ]
 
 
+def _write_pair(
+    private_path: Path,
+    pub_path: Path,
+    key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey,
+    comment: bytes,
+) -> None:
+    """The private key in OpenSSH format (0600) and its public OpenSSH line."""
+    write_private(
+        private_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    write_public(pub_path, public + comment + b"\n")
+
+
 def node_keygen(private_path: Path) -> Path:
     """Create a node auth key pair (``private_path`` 0600, ``private_path.pub``); keeps one.
 
@@ -42,22 +63,7 @@ def node_keygen(private_path: Path) -> Path:
     pub_path = private_path.with_name(private_path.name + ".pub")
     if private_path.exists() and pub_path.exists():
         return pub_path
-    key = ec.generate_private_key(ec.SECP384R1())
-    write_private(
-        private_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        ),
-    )
-    write_public(
-        pub_path,
-        key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
-        + b"\n",
-    )
+    _write_pair(private_path, pub_path, ec.generate_private_key(ec.SECP384R1()), b"")
     return pub_path
 
 
@@ -90,21 +96,8 @@ def release_keygen(private_path: Path) -> Path:
     pub_path = private_path.with_name(private_path.name + ".pub")
     if private_path.exists() and pub_path.exists():
         return pub_path
-    key = ed25519.Ed25519PrivateKey.generate()
-    write_private(
-        private_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        ),
-    )
-    write_public(
-        pub_path,
-        key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
-        + b" fedgate-release\n",
+    _write_pair(
+        private_path, pub_path, ed25519.Ed25519PrivateKey.generate(), b" fedgate-release"
     )
     return pub_path
 

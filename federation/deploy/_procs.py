@@ -21,6 +21,7 @@ from ._errors import ProcessError
 __all__ = [
     "ManagedProcess",
     "descendants",
+    "serve_until_signal",
     "wait_port",
     "free_port",
     "privacy_env",
@@ -210,3 +211,27 @@ class ManagedProcess:
             time.sleep(0.1)
         _signal_all([p for p in tree if _alive(p)], signal.SIGKILL)
         self.spawned = tree
+
+
+def serve_until_signal(procs: Sequence[ManagedProcess], poll: float = 0.5) -> bool:
+    """Wait until SIGTERM/SIGINT or until one of ``procs`` exits, then stop them all.
+
+    Returns
+    -------
+    bool
+        ``True`` when a signal asked for the stop, ``False`` when a process exited.
+    """
+    stop = {"now": False}
+
+    def _stop(signum: int, _frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop["now"] and all(p.running for p in procs):
+            time.sleep(poll)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+    return stop["now"]

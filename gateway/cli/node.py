@@ -7,8 +7,6 @@ Failures print ``error[CODE]: …`` and exit non-zero.
 
 from __future__ import annotations
 
-import signal
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -76,6 +74,7 @@ def check(
 def run(config: ConfigOpt) -> None:
     """Run the node's SuperNode until it exits or this command is stopped (SIGINT/SIGTERM)."""
     from federation.deploy import DeploymentError, start_supernode
+    from federation.deploy._procs import serve_until_signal
 
     settings = _settings(config)
     log = settings.node.state_dir / "supernode.log"
@@ -83,22 +82,9 @@ def run(config: ConfigOpt) -> None:
         procs = start_supernode(settings, log)
     except DeploymentError as exc:
         fail(exc.code, str(exc))
-    stop = {"now": False}
-
-    def _stop(signum: int, _frame: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     console.print(
         f"node {settings.isv_id}: SuperNode pid {procs[0].pid} → {settings.superlink} "
         f"(isolation {settings.isolation}); log {log}"
     )
-    try:
-        while not stop["now"] and all(p.running for p in procs):
-            time.sleep(0.5)
-    finally:
-        for p in reversed(procs):
-            p.stop()
-    if not stop["now"]:
+    if not serve_until_signal(procs):
         fail("NODE_EXITED", f"the SuperNode exited; see {log}:\n{procs[0].log_tail(10)}")

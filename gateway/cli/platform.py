@@ -11,8 +11,6 @@ lists it; ``status`` shows a run. Files live under ``<data-dir>/federation``.
 from __future__ import annotations
 
 import json
-import signal
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -79,6 +77,7 @@ def up(
 ) -> None:
     """Start the SuperLink and the Fleet-only proxy, publish the signed release, and wait."""
     from federation.deploy import DeploymentError, publish_release, start_proxy, start_superlink
+    from federation.deploy._procs import serve_until_signal
 
     layout = _layout()
     procs = []
@@ -96,20 +95,7 @@ def up(
         console.print(f"Fleet-only proxy on {proxy_listen}")
     console.print(f"release {release['fab_hash'][:12]} signed by {release['key_id']}; nodes pin:")
     console.print(release["public_key"], soft_wrap=True, highlight=False)
-    stop = {"now": False}
-
-    def _stop(signum: int, _frame: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        while not stop["now"] and all(p.running for p in procs):
-            time.sleep(0.5)
-    finally:
-        for p in reversed(procs):
-            p.stop()
-    if not stop["now"]:
+    if not serve_until_signal(procs):
         fail("PROCESS_FAILED", "a platform process exited; see " + str(layout.logs))
 
 
