@@ -12,7 +12,7 @@ COPY consent consent
 COPY federation federation
 COPY gateway gateway
 RUN pip install .
-RUN useradd --system --home /node isv && mkdir -p /node && chown isv /node
+RUN useradd --system --uid 10001 --home /node isv && mkdir -p /node && chown isv /node
 USER isv
 VOLUME /node
 ENTRYPOINT ["fedgate", "node", "run", "--config", "/node/node.toml"]

