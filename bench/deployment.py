@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{name}: run failed: {state.details}")
             per = _per_round(times)
             if fab == timed:
-                doc = json.loads((tmp / name / "result.json").read_text())
+                doc = json.loads((Path(str(cfg["out-dir"])) / "result.json").read_text())
                 assert doc["status"] == "succeeded", doc.get("failures")
                 assert len(doc["rounds"]) == args.rounds
                 assert len([r for r in doc["receipts"] if r["action"] == "train"]) == 3 * args.rounds
