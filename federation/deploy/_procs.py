@@ -187,19 +187,21 @@ class ManagedProcess:
 
     def kill(self) -> None:
         """SIGKILL it and everything it spawned at once (fault injection)."""
-        if self.proc is None:
-            return
+        if self.proc is None or self.proc.poll() is not None:
+            return  # never signal a pid that may have been reused
         tree = descendants(self.proc.pid)
         _signal_all([self.proc.pid, *tree], signal.SIGKILL)
         self.proc.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM its process group, then SIGKILL what is left after ``timeout``."""
+        """SIGTERM it and its descendants, then SIGKILL what is left after ``timeout``."""
         if self.proc is None:
             return
+        if not self.running:
+            return  # already exited and reaped: its pid may belong to someone else now
         # Flower detaches some helpers into sessions of their own (flower-superexec),
         # so the tree is collected from /proc rather than by process group.
-        tree = descendants(self.proc.pid) if self.running else []
+        tree = descendants(self.proc.pid)
         _signal_all([self.proc.pid, *tree], signal.SIGTERM)
         try:
             self.proc.wait(timeout=timeout)
