@@ -74,6 +74,10 @@ def up(
         str, typer.Option("--proxy-listen", help="Where ISV nodes connect (Fleet API only).")
     ] = "0.0.0.0:9443",
     proxy: Annotated[bool, typer.Option("--proxy/--no-proxy")] = True,
+    superlink_name: Annotated[
+        str,
+        typer.Option("--superlink-name", help="Name the proxy verifies (a SAN of the cert)."),
+    ] = "localhost",
 ) -> None:
     """Start the SuperLink and the Fleet-only proxy, publish the signed release, and wait."""
     from federation.deploy import DeploymentError, publish_release, start_proxy, start_superlink
@@ -84,7 +88,14 @@ def up(
     try:
         procs.append(start_superlink(layout, host=host, port=port))
         if proxy:
-            procs.append(start_proxy(layout, listen=proxy_listen, upstream=f"{host}:{port}"))
+            procs.append(
+                start_proxy(
+                    layout,
+                    listen=proxy_listen,
+                    upstream=f"{host}:{port}",
+                    upstream_name=superlink_name,
+                )
+            )
         release = publish_release(layout)
     except DeploymentError as exc:
         for p in reversed(procs):
