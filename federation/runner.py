@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import BudgetExceeded, FederationError, JobFailed
 from .apps._node import SIM_NODES_KEY, NodeConfig
@@ -38,6 +38,9 @@ from .apps.server_app import RESULT_FILE, CohortSource, cohort_source_from_run_c
 from .dp import PrivacyLedger, check_job_budget
 from .lifetime import PRIVACY_ACCOUNT_KEY, MerchantPrivacyAccount
 from .specs import spec_from_run_config
+
+if TYPE_CHECKING:
+    from .deploy import DeploymentRuntime
 
 _RAY_PRIVACY_ENV = (
     ("RAY_USAGE_STATS_ENABLED", "0"),
@@ -299,8 +302,9 @@ def run_job(
     cohort_source: CohortSource | None = None,
     on_round: Callable[[RoundLog], None] | None = None,
     runtime: SimulationRuntime | None = None,
+    deployment: DeploymentRuntime | None = None,
 ) -> JobResult:
-    """Run one job on the simulation runtime and return its result, or raise.
+    """Run one job on the simulation runtime (or a SuperLink) and return its result, or raise.
 
     Parameters
     ----------
@@ -315,6 +319,11 @@ def run_job(
     on_round : Callable[[RoundLog], None] | None, default None
         Called after each training round (in this process).
     runtime : SimulationRuntime | None, default ``SimulationRuntime()``
+    deployment : DeploymentRuntime | None, default None
+        Run on Flower's deployment runtime instead: the job goes to the SuperLink as a
+        run of the signed app bundle (:mod:`federation.deploy`); ``nodes`` then only
+        sets how many nodes the ServerApp waits for, and ``cohort_source`` and
+        ``on_round`` are not available (the ServerApp runs in its own process).
 
     Raises
     ------
@@ -323,6 +332,10 @@ def run_job(
     JobFailed
         The run did not succeed; ``reasons`` lists what each node or the server reported.
     """
+    if deployment is not None:
+        from .deploy import run_job_deployed
+
+        return run_job_deployed(run_config, nodes, deployment)  # type: ignore[no-any-return]
     for var, value in _RAY_PRIVACY_ENV:
         os.environ.setdefault(var, value)  # Ray reads these when it starts
     from flwr.simulation import run_simulation

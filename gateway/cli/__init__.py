@@ -17,6 +17,8 @@ os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 import typer
 
 from . import audit, book, consent, data, db, demo, federation, ledger, witness
+from . import node as node_cli
+from . import platform as platform_cli
 
 app = typer.Typer(
     name="fedgate",
@@ -32,6 +34,11 @@ app.add_typer(data.app, name="data", help="ERP and platform data: synthesis, con
 app.add_typer(federation.app, name="fl", help="Federated training and scoring jobs.")
 app.add_typer(db.app, name="db", help="Database schema migrations.")
 app.add_typer(witness.app, name="witness", help="A C2SP tlog witness: cosigns consistent logs.")
+app.add_typer(node_cli.app, name="node", help="An ISV node: keygen, check, run (SuperNode).")
+app.add_typer(
+    platform_cli.app, name="federation", help="Platform: SuperLink, proxy, release, onboarding."
+)
+app.add_typer(platform_cli.certs_app, name="certs", help="Federation CA and TLS certificates.")
 app.command("demo")(demo.demo)
 
 

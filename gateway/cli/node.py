@@ -1,0 +1,90 @@
+"""``fedgate node …``: what an ISV runs — key generation, a pre-flight check, the SuperNode.
+
+Everything comes from the node's own ``node.toml`` (see
+:mod:`federation.deploy._nodeconf`); nothing from the platform is a setting.
+Failures print ``error[CODE]: …`` and exit non-zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ._common import console, fail
+
+app = typer.Typer(no_args_is_help=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", help="The node's node.toml.")]
+
+
+def _settings(config: Path):  # noqa: ANN202 - NodeSettings, imported lazily
+    from federation.deploy import DeploymentError, load_node_settings
+
+    try:
+        return load_node_settings(config)
+    except DeploymentError as exc:
+        fail(exc.code, str(exc))
+
+
+@app.command("keygen")
+def keygen(
+    out: Annotated[Path, typer.Option("--out", help="Key directory of this node.")] = Path("keys"),
+) -> None:
+    """Create the node's auth key pair (for the SuperLink) and its receipt-signing key.
+
+    Hand ``node_auth.pub`` to the platform at onboarding; private keys stay here (0600).
+    """
+    from federation.deploy import node_keygen
+
+    from ..keys import load_or_create_key, public_key_pem
+
+    pub = node_keygen(out / "node_auth")
+    receipt = load_or_create_key(out, "receipt")
+    (out / "receipt.pub.pem").write_text(public_key_pem(receipt), "utf-8")
+    console.print(f"auth key: {out / 'node_auth'} (0600); public key for onboarding: {pub}")
+    console.print(f"receipt key: {out / 'receipt.pem'}; public: {out / 'receipt.pub.pem'}")
+    console.print(pub.read_text("utf-8").strip(), soft_wrap=True, highlight=False)
+
+
+@app.command("check")
+def check(
+    config: ConfigOpt,
+    connect: Annotated[
+        bool, typer.Option("--connect/--no-connect", help="Also open a TLS connection.")
+    ] = True,
+) -> None:
+    """Validate the config, keys, data (schema + mapping) and the connection; train nothing."""
+    from federation.deploy import check_node
+
+    settings = _settings(config)
+    findings = check_node(settings, connect=connect)
+    table = Table("check", "ok", "detail", title=f"node {settings.isv_id}")
+    for f in findings:
+        table.add_row(f.check, "✔" if f.ok else "✘", f.detail)
+    console.print(table)
+    bad = [f.check for f in findings if not f.ok]
+    if bad:
+        fail("NODE_CHECK_FAILED", f"failed: {', '.join(bad)}")
+
+
+@app.command("run")
+def run(config: ConfigOpt) -> None:
+    """Run the node's SuperNode until it exits or this command is stopped (SIGINT/SIGTERM)."""
+    from federation.deploy import DeploymentError, start_supernode
+    from federation.deploy._procs import serve_until_signal
+
+    settings = _settings(config)
+    log = settings.node.state_dir / "supernode.log"
+    try:
+        procs = start_supernode(settings, log)
+    except DeploymentError as exc:
+        fail(exc.code, str(exc))
+    console.print(
+        f"node {settings.isv_id}: SuperNode pid {procs[0].pid} → {settings.superlink} "
+        f"(isolation {settings.isolation}); log {log}"
+    )
+    if not serve_until_signal(procs):
+        fail("NODE_EXITED", f"the SuperNode exited; see {log}:\n{procs[0].log_tail(10)}")

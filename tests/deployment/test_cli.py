@@ -1,0 +1,56 @@
+"""fedgate certs / federation node-toml / node keygen / node check, end to end without processes."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli import app
+from tests.utils.cli import cli_settings
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_platform_hands_an_isv_a_node_toml_that_checks(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """certs init → release-key → node keygen → node-toml → node check (no connection)."""
+    with cli_settings(monkeypatch, db_url, tmp_path / "data"):
+        assert runner.invoke(app, ["certs", "init", "--name", "superlink"]).exit_code == 0
+        certs = tmp_path / "data" / "federation" / "certs"
+        assert stat.S_IMODE((certs / "ca.key").stat().st_mode) == 0o600
+        assert runner.invoke(app, ["federation", "release-key"]).exit_code == 0
+        res = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "w"),
+                                  "--merchants", "200", "--isvs", "1"])
+        assert res.exit_code == 0, res.output
+        node = tmp_path / "isv01"
+        res = runner.invoke(app, ["node", "keygen", "--out", str(node / "keys")])
+        assert res.exit_code == 0 and "ecdsa-sha2-nistp384" in res.output
+        res = runner.invoke(app, ["federation", "node-toml", "--isv", "isv01", "--out", str(node),
+                                  "--superlink", "127.0.0.1:1", "--erp",
+                                  str(tmp_path / "w" / "isv01.parquet")])
+        assert res.exit_code == 0, res.output
+        res = runner.invoke(app, ["node", "check", "--config", str(node / "node.toml"),
+                                  "--no-connect"])
+        assert res.exit_code == 0, res.output
+        assert "✘" not in res.output and "fpk_" in res.output and "rows" in res.output
+        # Nothing listens there: the connection check fails and says so, exit 1.
+        res = runner.invoke(app, ["node", "check", "--config", str(node / "node.toml")])
+        assert res.exit_code == 1 and "NODE_CHECK_FAILED" in res.output
+        # Broken data: the check names the problem.
+        pd.DataFrame({"merchant_id": ["x"]}).to_parquet(tmp_path / "w" / "isv01.parquet")
+        res = runner.invoke(app, ["node", "check", "--config", str(node / "node.toml"),
+                                  "--no-connect"])
+        assert res.exit_code == 1 and "MISSING_COLUMNS" in res.output
+
+
+def test_node_commands_refuse_a_missing_config(tmp_path: Path) -> None:
+    """A clear error code and a non-zero exit, no traceback."""
+    res = runner.invoke(app, ["node", "run", "--config", str(tmp_path / "nope.toml")])
+    assert res.exit_code == 1 and "BAD_NODE_CONFIG" in res.output
+    assert "Traceback" not in res.output

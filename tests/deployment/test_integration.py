@@ -1,0 +1,235 @@
+"""The deployment end to end on loopback: proxy, SuperLink (TLS, node auth), 3 SuperNodes.
+
+One module-wide topology (it takes tens of seconds to start on 2 cores), the same
+processes that ``docker/compose.yaml`` runs as containers: a 2-round training job
+and a scoring job through :func:`federation.run_job`, checked against the same job
+on the simulation runtime; refusals played by a curious platform (unsigned and
+wrongly signed bundles) and by a curious node (Control API through the proxy, an
+unregistered key); a SuperLink restart; a clean shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from federation import JobFailed, run_job
+from federation.deploy import (
+    ControlClient,
+    ControlError,
+    LocalFederation,
+    build_fab,
+    descendants,
+    fab_pyproject,
+    load_node_settings,
+    release_keygen,
+    sign_fab,
+    store_signed_fab,
+)
+from ledger import parse_canonical
+from ledger._models import LogEntryRow
+
+from ..federation._flworld import grant_consents, make_world
+
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("db_url", ["postgres"], indirect=True)]
+
+CATS = "cash_and_debt,margins"
+
+
+def _procs_under(path: Path) -> list[int]:
+    """Live processes whose command line mentions ``path`` (ours, by construction)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if str(path) in cmd and state != "Z":
+                out.append(int(entry.name))
+    return out
+
+
+@pytest.fixture
+def fed(tmp_path: Path) -> Iterator[LocalFederation]:
+    """A running platform (certs, SuperLink, proxy, signed release); torn down after."""
+    federation = LocalFederation(tmp_path / "fed").up()
+    try:
+        yield federation
+    finally:
+        assert federation.down() == []
+
+
+def test_deployment_end_to_end(
+    tmp_path: Path, db_url: str, sessions: sessionmaker[Session], fed: LocalFederation
+) -> None:
+    """Train + score on 3 real SuperNodes behind the proxy; every refusal holds; clean stop."""
+    world = make_world(tmp_path / "world")
+    grant_consents(world, sessions)
+    for node in world.nodes:
+        toml = fed.node_toml(node, policy={"min-cohort": 5})
+        fed.onboard(load_node_settings(toml))
+        fed.start_node(toml)
+    # A node whose key nobody registered: same software, same CA, refused by the SuperLink.
+    rogue = replace(world.nodes[0], isv_id="rogue", state_dir=tmp_path / "rogue-state")
+    rogue_settings = fed.start_node(fed.node_toml(rogue))
+    runtime = fed.runtime(timeout=240)
+
+    # -- the curious node: the proxy serves the Fleet API and nothing else ------------------
+    with httpx.Client(verify=str(fed.layout.ca_cert), timeout=10) as http:
+        base = f"https://{fed.fleet_address}"
+        for path in (
+            "/v1/control/start-run",
+            "/v1/control/list-nodes",
+            "/v1/runtime/pull-task-input",
+            "/v1/fleet/../control/list-nodes",
+            "/docs",
+        ):
+            res = http.post(base + path, content=b"\x00")
+            assert res.status_code in (403, 404), path
+        assert http.post(base + "/v1/control/start-run").json()["code"] == "FLEET_ONLY"
+    with pytest.raises(ControlError), ControlClient(fed.fleet_address, fed.layout.ca_cert) as c:
+        c.list_nodes()
+
+    # -- a 2-round training job, then scoring, through the one fedgate function --------------
+    train_cfg = world.run_config(
+        job_id="dep-train", db_url=db_url, out="dep-train", categories=CATS, **{"timeout-s": 120}
+    )
+    result = run_job(train_cfg, world.nodes, deployment=runtime)
+    assert result.nodes == ("isv0", "isv1", "isv2")
+    assert [r.round for r in result.rounds] == [1, 2]
+    assert all(r.failures == () for r in result.rounds)
+    dep_auc = result.rounds[-1].weighted("auc")
+
+    with sessions() as s:
+        bodies = [
+            parse_canonical(row.leaf_data)["body"]
+            for row in s.scalars(select(LogEntryRow).where(LogEntryRow.kind == "data.used"))
+        ]
+    assert {b["receipt"] for b in bodies} == {r["receipt"] for r in result.receipts}
+    seen = {(r["data_provider"], r["round"]) for r in result.receipts if r["action"] == "train"}
+    assert seen == {(isv, rnd) for isv in ("isv0", "isv1", "isv2") for rnd in (1, 2)}
+
+    # The SuperLink restarts between runs: nodes, runs and the release survive; nodes rejoin.
+    with fed.control() as c:
+        before = {n.node_id for n in c.list_nodes()}
+    fed.restart_superlink()
+    with fed.control() as c:
+        assert {n.node_id for n in c.list_nodes()} == before
+        assert len(before) == 3  # the rogue key was never admitted
+    scored = run_job(
+        {
+            **world.run_config(job_id="dep-score", db_url=db_url, out="dep-score", categories=CATS),
+            "mode": "score",
+            "model-dir": str(result.out_dir),
+            "timeout-s": 120,
+        },
+        world.nodes,
+        deployment=runtime,
+    )
+    assert scored.scores_path is not None
+    scores = pd.read_csv(scored.scores_path, dtype={"merchant_id": str})
+    assert set(scores["merchant_id"]) == world.cohort.scoring_ok
+    assert {r["action"] for r in scored.receipts} == {"query.score"}
+
+    # -- a SuperNode killed mid-round: the run ends (cleanly), the dead node is not paid -------
+    isv2_log = fed.root / "nodes" / "isv2" / "supernode.log"
+    seen_trains = isv2_log.read_text().count("Receiving: train message")
+    outcome: dict[str, object] = {}
+
+    def fault_job() -> None:
+        try:
+            outcome["result"] = run_job(
+                world.run_config(job_id="dep-fault", db_url=db_url, out="dep-fault",
+                                 categories=CATS, rounds=1, **{"timeout-s": 20}),
+                world.nodes,
+                deployment=runtime,
+            )
+        except JobFailed as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=fault_job)
+    worker.start()
+    deadline = time.monotonic() + 180
+    while isv2_log.read_text().count("Receiving: train message") == seen_trains:
+        assert time.monotonic() < deadline, "isv2 never got its train message"
+        time.sleep(0.1)
+    fed.stop_node("isv2", kill=True)
+    worker.join(timeout=240)
+    assert not worker.is_alive()
+    if "result" in outcome:  # the others finished the round without it
+        fault = outcome["result"]
+        assert "isv2" not in fault.rounds[0].train  # type: ignore[attr-defined]
+    else:
+        assert isinstance(outcome["error"], JobFailed)
+    with sessions() as s:
+        paid = [
+            b for b in (
+                parse_canonical(row.leaf_data)["body"]
+                for row in s.scalars(select(LogEntryRow).where(LogEntryRow.kind == "data.used"))
+            )
+            if b.get("job_id") == "dep-fault"
+        ]
+    assert not [b for b in paid if b.get("data_provider") == "isv2" and b.get("round") == 1]
+    fed.start_node(fed.root / "nodes" / "isv2" / "node.toml")  # it rejoins (below: it answers)
+
+    # -- the curious platform: bundles the nodes did not pin are refused ----------------------
+    other = release_keygen(tmp_path / "other" / "release.key")
+    assert other.exists()
+    forged = build_fab(fab_pyproject(version="0.1.1"))
+    forged_hash = store_signed_fab(
+        fed.layout.database, forged, sign_fab(forged, tmp_path / "other" / "release.key")
+    )
+    with pytest.raises(JobFailed) as wrong:
+        run_job(
+            world.run_config(job_id="dep-forged", db_url=db_url, out="dep-forged", categories=CATS,
+                             **{"timeout-s": 60}),
+            world.nodes,
+            deployment=replace(runtime, fab_hash=forged_hash),
+        )
+    assert "identify" in " ".join(wrong.value.reasons)
+    job_file = tmp_path / "unsigned-job.json"
+    job_file.write_text(json.dumps({
+        **world.run_config(job_id="dep-unsigned", db_url=db_url, out="dep-unsigned",
+                           categories=CATS, **{"timeout-s": 60}),
+        "min-nodes": 3,
+    }))
+    with fed.control() as c:
+        unsigned_run = c.start_local_run(build_fab(), {"job-file": str(job_file)})
+        state = c.wait_run(unsigned_run, timeout=120)
+    assert state.finished and not state.succeeded and state.details  # Flower's reason
+    for isv in ("isv0", "isv1", "isv2"):
+        log = (fed.root / "nodes" / isv / "supernode.log").read_text()
+        assert "FAB verification failed" in log  # the wrongly signed bundle
+        assert "could not be verified" in log  # the unsigned one
+    rogue_log = (fed.root / "nodes" / "rogue" / "supernode.log").read_text()
+    assert "Receiving" not in rogue_log and rogue_settings.isv_id == "rogue"
+
+    # -- the same job on the simulation runtime gives (about) the same AUC ------------------
+    sim = run_job(
+        world.run_config(job_id="sim-train", db_url=db_url, out="sim-train", categories=CATS),
+        world.nodes,
+    )
+    assert abs(sim.rounds[-1].weighted("auc") - dep_auc) < 0.02
+
+    # -- clean shutdown: nothing of ours outlives the topology ---------------------------------
+    pids = [p.pid for procs in fed.nodes.values() for p in procs]
+    pids += [p.pid for p in (fed.superlink, fed.proxy) if p is not None]
+    tree = [c for p in pids if p for c in descendants(p)]
+    assert fed.down() == []
+    deadline = time.monotonic() + 10
+    while _procs_under(fed.root) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _procs_under(fed.root) == []
+    assert tree  # the topology did spawn helpers, and they are gone too
