@@ -8,6 +8,12 @@ fen with a currency; each module's docstring states its rounding rule.
 
 from ._accrual import CLOSE_ENTRY, CloseSummary, accrue, close_period
 from ._chart import CREDIT_LOSS, INTEREST_RECEIVABLE, open_credit_chart
+from ._consents import (
+    MONITORING_CATEGORIES,
+    MONITORING_PURPOSE,
+    SCORING_PURPOSE,
+    covering_consents,
+)
 from ._errors import CreditError, ImportRefused, NotFound, PeriodError, PolicyError
 from ._fees import BilledReceipt, billable_receipts, fee_requests
 from ._lines import (
@@ -54,6 +60,13 @@ from ._policy import (
     line_amounts,
     parse_policy,
     policy_version,
+)
+from ._scoring import (
+    PlatformPds,
+    consented_scores,
+    merchant_scores,
+    offplatform_scores,
+    platform_pds,
 )
 from ._settlement import (
     SETTLEMENT_ENTRY,
@@ -139,6 +152,16 @@ __all__ = [
     "loan_positions",
     "evaluate_rules",
     "monitor_pass",
+    # scoring inputs and consents
+    "SCORING_PURPOSE",
+    "MONITORING_PURPOSE",
+    "MONITORING_CATEGORIES",
+    "covering_consents",
+    "PlatformPds",
+    "platform_pds",
+    "merchant_scores",
+    "offplatform_scores",
+    "consented_scores",
     # simulation
     "SimulatedLoans",
     "simulate_loans",
