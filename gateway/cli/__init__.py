@@ -18,6 +18,9 @@ import typer
 
 from . import audit, book, consent, data, db, demo, federation, ledger
 
+# isort: split
+from . import credit, loans, monitor, settle
+
 app = typer.Typer(
     name="fedgate",
     help="Privacy-preserving federated data-sharing gateway for merchant credit.",
@@ -32,6 +35,11 @@ app.add_typer(data.app, name="data", help="ERP and platform data: synthesis, con
 app.add_typer(federation.app, name="fl", help="Federated training and scoring jobs.")
 app.add_typer(db.app, name="db", help="Database schema migrations.")
 app.command("demo")(demo.demo)
+app.add_typer(credit.app, name="credit", help="Credit policy and pre-approved lines.")
+app.add_typer(loans.app, name="loans", help="Loan events from the lending system.")
+app.add_typer(monitor.app, name="monitor", help="Post-loan monitoring.")
+app.command("settle")(settle.settle)
+app.command("statements")(settle.statements)
 
 
 def main() -> None:
