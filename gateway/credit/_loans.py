@@ -18,7 +18,9 @@ whole file with its 1-based line number. A key seen before with the same row is
 skipped; with another row the file is refused (``CONFLICTING_REPEAT``). Rows dated
 in a closed period are refused (``PERIOD_CLOSED``), so a closed month never changes.
 A new loan binds to its merchant's latest line decision (``UNKNOWN_MERCHANT``
-without one). Accepted rows go in with one multi-row ``INSERT`` per batch and one
+without one). A repayment or write-off that would take a loan below zero (the file's
+rows in date order, after everything imported before) refuses the file
+(``NEGATIVE_BALANCE``). Accepted rows go in with one multi-row ``INSERT`` per batch and one
 ``credit.loans.imported`` ledger entry (file digest, rows, added, digest of the
 added events) in the caller's transaction.
 """
@@ -345,14 +347,13 @@ def import_events(
         )
     balance = _outstanding(session, [lid for lid in loan_ids if lid in known])
     limits: dict[str, int] = {}
-    for _, ev in new:
+    for _, ev in sorted(new, key=lambda x: (x[1].day, x[1].line)):
         if ev.kind == "line_change":
             limits[ev.loan_id] = ev.amount
             continue
         sign = 1 if ev.kind == "drawdown" else -1
         balance[ev.loan_id] = balance.get(ev.loan_id, 0) + sign * ev.amount
-    for _, ev in new:
-        if balance.get(ev.loan_id, 0) < 0:
+        if balance[ev.loan_id] < 0:
             raise ImportRefused(
                 f"line {ev.line}: loan {ev.loan_id} would owe {balance[ev.loan_id]} fen "
                 "(repaid or written off more than drawn)",
