@@ -18,7 +18,8 @@ the month's repayments, drawdowns and write-offs as one transfer each
 then one ``interest:<loan>:<period>`` transfer per loan, and a
 ``credit.period.closed`` ledger entry with the digest of the accrual rows. A
 closed month is closed for good: closing again is a no-op and imports dated in
-it are refused.
+it are refused. Months close in order: a month is refused (``EARLIER_PERIOD_OPEN``)
+while an earlier month that holds events is open, so every event reaches the book.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sqlalchemy.orm import Session
 import ledger
 
 from ._chart import CREDIT_LOSS, INTEREST_RECEIVABLE, open_credit_chart, post_batches
+from ._errors import PeriodError
 from ._models import AccrualRow, LoanEventRow, LoanRow, PeriodCloseRow
 from ._period import Period
 
@@ -127,6 +129,14 @@ def close_period(
         )
     now = at or datetime.now(UTC)
     first, last = period.first, period.last
+    closed = set(session.execute(select(PeriodCloseRow.period)).scalars())
+    days = session.execute(select(LoanEventRow.day).where(LoanEventRow.day < first).distinct())
+    earlier = sorted({f"{d:%Y-%m}" for (d,) in days} - closed)
+    if earlier:
+        raise PeriodError(
+            f"close {earlier[0]} first: it holds loan events and is still open",
+            code="EARLIER_PERIOD_OPEN",
+        )
     open_credit_chart(session, currency)
     sign = {"drawdown": 1, "repayment": -1, "write_off": -1}
     opening: dict[str, int] = defaultdict(int)

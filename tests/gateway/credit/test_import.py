@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-
-import pytest
 
 from gateway import credit
 from gateway.credit._models import LoanEventRow, LoanRow
@@ -27,8 +26,12 @@ def decided(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
     """Two merchants with lines."""
     with sessions() as s, s.begin():
         v, pol = setup_book(s)
-        decide(s, v, pol, [merchant("m1", 600_000_00, 0.06, 0.03),
-                           merchant("m2", 600_000_00, 0.06, None)])
+        decide(
+            s,
+            v,
+            pol,
+            [merchant("m1", 600_000_00, 0.06, 0.03), merchant("m2", 600_000_00, 0.06, None)],
+        )
     return sessions
 
 
@@ -64,8 +67,9 @@ def test_csv_import_matches_jsonl(decided: sessionmaker[Session]) -> None:
         "e3,L2,m2,drawdown,2026-07-05,500000,CNY,1500\n"
     )
     with decided() as s, s.begin():
-        r = credit.import_bytes(s, csv_text.encode(), fmt="csv", source="x.csv",
-                                default_rate_bp=1800, currency="CNY")
+        r = credit.import_bytes(
+            s, csv_text.encode(), fmt="csv", source="x.csv", default_rate_bp=1800, currency="CNY"
+        )
         again = import_rows(s, ROWS)
 
     assert r.added == 3
@@ -81,9 +85,8 @@ def test_conflicting_repeat_is_refused(decided: sessionmaker[Session]) -> None:
         before = _state(s)
     bad = [event("e9", "L1", "drawdown", "2026-07-20", 5), {**ROWS[1], "amount": 400_001}]
 
-    with decided() as s, s.begin():
-        with pytest.raises(credit.ImportRefused) as err:
-            import_rows(s, bad)
+    with decided() as s, s.begin(), pytest.raises(credit.ImportRefused) as err:
+        import_rows(s, bad)
     with decided() as s, s.begin():
         after = _state(s)
 
@@ -94,32 +97,69 @@ def test_conflicting_repeat_is_refused(decided: sessionmaker[Session]) -> None:
 @pytest.mark.parametrize(
     ("line", "text", "code", "bad_line"),
     [
-        (2, '{"key":"b","loan_id":"L1","kind":"drawdown","date":"2026-13-01","amount":5,'
-            '"currency":"CNY"}', "BAD_ROW", 2),
+        (
+            2,
+            '{"key":"b","loan_id":"L1","kind":"drawdown","date":"2026-13-01","amount":5,'
+            '"currency":"CNY"}',
+            "BAD_ROW",
+            2,
+        ),
         (3, "not json", "BAD_ROW", 3),
-        (2, '{"key":"b","loan_id":"L1","kind":"gift","date":"2026-07-02","amount":5,'
-            '"currency":"CNY"}', "BAD_ROW", 2),
-        (2, '{"key":"b","loan_id":"L1","kind":"drawdown","date":"2026-07-02","amount":1.5,'
-            '"currency":"CNY"}', "BAD_ROW", 2),
-        (2, '{"key":"b","loan_id":"L1","kind":"drawdown","date":"2026-07-02","amount":5,'
-            '"currency":"USD"}', "BAD_ROW", 2),
-        (2, '{"key":"b","loan_id":"L9","kind":"drawdown","date":"2026-07-02","amount":5,'
-            '"currency":"CNY","merchant":"ghost"}', "UNKNOWN_MERCHANT", 2),
-        (2, '{"key":"b","loan_id":"L1","kind":"repayment","date":"2026-07-02",'
-            '"amount":99999999,"currency":"CNY"}', "NEGATIVE_BALANCE", 2),
+        (
+            2,
+            '{"key":"b","loan_id":"L1","kind":"gift","date":"2026-07-02","amount":5,'
+            '"currency":"CNY"}',
+            "BAD_ROW",
+            2,
+        ),
+        (
+            2,
+            '{"key":"b","loan_id":"L1","kind":"drawdown","date":"2026-07-02","amount":1.5,'
+            '"currency":"CNY"}',
+            "BAD_ROW",
+            2,
+        ),
+        (
+            2,
+            '{"key":"b","loan_id":"L1","kind":"drawdown","date":"2026-07-02","amount":5,'
+            '"currency":"USD"}',
+            "BAD_ROW",
+            2,
+        ),
+        (
+            2,
+            '{"key":"b","loan_id":"L9","kind":"drawdown","date":"2026-07-02","amount":5,'
+            '"currency":"CNY","merchant":"ghost"}',
+            "UNKNOWN_MERCHANT",
+            2,
+        ),
+        (
+            2,
+            '{"key":"b","loan_id":"L1","kind":"repayment","date":"2026-07-02",'
+            '"amount":99999999,"currency":"CNY"}',
+            "NEGATIVE_BALANCE",
+            2,
+        ),
     ],
 )
 def test_bad_row_refuses_the_whole_file(
     decided: sessionmaker[Session], line: int, text: str, code: str, bad_line: int
 ) -> None:
     """A bad row anywhere keeps nothing of the file and reports its line number."""
-    lines = [credit.events_as_jsonl([ROWS[0]]).decode().strip(),
-             credit.events_as_jsonl([ROWS[2]]).decode().strip()]
+    lines = [
+        credit.events_as_jsonl([ROWS[0]]).decode().strip(),
+        credit.events_as_jsonl([ROWS[2]]).decode().strip(),
+    ]
     lines.insert(line - 1, text)
-    with decided() as s, s.begin():
-        with pytest.raises(credit.ImportRefused) as err:
-            credit.import_bytes(s, ("\n".join(lines) + "\n").encode(), fmt="jsonl", source="x",
-                                default_rate_bp=1800, currency="CNY")
+    with decided() as s, s.begin(), pytest.raises(credit.ImportRefused) as err:
+        credit.import_bytes(
+            s,
+            ("\n".join(lines) + "\n").encode(),
+            fmt="jsonl",
+            source="x",
+            default_rate_bp=1800,
+            currency="CNY",
+        )
     with decided() as s, s.begin():
         state = _state(s)
 

@@ -16,18 +16,28 @@ def test_uplift_up_down_and_none(sessions: sessionmaker[Session]) -> None:
     """ISV data raises a good merchant's line, lowers a risky one's, and leaves a third alone."""
     with sessions() as s, s.begin():
         v, pol = setup_book(s)
-        good, risky, same = decide(s, v, pol, [
-            merchant("m-good", 600_000_00, 0.06, 0.03),
-            merchant("m-risky", 600_000_00, 0.03, 0.09),
-            merchant("m-none", 600_000_00, 0.06, None),
-        ])
+        good, risky, same = decide(
+            s,
+            v,
+            pol,
+            [
+                merchant("m-good", 600_000_00, 0.06, 0.03),
+                merchant("m-risky", 600_000_00, 0.03, 0.09),
+                merchant("m-none", 600_000_00, 0.06, None),
+            ],
+        )
 
     # 300k yuan × (1 − PD/12 %): 0.06 → 150k, 0.03 → 225k, 0.09 → 75k.
     assert (good.line_f, good.line_with, good.uplift) == (15_000_000, 22_500_000, 7_500_000)
     assert good.attribution == {"isv01": 7_500_000}
     assert (risky.line_f, risky.line_with, risky.uplift) == (22_500_000, 7_500_000, -15_000_000)
     assert risky.attribution == {}
-    assert (same.line_f, same.line_with, same.uplift, same.attribution) == (15_000_000, 15_000_000, 0, {})
+    assert (same.line_f, same.line_with, same.uplift, same.attribution) == (
+        15_000_000,
+        15_000_000,
+        0,
+        {},
+    )
 
 
 def test_off_platform_line_is_all_uplift(sessions: sessionmaker[Session]) -> None:
@@ -52,9 +62,14 @@ def test_multi_isv_decision_splits_the_share(sessions: sessionmaker[Session]) ->
     """Two ISVs: weights come from each ISV's own PD, and the ledger split follows them."""
     with sessions() as s, s.begin():
         v, pol = setup_book(s)
-        (d,) = decide(s, v, pol, [
-            merchant("m-two", 600_000_00, 0.06, 0.03, {"isv01": 0.04, "isv02": 0.05}),
-        ])
+        (d,) = decide(
+            s,
+            v,
+            pol,
+            [
+                merchant("m-two", 600_000_00, 0.06, 0.03, {"isv01": 0.04, "isv02": 0.05}),
+            ],
+        )
 
     # Lines: f 150k; together 225k; isv01 alone h = floor(1e6 × (1 − 0.04/0.12)) = 666,666 ppm
     # → 19,999,980 fen → 19,999,900 (whole yuan), weight 4,999,900; isv02 alone 583,333 ppm
@@ -63,12 +78,15 @@ def test_multi_isv_decision_splits_the_share(sessions: sessionmaker[Session]) ->
     assert d.attribution == {"isv01": 4_999_900, "isv02": 2_499_900}
     parts = credit.share_requests(
         [credit.ShareLine("L", "m-two", d.uplift, 1000, dict(d.attribution))],
-        period=credit.parse_period("2026-07"), currency="CNY", share_bp=2000,
+        period=credit.parse_period("2026-07"),
+        currency="CNY",
+        share_bp=2000,
     )
     # pool = 1000 × 20 % = 200 fen; quotas 133.334… and 66.665…: floors 133 + 66, the
     # spare fen to the larger remainder (isv02).
     assert {p.credit: p.amount.amount for p in parts} == {
-        "isv:isv01:payable": 133, "isv:isv02:payable": 67,
+        "isv:isv01:payable": 133,
+        "isv:isv02:payable": 67,
     }
 
 
