@@ -30,19 +30,29 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import ledger
 
+from ._bulk import copy_rows
 from ._chart import CREDIT_LOSS, INTEREST_RECEIVABLE, open_credit_chart, post_batches
 from ._errors import PeriodError
-from ._models import AccrualRow, LoanEventRow, LoanRow, PeriodCloseRow
+from ._models import LoanEventRow, LoanRow, PeriodCloseRow
 from ._period import Period
 
 __all__ = ["CLOSE_ENTRY", "CloseSummary", "LoanAccrual", "accrue", "close_period"]
 
 CLOSE_ENTRY = "credit.period.closed"
+_ACCRUAL_COLUMNS = (
+    "loan_id",
+    "period",
+    "balance_days",
+    "uplift_balance_days",
+    "interest",
+    "uplift_interest",
+    "closing_balance",
+)
 DAYS_PER_YEAR = 365
 BP = 10_000
 
@@ -235,8 +245,12 @@ def close_period(
     if flow_reqs:
         ledger.post_linked(session, flow_reqs, link_id=f"loans:{period}")
     post_batches(session, interest_reqs)
-    for start in range(0, len(rows), 20_000):
-        session.execute(insert(AccrualRow), rows[start : start + 20_000])
+    copy_rows(
+        session,
+        "credit_accruals",
+        _ACCRUAL_COLUMNS,
+        [tuple(r[c] for c in _ACCRUAL_COLUMNS) for r in rows],
+    )
     digest = _digest(lines)
     entry = ledger.append_entry(
         session,

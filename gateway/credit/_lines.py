@@ -46,6 +46,7 @@ __all__ = [
     "decide_lines",
     "latest_decisions",
     "explain",
+    "decision_terms",
 ]
 
 LINE_ENTRY = "credit.line"
@@ -234,6 +235,39 @@ def latest_decisions(
             LineDecisionRow.id.in_(latest.where(LineDecisionRow.merchant_id.in_(chunk)))
         )
         out.update({r.merchant_id: _decision(r) for r in session.execute(q).scalars()})
+    return out
+
+
+def decision_terms(
+    session: Session, merchant_ids: Sequence[str]
+) -> dict[str, tuple[int, int, int, dict[str, int]]]:
+    """``merchant → (decision id, line_f, line_with, attribution)`` of the latest decisions.
+
+    One grouped query (all merchants, filtered here) when many are asked for, chunked
+    ``IN`` queries otherwise: the bulk import's path, with no ORM objects.
+    """
+    t = LineDecisionRow.__table__
+    wanted = set(merchant_ids)
+    out: dict[str, tuple[int, int, int, dict[str, int]]] = {}
+
+    def fetch(cond: Any) -> None:
+        latest = select(t.c.merchant_id, func.max(t.c.id).label("mid")).group_by(t.c.merchant_id)
+        if cond is not None:
+            latest = latest.where(cond)
+        sub = latest.subquery()
+        q = select(t.c.merchant_id, t.c.id, t.c.line_f, t.c.line_with, t.c.attribution).join(
+            sub, sub.c.mid == t.c.id
+        )
+        for m, i, lf, lw, attr in session.execute(q):
+            if m in wanted:
+                out[m] = (int(i), int(lf), int(lw), {str(k): int(v) for k, v in attr.items()})
+
+    if len(wanted) > 20_000:
+        fetch(None)
+        return out
+    ids = sorted(wanted)
+    for start in range(0, len(ids), 5000):
+        fetch(t.c.merchant_id.in_(ids[start : start + 5000]))
     return out
 
 

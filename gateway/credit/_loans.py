@@ -37,13 +37,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 import ledger
 
+from ._bulk import copy_rows
 from ._errors import ImportRefused
-from ._lines import latest_decisions
+from ._lines import decision_terms
 from ._models import ImportRow, LoanEventRow, LoanRow, PeriodCloseRow
 
 __all__ = [
@@ -65,6 +66,8 @@ _FIELDS = ("key", "loan_id", "merchant", "kind", "date", "amount", "currency", "
 _REQUIRED = ("key", "loan_id", "kind", "date", "amount", "currency")
 _CHUNK = 5000
 _MAX_AMOUNT = 2**53 - 1
+_CURRENCIES: set[str] = set()
+_FIELDSET = frozenset(_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +111,22 @@ class ImportSummary:
 
 
 def event_digest(event: LoanEvent) -> str:
-    """SHA-256 (hex) of the event's canonical JSON."""
-    return hashlib.sha256(ledger.canonical_json(event.body())).hexdigest()
+    """SHA-256 (hex) of the event's fields joined by U+001F (no field can hold that byte).
+
+    Order: key, loan, merchant (empty if none), kind, date, amount, currency, rate_bp
+    (empty if none).
+    """
+    parts = (
+        event.key,
+        event.loan_id,
+        event.merchant or "",
+        event.kind,
+        event.day.isoformat(),
+        str(event.amount),
+        event.currency,
+        "" if event.rate_bp is None else str(event.rate_bp),
+    )
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
 
 def _bad(line: int, message: str) -> ImportRefused:
@@ -129,8 +146,8 @@ def _int(value: Any, line: int, name: str) -> int:
 def _event(doc: Mapping[str, Any], line: int) -> LoanEvent:
     if not isinstance(doc, Mapping):
         raise _bad(line, "a row must be a JSON object")
-    extra = set(doc) - set(_FIELDS)
-    if extra:
+    if not doc.keys() <= _FIELDSET:
+        extra = set(doc) - _FIELDSET
         raise _bad(line, f"unknown field(s) {', '.join(sorted(extra))}")
     for name in _REQUIRED:
         if doc.get(name) in (None, ""):
@@ -154,10 +171,12 @@ def _event(doc: Mapping[str, Any], line: int) -> LoanEvent:
             line, f"amount must be {'≥' if kind == 'line_change' else '>'} 0 fen, got {amount}"
         )
     currency = doc["currency"]
-    try:
-        ledger.Money.zero(currency)
-    except (ledger.MoneyError, TypeError):
-        raise _bad(line, f"unknown currency {currency!r}") from None
+    if currency not in _CURRENCIES:
+        try:
+            ledger.Money.zero(currency)
+        except (ledger.MoneyError, TypeError):
+            raise _bad(line, f"unknown currency {currency!r}") from None
+        _CURRENCIES.add(currency)
     rate = doc.get("rate_bp")
     rate_bp = None if rate in (None, "") else _int(rate, line, "rate_bp")
     if rate_bp is not None and not 0 <= rate_bp <= 100_000:
@@ -319,7 +338,7 @@ def import_events(
     for lid in fresh:
         if first[lid].merchant is None:
             raise _bad(first[lid].line, f"new loan {lid} needs a merchant")
-    decisions = latest_decisions(session, sorted({first[lid].merchant or "" for lid in fresh}))
+    decisions = decision_terms(session, sorted({first[lid].merchant or "" for lid in fresh}))
     loan_rows: list[dict[str, Any]] = []
     for lid in fresh:
         ev = first[lid]
@@ -336,12 +355,12 @@ def import_events(
                 "merchant_id": ev.merchant,
                 "currency": currency,
                 "rate_bp": ev.rate_bp if ev.rate_bp is not None else default_rate_bp,
-                "decision_id": dec.id,
-                "line_f": dec.line_f,
-                "line_with": dec.line_with,
-                "line_limit": dec.line_with,
+                "decision_id": dec[0],
+                "line_f": dec[1],
+                "line_with": dec[2],
+                "line_limit": dec[2],
                 "frozen": False,
-                "attribution": dict(dec.attribution),
+                "attribution": dec[3],
                 "opened_on": ev.day,
             }
         )
@@ -375,23 +394,46 @@ def import_events(
         },
         at=now,
     )
-    if loan_rows:
-        for start in range(0, len(loan_rows), _CHUNK):
-            session.execute(insert(LoanRow), loan_rows[start : start + _CHUNK])
-    rows = [
-        {
-            "key": ev.key,
-            "loan_id": ev.loan_id,
-            "kind": ev.kind,
-            "day": ev.day,
-            "amount": ev.amount,
-            "digest": d,
-            "import_id": file_digest,
-        }
-        for d, ev in new
-    ]
-    for start in range(0, len(rows), _CHUNK * 4):
-        session.execute(insert(LoanEventRow), rows[start : start + _CHUNK * 4])
+    copy_rows(
+        session,
+        "credit_loans",
+        (
+            "loan_id",
+            "merchant_id",
+            "currency",
+            "rate_bp",
+            "decision_id",
+            "line_f",
+            "line_with",
+            "line_limit",
+            "frozen",
+            "attribution",
+            "opened_on",
+        ),
+        [
+            (
+                r["loan_id"],
+                r["merchant_id"],
+                r["currency"],
+                r["rate_bp"],
+                r["decision_id"],
+                r["line_f"],
+                r["line_with"],
+                r["line_limit"],
+                r["frozen"],
+                json.dumps(r["attribution"]),
+                r["opened_on"],
+            )
+            for r in loan_rows
+        ],
+    )
+    new.sort(key=lambda x: x[1].key)  # B-tree appends in key order
+    copy_rows(
+        session,
+        "credit_loan_events",
+        ("key", "loan_id", "kind", "day", "amount", "digest", "import_id"),
+        [(ev.key, ev.loan_id, ev.kind, ev.day, ev.amount, d, file_digest) for d, ev in new],
+    )
     for lid, limit in limits.items():
         session.execute(update(LoanRow).where(LoanRow.loan_id == lid).values(line_limit=limit))
     session.add(
