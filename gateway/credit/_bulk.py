@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 __all__ = ["copy_rows"]
@@ -19,17 +20,26 @@ __all__ = ["copy_rows"]
 def copy_rows(
     session: Session, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> int:
-    """Insert ``rows`` into ``table`` (trusted names, never user input); returns the count."""
+    """Insert ``rows`` into ``table`` (trusted names, never user input); returns the count.
+
+    A duplicate key raises :class:`sqlalchemy.exc.IntegrityError` on both backends.
+    """
     if not rows:
         return 0
     session.flush()
     conn = session.connection()
     cols = ", ".join(f'"{c}"' for c in columns)
     if conn.dialect.name == "postgresql":
+        import psycopg
+
         raw = conn.connection.driver_connection
-        with raw.cursor() as cur, cur.copy(f'COPY "{table}" ({cols}) FROM STDIN') as copy:
-            for row in rows:
-                copy.write_row(row)
+        sql = f'COPY "{table}" ({cols}) FROM STDIN'
+        try:
+            with raw.cursor() as cur, cur.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.IntegrityError as exc:  # the same error SQLite's path raises
+            raise IntegrityError(sql, None, exc) from exc
         return len(rows)
     marks = ", ".join("?" for _ in columns)
     # SQLAlchemy stores SQLite dates as ISO text; do the same, not the driver's adapter.

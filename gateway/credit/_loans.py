@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import ledger
@@ -218,12 +219,17 @@ def parse_events(data: bytes, *, fmt: str) -> list[LoanEvent]:
     return events
 
 
-def _existing(session: Session, keys: Sequence[str]) -> dict[str, str]:
+def _existing(session: Session, loans: Sequence[str]) -> dict[str, str]:
+    """Keys and digests already stored for these loans (one query per 5,000 loans).
+
+    A key stored under another loan is not found here; the insert then hits the
+    primary key and the import is refused as a conflicting repeat all the same.
+    """
     out: dict[str, str] = {}
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
+    for start in range(0, len(loans), _CHUNK):
+        chunk = loans[start : start + _CHUNK]
         rows = session.execute(
-            select(LoanEventRow.key, LoanEventRow.digest).where(LoanEventRow.key.in_(chunk))
+            select(LoanEventRow.key, LoanEventRow.digest).where(LoanEventRow.loan_id.in_(chunk))
         ).all()
         out.update({k: d for k, d in rows})
     return out
@@ -305,7 +311,7 @@ def import_events(
                 line=ev.line,
             )
         digests.setdefault(ev.key, (d, ev))
-    old = _existing(session, list(digests))
+    old = _existing(session, sorted({ev.loan_id for _, ev in digests.values()}))
     new: list[tuple[str, LoanEvent]] = []
     for key, (d, ev) in digests.items():
         if key in old:
@@ -381,73 +387,86 @@ def import_events(
             )
     added = sorted(d for d, _ in new)
     events_digest = hashlib.sha256("\n".join(added).encode("ascii")).hexdigest()
-    entry = ledger.append_entry(
-        session,
-        IMPORT_ENTRY,
-        {
-            "import_id": file_digest,
-            "source": source[-255:],
-            "rows": len(events),
-            "added": len(new),
-            "events_sha256": events_digest,
-            "new_loans": len(fresh),
-        },
-        at=now,
-    )
-    copy_rows(
-        session,
-        "credit_loans",
-        (
-            "loan_id",
-            "merchant_id",
-            "currency",
-            "rate_bp",
-            "decision_id",
-            "line_f",
-            "line_with",
-            "line_limit",
-            "frozen",
-            "attribution",
-            "opened_on",
-        ),
-        [
-            (
-                r["loan_id"],
-                r["merchant_id"],
-                r["currency"],
-                r["rate_bp"],
-                r["decision_id"],
-                r["line_f"],
-                r["line_with"],
-                r["line_limit"],
-                r["frozen"],
-                json.dumps(r["attribution"]),
-                r["opened_on"],
-            )
-            for r in loan_rows
-        ],
-    )
-    new.sort(key=lambda x: x[1].key)  # B-tree appends in key order
-    copy_rows(
-        session,
-        "credit_loan_events",
-        ("key", "loan_id", "kind", "day", "amount", "digest", "import_id"),
-        [(ev.key, ev.loan_id, ev.kind, ev.day, ev.amount, d, file_digest) for d, ev in new],
-    )
-    for lid, limit in limits.items():
-        session.execute(update(LoanRow).where(LoanRow.loan_id == lid).values(line_limit=limit))
-    session.add(
-        ImportRow(
-            import_id=file_digest,
-            source=source[-255:],
-            rows=len(events),
-            added=len(new),
-            events_digest=events_digest,
-            imported_at=now,
-            log_seq=entry.seq,
+    savepoint = session.begin_nested()  # a refusal below leaves nothing, even if the caller commits
+    try:
+        entry = ledger.append_entry(
+            session,
+            IMPORT_ENTRY,
+            {
+                "import_id": file_digest,
+                "source": source[-255:],
+                "rows": len(events),
+                "added": len(new),
+                "events_sha256": events_digest,
+                "new_loans": len(fresh),
+            },
+            at=now,
         )
-    )
-    session.flush()
+        copy_rows(
+            session,
+            "credit_loans",
+            (
+                "loan_id",
+                "merchant_id",
+                "currency",
+                "rate_bp",
+                "decision_id",
+                "line_f",
+                "line_with",
+                "line_limit",
+                "frozen",
+                "attribution",
+                "opened_on",
+            ),
+            [
+                (
+                    r["loan_id"],
+                    r["merchant_id"],
+                    r["currency"],
+                    r["rate_bp"],
+                    r["decision_id"],
+                    r["line_f"],
+                    r["line_with"],
+                    r["line_limit"],
+                    r["frozen"],
+                    json.dumps(r["attribution"]),
+                    r["opened_on"],
+                )
+                for r in loan_rows
+            ],
+        )
+        new.sort(key=lambda x: x[1].key)  # B-tree appends in key order
+        copy_rows(
+            session,
+            "credit_loan_events",
+            ("key", "loan_id", "kind", "day", "amount", "digest", "import_id"),
+            [(ev.key, ev.loan_id, ev.kind, ev.day, ev.amount, d, file_digest) for d, ev in new],
+        )
+        for lid, limit in limits.items():
+            session.execute(update(LoanRow).where(LoanRow.loan_id == lid).values(line_limit=limit))
+        session.add(
+            ImportRow(
+                import_id=file_digest,
+                source=source[-255:],
+                rows=len(events),
+                added=len(new),
+                events_digest=events_digest,
+                imported_at=now,
+                log_seq=entry.seq,
+            )
+        )
+        session.flush()
+    except IntegrityError as exc:
+        savepoint.rollback()
+        raise ImportRefused(
+            "a key of this file was imported before under another loan (conflicting repeat)",
+            code="CONFLICTING_REPEAT",
+        ) from exc
+    except BaseException:
+        if savepoint.is_active:
+            savepoint.rollback()
+        raise
+    savepoint.commit()
     return ImportSummary(
         file_digest, len(events), len(new), len(events) - len(new), len(fresh), False
     )
