@@ -134,7 +134,8 @@ def _pds(
     y = platform[LABEL].to_numpy(int)
     with threadpool_limits(1):
         f = out_of_fold_f_scores(platform, y, kind="hgb", seed=seed)
-    erp = pd.concat(world.erp.values()).sort_values(AS_OF).groupby("merchant_id").tail(1).set_index("merchant_id")
+    erp = pd.concat(world.erp.values()).sort_values(AS_OF).groupby("merchant_id").tail(1)
+    erp = erp.set_index("merchant_id")
     ids = platform["merchant_id"].astype(str)
     has = ids.isin(erp.index).to_numpy()
     X = erp.loc[ids[has], list(ERP_FEATURES)].to_numpy(float)

@@ -16,8 +16,15 @@ SQLite database and keys (the user's database is never touched):
    *centralized reference*: the same g (bins, architecture, DP-SGD budget)
    trained on the pooled ERP rows — a number a real deployment could not
    compute, since ERP data never leaves the ISVs;
-6. signs a final checkpoint, exports the ledger and audits the export offline.
+6. runs the money loop (:mod:`gateway.demo_money`): the credit policy, both lines for
+   every merchant (the consent gate drops uncovered g scores), six simulated months
+   of loans imported through ``import_bytes`` (and resent, a no-op), a monitoring pass
+   and a settlement (fees, interest shares, instructed and cleared payouts) at each
+   month's end, some merchants pausing their consent before month 4;
+7. signs a final checkpoint, exports the ledger and audits the export offline;
+8. writes a self-contained HTML report (inline SVG charts) to ``<demo dir>/report.html``.
 
+A non-empty demo directory (a previous demo's data) is refused unless ``overwrite``.
 Everything measured comes back in a frozen :class:`DemoReport`; the CLI prints it.
 """
 
