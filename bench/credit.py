@@ -40,7 +40,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +47,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -59,15 +57,15 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    create_engine,
     insert,
-    text,
 )
 from sqlalchemy.orm import Session, sessionmaker
 
 import ledger
 from gateway import credit
 from gateway.db import create_schema, make_engine, make_sessionmaker
+
+from .ledger import _check_postgres, _postgres
 
 DEFAULT_MERCHANTS = 20_000
 DEFAULT_LOANS = 100_000
@@ -242,39 +240,6 @@ def economics(merchants: int, seed: int, result: Result) -> None:
 
 
 # -- throughput --------------------------------------------------------------------------
-
-
-def _check_postgres(url: str) -> None:
-    admin = create_engine(url)
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any connection failure ends the run the same way
-        raise SystemExit(
-            f"PostgreSQL unreachable at {url}: {exc}\n"
-            "start it, set FEDGATE_BENCH_POSTGRES_URL, or pass --no-postgres to leave it out"
-        ) from exc
-    finally:
-        admin.dispose()
-
-
-@contextmanager
-def _postgres(url: str) -> Iterator[sessionmaker[Session]]:
-    """Sessions in a private PostgreSQL schema, dropped afterwards."""
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in url else "?"
-    engine = make_engine(f"{url}{sep}options={quote(f'-csearch_path={schema}')}")
-    try:
-        create_schema(engine)
-        yield make_sessionmaker(engine)
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @contextmanager

@@ -26,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+import ledger
+
 __all__ = [
     "CreditBase",
     "PolicyVersionRow",
@@ -39,13 +41,6 @@ __all__ = [
     "SettlementRow",
 ]
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 
 _ID = 128
 _SERIAL = BigInteger().with_variant(Integer(), "sqlite")
@@ -55,7 +50,7 @@ _SERIAL = BigInteger().with_variant(Integer(), "sqlite")
 class CreditBase(DeclarativeBase):
     """Declarative base of the credit tables (own MetaData, migrated with the rest)."""
 
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    metadata = MetaData(naming_convention=dict(ledger.metadata.naming_convention))
 
 
 class PolicyVersionRow(CreditBase):

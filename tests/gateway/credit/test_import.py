@@ -184,15 +184,14 @@ def test_key_reused_under_another_loan_is_refused(decided: sessionmaker[Session]
     """A known key sent again under a different loan is a conflicting repeat; nothing is kept."""
     with decided() as s, s.begin():
         import_rows(s, ROWS)
-    with decided() as s, s.begin():
-        with pytest.raises(credit.ImportRefused) as err:
-            import_rows(
-                s,
-                [
-                    event("e1", "L2", "drawdown", "2026-07-02", 7, merchant="m2"),
-                    event("e7", "L2", "drawdown", "2026-07-03", 7),
-                ],
-            )
+    with decided() as s, s.begin(), pytest.raises(credit.ImportRefused) as err:
+        import_rows(
+            s,
+            [
+                event("e1", "L2", "drawdown", "2026-07-02", 7, merchant="m2"),
+                event("e7", "L2", "drawdown", "2026-07-03", 7),
+            ],
+        )
     with decided() as s, s.begin():
         state = _state(s)
 

@@ -60,19 +60,24 @@ OBS = {
 CONSENTED = {"m-fake", "m-margin", "m-pd", "m-turnover", "m-fine"}
 
 
+def _pass(s: Session, version: int, pol: credit.CreditPolicy) -> credit.MonitorReport:
+    """One pass over :data:`OBS` on 31 December with model ``g-7``."""
+    return credit.monitor_pass(
+        s,
+        policy_version=version,
+        rules=pol.monitoring,
+        observations=OBS,
+        consented=CONSENTED,
+        as_of=AS_OF,
+        model_version="g-7",
+    )
+
+
 def test_each_rule_fires_on_its_merchant(sessions: sessionmaker[Session]) -> None:
     """fake trade and margin collapse freeze, PD rise and turnover drop reduce, overdue collects."""
     with sessions() as s, s.begin():
         v, pol = _book(s)
-        report = credit.monitor_pass(
-            s,
-            policy_version=v,
-            rules=pol.monitoring,
-            observations=OBS,
-            consented=CONSENTED,
-            as_of=AS_OF,
-            model_version="g-7",
-        )
+        report = _pass(s, v, pol)
         loans = {r.loan_id: r for r in s.execute(select(LoanRow)).scalars()}
         collected = s.get(LoanEventRow, "collect:L-late:2026-12-31")
         alerts = [parse_canonical(x)["body"] for x in entries_of_kind(s, credit.ALERT_ENTRY)]
@@ -105,17 +110,9 @@ def test_same_pass_twice_is_a_no_op(sessions: sessionmaker[Session]) -> None:
     """A pass over the same inputs writes no second alert or collection."""
     with sessions() as s, s.begin():
         v, pol = _book(s)
-        kw = dict(
-            policy_version=v,
-            rules=pol.monitoring,
-            observations=OBS,
-            consented=CONSENTED,
-            as_of=AS_OF,
-            model_version="g-7",
-        )
-        credit.monitor_pass(s, **kw)  # type: ignore[arg-type]
+        _pass(s, v, pol)
         n = len(entries_of_kind(s, credit.ALERT_ENTRY))
-        again = credit.monitor_pass(s, **kw)  # type: ignore[arg-type]
+        again = _pass(s, v, pol)
         n_again = len(entries_of_kind(s, credit.ALERT_ENTRY))
 
     assert again.already_run and n == n_again
