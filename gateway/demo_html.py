@@ -27,7 +27,8 @@ def bar_chart(
 ) -> str:
     """Horizontal grouped bars: one group per label, one bar per series."""
     names = list(series)
-    bar, gap, left, top = 16, 10, 190, 28
+    bar, gap, top = 16, 10, 28
+    left = int(min(360, max(120, 12 + 6.2 * max(len(x) for x in labels))))
     group = bar * len(names) + gap
     height = top + group * len(labels) + 24 + 18 * len(names)
     vmax = xmax if xmax is not None else max([abs(v) for s in series.values() for v in s] + [1e-12])

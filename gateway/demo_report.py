@@ -47,7 +47,7 @@ def write_demo_html(r: DemoReport, path: Path) -> Path:
             ),
         )
     )
-    names = [a.name + (" (reference)" if a.reference else "") for a in r.aucs]
+    names = [a.name for a in r.aucs]
     sections.append(
         (
             "Default AUC with and without ISV data",
