@@ -15,6 +15,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 from sqlalchemy.orm import Session
+from threadpoolctl import threadpool_limits
 
 from .. import credit
 from ._common import console, fail, read_session, session, settings
@@ -95,7 +96,9 @@ def decide(
                 consent_manager_key=key,
             )
             gated = credit.consented_scores(g, allowed)
-            pds = credit.platform_pds(platform, platform[LABEL].to_numpy(), gated, seed=seed)
+            # One OpenMP thread, as the demo: on a small busy box boosting threads fight.
+            with threadpool_limits(1):
+                pds = credit.platform_pds(platform, platform[LABEL].to_numpy(), gated, seed=seed)
             merchants = credit.merchant_scores(
                 pds, platform["sales"].to_numpy(), lambda m, k: allowed.get((m, k))
             )

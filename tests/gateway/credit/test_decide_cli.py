@@ -19,8 +19,6 @@ from gateway.cli import _common, app
 from gateway.keys import load_or_create_key
 from tests.utils.cli import cli_settings
 
-pytestmark = pytest.mark.slow  # fits f (cross-fitted boosting) on a small world
-
 
 @pytest.fixture
 def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
