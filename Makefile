@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) -m bench.ledger
 	$(PY) -m bench.consent
 	$(PY) -m bench.federation
+	$(PY) -m bench.credit
 
 clean:
 	rm -rf $(VENV) .fedgate

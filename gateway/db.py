@@ -47,6 +47,9 @@ def all_metadata() -> list[MetaData]:
     consent_meta = getattr(consent, "metadata", None)
     if consent_meta is not None:
         metas.append(consent_meta)
+    from .credit import metadata as credit_meta
+
+    metas.append(credit_meta)
     return metas
 
 

@@ -16,8 +16,15 @@ SQLite database and keys (the user's database is never touched):
    *centralized reference*: the same g (bins, architecture, DP-SGD budget)
    trained on the pooled ERP rows — a number a real deployment could not
    compute, since ERP data never leaves the ISVs;
-6. signs a final checkpoint, exports the ledger and audits the export offline.
+6. runs the money loop (:mod:`gateway.demo_money`): the credit policy, both lines for
+   every merchant (the consent gate drops uncovered g scores), six simulated months
+   of loans imported through ``import_bytes`` (and resent, a no-op), a monitoring pass
+   and a settlement (fees, interest shares, instructed and cleared payouts) at each
+   month's end, some merchants pausing their consent before month 4;
+7. signs a final checkpoint, exports the ledger and audits the export offline;
+8. writes a self-contained HTML report (inline SVG charts) to ``<demo dir>/report.html``.
 
+A non-empty demo directory (a previous demo's data) is refused unless ``overwrite``.
 Everything measured comes back in a frozen :class:`DemoReport`; the CLI prints it.
 """
 
@@ -32,7 +39,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +50,7 @@ from threadpoolctl import threadpool_limits
 
 from . import jobs
 from .db import create_schema, make_engine, make_sessionmaker
+from .demo_money import MoneyReport, run_money_loop
 from .keys import load_or_create_key
 from .settings import Settings
 
@@ -80,6 +88,7 @@ CONSUMER = jobs.DEFAULT_CONSUMER
 TRAIN_JOB = "demo-train"
 SCORE_JOB = "demo-score"
 EXPORT_FILE = "ledger-export.jsonl"
+HTML_FILE = "report.html"
 CONSENT_DAYS = 180
 F_KIND = "hgb"
 SCHEDULE: dict[str, Any] = {"lr": 0.5, "local-epochs": 2}
@@ -192,12 +201,21 @@ class DemoReport:
     scores_path: Path
     seconds: float
     stage_seconds: Mapping[str, float] = field(default_factory=dict)
+    money: MoneyReport | None = None
+    html_path: Path | None = None
 
     @property
     def ok(self) -> bool:
-        """Audit passed, revoked merchants absent, DP within budget."""
+        """Audit passed, revoked merchants absent, DP within budget, the money loop's books tie."""
         within = all(0 < e <= self.epsilon_budget + 1e-6 for e in self.epsilon.values())
-        return self.audit_ok and self.revoked_absent and within and self.revoked_scored == 0
+        money_ok = self.money is None or self.money.ok
+        return (
+            self.audit_ok
+            and self.revoked_absent
+            and within
+            and self.revoked_scored == 0
+            and money_ok
+        )
 
 
 class _Stages:
@@ -291,7 +309,7 @@ def _grant_consents(
                     "merchant_id": m,
                     "data_provider": isv,
                     "data_consumer": CONSUMER,
-                    "purposes": ["credit_scoring", "model_training"],
+                    "purposes": ["credit_scoring", "model_training", "post_loan_monitoring"],
                     "categories": sorted(categories),
                     "data_from": doc["data_from"],
                     "data_to": doc["data_to"],
@@ -519,6 +537,47 @@ def _audit(settings: Settings, sessions: Any, export: Path) -> tuple[Any, dict[s
     return report, dict(sorted(kinds.items())), summary.checkpoints
 
 
+def _money(
+    cfg: Settings,
+    sessions: Any,
+    platform: pd.DataFrame,
+    erp: Mapping[str, pd.DataFrame],
+    scores: pd.DataFrame,
+    cm_key: Any,
+    spec: Any,
+    trained: Any,
+    revoked: set[str],
+    consent_ids: Mapping[str, str],
+    seed: int,
+    stages: _Stages,
+) -> MoneyReport:
+    """Lines, loans, monitoring and settlement on the demo's database (:mod:`.demo_money`)."""
+    from consent import pause
+
+    def pause_one(s: Any, merchant: str) -> bool:
+        if merchant in revoked or merchant not in consent_ids:
+            return False
+        pause(s, consent_ids[merchant], reason="merchant paused (demo)", notice=cfg.receipt_notice)
+        return True
+
+    with threadpool_limits(1):
+        return run_money_loop(
+            sessions,
+            platform=platform,
+            erp=erp,
+            g_scores=scores,
+            consent_key=cm_key.public_key(),
+            consumer=CONSUMER,
+            categories=tuple(spec.categories),
+            g_version=f"{TRAIN_JOB}/{trained.model_path.name}",
+            out_dir=cfg.data_dir,
+            seed=seed,
+            stage=stages.stage,
+            advance=stages.advance,
+            pause=pause_one,
+        )
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -528,6 +587,7 @@ def run_demo(
     seed: int = DEFAULT_SEED,
     default_rate: float = DEFAULT_DEFAULT_RATE,
     progress: Progress | None = None,
+    overwrite: bool = False,
 ) -> DemoReport:
     """Run the whole demo in ``<settings.data_dir>/demo/`` (wiped first) and report.
 
@@ -547,6 +607,8 @@ def run_demo(
         evaluate otherwise and the job fails).
     progress : rich.progress.Progress | None, default None
         Where to draw a task per stage and per round; ``None`` draws nothing.
+    overwrite : bool, default False
+        Replace a previous demo's data; without it a non-empty demo directory is refused.
 
     Returns
     -------
@@ -556,7 +618,8 @@ def run_demo(
     Raises
     ------
     DemoError
-        ``BAD_ARGUMENT`` for bad sizes; the federation error's code (``JOB_FAILED``, …)
+        ``BAD_ARGUMENT`` for bad sizes; ``DEMO_EXISTS`` when a previous demo's data is
+        there and ``overwrite`` is false; the federation error's code (``JOB_FAILED``, …)
         when a federated job fails.
     """
     from consent import revoke
@@ -574,6 +637,12 @@ def run_demo(
         raise DemoError(str(exc), code="BAD_ARGUMENT") from exc
     started = time.perf_counter()
     cfg = _demo_settings(settings)
+    if cfg.data_dir.exists() and any(cfg.data_dir.iterdir()) and not overwrite:
+        raise DemoError(
+            f"{cfg.data_dir} holds a previous demo's data; pass overwrite=True "
+            "(`fedgate demo --overwrite`) to replace it",
+            code="DEMO_EXISTS",
+        )
     shutil.rmtree(cfg.data_dir, ignore_errors=True)  # a rerun starts from nothing
     cfg.data_dir.mkdir(parents=True)
     stages = _Stages(progress)
@@ -613,8 +682,12 @@ def run_demo(
                 with sessions() as s, s.begin():
                     for ms in revoked.values():
                         for m in ms:
-                            revoke(s, consent_ids[m], reason="merchant withdrew (demo)",
-                                   notice=cfg.receipt_notice)
+                            revoke(
+                                s,
+                                consent_ids[m],
+                                reason="merchant withdrew (demo)",
+                                notice=cfg.receipt_notice,
+                            )
                             revoked_count[0] += 1
             if 1 <= log.round <= rounds:
                 stages.finish(round_tasks[log.round - 1])
@@ -669,6 +742,22 @@ def run_demo(
             # One OpenMP thread: on a small, busy machine the boosting's spinning threads
             # fight each other and the fit takes many times longer than single-threaded.
             aucs, n_hold, n_hold_erp, hold_pos = _evaluate(platform, g_fed, g_central, seed)
+        t0 = time.perf_counter()
+        money = _money(
+            cfg,
+            sessions,
+            platform,
+            erp,
+            scores,
+            cm_key,
+            spec,
+            trained,
+            all_revoked,
+            consent_ids,
+            seed,
+            stages,
+        )
+        stages.seconds["money loop"] = time.perf_counter() - t0
         export = cfg.data_dir / EXPORT_FILE
         with stages.stage("ledger checkpoint, export, offline audit"):
             report, kinds, checkpoints = _audit(cfg, sessions, export)
@@ -681,7 +770,7 @@ def run_demo(
     failure = None
     if report.failure is not None:
         failure = f"{report.failure.code} at index {report.failure.index}: {report.failure.message}"
-    return DemoReport(
+    result = DemoReport(
         demo_dir=cfg.data_dir,
         merchants=merchants,
         isvs=trained.nodes,
@@ -713,4 +802,9 @@ def run_demo(
         scores_path=scored.scores_path,
         seconds=time.perf_counter() - started,
         stage_seconds=dict(stages.seconds),
+        money=money,
     )
+    from .demo_report import write_demo_html
+
+    html = write_demo_html(result, cfg.data_dir / HTML_FILE)
+    return replace(result, html_path=html)

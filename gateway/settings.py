@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     receipt_collection_method : str
         The notice every consent receipt states (Kantara fields); the defaults name
         ``fedgate.example`` and must be replaced in a deployment.
+    credit_policy_file : Path | None, default ``<data_dir>/credit-policy.toml``
+        The credit policy (lines, pricing, monitoring); fedgate's default policy when absent.
     """
 
     model_config = SettingsConfigDict(env_prefix="FEDGATE_", extra="ignore")
@@ -50,6 +52,7 @@ class Settings(BaseSettings):
     receipt_policy_url: str = _NOTICE.policy_url
     receipt_controller_contact: str = _NOTICE.controller_contact
     receipt_collection_method: str = _NOTICE.collection_method
+    credit_policy_file: Path | None = None
 
     @property
     def receipt_notice(self) -> ReceiptNotice:
@@ -68,6 +71,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'fedgate.db').resolve()}"
+
+    @property
+    def resolved_credit_policy_file(self) -> Path:
+        """The credit policy file, defaulting to ``<data_dir>/credit-policy.toml``."""
+        if self.credit_policy_file is not None:
+            return self.credit_policy_file
+        return self.data_dir / "credit-policy.toml"
 
     @property
     def resolved_key_dir(self) -> Path:

@@ -20,6 +20,9 @@ from . import audit, book, consent, data, db, demo, federation, ledger, witness
 from . import node as node_cli
 from . import platform as platform_cli
 
+# isort: split
+from . import credit, loans, monitor, settle
+
 app = typer.Typer(
     name="fedgate",
     help="Privacy-preserving federated data-sharing gateway for merchant credit.",
@@ -40,6 +43,11 @@ app.add_typer(
 )
 app.add_typer(platform_cli.certs_app, name="certs", help="Federation CA and TLS certificates.")
 app.command("demo")(demo.demo)
+app.add_typer(credit.app, name="credit", help="Credit policy and pre-approved lines.")
+app.add_typer(loans.app, name="loans", help="Loan events from the lending system.")
+app.add_typer(monitor.app, name="monitor", help="Post-loan monitoring.")
+app.command("settle")(settle.settle)
+app.command("statements")(settle.statements)
 
 
 def main() -> None:

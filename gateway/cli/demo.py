@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from .. import demo as demo_service
+from ..demo_money import MoneyReport
 from ._common import console, fail, settings
 
 
@@ -46,15 +47,25 @@ def _print_report(r: demo_service.DemoReport) -> None:
     )
 
     rounds = Table(
-        "round", "ISV", "merchants in manifest", "rows trained (receipt)",
-        "revoked in manifest", "receipt hash = consented set", "ε so far",
+        "round",
+        "ISV",
+        "merchants in manifest",
+        "rows trained (receipt)",
+        "revoked in manifest",
+        "receipt hash = consented set",
+        "ε so far",
         title=f"Federated pd-erp rounds ({REVOKE_NOTE.format(n=r.consents_revoked)})",
-    )  # fmt: skip
+    )
     for u in r.usage:
         rounds.add_row(
-            str(u.round), u.isv, str(u.manifest_merchants), str(u.rows_used),
-            str(u.revoked_in_manifest), _ok(u.hash_matches), f"{u.epsilon:.2f}",
-        )  # fmt: skip
+            str(u.round),
+            u.isv,
+            str(u.manifest_merchants),
+            str(u.rows_used),
+            str(u.revoked_in_manifest),
+            _ok(u.hash_matches),
+            f"{u.epsilon:.2f}",
+        )
     console.print(rounds)
     console.print(
         "federated g AUC on the nodes' held-out merchants, by round: "
@@ -79,18 +90,93 @@ def _print_report(r: demo_service.DemoReport) -> None:
     consent_n = sum(n for k, n in kinds.items() if k.startswith("consent."))
     detail = ", ".join(f"{k} {n}" for k, n in kinds.items())
     summary.add_row(
-        "ledger", f"{r.ledger_entries} entries: data.used {kinds.get('data.used', 0)}, "
+        "ledger",
+        f"{r.ledger_entries} entries: data.used {kinds.get('data.used', 0)}, "
         f"consent.* {consent_n} ({detail})",
-    )  # fmt: skip
+    )
     audit = _ok(r.audit_ok) + (f" {r.audit_failure}" if r.audit_failure else "")
     summary.add_row(
         "offline audit",
         f"{audit}: {r.ledger_entries} entries recomputed, {r.ledger_checkpoints} checkpoints "
         f"verified ({r.export_path})",
     )
-    summary.add_row("outputs", f"model {r.model_path}\nscores {r.scores_path}")
+    summary.add_row(
+        "outputs", f"model {r.model_path}\nscores {r.scores_path}\nHTML report {r.html_path}"
+    )
     summary.add_row("wall time", f"{r.seconds:.0f} s")
     console.print(summary)
+    if r.money is not None:
+        _print_money(r.money)
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen / 100:,.2f}"
+
+
+def _print_money(m: MoneyReport) -> None:
+    """Lines, months, monitoring and payouts."""
+    lines = Table(show_header=False, title=f"Credit lines (policy v{m.policy_version})")
+    lines.add_column("item", no_wrap=True)
+    lines.add_column("value")
+    lines.add_row("merchants decided", f"{m.merchants} ({m.off_platform} off-platform)")
+    lines.add_row(
+        "ISV data",
+        f"raised {m.raised}, lowered {m.lowered}, unchanged {m.unchanged}; "
+        f"{m.newly_given} given a line they did not have",
+    )
+    lines.add_row(
+        "total line, f only → with ISV data",
+        f"{_yuan(m.exposure_f)} → {_yuan(m.exposure_with)} yuan",
+    )
+    lines.add_row("g scores dropped by the consent gate", str(m.scores_gated))
+    lines.add_row(
+        "loans / events (a resent file added)", f"{m.loans} / {m.events} ({m.import_repeat_added})"
+    )
+    lines.add_row(
+        "monitoring", ", ".join(f"{k} {v}" for k, v in sorted(m.alerts_by_rule.items())) or "none"
+    )
+    lines.add_row("actions", ", ".join(f"{k} {v}" for k, v in sorted(m.actions.items())) or "none")
+    lines.add_row(
+        "fake-trade catches",
+        f"{m.fake_trade_caught} of {m.fake_trade_loans} fake-trade borrowers "
+        f"({m.fake_trade_alerts} merchants alerted)",
+    )
+    lines.add_row("paused consents (month 4)", str(m.paused_monitoring))
+    lines.add_row("write-offs", f"{m.write_offs} ({_yuan(m.written_off)} yuan)")
+    console.print(lines)
+    months = Table(
+        "period",
+        "loans",
+        "interest ¥",
+        "on uplift ¥",
+        "fees ¥",
+        "shares ¥",
+        "alerts",
+        "ties",
+        title="Six months closed and settled",
+    )
+    for x in m.months:
+        months.add_row(
+            x.period,
+            str(x.loans),
+            _yuan(x.interest),
+            _yuan(x.uplift_interest),
+            _yuan(sum(x.fees.values())),
+            _yuan(sum(x.shares.values())),
+            str(sum(x.alerts.values())),
+            _ok(x.ties_to_book),
+        )
+    console.print(months)
+    pay = Table("ISV", "fees ¥", "shares ¥", "cleared ¥", title="Paid to ISVs")
+    for k in sorted(set(m.fees_total) | set(m.shares_total)):
+        pay.add_row(
+            k,
+            _yuan(m.fees_total.get(k, 0)),
+            _yuan(m.shares_total.get(k, 0)),
+            _yuan(m.settled_cleared.get(k, 0)),
+        )
+    console.print(pay)
+    console.print(f"book balanced: {_ok(m.balanced)}")
 
 
 REVOKE_NOTE = "{n} consents revoked after round 1"
@@ -107,8 +193,11 @@ def demo(
         int, typer.Option("--rounds", min=2, help="Federated rounds.")
     ] = demo_service.DEFAULT_ROUNDS,
     seed: Annotated[int, typer.Option("--seed")] = demo_service.DEFAULT_SEED,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a previous demo's data.")
+    ] = False,
 ) -> None:
-    """Run the synthetic world end to end: consents, federated DP training, scoring, audit."""
+    """Run the whole loop: consents, federated DP training, scoring, lines, loans, settlement."""
     cfg = settings()
     console.print(
         f"fedgate demo: {merchants} merchants, {isvs} ISVs, {rounds} rounds, seed {seed} "
@@ -125,7 +214,13 @@ def demo(
     try:
         with progress:
             report = demo_service.run_demo(
-                cfg, merchants=merchants, isvs=isvs, rounds=rounds, seed=seed, progress=progress
+                cfg,
+                merchants=merchants,
+                isvs=isvs,
+                rounds=rounds,
+                seed=seed,
+                progress=progress,
+                overwrite=overwrite,
             )
     except demo_service.DemoError as exc:
         fail(exc.code, str(exc))

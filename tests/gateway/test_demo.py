@@ -50,6 +50,7 @@ def report(data_dir: Path) -> DemoReport:
         rounds=ROUNDS,
         seed=0,
         default_rate=DEFAULT_RATE,
+        overwrite=True,
     )
 
 
@@ -130,3 +131,53 @@ def test_one_round_is_refused_before_anything_runs(tmp_path: Path) -> None:
 
     assert err.value.code == "BAD_ARGUMENT"
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_previous_demo_is_not_overwritten_unless_asked(tmp_path: Path) -> None:
+    """A non-empty demo directory is refused (DEMO_EXISTS) and left exactly as it was."""
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "fedgate.db").write_bytes(b"last demo")
+
+    with pytest.raises(DemoError) as err:
+        run_demo(Settings(data_dir=tmp_path), merchants=200, isvs=2, rounds=2, seed=0)
+
+    assert err.value.code == "DEMO_EXISTS"
+    assert (tmp_path / "demo" / "fedgate.db").read_bytes() == b"last demo"
+
+
+def test_money_loop_lends_monitors_and_settles(report: DemoReport) -> None:
+    """Lines move both ways, six months close, fees and shares are cleared, the book ties."""
+    m = report.money
+    assert m is not None and m.ok
+    assert m.raised > 0 and m.lowered > 0 and m.newly_given > 0 and m.off_platform > 0
+    assert m.raised + m.lowered + m.unchanged == m.merchants
+    assert len(m.months) == 6 and all(x.ties_to_book and x.interest > 0 for x in m.months)
+    assert m.import_repeat_added == 0
+    # Receipts are dated now: the current (last) month bills each ISV's train + score receipts.
+    assert all(m.months[-1].fees[k] > 0 for k in report.isvs)
+    assert all(m.shares_total[k] > 0 for k in report.isvs)
+    for k in report.isvs:
+        assert m.settled_cleared[k] == m.fees_total[k] + m.shares_total[k]
+    assert m.alerts_by_rule.get("overdue", 0) > 0 and m.actions.get("freeze", 0) > 0
+    assert m.fake_trade_caught <= m.fake_trade_loans
+    assert m.paused_monitoring > 0 and report.ledger_kinds["consent.paused"] == m.paused_monitoring
+    assert report.ledger_kinds["credit.line"] == m.merchants
+    assert report.ledger_kinds["credit.period.closed"] == 6
+
+
+def test_html_report_is_self_contained(report: DemoReport) -> None:
+    """The HTML report embeds its charts as SVG and loads nothing from anywhere."""
+    assert report.html_path is not None
+    page = report.html_path.read_text(encoding="utf-8")
+    assert page.count("<svg") >= 6
+    for needle in ("<script", "src=", "href=", "@import", "url("):
+        assert needle not in page
+    assert page.replace('xmlns="http://www.w3.org/2000/svg"', "").count("http") == 0
+    for heading in (
+        "Default AUC with and without ISV data",
+        "Distribution of uplift",
+        "Post-loan monitoring",
+        "Fees and shares per ISV",
+        "Privacy: ε spent per node",
+    ):
+        assert heading in page

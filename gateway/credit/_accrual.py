@@ -1,0 +1,281 @@
+"""Closing a month: daily interest from each loan's balance history, posted to the book.
+
+Rules (integers throughout):
+
+* A loan's *drawn balance* at the end of a day is Σdrawdowns − Σrepayments −
+  Σwrite-offs dated on or before that day (never below zero).
+* ``balance_days`` = Σ over the month's days of the end-of-day balance;
+  ``uplift_balance_days`` = the same over ``clamp(balance − line_f, 0, uplift)``,
+  the part of the balance above the platform-only line and within the uplift.
+* ``interest = balance_days × rate_bp // (10 000 × 365)``, one floor per loan and
+  month (the merchant keeps the fraction of a fen); likewise ``uplift_interest``
+  from ``uplift_balance_days``, so ``uplift_interest ≤ interest``.
+
+:func:`close_period` computes this in one pass over the month's events (no event
+per day per loan), stores one ``credit_accruals`` row per loan, and posts:
+the month's repayments, drawdowns and write-offs as one transfer each
+(``loans:<period>:<kind>``, metadata: count and SHA-256 of the event keys),
+then one ``interest:<loan>:<period>`` transfer per loan, and a
+``credit.period.closed`` ledger entry with the digest of the accrual rows. A
+closed month is closed for good: closing again is a no-op and imports dated in
+it are refused. Months close in order: a month is refused (``EARLIER_PERIOD_OPEN``)
+while an earlier month that holds events is open, so every event reaches the book.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+import ledger
+
+from ._bulk import copy_rows
+from ._chart import CREDIT_LOSS, INTEREST_RECEIVABLE, open_credit_chart, post_batches
+from ._errors import PeriodError
+from ._models import LoanEventRow, LoanRow, PeriodCloseRow
+from ._period import Period
+
+__all__ = ["CLOSE_ENTRY", "CloseSummary", "LoanAccrual", "accrue", "close_period"]
+
+CLOSE_ENTRY = "credit.period.closed"
+_ACCRUAL_COLUMNS = (
+    "loan_id",
+    "period",
+    "balance_days",
+    "uplift_balance_days",
+    "interest",
+    "uplift_interest",
+    "closing_balance",
+)
+DAYS_PER_YEAR = 365
+BP = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LoanAccrual:
+    """One loan's month."""
+
+    loan_id: str
+    balance_days: int
+    uplift_balance_days: int
+    interest: int
+    uplift_interest: int
+    closing_balance: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSummary:
+    """What closing a month did (or had done, when it was closed already)."""
+
+    period: str
+    loans: int
+    interest: int
+    uplift_interest: int
+    accruals_digest: str
+    already_closed: bool
+
+
+def accrue(
+    opening: int,
+    events: list[tuple[date, int]],
+    first: date,
+    last: date,
+    *,
+    rate_bp: int,
+    line_f: int,
+    uplift: int,
+) -> tuple[int, int, int, int, int]:
+    """``(balance_days, uplift_balance_days, interest, uplift_interest, closing)`` of one loan.
+
+    ``events`` are ``(day, signed amount)`` inside ``[first, last]``; ``opening`` is the
+    balance at the end of the day before ``first``. Pure; see the module docstring.
+    """
+    room = max(uplift, 0)
+    bal, prev, bd, ubd = opening, first, 0, 0
+    for day, delta in sorted(events):
+        span = (day - prev).days
+        if span:
+            b = max(bal, 0)
+            bd += b * span
+            ubd += min(max(b - line_f, 0), room) * span
+            prev = day
+        bal += delta
+    span = (last - prev).days + 1
+    b = max(bal, 0)
+    bd += b * span
+    ubd += min(max(b - line_f, 0), room) * span
+    denom = BP * DAYS_PER_YEAR
+    return bd, ubd, bd * rate_bp // denom, ubd * rate_bp // denom, b
+
+
+def _digest(lines: list[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def close_period(
+    session: Session,
+    period: Period,
+    *,
+    currency: str,
+    policy_version: int,
+    at: datetime | None = None,
+) -> CloseSummary:
+    """Close ``period``: accrue every loan, store, post and log (see the module docstring)."""
+    done = session.get(PeriodCloseRow, str(period))
+    if done is not None:
+        return CloseSummary(
+            done.period,
+            int(done.loans),
+            int(done.interest),
+            int(done.uplift_interest),
+            done.accruals_digest,
+            True,
+        )
+    now = at or datetime.now(UTC)
+    first, last = period.first, period.last
+    closed = set(session.execute(select(PeriodCloseRow.period)).scalars())
+    days = session.execute(select(LoanEventRow.day).where(LoanEventRow.day < first).distinct())
+    earlier = sorted({f"{d:%Y-%m}" for (d,) in days} - closed)
+    if earlier:
+        raise PeriodError(
+            f"close {earlier[0]} first: it holds loan events and is still open",
+            code="EARLIER_PERIOD_OPEN",
+        )
+    open_credit_chart(session, currency)
+    sign = {"drawdown": 1, "repayment": -1, "write_off": -1}
+    opening: dict[str, int] = defaultdict(int)
+    for loan, kind, total in session.execute(
+        select(LoanEventRow.loan_id, LoanEventRow.kind, func.sum(LoanEventRow.amount))
+        .where(LoanEventRow.day < first, LoanEventRow.kind != "line_change")
+        .group_by(LoanEventRow.loan_id, LoanEventRow.kind)
+    ):
+        opening[loan] += sign[kind] * int(total)
+    moves: dict[str, list[tuple[date, int]]] = defaultdict(list)
+    flows: dict[str, list[Any]] = {k: [0, 0, hashlib.sha256()] for k in sign}
+    for key, loan, kind, day, amount in session.execute(
+        select(
+            LoanEventRow.key,
+            LoanEventRow.loan_id,
+            LoanEventRow.kind,
+            LoanEventRow.day,
+            LoanEventRow.amount,
+        )
+        .where(
+            LoanEventRow.day >= first, LoanEventRow.day <= last, LoanEventRow.kind != "line_change"
+        )
+        .order_by(LoanEventRow.key)
+    ):
+        moves[loan].append((day, sign[kind] * int(amount)))
+        f = flows[kind]
+        f[0] += 1
+        f[1] += int(amount)
+        f[2].update(key.encode() + b"\n")
+    active = {k for k, v in opening.items() if v > 0} | set(moves)
+    terms = {
+        r[0]: (int(r[1]), int(r[2]), int(r[3]) - int(r[2]))
+        for r in session.execute(
+            select(LoanRow.loan_id, LoanRow.rate_bp, LoanRow.line_f, LoanRow.line_with)
+        )
+    }
+    rows: list[dict[str, Any]] = []
+    lines: list[str] = []
+    interest_reqs: list[ledger.TransferRequest] = []
+    total_i = total_u = 0
+    for loan in sorted(active):
+        rate, line_f, uplift = terms[loan]
+        bd, ubd, i, u, closing = accrue(
+            opening.get(loan, 0),
+            moves.get(loan, []),
+            first,
+            last,
+            rate_bp=rate,
+            line_f=line_f,
+            uplift=uplift,
+        )
+        rows.append(
+            {
+                "loan_id": loan,
+                "period": str(period),
+                "balance_days": bd,
+                "uplift_balance_days": ubd,
+                "interest": i,
+                "uplift_interest": u,
+                "closing_balance": closing,
+            }
+        )
+        lines.append(f"{loan},{period},{bd},{ubd},{i},{u},{closing}")
+        total_i += i
+        total_u += u
+        if i > 0:
+            interest_reqs.append(
+                ledger.TransferRequest(
+                    f"interest:{loan}:{period}",
+                    INTEREST_RECEIVABLE,
+                    ledger.INTEREST_INCOME,
+                    ledger.Money(i, currency),
+                    {"loan": loan, "period": str(period), "balance_days": bd, "rate_bp": rate},
+                )
+            )
+    legs = {
+        "repayment": (ledger.PLATFORM_CASH, ledger.LOANS_RECEIVABLE),
+        "drawdown": (ledger.LOANS_RECEIVABLE, ledger.PLATFORM_CASH),
+        "write_off": (CREDIT_LOSS, ledger.LOANS_RECEIVABLE),
+    }
+    flow_reqs = [
+        ledger.TransferRequest(
+            f"loans:{period}:{kind}",
+            dr,
+            cr,
+            ledger.Money(flows[kind][1], currency),
+            {
+                "period": str(period),
+                "events": flows[kind][0],
+                "keys_sha256": flows[kind][2].hexdigest(),
+            },
+        )
+        for kind, (dr, cr) in legs.items()
+        if flows[kind][1] > 0
+    ]
+    if flow_reqs:
+        ledger.post_linked(session, flow_reqs, link_id=f"loans:{period}")
+    post_batches(session, interest_reqs)
+    copy_rows(
+        session,
+        "credit_accruals",
+        _ACCRUAL_COLUMNS,
+        [tuple(r[c] for c in _ACCRUAL_COLUMNS) for r in rows],
+    )
+    digest = _digest(lines)
+    entry = ledger.append_entry(
+        session,
+        CLOSE_ENTRY,
+        {
+            "period": str(period),
+            "loans": len(rows),
+            "interest": total_i,
+            "uplift_interest": total_u,
+            "accruals_sha256": digest,
+            "currency": currency,
+            "policy_version": policy_version,
+        },
+        at=now,
+    )
+    session.add(
+        PeriodCloseRow(
+            period=str(period),
+            loans=len(rows),
+            interest=total_i,
+            uplift_interest=total_u,
+            accruals_digest=digest,
+            closed_at=now,
+            log_seq=entry.seq,
+        )
+    )
+    session.flush()
+    return CloseSummary(str(period), len(rows), total_i, total_u, digest, False)

@@ -1,0 +1,106 @@
+"""The credit accounts beside the ledger's standard chart, and batched posting.
+
+Added to :func:`ledger.open_standard_chart`:
+
+================================  =======  ==========================================
+``platform:interest-receivable``  asset    interest accrued on drawn balances, not yet paid
+``platform:credit-loss-expense``  expense  principal written off
+================================  =======  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import ledger
+
+__all__ = [
+    "INTEREST_RECEIVABLE",
+    "CREDIT_LOSS",
+    "open_credit_chart",
+    "post_batches",
+    "post_new",
+    "ensure_isv",
+]
+
+INTEREST_RECEIVABLE = "platform:interest-receivable"
+CREDIT_LOSS = "platform:credit-loss-expense"
+_EXTRA = (
+    (INTEREST_RECEIVABLE, "Interest receivable", ledger.AccountKind.ASSET),
+    (CREDIT_LOSS, "Credit-loss expense", ledger.AccountKind.EXPENSE),
+)
+_BATCH = 1000
+
+
+def _ensure(
+    session: Session, code: str, name: str, kind: ledger.AccountKind, currency: str
+) -> None:
+    try:
+        acct = ledger.get_account(session, code)
+    except ledger.AccountRejected:
+        ledger.open_account(session, code, name, kind, currency)
+        return
+    if acct.kind != kind or acct.currency != currency:
+        raise ledger.AccountRejected(
+            f"account {code!r} exists with another kind or currency", code="DUPLICATE_ACCOUNT"
+        )
+
+
+def open_credit_chart(session: Session, currency: str) -> None:
+    """Open (idempotently) the ledger's standard chart and the two credit accounts."""
+    ledger.open_standard_chart(session, currency)
+    for code, name, kind in _EXTRA:
+        _ensure(session, code, name, kind, currency)
+
+
+def ensure_isv(session: Session, isv: str, currency: str) -> None:
+    """Open (idempotently) an ISV's payable and settled accounts."""
+    ledger.open_isv_accounts(session, isv, currency)
+
+
+def post_batches(session: Session, requests: Sequence[ledger.TransferRequest]) -> int:
+    """Post ``requests`` as linked batches of up to 1000 (each all or nothing; retries replay).
+
+    Returns the number of transfers. Every batch is idempotent: re-posting the same
+    requests returns the originals and writes nothing.
+    """
+    for start in range(0, len(requests), _BATCH):
+        batch = requests[start : start + _BATCH]
+        ledger.post_linked(session, batch, link_id=batch[0].id)
+    return len(requests)
+
+
+def post_new(session: Session, requests: Sequence[ledger.TransferRequest]) -> int:
+    """Post the requests whose ids are not in the book yet; returns how many were new.
+
+    An id already posted is checked against the request (same accounts and amount)
+    and skipped, so a settlement re-run pays nothing twice and a changed amount under
+    an old id is refused (``IDEMPOTENCY_CONFLICT``) instead of silently ignored.
+    """
+    table = ledger.metadata.tables["book_transfers"]
+    ids = [r.id for r in requests]
+    have: dict[str, tuple[str, str, int]] = {}
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        for tid, dr, cr, amount in session.execute(
+            select(table.c.id, table.c.debit_account, table.c.credit_account, table.c.amount).where(
+                table.c.id.in_(chunk)
+            )
+        ):
+            have[tid] = (dr, cr, int(amount))
+    fresh = []
+    for r in requests:
+        old = have.get(r.id)
+        if old is None:
+            fresh.append(r)
+        elif old != (r.debit, r.credit, r.amount.amount):
+            raise ledger.TransferRejected(
+                f"transfer {r.id!r} was posted with other accounts or amount",
+                code="IDEMPOTENCY_CONFLICT",
+                transfer_id=r.id,
+            )
+    post_batches(session, fresh)
+    return len(fresh)

@@ -1,0 +1,44 @@
+"""The credit package's one exception tree.
+
+* :class:`CreditError` — root; carries a machine-readable ``code``.
+
+  * :class:`PolicyError` — a policy file that does not parse or breaks a range
+    (``BAD_POLICY``); nothing took effect.
+  * :class:`ImportRefused` — a loan-event file refused as a whole (``BAD_ROW`` with
+    ``line``, ``CONFLICTING_REPEAT``, ``UNKNOWN_LOAN``, ``BAD_FILE``); nothing was kept.
+  * :class:`PeriodError` — a bad period string or a period that cannot be closed or
+    settled (``BAD_PERIOD``, ``NOT_CLOSED``, ``ALREADY_CLOSED``).
+  * :class:`NotFound` — an unknown merchant, loan or ISV (``UNKNOWN_MERCHANT``, …).
+"""
+
+from __future__ import annotations
+
+__all__ = ["CreditError", "PolicyError", "ImportRefused", "PeriodError", "NotFound"]
+
+
+class CreditError(Exception):
+    """Root of the credit errors; ``code`` says what went wrong for machines."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PolicyError(CreditError):
+    """The credit policy text is invalid."""
+
+
+class ImportRefused(CreditError):
+    """A loan-event import was refused; ``line`` is the 1-based line of the bad row, if any."""
+
+    def __init__(self, message: str, *, code: str, line: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.line = line
+
+
+class PeriodError(CreditError):
+    """A period is malformed or not in the state the operation needs."""
+
+
+class NotFound(CreditError):
+    """The merchant, loan or ISV is unknown."""

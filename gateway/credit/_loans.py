@@ -1,0 +1,495 @@
+"""Loan events from the lending system: strict parsing and an idempotent, all-or-nothing import.
+
+A row (JSON Lines object or CSV record) has these fields:
+
+===========  =========================================================================
+``key``      idempotency key, 1–128 of ``[A-Za-z0-9_.:/@#+-]``
+``loan_id``  the loan (same alphabet)
+``merchant`` the merchant; required on a loan's first row, must match afterwards
+``kind``     ``drawdown``, ``repayment``, ``write_off`` or ``line_change``
+``date``     ``YYYY-MM-DD``, the value date
+``amount``   integer fen ≥ 0 (``line_change``: the new line; others > 0)
+``currency`` ISO 4217, the policy's currency
+``rate_bp``  annual rate in basis points; optional, default the policy's
+===========  =========================================================================
+
+:func:`import_events` parses the whole input first; the first bad row refuses the
+whole file with its 1-based line number. A key seen before with the same row is
+skipped; with another row the file is refused (``CONFLICTING_REPEAT``). Rows dated
+in a closed period are refused (``PERIOD_CLOSED``), so a closed month never changes.
+A new loan binds to its merchant's latest line decision (``UNKNOWN_MERCHANT``
+without one). A repayment or write-off that would take a loan below zero (the file's
+rows in date order, after everything imported before) refuses the file
+(``NEGATIVE_BALANCE``). Accepted rows go in with one multi-row ``INSERT`` per batch and one
+``credit.loans.imported`` ledger entry (file digest, rows, added, digest of the
+added events) in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+import ledger
+
+from ._bulk import copy_rows
+from ._errors import ImportRefused
+from ._lines import decision_terms
+from ._models import ImportRow, LoanEventRow, LoanRow, PeriodCloseRow
+
+__all__ = [
+    "EVENT_KINDS",
+    "IMPORT_ENTRY",
+    "LoanEvent",
+    "ImportSummary",
+    "parse_events",
+    "import_events",
+    "event_digest",
+    "import_bytes",
+    "events_as_jsonl",
+]
+
+EVENT_KINDS = ("drawdown", "repayment", "write_off", "line_change")
+IMPORT_ENTRY = "credit.loans.imported"
+_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@#+\-]{0,127}")
+_FIELDS = ("key", "loan_id", "merchant", "kind", "date", "amount", "currency", "rate_bp")
+_REQUIRED = ("key", "loan_id", "kind", "date", "amount", "currency")
+_CHUNK = 5000
+_MAX_AMOUNT = 2**53 - 1
+_CURRENCIES: set[str] = set()
+_FIELDSET = frozenset(_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class LoanEvent:
+    """One parsed event row; ``line`` is where it was read (1-based)."""
+
+    key: str
+    loan_id: str
+    merchant: str | None
+    kind: str
+    day: date
+    amount: int
+    currency: str
+    rate_bp: int | None
+    line: int = 0
+
+    def body(self) -> dict[str, Any]:
+        """The row as canonical JSON values (what the digest covers)."""
+        return {
+            "key": self.key,
+            "loan_id": self.loan_id,
+            "merchant": self.merchant,
+            "kind": self.kind,
+            "date": self.day.isoformat(),
+            "amount": self.amount,
+            "currency": self.currency,
+            "rate_bp": self.rate_bp,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSummary:
+    """What one import did."""
+
+    import_id: str
+    rows: int
+    added: int
+    repeated: int
+    new_loans: int
+    already_imported: bool
+
+
+def event_digest(event: LoanEvent) -> str:
+    """SHA-256 (hex) of the event's fields joined by U+001F (no field can hold that byte).
+
+    Order: key, loan, merchant (empty if none), kind, date, amount, currency, rate_bp
+    (empty if none).
+    """
+    parts = (
+        event.key,
+        event.loan_id,
+        event.merchant or "",
+        event.kind,
+        event.day.isoformat(),
+        str(event.amount),
+        event.currency,
+        "" if event.rate_bp is None else str(event.rate_bp),
+    )
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def _bad(line: int, message: str) -> ImportRefused:
+    return ImportRefused(f"line {line}: {message}", code="BAD_ROW", line=line)
+
+
+def _int(value: Any, line: int, name: str) -> int:
+    if isinstance(value, bool):
+        raise _bad(line, f"{name} must be an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,16}", value.strip()):
+        return int(value)
+    raise _bad(line, f"{name} must be an integer number of fen, got {value!r}")
+
+
+def _event(doc: Mapping[str, Any], line: int) -> LoanEvent:
+    if not isinstance(doc, Mapping):
+        raise _bad(line, "a row must be a JSON object")
+    if not doc.keys() <= _FIELDSET:
+        extra = set(doc) - _FIELDSET
+        raise _bad(line, f"unknown field(s) {', '.join(sorted(extra))}")
+    for name in _REQUIRED:
+        if doc.get(name) in (None, ""):
+            raise _bad(line, f"missing {name}")
+    key, loan, kind = doc["key"], doc["loan_id"], doc["kind"]
+    for name, value in (("key", key), ("loan_id", loan)):
+        if not isinstance(value, str) or not _IDENT.fullmatch(value):
+            raise _bad(line, f"invalid {name} {value!r}")
+    merchant = doc.get("merchant") or None
+    if merchant is not None and (not isinstance(merchant, str) or not _IDENT.fullmatch(merchant)):
+        raise _bad(line, f"invalid merchant {merchant!r}")
+    if kind not in EVENT_KINDS:
+        raise _bad(line, f"kind must be one of {', '.join(EVENT_KINDS)}, got {kind!r}")
+    try:
+        day = date.fromisoformat(str(doc["date"]))
+    except ValueError:
+        raise _bad(line, f"date must be YYYY-MM-DD, got {doc['date']!r}") from None
+    amount = _int(doc["amount"], line, "amount")
+    if not (0 <= amount <= _MAX_AMOUNT) or (amount == 0 and kind != "line_change"):
+        raise _bad(
+            line, f"amount must be {'≥' if kind == 'line_change' else '>'} 0 fen, got {amount}"
+        )
+    currency = doc["currency"]
+    if currency not in _CURRENCIES:
+        try:
+            ledger.Money.zero(currency)
+        except (ledger.MoneyError, TypeError):
+            raise _bad(line, f"unknown currency {currency!r}") from None
+        _CURRENCIES.add(currency)
+    rate = doc.get("rate_bp")
+    rate_bp = None if rate in (None, "") else _int(rate, line, "rate_bp")
+    if rate_bp is not None and not 0 <= rate_bp <= 100_000:
+        raise _bad(line, f"rate_bp must be in 0..100000, got {rate_bp}")
+    return LoanEvent(key, loan, merchant, kind, day, amount, str(currency), rate_bp, line)
+
+
+def parse_events(data: bytes, *, fmt: str) -> list[LoanEvent]:
+    """Parse a whole JSON Lines (``jsonl``) or CSV (``csv``, with a header) input.
+
+    Raises :class:`ImportRefused` (``BAD_ROW`` with the line, or ``BAD_FILE``).
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ImportRefused(f"input is not UTF-8: {exc}", code="BAD_FILE") from exc
+    events: list[LoanEvent] = []
+    if fmt == "jsonl":
+        for n, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                doc = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise _bad(n, f"not JSON: {exc.msg}") from None
+            events.append(_event(doc, n))
+    elif fmt == "csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        missing = [f for f in _REQUIRED if f not in header]
+        if missing:
+            raise ImportRefused(f"CSV header lacks {', '.join(missing)}", code="BAD_FILE", line=1)
+        for row in reader:
+            if None in row:
+                raise _bad(reader.line_num, "more values than header fields")
+            events.append(_event({k: v for k, v in row.items() if v != ""}, reader.line_num))
+    else:
+        raise ImportRefused(f"unknown format {fmt!r}: jsonl or csv", code="BAD_FILE")
+    return events
+
+
+def _existing(session: Session, loans: Sequence[str]) -> dict[str, str]:
+    """Keys and digests already stored for these loans (one query per 5,000 loans).
+
+    A key stored under another loan is not found here; the insert then hits the
+    primary key and the import is refused as a conflicting repeat all the same.
+    """
+    out: dict[str, str] = {}
+    for start in range(0, len(loans), _CHUNK):
+        chunk = loans[start : start + _CHUNK]
+        rows = session.execute(
+            select(LoanEventRow.key, LoanEventRow.digest).where(LoanEventRow.loan_id.in_(chunk))
+        ).all()
+        out.update({k: d for k, d in rows})
+    return out
+
+
+def _loans(session: Session, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    out: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        rows = session.execute(
+            select(LoanRow.loan_id, LoanRow.merchant_id, LoanRow.currency).where(
+                LoanRow.loan_id.in_(chunk)
+            )
+        ).all()
+        out.update({r[0]: (r[1], r[2]) for r in rows})
+    return out
+
+
+def _outstanding(session: Session, ids: Sequence[str]) -> dict[str, int]:
+    signed = func.sum(LoanEventRow.amount)
+    out: dict[str, int] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        rows = session.execute(
+            select(LoanEventRow.loan_id, LoanEventRow.kind, signed)
+            .where(LoanEventRow.loan_id.in_(chunk), LoanEventRow.kind != "line_change")
+            .group_by(LoanEventRow.loan_id, LoanEventRow.kind)
+        ).all()
+        for loan, kind, total in rows:
+            out[loan] = out.get(loan, 0) + (int(total) if kind == "drawdown" else -int(total))
+    return out
+
+
+def import_events(
+    session: Session,
+    events: Sequence[LoanEvent],
+    *,
+    source: str,
+    file_digest: str,
+    default_rate_bp: int,
+    currency: str,
+    at: datetime | None = None,
+) -> ImportSummary:
+    """Import parsed events idempotently, all or nothing, in the caller's transaction.
+
+    Parameters
+    ----------
+    session : Session
+    events : Sequence[LoanEvent]
+        From :func:`parse_events`.
+    source : str
+        A name for the input (file name), recorded.
+    file_digest : str
+        SHA-256 hex of the input bytes: the import id; the same file again is a no-op.
+    default_rate_bp : int
+        Rate of a new loan whose first row names none (the policy's).
+    currency : str
+        The book's currency; rows in another are refused.
+
+    Raises
+    ------
+    ImportRefused
+        ``BAD_ROW``, ``CONFLICTING_REPEAT``, ``UNKNOWN_MERCHANT``, ``PERIOD_CLOSED``,
+        ``NEGATIVE_BALANCE``; nothing is written.
+    """
+    now = at or datetime.now(UTC)
+    if session.get(ImportRow, file_digest) is not None:
+        return ImportSummary(file_digest, len(events), 0, len(events), 0, True)
+    digests: dict[str, tuple[str, LoanEvent]] = {}
+    for ev in events:
+        if ev.currency != currency:
+            raise _bad(ev.line, f"currency {ev.currency} is not the book's {currency}")
+        d = event_digest(ev)
+        seen = digests.get(ev.key)
+        if seen is not None and seen[0] != d:
+            raise ImportRefused(
+                f"line {ev.line}: key {ev.key!r} repeats line {seen[1].line} with another row",
+                code="CONFLICTING_REPEAT",
+                line=ev.line,
+            )
+        digests.setdefault(ev.key, (d, ev))
+    old = _existing(session, sorted({ev.loan_id for _, ev in digests.values()}))
+    new: list[tuple[str, LoanEvent]] = []
+    for key, (d, ev) in digests.items():
+        if key in old:
+            if old[key] != d:
+                raise ImportRefused(
+                    f"line {ev.line}: key {key!r} was imported before with another row",
+                    code="CONFLICTING_REPEAT",
+                    line=ev.line,
+                )
+            continue
+        new.append((d, ev))
+    last_closed = session.execute(select(func.max(PeriodCloseRow.period))).scalar_one_or_none()
+    if last_closed is not None:
+        for _, ev in new:
+            if f"{ev.day:%Y-%m}" <= last_closed:
+                raise ImportRefused(
+                    f"line {ev.line}: {ev.day} lies in a closed period (closed to {last_closed})",
+                    code="PERIOD_CLOSED",
+                    line=ev.line,
+                )
+    loan_ids = sorted({ev.loan_id for _, ev in new})
+    known = _loans(session, loan_ids)
+    first: dict[str, LoanEvent] = {}
+    for _, ev in sorted(new, key=lambda x: (x[1].day, x[1].line)):
+        first.setdefault(ev.loan_id, ev)
+        owner = known.get(ev.loan_id, (first[ev.loan_id].merchant, currency))[0]
+        if ev.merchant is not None and owner is not None and ev.merchant != owner:
+            raise _bad(ev.line, f"loan {ev.loan_id} belongs to {owner}, not {ev.merchant}")
+    fresh = [lid for lid in loan_ids if lid not in known]
+    for lid in fresh:
+        if first[lid].merchant is None:
+            raise _bad(first[lid].line, f"new loan {lid} needs a merchant")
+    decisions = decision_terms(session, sorted({first[lid].merchant or "" for lid in fresh}))
+    loan_rows: list[dict[str, Any]] = []
+    for lid in fresh:
+        ev = first[lid]
+        dec = decisions.get(ev.merchant or "")
+        if dec is None:
+            raise ImportRefused(
+                f"line {ev.line}: merchant {ev.merchant} has no line decision",
+                code="UNKNOWN_MERCHANT",
+                line=ev.line,
+            )
+        loan_rows.append(
+            {
+                "loan_id": lid,
+                "merchant_id": ev.merchant,
+                "currency": currency,
+                "rate_bp": ev.rate_bp if ev.rate_bp is not None else default_rate_bp,
+                "decision_id": dec[0],
+                "line_f": dec[1],
+                "line_with": dec[2],
+                "line_limit": dec[2],
+                "frozen": False,
+                "attribution": dec[3],
+                "opened_on": ev.day,
+            }
+        )
+    balance = _outstanding(session, [lid for lid in loan_ids if lid in known])
+    limits: dict[str, int] = {}
+    for _, ev in sorted(new, key=lambda x: (x[1].day, x[1].line)):
+        if ev.kind == "line_change":
+            limits[ev.loan_id] = ev.amount
+            continue
+        sign = 1 if ev.kind == "drawdown" else -1
+        balance[ev.loan_id] = balance.get(ev.loan_id, 0) + sign * ev.amount
+        if balance[ev.loan_id] < 0:
+            raise ImportRefused(
+                f"line {ev.line}: loan {ev.loan_id} would owe {balance[ev.loan_id]} fen "
+                "(repaid or written off more than drawn)",
+                code="NEGATIVE_BALANCE",
+                line=ev.line,
+            )
+    added = sorted(d for d, _ in new)
+    events_digest = hashlib.sha256("\n".join(added).encode("ascii")).hexdigest()
+    savepoint = session.begin_nested()  # a refusal below leaves nothing, even if the caller commits
+    try:
+        entry = ledger.append_entry(
+            session,
+            IMPORT_ENTRY,
+            {
+                "import_id": file_digest,
+                "source": source[-255:],
+                "rows": len(events),
+                "added": len(new),
+                "events_sha256": events_digest,
+                "new_loans": len(fresh),
+            },
+            at=now,
+        )
+        copy_rows(
+            session,
+            "credit_loans",
+            (
+                "loan_id",
+                "merchant_id",
+                "currency",
+                "rate_bp",
+                "decision_id",
+                "line_f",
+                "line_with",
+                "line_limit",
+                "frozen",
+                "attribution",
+                "opened_on",
+            ),
+            [
+                (
+                    r["loan_id"],
+                    r["merchant_id"],
+                    r["currency"],
+                    r["rate_bp"],
+                    r["decision_id"],
+                    r["line_f"],
+                    r["line_with"],
+                    r["line_limit"],
+                    r["frozen"],
+                    json.dumps(r["attribution"]),
+                    r["opened_on"],
+                )
+                for r in loan_rows
+            ],
+        )
+        new.sort(key=lambda x: x[1].key)  # B-tree appends in key order
+        copy_rows(
+            session,
+            "credit_loan_events",
+            ("key", "loan_id", "kind", "day", "amount", "digest", "import_id"),
+            [(ev.key, ev.loan_id, ev.kind, ev.day, ev.amount, d, file_digest) for d, ev in new],
+        )
+        for lid, limit in limits.items():
+            session.execute(update(LoanRow).where(LoanRow.loan_id == lid).values(line_limit=limit))
+        session.add(
+            ImportRow(
+                import_id=file_digest,
+                source=source[-255:],
+                rows=len(events),
+                added=len(new),
+                events_digest=events_digest,
+                imported_at=now,
+                log_seq=entry.seq,
+            )
+        )
+        session.flush()
+    except IntegrityError as exc:
+        savepoint.rollback()
+        raise ImportRefused(
+            "a key of this file was imported before under another loan (conflicting repeat)",
+            code="CONFLICTING_REPEAT",
+        ) from exc
+    except BaseException:
+        if savepoint.is_active:
+            savepoint.rollback()
+        raise
+    savepoint.commit()
+    return ImportSummary(
+        file_digest, len(events), len(new), len(events) - len(new), len(fresh), False
+    )
+
+
+def import_bytes(
+    session: Session, data: bytes, *, fmt: str, source: str, default_rate_bp: int, currency: str
+) -> ImportSummary:
+    """:func:`parse_events` then :func:`import_events`; the import id is the bytes' SHA-256."""
+    digest = hashlib.sha256(data).hexdigest()
+    if session.get(ImportRow, digest) is not None:
+        return ImportSummary(digest, 0, 0, 0, 0, True)
+    events = parse_events(data, fmt=fmt)
+    return import_events(
+        session,
+        events,
+        source=source,
+        file_digest=digest,
+        default_rate_bp=default_rate_bp,
+        currency=currency,
+    )
+
+
+def events_as_jsonl(events: Iterable[Mapping[str, Any]]) -> bytes:
+    """Event rows as JSON Lines bytes (what the simulator writes for ``fedgate loans import``)."""
+    return b"".join(json.dumps(dict(e), separators=(",", ":")).encode() + b"\n" for e in events)

@@ -1,0 +1,35 @@
+"""The public surface of ``gateway.credit`` is declared once and pinned here."""
+
+from __future__ import annotations
+
+from gateway import credit
+
+EXPECTED = {
+    "CreditError", "PolicyError", "ImportRefused", "PeriodError", "NotFound",
+    "Period", "parse_period", "period_of",
+    "DEFAULT_POLICY_TOML", "POLICY_ENTRY", "CreditPolicy", "LinePolicy", "Pricing",
+    "MonitoringRules", "parse_policy", "activate_policy", "current_policy", "policy_version",
+    "line_amounts",
+    "LINE_ENTRY", "MerchantScores", "LineDecision", "attribute", "decide_lines",
+    "latest_decisions", "explain",
+    "EVENT_KINDS", "IMPORT_ENTRY", "LoanEvent", "ImportSummary", "parse_events",
+    "import_events", "import_bytes", "event_digest", "events_as_jsonl",
+    "CLOSE_ENTRY", "CloseSummary", "accrue", "close_period", "INTEREST_RECEIVABLE",
+    "CREDIT_LOSS", "open_credit_chart",
+    "BilledReceipt", "billable_receipts", "fee_requests", "ShareLine", "share_lines",
+    "share_requests", "SETTLEMENT_ENTRY", "IsvSettlement", "settle_period", "settlements",
+    "statement", "statement_csv",
+    "ALERT_ENTRY", "ACTION_ENTRY", "Observation", "Alert", "MonitorReport", "loan_positions",
+    "evaluate_rules", "monitor_pass",
+    "SCORING_PURPOSE", "MONITORING_PURPOSE", "MONITORING_CATEGORIES", "covering_consents",
+    "PlatformPds", "platform_pds", "merchant_scores", "offplatform_scores", "consented_scores",
+    "SimulatedLoans", "simulate_loans",
+    "CreditBase", "metadata",
+}  # fmt: skip
+
+
+def test_all_is_pinned() -> None:
+    """``__all__`` lists exactly the expected names, once each, and every one exists."""
+    assert len(credit.__all__) == len(set(credit.__all__))
+    assert set(credit.__all__) == EXPECTED
+    assert all(hasattr(credit, name) for name in credit.__all__)
