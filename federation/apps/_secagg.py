@@ -58,6 +58,7 @@ from ._keys import (
     NUM_EXAMPLES,
     RECEIPT_KEY,
 )
+from ._request import secagg_scope
 from ._strategy import ManifestFn, RoundConfigs, RoundLog
 
 __all__ = ["secagg_mod", "legacy_bridge_mod", "run_secagg_rounds", "TokenCheck"]
@@ -75,7 +76,8 @@ CallNext = Callable[[Message, Context], Message]
 def secagg_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:
     """Flower's ``secaggplus_mod`` for SecAgg+ protocol messages; everything else passes."""
     if RECORD_KEY_CONFIGS in msg.content.config_records:
-        return secaggplus_mod(msg, ctx, call_next)
+        with secagg_scope():
+            return secaggplus_mod(msg, ctx, call_next)
     return call_next(msg, ctx)
 
 

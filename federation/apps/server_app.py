@@ -86,8 +86,8 @@ from ._keys import (
     KEY_RECEIPT,
     KEY_ROUND,
     KEY_ROUNDS,
-    KEY_SEED,
     KEY_SIGNATURE,
+    KEY_SPEC,
     RECEIPT_KEY,
     SCORE_IDS_KEY,
     SCORES_KEY,
@@ -921,7 +921,12 @@ def record_receipt(
 def job_record(
     *, spec: ModelSpec, job_id: str, round: int, manifest: bytes, seed: int = 0
 ) -> ConfigRecord:
-    """The job record a node receives with every message: ids, signed manifest, settings."""
+    """The job record a node receives with every message: ids, signed manifest, settings.
+
+    ``seed`` seeds only the platform's own initial weights: no seed is sent, a node
+    draws its noise and sampling from its own CSPRNG.
+    """
+    del seed
     rc = spec_to_run_config(spec)
     return ConfigRecord(
         {
@@ -936,7 +941,7 @@ def job_record(
             KEY_LR: spec.lr,
             KEY_PROXIMAL_MU: spec.proximal_mu,
             KEY_CATEGORIES: ",".join(spec.categories),
-            KEY_SEED: seed,
+            KEY_SPEC: spec.name,
             KEY_DP_EPSILON: float(rc["dp-epsilon"]),
             KEY_DP_DELTA: float(rc["dp-delta"]),
             KEY_DP_MAX_GRAD_NORM: float(rc["dp-max-grad-norm"]),

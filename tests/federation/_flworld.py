@@ -187,6 +187,8 @@ def make_world(root: Path, *, n_isvs: int = 3, per_isv: int = 60, seed: int = 0)
     pd.concat(labels).to_parquet(root / "labels.parquet", index=False)
     cohort = WorldCohort(by_isv=by_isv)
     cohort.scoring_ok = {e.merchant_id for es in by_isv.values() for e in es[::2]}
+    for node in nodes:  # each merchant approved its consent in its ISV's own system
+        approve_at_node(node, by_isv[node.isv_id], scoring_ok=cohort.scoring_ok)
     return World(
         root=root,
         gateway_key=gw,
@@ -198,6 +200,51 @@ def make_world(root: Path, *, n_isvs: int = 3, per_isv: int = 60, seed: int = 0)
         erp=erp,
         consent_key=cm,
         consent_key_path=root / "consent-manager.pub.pem",
+    )
+
+
+ALL_CATEGORIES = (
+    "cost_of_goods",
+    "margins",
+    "turnover",
+    "inventory",
+    "receivables",
+    "labour_cost",
+    "logistics_cost",
+    "cash_and_debt",
+    "orders_and_shipping",
+)
+
+
+def approve_at_node(
+    node: NodeConfig,
+    entries: Sequence[ManifestEntry],
+    *,
+    scoring_ok: set[str] | frozenset[str] = frozenset(),
+    categories: Sequence[str] = ALL_CATEGORIES,
+) -> None:
+    """Register each entry's consent in the node's own approval register (the ISV's system)."""
+    from federation.node import Approval, load_policy
+
+    register = node.approvals(load_policy(node.policy))
+    register.register_many(
+        Approval(
+            consent_id=e.consent_id,
+            merchant_id=e.merchant_id,
+            artefact_hash=e.artefact_hash,
+            data_provider=node.isv_id,
+            data_consumer=CONSUMER,
+            purposes=("credit_scoring", "model_training")
+            if e.merchant_id in scoring_ok
+            else ("model_training",),
+            categories=tuple(categories),
+            data_from=e.data_from,
+            data_to=e.data_to,
+            consent_start=e.consent_start,
+            consent_expiry=e.consent_expiry,
+            data_life_days=90,
+        )
+        for e in entries
     )
 
 
