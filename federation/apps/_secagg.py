@@ -51,6 +51,7 @@ from flwr.serverapp import Grid
 
 from ._keys import (
     ARRAYS_KEY,
+    ERR,
     ENCODER_KEY,
     JOB_KEY,
     KEY_RECEIPT,
@@ -224,7 +225,12 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         self, rnd: int, action: str, results: list[tuple[ClientProxy, Any]], failures: list[Any]
     ) -> dict[str, dict[str, float]]:
         rlog = self._log(rnd)
-        rlog.failures.extend(f"{action}: {f!r}" for f in failures)
+        for f in failures:
+            err = f.args[0] if isinstance(f, Exception) and f.args else None
+            if action == "evaluate" and getattr(err, "code", None) == ERR.NO_DATA:
+                rlog.skipped.append(f"{action}: {err.reason}")  # type: ignore[union-attr]
+            else:
+                rlog.failures.append(f"{action}: {f!r}")
         per_node: dict[str, dict[str, float]] = {}
         for proxy, res in results:
             isv = self.nodes.get(proxy.node_id, f"node-{proxy.node_id}")

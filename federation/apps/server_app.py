@@ -224,10 +224,13 @@ class ServerSettings:
         Seconds to wait for replies per round (and for nodes to connect).
     min_nodes : int, default 1
         Nodes to wait for before the job starts.
-    secagg : bool, default False
-        Aggregate training updates with SecAgg+ (FedAvg only).
-    secagg_num_shares, secagg_threshold : float, default 1.0, 0.67
-        SecAgg+ share fraction and reconstruction threshold fraction.
+    secagg : str, default "auto"
+        Aggregate training updates with SecAgg+ (FedAvg or FedProx): ``"auto"`` does
+        wherever three or more nodes join, ``"on"`` always, ``"off"`` never (run-config
+        ``secagg``: true/false/auto).
+    secagg_num_shares, secagg_threshold : float, default 0.0
+        SecAgg+ shares and reconstruction threshold (Flower's meaning: a count above 1,
+        else a fraction); ``0`` sizes both for the cohort (:func:`secagg_parameters`).
     privacy_account : Path | None, default None
         The platform's per-merchant lifetime ε account (run-config
         ``privacy-account``, :class:`~federation.lifetime.MerchantPrivacyAccount`).
@@ -250,9 +253,9 @@ class ServerSettings:
     seed: int = 0
     timeout: float = DEFAULT_TIMEOUT
     min_nodes: int = 1
-    secagg: bool = False
-    secagg_num_shares: float = 1.0
-    secagg_threshold: float = 0.67
+    secagg: str = "auto"
+    secagg_num_shares: float = 0.0
+    secagg_threshold: float = 0.0
     privacy_account: Path | None = None
 
     @classmethod
@@ -283,13 +286,39 @@ class ServerSettings:
                 seed=int(rc.get("seed", 0)),
                 timeout=float(rc.get("timeout-s", DEFAULT_TIMEOUT)),
                 min_nodes=int(rc.get("min-nodes", 1)),
-                secagg=str(rc.get("secagg", "false")).lower() in ("1", "true", "yes"),
-                secagg_num_shares=float(rc.get("secagg-num-shares", 1.0)),
-                secagg_threshold=float(rc.get("secagg-threshold", 0.67)),
+                secagg=_secagg_mode(rc.get("secagg", "auto")),
+                secagg_num_shares=float(rc.get("secagg-num-shares", 0.0)),
+                secagg_threshold=float(rc.get("secagg-threshold", 0.0)),
                 privacy_account=opt_path(PRIVACY_ACCOUNT_KEY),
             )
         except KeyError as exc:
             raise FederationError(f"run config lacks {exc}", code="BAD_CONFIG") from None
+
+
+def _secagg_mode(value: object) -> str:
+    text = str(value).lower()
+    if text in ("1", "true", "yes", "on"):
+        return "on"
+    if text in ("0", "false", "no", "off"):
+        return "off"
+    if text == "auto":
+        return "auto"
+    raise FederationError(f"secagg must be true, false or auto, got {value!r}", code="BAD_CONFIG")
+
+
+def secagg_parameters(n_nodes: int) -> tuple[int, int]:
+    """SecAgg+ shares and reconstruction threshold sized for ``n_nodes``.
+
+    Up to 10 nodes every node holds a share of every other's secrets (SecAgg); above,
+    each shares with ``2·⌈log2 n⌉ + 1`` neighbours (SecAgg+, Bell et al. 2020). The
+    threshold is ``⌈2/3⌉`` of the shares: more than half, so the server can never
+    reconstruct both a node's mask key and its self-mask, and one dropout in three
+    is survived.
+    """
+    import math
+
+    shares = n_nodes if n_nodes <= 10 else min(n_nodes, 2 * math.ceil(math.log2(n_nodes)) + 1)
+    return shares, max(2, math.ceil(2 * shares / 3))
 
 
 def _load_private(path: Path) -> Ed25519PrivateKey:
@@ -655,19 +684,40 @@ class _Job:
         def check(reply: Message, isv: str, server_round: int, action: str) -> str | None:
             return self.check_receipt(reply, isv, server_round, action, roots[(server_round, isv)])
 
-        if s.secagg:
-            final, rounds, masked = self._train_secagg(encoder, initial, manifest_for, roots)
+        use_secagg = s.secagg == "on" or (s.secagg == "auto" and len(self.nodes) >= 3)
+        if use_secagg:
+            shares, threshold = secagg_parameters(len(self.nodes))
+            final, rounds, _ = self._train_secagg(
+                encoder,
+                initial,
+                manifest_for,
+                roots,
+                num_shares=s.secagg_num_shares or shares,
+                threshold=s.secagg_threshold or threshold,
+            )
+            # Evidence the nodes signed, not the server's word: each node's train receipt
+            # says whether its update left through SecAgg+'s mod.
+            signed: dict[str, list[str]] = {}
+            for rc in self.receipts:
+                if rc["action"] == "train" and rc.get("aggregation") == "secagg+":
+                    signed.setdefault(str(rc["round"]), []).append(rc["data_provider"])
             self.aggregation = {
-                "strategy": "fedavg",
+                "strategy": spec.strategy,
                 "secure": "secagg+",
-                "num_shares": s.secagg_num_shares,
-                "reconstruction_threshold": s.secagg_threshold,
-                "masked_rounds": masked,
+                "num_shares": s.secagg_num_shares or shares,
+                "reconstruction_threshold": s.secagg_threshold or threshold,
+                "node_signed_rounds": {r: sorted(v) for r, v in sorted(signed.items())},
             }
-            if masked != list(range(1, spec.rounds + 1)):
+            if spec.strategy == "fedprox":
+                self.aggregation["proximal_mu"] = float(spec.proximal_mu)
+            unsigned = [
+                r for r in range(1, spec.rounds + 1)
+                if sorted(signed.get(str(r), [])) != sorted(rounds.get(r, {}).get("train", {}))
+            ]
+            if unsigned:
                 self.failures.append(
-                    f"SECAGG_NOT_APPLIED: only rounds {masked} of 1..{spec.rounds} were "
-                    "aggregated from SecAgg+'s masked sum"
+                    f"SECAGG_NOT_APPLIED: in rounds {unsigned} some node's signed receipt "
+                    "does not say its update was masked"
                 )
         else:
             inner = self.strategy()
@@ -724,15 +774,20 @@ class _Job:
         initial: ArrayRecord,
         manifest_for: Callable[[int, str], tuple[ConfigRecord, str, int]],
         roots: dict[tuple[int, str], str],
+        *,
+        num_shares: float,
+        threshold: float,
     ) -> tuple[ArrayRecord, dict[int, dict[str, Any]], list[int]]:
-        """The training rounds under SecAgg+ (Flower's legacy workflow, see ``secagg``)."""
+        """The training rounds under SecAgg+ (Flower's legacy workflow, see ``secagg``).
+
+        FedProx aggregates like FedAvg; its proximal term is applied at each node
+        (the job record carries ``proximal-mu``), so it runs under SecAgg+ unchanged.
+        """
         from ._secagg import run_secagg_rounds
 
         s = self.settings
         if self.context is None:
             raise FederationError("SecAgg+ needs the ServerApp context", code="BAD_CONFIG")
-        if s.spec.strategy != "fedavg":
-            raise FederationError("SecAgg+ runs FedAvg only", code="BAD_CONFIG")
         weights, logs, masked = run_secagg_rounds(
             self.grid,
             self.context,
@@ -745,8 +800,8 @@ class _Job:
             ),
             encoder=encoder.to_arrays(),
             on_round=self.on_round,
-            num_shares=s.secagg_num_shares,
-            reconstruction_threshold=s.secagg_threshold,
+            num_shares=num_shares,
+            reconstruction_threshold=threshold,
             timeout=s.timeout,
         )
         rounds = {
@@ -756,6 +811,7 @@ class _Job:
                 "failures": lg.failures,
                 "manifest_roots": lg.manifest_roots,
                 "merchants": lg.merchants,
+                "skipped": lg.skipped,
             }
             for r, lg in sorted(logs.items())
         }

@@ -64,7 +64,12 @@ def run(
         float | None, typer.Option("--dp-epsilon", min=0.0, help="Job ε; 0 = no DP.")
     ] = None,
     strategy: Annotated[str | None, typer.Option("--strategy", help="fedavg or fedprox.")] = None,
-    secagg: Annotated[bool, typer.Option("--secagg", help="Aggregate with SecAgg+.")] = False,
+    secagg: Annotated[
+        bool | None,
+        typer.Option(
+            "--secagg/--no-secagg", help="SecAgg+ (default: on wherever 3 or more nodes join)."
+        ),
+    ] = None,
     consumer: Annotated[str, typer.Option("--consumer")] = DEFAULT_CONSUMER,
     out: Annotated[Path | None, typer.Option("--out", help="Job output directory.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,

@@ -174,6 +174,11 @@ def make_world(root: Path, *, n_isvs: int = 3, per_isv: int = 60, seed: int = 0)
             )
             for i, m in enumerate(ids)
         ]
+        # The ISV's node policy: safe defaults, but a world of a few dozen merchants per
+        # ISV (about a dozen held out) needs smaller minimum cohorts.
+        (d / "node.toml").write_text(
+            "[policy]\nmin-cohort = 5\nmin-score-cohort = 5\n", "utf-8"
+        )
         nodes.append(
             NodeConfig(
                 isv_id=isv,
@@ -181,6 +186,7 @@ def make_world(root: Path, *, n_isvs: int = 3, per_isv: int = 60, seed: int = 0)
                 node_key=d / "node.pem",
                 gateway_key=root / "gateway.pub.pem",
                 state_dir=d / "state",
+                policy=d / "node.toml",
             )
         )
     (root / "node-keys.json").write_text(json.dumps(node_keys), "utf-8")
