@@ -55,6 +55,7 @@ from ._keys import (
     KEY_SPEC,
     MAX_SKETCH_ARRAY_SIZE,
     METRICS_KEY,
+    NUM_EXAMPLES,
     RECEIPT_KEY,
     SCORE_IDS_KEY,
     SCORES_KEY,
@@ -297,8 +298,9 @@ def _egress_problem(msg: Message, reply: Message, request: VerifiedRequest) -> s
         if key not in allowed or not isinstance(record, allowed[key]):
             return f"record {key!r} ({type(record).__name__}) is not allowed in a {action} reply"
     allowed_metrics = ALLOWED_METRIC_KEYS
-    if request.policy is not None:
-        allowed_metrics = allowed_metrics & frozenset(request.policy.allowed_metrics)
+    if request.policy is not None:  # the count and ε are the accounting: always allowed
+        listed = {*request.policy.allowed_metrics, NUM_EXAMPLES, "epsilon", "delta"}
+        allowed_metrics = allowed_metrics & frozenset(listed)
     metrics = content.metric_records.get(METRICS_KEY)
     if metrics is not None and (p := _scalar_metrics_ok(metrics, allowed_metrics)):
         return p
