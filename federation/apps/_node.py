@@ -241,9 +241,14 @@ class NodeConfig:
 
     def approvals(self, policy: NodePolicy) -> ApprovalRegister:
         """The node's register of merchant approvals (countersigned with the node key)."""
+        from ..receipts import hash_key
+
         path = Path(policy.approvals)
-        return ApprovalRegister(path if path.is_absolute() else self.state_dir / path,
-                                self.signing_key())
+        return ApprovalRegister(
+            path if path.is_absolute() else self.state_dir / path,
+            self.signing_key(),
+            hash_key(self.state_dir),
+        )
 
     def model_register(self) -> ModelRegister:
         """Hashes of the global models and encoders this node received in training jobs."""

@@ -20,15 +20,21 @@ manifest entry against it before a row is read:
 * the merchant revokes in the ISV's system: :meth:`revoke` (append-only; the
   latest record per consent wins).
 
-The register is a JSON-lines file in the node's state directory; each line is
-checked against the node's countersignature on read, so a line written by
-anyone without the node key does not count.
+The register is a JSON-lines file in the node's state directory. Each line
+carries an HMAC-SHA256 under the node's secret hashing key
+(:func:`federation.receipts.hash_key`), checked on read, so a line written by
+anyone without that key does not count; checking an HMAC costs about a
+microsecond, where an Ed25519 verification costs ~100 µs (10⁷ approvals at
+the bench's scale). The Ed25519 countersignature the ISV hands to the platform
+is made by :meth:`ApprovalRegister.register` (one approval, as a merchant
+approves) or on demand by :meth:`ApprovalRegister.countersign`.
 """
 
 from __future__ import annotations
 
-import base64
 import fcntl
+import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,6 +52,7 @@ from consent import CohortManifest, ManifestEntry, SignedArtefact
 __all__ = ["Approval", "ApprovalRegister", "approval_payload"]
 
 _CONTEXT = b"fedgate-node-approval\n"
+_CACHE: dict[str, tuple[tuple[str, int, int, bytes], dict[str, Approval]]] = {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,10 +137,17 @@ class ApprovalRegister:
         The node key: countersigns new records and checks the stored ones.
     """
 
-    def __init__(self, path: Path, key: Ed25519PrivateKey) -> None:
+    def __init__(self, path: Path, key: Ed25519PrivateKey, mac_key: bytes) -> None:
         self.path = Path(path)
         self._key = key
         self._pub: Ed25519PublicKey = key.public_key()
+        self._mac_key = mac_key
+
+    def _mac(self, approval: Approval) -> str:
+        return hmac.new(self._mac_key, approval_payload(approval), hashlib.sha256).hexdigest()
+
+    def _line(self, approval: Approval) -> str:
+        return json.dumps({"terms": approval.body(), "mac": self._mac(approval)}, sort_keys=True)
 
     @contextmanager
     def _append(self) -> Iterator[Any]:
@@ -145,16 +159,26 @@ class ApprovalRegister:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _write(self, approval: Approval) -> bytes:
-        sig = self._key.sign(approval_payload(approval))
-        line = {"terms": approval.body(), "sig": base64.b64encode(sig).decode("ascii")}
+    def _write(self, lines: Iterable[str]) -> None:
         with self._append() as fh:
-            fh.write(json.dumps(line, sort_keys=True) + "\n")
-        return sig
+            fh.write("".join(line + "\n" for line in lines))
 
     def register(self, approval: Approval) -> bytes:
-        """Record a merchant's approval; returns the node's countersignature."""
-        return self._write(approval)
+        """Record a merchant's approval; returns the node's Ed25519 countersignature."""
+        self._write([self._line(approval)])
+        return self.countersign(approval)
+
+    def countersign(self, approval: Approval) -> bytes:
+        """The node's Ed25519 signature over :func:`approval_payload` (for the platform)."""
+        return self._key.sign(approval_payload(approval))
+
+    def verify_countersignature(self, approval: Approval, signature: bytes) -> bool:
+        """Does ``signature`` countersign ``approval`` with this node's key?"""
+        try:
+            self._pub.verify(signature, approval_payload(approval))
+        except InvalidSignature:
+            return False
+        return True
 
     def register_artefact(self, signed: SignedArtefact) -> bytes:
         """Record the approval of the consent artefact the merchant was shown."""
@@ -177,18 +201,9 @@ class ApprovalRegister:
         )
 
     def register_many(self, approvals: Iterable[Approval]) -> int:
-        """Record several approvals at once; returns how many."""
-        lines = []
-        for a in approvals:
-            sig = self._key.sign(approval_payload(a))
-            lines.append(
-                json.dumps(
-                    {"terms": a.body(), "sig": base64.b64encode(sig).decode("ascii")},
-                    sort_keys=True,
-                )
-            )
-        with self._append() as fh:
-            fh.write("".join(line + "\n" for line in lines))
+        """Record several approvals at once (a bulk import); returns how many."""
+        lines = [self._line(a) for a in approvals]
+        self._write(lines)
         return len(lines)
 
     def revoke(self, consent_id: str) -> None:
@@ -198,21 +213,31 @@ class ApprovalRegister:
             raise KeyError(f"no approval {consent_id!r} in the node's register")
         from dataclasses import replace
 
-        self._write(replace(current, revoked=True))
+        self._write([self._line(replace(current, revoked=True))])
 
     def current(self) -> dict[str, Approval]:
-        """The latest countersigned record per consent id (lines that fail the check are skipped)."""
-        out: dict[str, Approval] = {}
+        """The latest authentic record per consent id (lines failing the HMAC are skipped).
+
+        Parsed once per process and file state (size, mtime), then served from memory.
+        """
         if not self.path.exists():
-            return out
+            return {}
+        st = self.path.stat()
+        key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns, self._mac_key)
+        cached = _CACHE.get(key[0])
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        out: dict[str, Approval] = {}
         for raw in self.path.read_text("utf-8").splitlines():
             try:
                 line = json.loads(raw)
                 approval = Approval.from_body(line["terms"])
-                self._pub.verify(base64.b64decode(line["sig"]), approval_payload(approval))
-            except (ValueError, KeyError, TypeError, InvalidSignature):
+                ok = hmac.compare_digest(str(line["mac"]), self._mac(approval))
+            except (ValueError, KeyError, TypeError):
                 continue
-            out[approval.consent_id] = approval
+            if ok:
+                out[approval.consent_id] = approval
+        _CACHE[key[0]] = (key, out)
         return out
 
     def unmatched(self, manifest: CohortManifest, entries: Sequence[ManifestEntry]) -> int:

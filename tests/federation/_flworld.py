@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import Context, Message, Metadata, RecordDict
 from sqlalchemy.orm import Session, sessionmaker
 
-from consent import CohortManifest, ManifestEntry, build_manifest, sign_manifest
+from consent import CohortManifest, ManifestEntry, SignedArtefact, build_manifest, sign_manifest
 from federation.apps._node import NodeConfig
 from federation.schema import AS_OF, ERP_FIELDS, LABEL, MERCHANT_ID
 
@@ -354,6 +354,7 @@ def grant_consents(
 
     key = key or world.consent_key
     ids: dict[str, str] = {}
+    signed: dict[str, list[SignedArtefact]] = {}
     with sessions() as s, s.begin():
         for isv, entries in world.cohort.by_isv.items():
             for e in entries:
@@ -376,6 +377,13 @@ def grant_consents(
                         "consent_expiry": e.consent_expiry.isoformat(),
                     }
                 )
-                grant(s, terms, key=key)
+                granted = grant(s, terms, key=key)
+                signed.setdefault(isv, []).append(granted.signed)
                 ids[e.merchant_id] = e.consent_id
+    # The merchant approves the same artefact in its ISV's system: the node registers it
+    # (the latest record per consent id wins, so these replace the world's placeholders).
+    for node in world.nodes if key is world.consent_key else ():  # a forger's: never approved
+        register = node.approvals(node.node_policy())
+        for artefact in signed.get(node.isv_id, []):
+            register.register_artefact(artefact)
     return ids

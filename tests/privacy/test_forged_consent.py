@@ -94,11 +94,11 @@ def test_revoked_and_unsigned_approvals_do_not_count(
                                      encoder=grid_encoder(world, "isv2")))
     assert reply.has_error() and reply.error.code == ERR.CONSENT_NOT_APPROVED
 
-    # Someone with write access to the state directory but not the node key adds an approval.
+    # Someone who can append to the register but lacks the node's key adds an approval.
     terms = next(iter(register.current().values())).body()
     forged = {**terms, "consent_id": "c-m9x001", "merchant_id": "m9x001", "revoked": False}
     with register.path.open("a") as fh:
-        fh.write(json.dumps({"terms": forged, "sig": "AAAA"}) + "\n")
+        fh.write(json.dumps({"terms": forged, "mac": "0" * 64}) + "\n")
     extra = replace(entries[1], merchant_id="m9x001", consent_id="c-m9x001")
     token = manifest(world, "isv2", [*entries[1:], extra], job_id="job-unsigned", round=1)
     reply = send(node, model_message(token, job_id="job-unsigned", round=1,
