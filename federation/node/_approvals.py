@@ -202,9 +202,12 @@ class ApprovalRegister:
 
     def register_many(self, approvals: Iterable[Approval]) -> int:
         """Record several approvals at once (a bulk import); returns how many."""
-        lines = [self._line(a) for a in approvals]
-        self._write(lines)
-        return len(lines)
+        count = 0
+        with self._append() as fh:  # streamed: a bulk import never holds all lines at once
+            for a in approvals:
+                fh.write(self._line(a) + "\n")
+                count += 1
+        return count
 
     def revoke(self, consent_id: str) -> None:
         """Record that the merchant revoked ``consent_id`` in the ISV's system."""
