@@ -51,8 +51,8 @@ from flwr.serverapp import Grid
 
 from ._keys import (
     ARRAYS_KEY,
-    ERR,
     ENCODER_KEY,
+    ERR,
     JOB_KEY,
     KEY_RECEIPT,
     METRICS_KEY,

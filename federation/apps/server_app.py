@@ -328,6 +328,12 @@ def _load_private(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def _same_key(private: Ed25519PrivateKey, public_pem: Path) -> bool:
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    mine = private.public_key().public_bytes(*raw)
+    return load_public_key(public_pem).public_bytes(*raw) == mine
+
+
 def _load_node_keys(path: Path) -> dict[str, Ed25519PublicKey]:
     out: dict[str, Ed25519PublicKey] = {}
     for isv, pem_path in json.loads(path.read_text("utf-8")).items():
@@ -443,6 +449,13 @@ class _Job:
     def __post_init__(self) -> None:
         s = self.settings
         self.gateway_key = _load_private(s.gateway_key)
+        if s.consent_key is not None and _same_key(self.gateway_key, s.consent_key):
+            # The coordinator signs manifests; consents are signed by the consent manager.
+            # One key for both would let the job coordinator mint the consents it needs.
+            raise FederationError(
+                "the consent manager's key must not be the job coordinator's (gateway) key",
+                code="BAD_CONFIG",
+            )
         self.node_keys = _load_node_keys(s.node_keys)
         self.engine, self.sessions = open_sessions(s.db_url)
         self.labels = LabelLookup(np.empty(0, dtype="S1"), np.empty(0, dtype=np.int8))

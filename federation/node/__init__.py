@@ -7,7 +7,8 @@
 * :func:`dp_sketch`, :data:`PUBLIC_GRID` — bin statistics under DP on a public grid;
 * :func:`error_guard_mod` — error replies leave as codes and counts only;
 * :func:`torch_generator`, :func:`numpy_generator` — the node's own randomness;
-* :func:`check_request` — the policy check of a verified request.
+* :func:`check_request` — the policy check of a verified request;
+* :func:`models_shaped_by` — the models a (revoked) merchant's data shaped.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from ._approvals import Approval, ApprovalRegister, approval_payload
 from ._checks import check_request, node_budget
 from ._guard import REASON_GRAMMAR, error_guard_mod, safe_reason
+from ._lineage import models_shaped_by
 from ._models import ModelRegister, encoder_hash, weights_hash
 from ._policy import POLICY_TABLE, SAFE_DEFAULTS, NodePolicy, load_policy
 from ._rng import node_seed, numpy_generator, torch_generator
@@ -37,6 +39,7 @@ __all__ = [
     "encoder_problem",
     "error_guard_mod",
     "load_policy",
+    "models_shaped_by",
     "node_budget",
     "node_seed",
     "numpy_generator",

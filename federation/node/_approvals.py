@@ -118,6 +118,7 @@ class Approval:
             and entry.data_to <= self.data_to
             and self.consent_start <= entry.consent_start
             and entry.consent_expiry <= self.consent_expiry
+            and (entry.data_life_days is None or entry.data_life_days <= self.data_life_days)
         )
 
 

@@ -12,7 +12,15 @@ from federation.dp import PrivacyLedger
 from federation.features import QuantileSketch
 
 from ..federation._flworld import World
-from ._platform import FEATURES, manifest, own_node, refusal_receipt, reply_receipt, send, sketch_message
+from ._platform import (
+    FEATURES,
+    manifest,
+    own_node,
+    refusal_receipt,
+    reply_receipt,
+    send,
+    sketch_message,
+)
 
 TARGET = "m0x007"
 
