@@ -449,7 +449,11 @@ class DPRoundResult:
 
 
 def _loader(
-    X: np.ndarray, y: np.ndarray, batch_size: int, seed: int, generator: torch.Generator | None = None
+    X: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    seed: int,
+    generator: torch.Generator | None = None,
 ) -> DataLoader[Any]:
     ds = TensorDataset(
         torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)

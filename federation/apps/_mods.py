@@ -124,7 +124,10 @@ def refuse(
     manifest = req.manifest
     name = next((k for k, v in vars(ERR).items() if v == code and k.isupper()), "POLICY_REFUSED")
     parts = [f"{name}: {rule}"] if name != rule else [name]
-    parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={int(v)}" for k, v in (counts or {}).items()]
+    parts += [
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={int(v)}"
+        for k, v in (counts or {}).items()
+    ]
     if manifest is not None:
         empty = merchant_ids_hash([], key=hash_key(req.node.state_dir))
         receipt = UsageReceipt(
@@ -250,7 +253,9 @@ def make_manifest_mod(
         )
         if refusal is not None:
             rule, counts = refusal
-            code = ERR.CONSENT_NOT_APPROVED if rule == "CONSENT_NOT_APPROVED" else ERR.POLICY_REFUSED
+            code = (
+                ERR.CONSENT_NOT_APPROVED if rule == "CONSENT_NOT_APPROVED" else ERR.POLICY_REFUSED
+            )
             return refuse(msg, code, rule, counts, request=request)
         with bind(request=replace(request, policy=policy)):
             return call_next(msg, ctx)

@@ -32,7 +32,8 @@ def _arrays_hash(tag: bytes, arrays: Sequence[tuple[str, np.ndarray]]) -> str:
 
 def weights_hash(arch: str, weights: Sequence[np.ndarray]) -> str:
     """SHA-256 over the architecture and the weights (dtype, shape and bytes)."""
-    return _arrays_hash(f"fedgate-model\n{arch}".encode(), [(str(i), w) for i, w in enumerate(weights)])
+    named = [(str(i), w) for i, w in enumerate(weights)]
+    return _arrays_hash(f"fedgate-model\n{arch}".encode(), named)
 
 
 def encoder_hash(arrays: Mapping[str, np.ndarray]) -> str:

@@ -130,7 +130,8 @@ class NodePolicy:
             f = known[key]
             default = f.default
             if isinstance(default, tuple):
-                if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                strings = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+                if not strings:
                     raise ValueError(f"node policy {key} must be a list of strings")
                 kw[f.name] = tuple(value)
             elif isinstance(default, bool):

@@ -26,8 +26,8 @@ from federation.apps import RoundLog
 from federation.apps._node import is_holdout
 from federation.dp import PrivacyLedger
 from federation.lifetime import MerchantPrivacyAccount
-from federation.receipts import hash_key
 from federation.models import build_g_erp, get_weights
+from federation.receipts import hash_key
 from ledger import parse_canonical
 from ledger._models import LogEntryRow
 

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from federation import merchant_ids_hash
-from federation.receipts import hash_key
 from federation.apps._node import is_holdout
+from federation.receipts import hash_key
 from gateway.demo import DemoError, DemoReport, run_demo
 from gateway.settings import Settings
 from ledger import parse_canonical

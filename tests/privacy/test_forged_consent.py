@@ -84,7 +84,7 @@ def test_scoring_purpose_needs_the_merchants_scoring_approval(
 def test_revoked_and_unsigned_approvals_do_not_count(
     world: World, tmp_path: Path, reads: list[int]
 ) -> None:
-    """A revocation in the ISV's system, or a register line without the node's signature, refuses."""
+    """A revocation in the ISV's system, or a register line without the node's key, refuses."""
     node = own_node(world, "isv2", tmp_path, "min-cohort = 5")
     entries = list(world.cohort.by_isv["isv2"])
     register = node.approvals(node.node_policy())

@@ -49,8 +49,8 @@ def test_a_handler_that_leaks_the_loss_is_blocked(world: World, tmp_path: Path) 
 
 def test_evaluation_metrics_are_noisy_and_policy_listed(world: World, tmp_path: Path) -> None:
     """The same evaluation twice gives two different AUCs; unlisted metrics never leave."""
-    node = own_node(world, "isv0", tmp_path,
-                    'min-cohort = 5\nmin-score-cohort = 5\nallowed-metrics = ["num-examples", "auc"]')
+    policy = 'min-cohort = 5\nmin-score-cohort = 5\nallowed-metrics = ["num-examples", "auc"]'
+    node = own_node(world, "isv0", tmp_path, policy)
     encoder = grid_encoder(world, "isv0")
     weights = get_weights(build_g_erp(SPEC.arch, encoder.n_outputs))
     token = manifest(world, "isv0", world.cohort.by_isv["isv0"], job_id="job-eval", round=1)
