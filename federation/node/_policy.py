@@ -38,22 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import FederationError
+from ..schema import ERP_CATEGORIES
 
 __all__ = ["NodePolicy", "SAFE_DEFAULTS", "load_policy", "POLICY_TABLE"]
 
 POLICY_TABLE = "policy"
 
-_ERP_CATEGORIES = (
-    "cost_of_goods",
-    "margins",
-    "turnover",
-    "inventory",
-    "receivables",
-    "labour_cost",
-    "logistics_cost",
-    "cash_and_debt",
-    "orders_and_shipping",
-)
+# Every consent category that covers an ERP field (``tax`` covers none yet).
+_ERP_CATEGORIES = tuple(c for c, names in ERP_CATEGORIES.items() if names)
 _DEFAULT_METRICS = ("num-examples", "epsilon", "delta", "auc", "ks", "brier")
 
 

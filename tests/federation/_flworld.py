@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from consent import CohortManifest, ManifestEntry, SignedArtefact, build_manifest, sign_manifest
 from federation.apps._node import NodeConfig
+from federation.node import SAFE_DEFAULTS
 from federation.schema import AS_OF, ERP_FIELDS, LABEL, MERCHANT_ID
 
 CONSUMER = "platform"
@@ -209,17 +210,7 @@ def make_world(root: Path, *, n_isvs: int = 3, per_isv: int = 60, seed: int = 0)
     )
 
 
-ALL_CATEGORIES = (
-    "cost_of_goods",
-    "margins",
-    "turnover",
-    "inventory",
-    "receivables",
-    "labour_cost",
-    "logistics_cost",
-    "cash_and_debt",
-    "orders_and_shipping",
-)
+ALL_CATEGORIES = SAFE_DEFAULTS.allowed_categories  # every consent category with ERP fields
 
 
 def approve_at_node(
