@@ -368,6 +368,13 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
                     merchant_ids=ids,
                     lifetime_epsilon=policy.max_epsilon_lifetime,
                 )
+                if len(ids) < len(part):  # another job spent someone since the dry run
+                    if len(ids) < policy.min_cohort:
+                        return refuse(
+                            msg, ERR.POLICY_REFUSED, "MIN_COHORT", {"min": policy.min_cohort}
+                        )
+                    part = _only(part, ids)
+                    y, X = label_vector(cohort, part), encoder.transform(part)
                 result = train_dp_sgd(
                     model,
                     X,
@@ -426,7 +433,7 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
         model_hash, enc_hash = _model_hashes(msg)
         registry.record(job_id=job_id, action="evaluate", model=model_hash, encoder=enc_hash)
         part, y, ids = _labelled(cohort)
-        if len(part) < policy.min_score_cohort or y.min(initial=0) == y.max(initial=0):
+        if len(part) < policy.min_score_cohort or np.unique(y).size < 2:
             # NO_DATA: a fact about the node's held-out merchants, the job goes on.
             return refuse(msg, ERR.NO_DATA, "MIN_COHORT", {"min": policy.min_score_cohort})
         budget = _budget(cfg)
@@ -456,7 +463,7 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
                 return refuse(msg, ERR.BUDGET_EXCEEDED, "BUDGET_EXCEEDED")
             part = _only(part, ids)
             y = label_vector(cohort, part)
-            if len(part) < policy.min_score_cohort or y.min() == y.max():
+            if len(part) < policy.min_score_cohort or np.unique(y).size < 2:
                 return refuse(msg, ERR.NO_DATA, "MIN_COHORT", {"min": policy.min_score_cohort})
             eps = ledger.record(job_id, [(sigma, 1.0, 1)], streams=("eval",))
             delta = budget.delta
