@@ -569,11 +569,15 @@ def make_flower_world(root: Path, erp_paths: Mapping[str, Path], labels_path: Pa
 def _bench_policy(d: Path) -> Path:
     """The bench ISVs' node policy: the safe defaults, plus the no-DP rows the bench compares.
 
-    Without ``allow-no-dp`` a node refuses every job that trains without DP-SGD; the
-    bench's non-DP rows (the federated-vs-central comparison) need an ISV that agreed.
+    Without ``allow-no-dp`` a node refuses every job that trains without DP-SGD, and it
+    serves only the DP specs; the bench's non-DP rows (the federated-vs-central comparison,
+    the ``fake-trade`` spec) need an ISV that agreed to both.
     """
     path = d / "node.toml"
-    path.write_text("[policy]\nallow-no-dp = true\n", "utf-8")
+    path.write_text(
+        '[policy]\nallow-no-dp = true\nallowed-specs = ["pd-erp", "pd-erp-only", "fake-trade"]\n',
+        "utf-8",
+    )
     return path
 
 
