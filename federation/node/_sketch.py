@@ -5,7 +5,7 @@ column total, so two sketches over cohorts that differ by one merchant give
 that merchant's values back. The node therefore never sends a statistic of
 its own choosing. It sends, per feature, the counts of its rows in the cells
 of a **public grid** (:data:`PUBLIC_GRID`, the same at every node and in the
-spec: 0 and ±10^(k/16) for k covering 1e-4 … 1e12, 16 cells per decade), plus the
+spec: 0 and ±10^(k/32) for k covering 1e-4 … 1e12, 32 cells per decade), plus the
 count of missing values, each with Gaussian noise from the node's CSPRNG:
 
 * one merchant is one row, so adding or removing it changes one count per
@@ -39,7 +39,7 @@ from ..features import _ColumnSketch as ColumnSketch  # noqa: PLC2701
 
 __all__ = ["PUBLIC_GRID", "dp_sketch", "encoder_problem", "snap_edges", "SKETCH_SIZE"]
 
-_PER_DECADE = 16
+_PER_DECADE = 32
 _LOW, _HIGH = -4, 12
 _POS = 10.0 ** (np.arange(_LOW * _PER_DECADE, _HIGH * _PER_DECADE + 1) / _PER_DECADE)
 PUBLIC_GRID: np.ndarray = np.concatenate([-_POS[::-1], [0.0], _POS])

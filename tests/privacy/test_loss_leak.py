@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from federation.apps import ERR, egress_guard_mod, manifest_mod, usage_receipt_mod
 from federation.apps._keys import METRICS_KEY
+from federation.apps._node import is_holdout
 from federation.apps._request import current_usage
-from federation.models import build_g_erp, get_weights
+from federation.metrics import auc
+from federation.models import build_g_erp, get_weights, predict_proba
+from federation.schema import MERCHANT_ID
 
 from ..federation._flworld import World, node_context
-from ._platform import SPEC, grid_encoder, manifest, model_message, own_node, send
+from ._platform import SPEC, grid_encoder, labels, manifest, model_message, own_node, send
 
 
 def test_train_reply_carries_no_loss(world: World, tmp_path: Path) -> None:
@@ -48,22 +52,25 @@ def test_a_handler_that_leaks_the_loss_is_blocked(world: World, tmp_path: Path) 
 
 
 def test_evaluation_metrics_are_noisy_and_policy_listed(world: World, tmp_path: Path) -> None:
-    """The same evaluation twice gives two different AUCs; unlisted metrics never leave."""
+    """Evaluation never returns the exact AUC of the held-out merchants; unlisted metrics stay."""
     policy = 'min-cohort = 5\nmin-score-cohort = 5\nallowed-metrics = ["num-examples", "auc"]'
     node = own_node(world, "isv0", tmp_path, policy)
     encoder = grid_encoder(world, "isv0")
-    weights = get_weights(build_g_erp(SPEC.arch, encoder.n_outputs))
+    model = build_g_erp(SPEC.arch, encoder.n_outputs)
+    weights = get_weights(model)
     token = manifest(world, "isv0", world.cohort.by_isv["isv0"], job_id="job-eval", round=1)
     assert not send(node, model_message(token, job_id="job-eval", round=1, encoder=encoder,
                                         weights=weights)).has_error()
+    frame = world.erp["isv0"]
+    held = frame[frame[MERCHANT_ID].map(is_holdout)].sort_values(MERCHANT_ID)
+    lab = labels(world)
+    scores = predict_proba(model, encoder.transform(held))
+    exact = auc(held[MERCHANT_ID].map(lab).to_numpy(), scores)
 
-    aucs = []
     for _ in range(2):
         reply = send(node, model_message(token, job_id="job-eval", round=1, encoder=encoder,
                                          weights=weights, action="evaluate"))
         assert not reply.has_error(), reply.error.reason if reply.has_error() else None
         metrics = reply.content.metric_records[METRICS_KEY]
         assert set(metrics) == {"num-examples", "auc"}
-        aucs.append(float(metrics["auc"]))
-
-    assert aucs[0] != aucs[1]
+        assert float(metrics["auc"]) != pytest.approx(exact, abs=1e-9)
