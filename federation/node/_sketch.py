@@ -15,8 +15,9 @@ count of missing values, each with Gaussian noise from the node's CSPRNG:
 * the release is the Gaussian mechanism with noise multiplier ``z`` (RDP
   ``α / (2 z²)``), recorded in the job's accounting at the node and charged to
   every merchant's lifetime ε before it leaves (:mod:`federation.dp`);
-* counts are rounded and clipped at 0 (post-processing, free), and only cells
-  whose noisy count is positive leave, as points at the cell's upper grid value
+* counts are rounded (post-processing, free), and only cells whose noisy count
+  exceeds three noise deviations leave (post-processing too), as points at the
+  cell's upper grid value
   in the :class:`~federation.features.QuantileSketch` wire format — so the
   platform merges them and reads quantile edges off them as before, and every
   edge it can derive is a grid value.
@@ -46,6 +47,7 @@ PUBLIC_GRID: np.ndarray = np.concatenate([-_POS[::-1], [0.0], _POS])
 """Public, data-independent cell boundaries (sorted); every sketch point and edge is one."""
 
 SKETCH_SIZE = int(PUBLIC_GRID.size)
+_KEEP_DEVIATIONS = 3.0
 """The point budget a DP sketch declares (one point per grid cell at most)."""
 
 
@@ -80,7 +82,10 @@ def dp_sketch(
         counts = np.bincount(_cell_points(finite), minlength=PUBLIC_GRID.size).astype(np.float64)
         noisy = np.rint(counts + rng.normal(0.0, std, size=counts.size))
         missing = float(max(0.0, np.rint(x.size - finite.size + rng.normal(0.0, std))))
-        keep = noisy > 0
+        # Post-processing (free): keep cells whose noisy count clears 3 noise deviations.
+        # Without it, the half of the ~1,000 empty cells that draw positive noise would add
+        # mass all along the grid and drag the quantile edges to values no row holds.
+        keep = noisy > _KEEP_DEVIATIONS * std
         out[col] = ColumnSketch(PUBLIC_GRID[keep].copy(), noisy[keep], missing, 0.0)
     return QuantileSketch(out, SKETCH_SIZE)
 
