@@ -273,12 +273,18 @@ def signed_manifest(
     issued_at: datetime | None = None,
     ttl: timedelta = timedelta(minutes=5),
     labels: dict[str, int] | None = None,
+    entries: Sequence[ManifestEntry] | None = None,
 ) -> bytes:
-    """A gateway-signed manifest over ``isv``'s live consents (labels attached if given)."""
+    """A gateway-signed manifest over ``isv``'s live consents, or over ``entries`` if given.
+
+    Labels are attached if given.
+    """
     at = issued_at or datetime.now(UTC)
-    entries = world.cohort.entries(
-        data_provider=isv, data_consumer=CONSUMER, purpose=purpose, categories=categories, at=at
-    )
+    if entries is None:
+        entries = world.cohort.entries(
+            data_provider=isv, data_consumer=CONSUMER, purpose=purpose, categories=categories,
+            at=at,
+        )
     if labels is not None:
         entries = [replace(e, label=labels.get(e.merchant_id)) for e in entries]
     manifest = build_manifest(

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
-from consent import ManifestEntry, build_manifest, sign_manifest
+from consent import ManifestEntry
 from federation.apps import NodeConfig, build_client_app, job_record
 from federation.apps._keys import ARRAYS_KEY, ENCODER_KEY, JOB_KEY, KEY_RECEIPT, RECEIPT_KEY
 from federation.features import BinEncoder, QuantileSketch
@@ -27,7 +26,13 @@ from federation.receipts import UsageReceipt, verify_receipt
 from federation.schema import LABEL, MERCHANT_ID, erp_fields_for
 from federation.specs import ModelSpec, get_spec
 
-from ..federation._flworld import CONSUMER, World, approve_at_node, incoming, node_context
+from ..federation._flworld import (
+    World,
+    approve_at_node,
+    incoming,
+    node_context,
+    signed_manifest,
+)
 
 CATS = ("margins", "cash_and_debt")
 FEATURES = erp_fields_for(CATS)
@@ -62,21 +67,16 @@ def manifest(
     with_labels: bool = True,
 ) -> bytes:
     """A manifest the platform signs with its gateway key over ``entries`` of its choice."""
-    lab = labels(world)
-    if with_labels:
-        entries = [replace(e, label=lab.get(e.merchant_id)) for e in entries]
-    m = build_manifest(
+    return signed_manifest(
+        world,
+        isv,
         job_id=job_id,
         round=round,
-        data_provider=isv,
-        data_consumer=CONSUMER,
         purpose=purpose,
         categories=categories,
+        labels=labels(world) if with_labels else None,
         entries=entries,
-        issued_at=datetime.now(UTC),
-        ttl=timedelta(minutes=5),
     )
-    return sign_manifest(m, world.gateway_key)
 
 
 def grid_encoder(world: World, isv: str, n_bins: int = 4) -> BinEncoder:
