@@ -71,6 +71,8 @@ __all__ = [
 
 HistoryEntry = tuple[float, float, int]  # (noise multiplier, sample rate, steps)
 
+_STREAMS = {"train": "history", "eval": "eval_history"}
+_EPS_SLACK = 1e-12
 _MIN_SIGMA = 0.3
 _MAX_SIGMA = 200.0
 # Integer RDP orders only: Opacus evaluates them in closed form, whereas each fractional
@@ -246,11 +248,15 @@ class PrivacyLedger:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    @contextmanager
+    def _peek(self) -> Iterator[dict[str, Any]]:
+        yield self._read()  # a private copy: changes are dropped
+
     # -- queries --------------------------------------------------------------------------
-    def job_history(self, job_id: str) -> list[HistoryEntry]:
-        """The job's RDP history at this node."""
+    def job_history(self, job_id: str, stream: str = "train") -> list[HistoryEntry]:
+        """The job's RDP history at this node (``stream``: ``train`` or ``eval``)."""
         job = self._read()["jobs"].get(job_id)
-        return [tuple(h) for h in job["history"]] if job else []  # type: ignore[misc]
+        return [tuple(h) for h in job.get(_STREAMS[stream], [])] if job else []  # type: ignore[misc]
 
     def job_epsilon(self, job_id: str, delta: float) -> float:
         """ε the job has spent at this node so far."""
@@ -292,14 +298,102 @@ class PrivacyLedger:
                 charged.add(mid)
             job["merchants"] = sorted(charged)
 
-    def record(self, job_id: str, steps: Sequence[HistoryEntry]) -> float:
-        """Append DP-SGD steps to the job's history; returns the job's ε after them."""
+    def record(
+        self, job_id: str, steps: Sequence[HistoryEntry], streams: Sequence[str] = ("train",)
+    ) -> float:
+        """Append releases to the job's history; returns the job's ε after them.
+
+        ``streams``: ``train`` (DP-SGD on the training merchants), ``eval`` (metrics
+        of the held-out merchants, a disjoint set), or both (a sketch covers every
+        merchant). The job's ε is the larger of the two streams' (parallel composition).
+        """
         with self._locked() as state:
             job = state["jobs"][job_id]
-            job["history"].extend([float(s), float(q), int(n)] for s, q, n in steps)
-            history = [tuple(h) for h in job["history"]]
+            for stream in streams:
+                job.setdefault(_STREAMS[stream], []).extend(
+                    [float(s), float(q), int(n)] for s, q, n in steps
+                )
             delta = float(job["delta"])
-        return epsilon_of(history, delta)  # type: ignore[arg-type]
+            histories = [job.get(v, []) for v in _STREAMS.values()]
+        return max(epsilon_of([tuple(h) for h in hist], delta) for hist in histories)  # type: ignore[misc]
+
+    def admit(
+        self,
+        *,
+        job_id: str,
+        budget: DPBudget,
+        merchant_ids: Iterable[str],
+        lifetime_epsilon: float,
+        dry_run: bool = False,
+    ) -> tuple[list[str], list[str]]:
+        """Charge a release of ``job_id`` to the lifetime account; who may be used this round.
+
+        Every merchant new to the job is charged the job's whole ε (whatever share
+        of it this release spends: the job's releases together stay within it). A
+        merchant that charge would push past ``lifetime_epsilon`` (the node
+        policy's, never a message's) is left out of this round, not charged, and
+        the rest go on. A job whose ε rises mid-job charges the rise to every
+        merchant it already charged; one that cannot take the rise is excluded
+        from the job's later rounds. ``dry_run`` computes the same answer and
+        writes nothing.
+
+        Returns
+        -------
+        tuple[list[str], list[str]]
+            The merchants admitted (sorted) and those left out.
+
+        Raises
+        ------
+        BudgetExceeded
+            The job has spent its ε (nothing is charged).
+        """
+        ids = sorted(set(merchant_ids))
+        with self._peek() if dry_run else self._locked() as state:
+            merchants = state["merchants"]
+            job = state["jobs"].setdefault(
+                job_id,
+                {"epsilon": budget.epsilon, "delta": budget.delta, "history": [], "merchants": []},
+            )
+            spent = max(
+                epsilon_of([tuple(h) for h in job.get(v, [])], budget.delta)  # type: ignore[misc]
+                for v in _STREAMS.values()
+            )
+            if spent >= budget.epsilon:
+                raise BudgetExceeded(f"job {job_id} has spent its ε={budget.epsilon}")
+            charged = set(job.setdefault("merchants", []))
+            excluded = set(job.get("excluded", []))
+            rise = budget.epsilon - float(job["epsilon"])
+            if rise > _EPS_SLACK:
+                for mid in sorted(charged - excluded):
+                    m = merchants[mid]
+                    if float(m["epsilon"]) + rise > lifetime_epsilon + _EPS_SLACK:
+                        excluded.add(mid)
+                        continue
+                    m["epsilon"] = float(m["epsilon"]) + rise
+                job["epsilon"] = budget.epsilon
+            job_eps = max(float(job["epsilon"]), budget.epsilon)
+            admitted, left_out = [], []
+            for mid in ids:
+                if mid in excluded:
+                    left_out.append(mid)
+                    continue
+                if mid not in charged:
+                    m = merchants.setdefault(mid, {"epsilon": 0.0, "jobs": []})
+                    if float(m["epsilon"]) + job_eps > lifetime_epsilon + _EPS_SLACK:
+                        left_out.append(mid)
+                        continue
+                    m["epsilon"] = float(m["epsilon"]) + job_eps
+                    m["jobs"].append(job_id)
+                    charged.add(mid)
+                admitted.append(mid)
+            job["merchants"] = sorted(charged)
+            job["excluded"] = sorted(excluded)
+        return admitted, left_out
+
+    def jobs_of(self, merchant_id: str) -> list[str]:
+        """The jobs whose releases were charged to ``merchant_id`` at this node (lineage)."""
+        m = self._read()["merchants"].get(merchant_id)
+        return list(m["jobs"]) if m else []
 
 
 def _check(
@@ -354,13 +448,18 @@ class DPRoundResult:
     steps: tuple[HistoryEntry, ...]
 
 
-def _loader(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> DataLoader[Any]:
+def _loader(
+    X: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    seed: int,
+    generator: torch.Generator | None = None,
+) -> DataLoader[Any]:
     ds = TensorDataset(
         torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
     )
-    return DataLoader(
-        ds, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
-    )
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=gen)
 
 
 def _epochs(
@@ -373,6 +472,7 @@ def _epochs(
     proximal_mu: float,
     anchor: list[torch.Tensor],
     params: list[torch.nn.Parameter],
+    step_on_empty: bool = False,
 ) -> float:
     loss_fn = torch.nn.BCEWithLogitsLoss()
     total, count = 0.0, 0
@@ -380,6 +480,14 @@ def _epochs(
     for _ in range(epochs):
         for xb, yb in loader:
             if len(xb) == 0:  # Poisson sampling can draw an empty batch
+                if not step_on_empty:
+                    continue
+                # DP-SGD still takes the step: zero clipped gradients plus full noise, so
+                # whether a batch was empty does not change what leaves the node.
+                optimizer.zero_grad()
+                for p in params:
+                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+                optimizer.step()
                 continue
             optimizer.zero_grad()
             loss = loss_fn(model(xb).reshape(-1), yb)
@@ -410,6 +518,7 @@ def train_dp_sgd(
     proximal_mu: float = 0.0,
     seed: int = 0,
     noise_multiplier: float | None = None,
+    generator: torch.Generator | None = None,
 ) -> DPRoundResult:
     """One round of DP-SGD with noise sized for the job's remaining rounds.
 
@@ -433,6 +542,10 @@ def train_dp_sgd(
     noise_multiplier : float | None, default None
         The round's noise from :func:`round_noise` (the node sizes it before it
         charges any merchant); ``None`` sizes it here the same way.
+    generator : torch.Generator | None, default None
+        The node's own generator (:mod:`federation.node`, seeded from the OS
+        CSPRNG) for Poisson sampling and noise; ``None`` derives one from ``seed``
+        (benchmarks and unit tests only: never a seed from a message).
 
     Raises
     ------
@@ -441,7 +554,7 @@ def train_dp_sgd(
     """
     if len(X) == 0:
         raise ValueError("X must not be empty")
-    torch.manual_seed(seed)
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     sigma = noise_multiplier
     if sigma is None:
         sigma = round_noise(
@@ -460,14 +573,22 @@ def train_dp_sgd(
     # the same clipped, noised updates (weights equal to 1e-7, same accountant history)
     # but was not faster for these small models (MLP 2.14-2.47x vs 2.42-2.45x plain SGD,
     # logistic 1.81-1.90x vs 1.58-1.67x; one GMSC epoch, 30k rows, one thread).
+    from opacus.data_loader import DPDataLoader
+
+    # Poisson sampling and noise both from the node's generator (never the global RNG).
+    loader = DPDataLoader.from_data_loader(_loader(X, y, batch_size, seed, gen), generator=gen)
     dp_model, dp_opt, dp_loader = engine.make_private(
         module=model,
         optimizer=optimizer,
-        data_loader=_loader(X, y, batch_size, seed),
+        data_loader=loader,
         noise_multiplier=sigma,
         max_grad_norm=budget.max_grad_norm,
-        poisson_sampling=True,
+        poisson_sampling=False,
+        noise_generator=gen,
     )
+    # Opacus' floating-point mitigation (sum of four Gaussians / 2) without torchcsprng:
+    # see federation.node._rng for the choice.
+    dp_opt.secure_mode = True
     loss = _epochs(
         dp_model,
         dp_loader,
@@ -477,6 +598,7 @@ def train_dp_sgd(
         proximal_mu=proximal_mu,
         anchor=anchor,
         params=params,
+        step_on_empty=True,
     )
     steps = tuple((float(s), float(q), int(n)) for s, q, n in engine.accountant.history)
     # Opacus leaves hooks on the wrapped module; remove them so the weights read back cleanly.

@@ -12,9 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
+import os
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import rfc8785
@@ -24,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ._errors import ReceiptInvalid
 
 __all__ = [
+    "hash_key",
     "UsageReceipt",
     "merchant_ids_hash",
     "sign_receipt",
@@ -66,6 +71,11 @@ class UsageReceipt:
     delta : float
     issued_at : str
         RFC 3339 UTC time of signing.
+    refusal : str, default ""
+        The node's refusal code when it refused the request (nothing was released).
+    aggregation : str, default ""
+        ``"secagg+"`` when the node's update left through SecAgg+ masking: the
+        node's own word, not the server's.
     """
 
     job_id: str
@@ -82,15 +92,43 @@ class UsageReceipt:
     epsilon_spent: float
     delta: float
     issued_at: str
+    refusal: str = ""
+    aggregation: str = ""
 
     def to_body(self) -> dict[str, Any]:
         """The receipt as a JSON-ready dict (the ledger entry body)."""
         return asdict(self)
 
 
-def merchant_ids_hash(ids: Iterable[str]) -> str:
-    """Hex SHA-256 of the canonical JSON list of the sorted, distinct merchant ids."""
-    return hashlib.sha256(rfc8785.dumps(sorted(set(ids)))).hexdigest()
+def merchant_ids_hash(ids: Iterable[str], key: bytes | None = None) -> str:
+    """Hex digest of the canonical JSON list of the sorted, distinct merchant ids.
+
+    With the node's ``key`` (:func:`hash_key`) it is HMAC-SHA256, so nobody without
+    the key (the platform, a ledger reader) can test guessed merchant sets against
+    it; the ISV reveals the key to an auditor who must check a set. Without a key,
+    plain SHA-256 (brute-forceable for small sets: only for tests and tools).
+    """
+    payload = rfc8785.dumps(sorted(set(ids)))
+    if key is None:
+        return hashlib.sha256(payload).hexdigest()
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+def hash_key(state_dir: Path) -> bytes:
+    """The node's merchant-set hashing key (32 bytes from the OS CSPRNG, made on first use)."""
+    path = Path(state_dir) / "hash-key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(secrets.token_bytes(32))
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)  # first writer wins; a racing one reads the winner's key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_bytes()
 
 
 def _b64(data: bytes) -> str:
@@ -148,7 +186,8 @@ def verify_receipt(token: bytes, public_key: Ed25519PublicKey) -> UsageReceipt:
 
 def _receipt_from_body(body: Mapping[str, Any]) -> UsageReceipt:
     expected = set(UsageReceipt.__dataclass_fields__)
-    if not isinstance(body, Mapping) or set(body) != expected:
+    optional = {"refusal", "aggregation"}  # absent from receipts signed before they existed
+    if not isinstance(body, Mapping) or not expected - optional <= set(body) <= expected:
         raise ValueError("receipt fields differ from the UsageReceipt schema")
     ints = ("round", "rows_used", "merchants_used", "rows_read", "merchants_read")
     floats = ("epsilon_spent", "delta")
@@ -158,7 +197,7 @@ def _receipt_from_body(body: Mapping[str, Any]) -> UsageReceipt:
     for k in floats:
         if not isinstance(body[k], int | float) or isinstance(body[k], bool) or body[k] < 0:
             raise ValueError(f"{k} must be a non-negative number")
-    for k in expected - set(ints) - set(floats):
+    for k in (expected - set(ints) - set(floats)) & set(body):
         if not isinstance(body[k], str):
             raise ValueError(f"{k} must be a string")
     return UsageReceipt(**{k: (float(v) if k in floats else v) for k, v in body.items()})

@@ -294,12 +294,18 @@ def _grant_consents(
     categories: Sequence[str],
     stages: _Stages,
     notice: ReceiptNotice,
+    nodes: Sequence[Any] = (),
 ) -> dict[str, str]:
-    """One ACTIVE consent per ISV merchant (training and scoring); merchant id → consent id."""
+    """One ACTIVE consent per ISV merchant (training and scoring); merchant id → consent id.
+
+    Each merchant also approves the artefact in its ISV's own system: the ISV's node
+    registers it (``nodes``), and serves only manifests whose entries it approved.
+    """
     from consent import grant, parse_terms
 
     now = datetime.now(UTC)
     ids: dict[str, str] = {}
+    approved: dict[str, list[Any]] = {}
     total = sum(len(f) for f in erp.values())
     with stages.stage("grant consents", total) as task, sessions() as s, s.begin():
         for isv, frame in erp.items():
@@ -318,10 +324,15 @@ def _grant_consents(
                     "consent_start": (now - timedelta(days=1)).isoformat(),
                     "consent_expiry": (now + timedelta(days=CONSENT_DAYS)).isoformat(),
                 }
-                grant(s, parse_terms(terms), key=key, at=now, notice=notice)
+                granted = grant(s, parse_terms(terms), key=key, at=now, notice=notice)
+                approved.setdefault(isv, []).append(granted.signed)
                 ids[m] = f"c-{m}"
                 if (i + 1) % _CONSENT_BATCH == 0:
                     stages.advance(task, _CONSENT_BATCH)
+    for node in nodes:
+        register = node.approvals(node.node_policy())
+        for signed in approved.get(node.isv_id, []):
+            register.register_artefact(signed)
     return ids
 
 
@@ -344,8 +355,13 @@ def _usage(
     result: Any,
     erp: Mapping[str, pd.DataFrame],
     revoked: Mapping[str, list[str]],
+    keys: Mapping[str, bytes] | None = None,
 ) -> list[RoundUsage]:
-    """Per round and node: the training receipt against the merchants that should have trained."""
+    """Per round and node: the training receipt against the merchants that should have trained.
+
+    ``keys``: each node's merchant-set hashing key, which the ISV reveals to whoever
+    checks its receipts (here the demo plays every role).
+    """
     from federation import merchant_ids_hash
     from federation.apps._node import is_holdout
 
@@ -362,7 +378,7 @@ def _usage(
     for rnd in result.rounds:
         for isv in result.nodes:
             gone = set(revoked.get(isv, [])) if rnd.round > 1 else set()
-            expected = merchant_ids_hash(train_sets[isv] - gone)
+            expected = merchant_ids_hash(train_sets[isv] - gone, key=(keys or {}).get(isv))
             rc = receipts.get((rnd.round, isv))
             in_manifest = rnd.merchants.get(isv, 0)
             full = len(erp[isv])
@@ -663,7 +679,7 @@ def run_demo(
 
         cm_key = load_or_create_key(cfg.resolved_key_dir, jobs.CONSENT_MANAGER_KEY)
         consent_ids = _grant_consents(
-            sessions, erp, doc, cm_key, spec.categories, stages, cfg.receipt_notice
+            sessions, erp, doc, cm_key, spec.categories, stages, cfg.receipt_notice, wn.nodes
         )
         with sessions() as s, s.begin():
             ledger.sign_checkpoint(
@@ -765,7 +781,9 @@ def run_demo(
         cohort.close()
         engine.dispose()
 
-    usage = _usage(trained, erp, revoked)
+    from federation.receipts import hash_key
+
+    usage = _usage(trained, erp, revoked, {n.isv_id: hash_key(n.state_dir) for n in wn.nodes})
     absent = all(u.hash_matches and u.revoked_in_manifest == 0 for u in usage)
     failure = None
     if report.failure is not None:

@@ -33,6 +33,7 @@ __all__ = [
     "KEY_CATEGORIES",
     "KEY_SEED",
     "KEY_HOLDOUT_BUCKETS",
+    "KEY_SPEC",
     "KEY_LIFETIME_EPSILON",
     "METRICS_KEY",
     "RECEIPT_KEY",
@@ -73,7 +74,8 @@ KEY_PROXIMAL_MU = "proximal-mu"
 KEY_ARCH = "arch"
 KEY_HIDDEN = "hidden"
 KEY_CATEGORIES = "categories"
-KEY_SEED = "seed"
+KEY_SEED = "seed"  # the platform's own seed (initial weights); a node never reads it
+KEY_SPEC = "spec"  # the model spec's name (the node's policy lists the specs it serves)
 KEY_HOLDOUT_BUCKETS = "holdout-buckets"
 """Job record: the hold-out rule (merchant m held out iff sha256(m)[0] % buckets == 0)."""
 KEY_DP_EPSILON = "dp-epsilon"  # 0.0 means "no DP"
@@ -95,9 +97,12 @@ ACTION_SCORE = "score"
 
 # --- egress whitelist ------------------------------------------------------------------------
 ALLOWED_METRIC_KEYS: frozenset[str] = frozenset(
-    {NUM_EXAMPLES, "train-loss", "auc", "ks", "brier", "n-pos", "epsilon", "delta"}
+    {NUM_EXAMPLES, "auc", "ks", "brier", "epsilon", "delta"}
 )
-"""The only metric names a node's reply may carry; each must be a single scalar."""
+"""The only metric names a node's reply may carry; each must be a single scalar.
+
+The node's policy (``allowed-metrics``) may narrow it further. No training loss
+and no raw class count leave: on a small cohort they are functions of a few rows."""
 
 MAX_SKETCH_ARRAY_SIZE = 4096
 """Largest array a sketch reply may carry: a sketch summarises, it never lists rows."""
@@ -112,6 +117,9 @@ class ERR:
     EGRESS_BLOCKED = 4010
     BUDGET_EXCEEDED = 4020
     NO_DATA = 4030
+    POLICY_REFUSED = 4040  # reason: POLICY_REFUSED: <rule> <counts> receipt=<signed receipt>
+    CONSENT_NOT_APPROVED = 4041  # an entry matches no approval the node holds
+    MODEL_UNKNOWN = 4042  # a model/encoder the node did not receive in a job it trained in
     NODE_FAILURE = 4090
 
     def __new__(cls) -> ERR:  # noqa: D102 - a namespace, never instantiated

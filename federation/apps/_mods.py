@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +27,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 
 from consent import ConsentError, ManifestRejected, verify_manifest
 
-from .._errors import DataError
-from ..features import DEFAULT_MIN_BUCKET_ROWS, DEFAULT_SKETCH_SIZE, QuantileSketch
-from ..receipts import UsageReceipt, merchant_ids_hash, sign_receipt
+from .._errors import DataError, FederationError
+from ..features import QuantileSketch
+from ..node import PUBLIC_GRID, SKETCH_SIZE, check_request
+from ..receipts import UsageReceipt, hash_key, merchant_ids_hash, sign_receipt
 from ..schema import erp_fields_for
 from ._keys import (
     ACTION_IDENTIFY,
@@ -39,6 +41,9 @@ from ._keys import (
     ERR,
     IDENTITY_KEY,
     JOB_KEY,
+    KEY_ARCH,
+    KEY_DP_DELTA,
+    KEY_DP_EPSILON,
     KEY_ISV_ID,
     KEY_JOB_ID,
     KEY_MANIFEST,
@@ -47,15 +52,17 @@ from ._keys import (
     KEY_RECEIPT,
     KEY_ROUND,
     KEY_SIGNATURE,
+    KEY_SPEC,
     MAX_SKETCH_ARRAY_SIZE,
     METRICS_KEY,
+    NUM_EXAMPLES,
     RECEIPT_KEY,
     SCORE_IDS_KEY,
     SCORES_KEY,
     SKETCH_KEY,
 )
 from ._node import NodeConfig
-from ._request import Usage, VerifiedRequest, bind, current_request
+from ._request import Usage, VerifiedRequest, bind, current_request, secagg_active
 
 __all__ = [
     "CallNext",
@@ -64,6 +71,7 @@ __all__ = [
     "egress_guard_mod",
     "make_manifest_mod",
     "manifest_mod",
+    "refuse",
     "usage_receipt_mod",
 ]
 
@@ -93,6 +101,55 @@ def _action(msg: Message) -> str:
 def _error(msg: Message, code: int, reason: str) -> Message:
     log.warning("node refused %s: [%d] %s", msg.metadata.message_type, code, reason)
     return Message(Error(code=code, reason=reason), reply_to=msg)
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def refuse(
+    msg: Message,
+    code: int,
+    rule: str,
+    counts: Mapping[str, int | float] | None = None,
+    *,
+    request: VerifiedRequest | None = None,
+) -> Message:
+    """A policy refusal: ``<ERR name>: <rule> <counts> receipt=<signed receipt>``.
+
+    The node signs a receipt with ``refusal = rule`` and nothing used or read, so
+    the refusal is on record under the node's key wherever the reason is kept.
+    """
+    req = request or current_request()
+    manifest = req.manifest
+    name = next((k for k, v in vars(ERR).items() if v == code and k.isupper()), "POLICY_REFUSED")
+    parts = [f"{name}: {rule}"] if name != rule else [name]
+    parts += [
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={int(v)}"
+        for k, v in (counts or {}).items()
+    ]
+    if manifest is not None:
+        empty = merchant_ids_hash([], key=hash_key(req.node.state_dir))
+        receipt = UsageReceipt(
+            job_id=manifest.job_id,
+            round=manifest.round,
+            data_provider=req.node.isv_id,
+            action=req.action,
+            rows_used=0,
+            merchants_used=0,
+            merchants_hash=empty,
+            rows_read=0,
+            merchants_read=0,
+            merchants_read_hash=empty,
+            manifest_root=manifest.root,
+            epsilon_spent=0.0,
+            delta=0.0,
+            issued_at=_stamp(),
+            refusal=rule,
+        )
+        parts.append("receipt=" + sign_receipt(receipt, req.node.signing_key()).decode("ascii"))
+    log.warning("node refused %s: %s %s", msg.metadata.message_type, rule, dict(counts or {}))
+    return Message(Error(code=code, reason=" ".join(parts)), reply_to=msg)
 
 
 def make_manifest_mod(
@@ -174,7 +231,33 @@ def make_manifest_mod(
                 f"ENTRY_INVALID: {len(stale)} entries outside their consent window, "
                 f"{len(bad_range)} with an empty data range",
             )
-        with bind(request=VerifiedRequest(node=node, manifest=manifest, action=action)):
+        request = VerifiedRequest(node=node, manifest=manifest, action=action)
+        try:
+            policy = node.node_policy()
+            unapproved = (
+                node.approvals(policy).unmatched(manifest, manifest.entries)
+                if policy.require_approval
+                else 0
+            )
+        except (FederationError, OSError, ValueError) as exc:
+            return _error(msg, ERR.NODE_FAILURE, f"BAD_POLICY: {exc}")
+        refusal = check_request(
+            policy,
+            purpose=manifest.purpose,
+            spec=str(cfg.get(KEY_SPEC, "")),
+            arch=str(cfg.get(KEY_ARCH, "")),
+            categories=manifest.categories,
+            dp_epsilon=float(cfg.get(KEY_DP_EPSILON, 0.0)),  # type: ignore[arg-type]
+            dp_delta=float(cfg.get(KEY_DP_DELTA, 0.0)),  # type: ignore[arg-type]
+            unapproved=unapproved,
+        )
+        if refusal is not None:
+            rule, counts = refusal
+            code = (
+                ERR.CONSENT_NOT_APPROVED if rule == "CONSENT_NOT_APPROVED" else ERR.POLICY_REFUSED
+            )
+            return refuse(msg, code, rule, counts, request=request)
+        with bind(request=replace(request, policy=policy)):
             return call_next(msg, ctx)
 
     return manifest_mod
@@ -183,9 +266,9 @@ def make_manifest_mod(
 manifest_mod = make_manifest_mod()
 
 
-def _scalar_metrics_ok(record: MetricRecord) -> str | None:
+def _scalar_metrics_ok(record: MetricRecord, allowed: frozenset[str]) -> str | None:
     for key, value in record.items():
-        if key not in ALLOWED_METRIC_KEYS:
+        if key not in allowed:
             return f"metric {key!r} is not whitelisted"
         if isinstance(value, list):
             return f"metric {key!r} is a list (per-row data is never sent)"
@@ -219,7 +302,12 @@ def _egress_problem(msg: Message, reply: Message, request: VerifiedRequest) -> s
     for key, record in content.items():
         if key not in allowed or not isinstance(record, allowed[key]):
             return f"record {key!r} ({type(record).__name__}) is not allowed in a {action} reply"
-    if METRICS_KEY in content and (p := _scalar_metrics_ok(content.metric_records[METRICS_KEY])):
+    allowed_metrics = ALLOWED_METRIC_KEYS
+    if request.policy is not None:  # the count and ε are the accounting: always allowed
+        listed = {*request.policy.allowed_metrics, NUM_EXAMPLES, "epsilon", "delta"}
+        allowed_metrics = allowed_metrics & frozenset(listed)
+    metrics = content.metric_records.get(METRICS_KEY)
+    if metrics is not None and (p := _scalar_metrics_ok(metrics, allowed_metrics)):
         return p
     if RECEIPT_KEY in content:
         rec = content.config_records[RECEIPT_KEY]
@@ -247,22 +335,16 @@ def _integral(x: float) -> bool:
 
 
 def _sketch_problem(record: ArrayRecord, request: VerifiedRequest) -> str | None:
-    """A sketch leaves only as k-anonymous bucket means of the job's declared features.
+    """A sketch leaves only as a DP histogram of the job's features on the public grid.
 
     Independent of the handler, the guard parses the reply with
-    :meth:`QuantileSketch.from_arrays` (key grammar, four complete parts per
-    column, a valid point budget) and then requires:
-
-    * at most ``4 x features + 1`` arrays, every column one of the manifest's
-      declared features, keys numbered ``0000``… in order (nothing in a name);
-    * per column at most ``cohort // k`` points, each weighing ``k`` rows or more,
-      and counts (``missing``, ``suppressed``, total) that are whole numbers of
-      rows no larger than the manifest's cohort;
-    * a point budget no larger than :data:`DEFAULT_SKETCH_SIZE`.
+    :meth:`QuantileSketch.from_arrays` (key grammar, four parts per column) and
+    requires: at most ``4 x features + 1`` arrays, every column a declared
+    feature, keys numbered in order, the grid's point budget, every point a value
+    of :data:`federation.node.PUBLIC_GRID` (so no point can be a row's value or a
+    mean of rows) and whole, non-negative counts.
     """
-    k = DEFAULT_MIN_BUCKET_ROWS
     manifest = request.manifest
-    cohort = len(manifest.entries) if manifest is not None else 0
     features = erp_fields_for(manifest.categories) if manifest is not None else []
     if len(record) > 4 * len(features) + 1:
         return (
@@ -285,19 +367,16 @@ def _sketch_problem(record: ArrayRecord, request: VerifiedRequest) -> str | None
     canonical = sketch.to_arrays()
     if set(canonical) != set(arrays):
         return "sketch array names are not the canonical 0000:<feature>:<part> sequence"
-    if sketch.size > DEFAULT_SKETCH_SIZE:
-        return f"sketch point budget {sketch.size} exceeds {DEFAULT_SKETCH_SIZE}"
+    if sketch.size != SKETCH_SIZE:
+        return f"sketch point budget {sketch.size} is not the public grid's {SKETCH_SIZE}"
+    grid = set(PUBLIC_GRID.tolist())
     for key, values in canonical.items():
-        if key.endswith(":values") and values.size > cohort // k:
-            return f"sketch array {key!r} has {values.size} points for {cohort} merchants (k={k})"
-        if key.endswith(":weights") and values.size and float(values.min()) < k:
-            return f"sketch array {key!r} has a point aggregating fewer than {k} rows"
-        if key.endswith((":missing", ":suppressed")) and not _integral(float(values[0])):
-            return f"sketch count {key!r} is not a whole number of rows"
-    for col in sketch.columns:
-        total = sketch.count(col)
-        if not _integral(total) or total > cohort:
-            return f"sketch column {col!r} counts {total} rows for {cohort} merchants"
+        if key.endswith(":values") and not set(values.tolist()) <= grid:
+            return f"sketch array {key!r} has points off the public grid"
+        if key.endswith((":weights", ":missing", ":suppressed")) and not all(
+            _integral(float(v)) for v in values
+        ):
+            return f"sketch counts {key!r} are not whole numbers of rows"
     return None
 
 
@@ -352,6 +431,7 @@ def usage_receipt_mod(msg: Message, ctx: Context, call_next: CallNext) -> Messag
         return _error(msg, ERR.NODE_FAILURE, "handler used rows it did not record reading")
     if not read <= {e.merchant_id for e in manifest.entries}:
         return _error(msg, ERR.NODE_FAILURE, "handler read merchants outside its manifest")
+    key = hash_key(request.node.state_dir)  # keyed: no one without it can test guesses
     receipt = UsageReceipt(
         job_id=manifest.job_id,
         round=manifest.round,
@@ -359,14 +439,15 @@ def usage_receipt_mod(msg: Message, ctx: Context, call_next: CallNext) -> Messag
         action=request.action,
         rows_used=usage.rows_used,
         merchants_used=len(set(usage.merchant_ids)),
-        merchants_hash=merchant_ids_hash(usage.merchant_ids),
+        merchants_hash=merchant_ids_hash(usage.merchant_ids, key=key),
         rows_read=usage.rows_read,
         merchants_read=len(set(usage.read_ids)),
-        merchants_read_hash=merchant_ids_hash(usage.read_ids),
+        merchants_read_hash=merchant_ids_hash(usage.read_ids, key=key),
         manifest_root=manifest.root,
         epsilon_spent=usage.epsilon,
         delta=usage.delta,
-        issued_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        issued_at=_stamp(),
+        aggregation="secagg+" if request.action == "train" and secagg_active() else "",
     )
     token = sign_receipt(receipt, request.node.signing_key())
     reply.content[RECEIPT_KEY] = ConfigRecord({KEY_RECEIPT: token})

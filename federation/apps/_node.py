@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from consent import CohortManifest, ManifestEntry, ManifestReplayGuard
 
 from ..data import Connector, RowSelection, load_mapping, make_connector
+from ..node import ApprovalRegister, ModelRegister, NodePolicy, load_policy
 from ..schema import AS_OF, MERCHANT_ID, erp_fields_for
 
 __all__ = [
@@ -52,10 +53,14 @@ NODE_CONFIG_KEYS = ("isv-id", "erp-path", "node-key", "gateway-key", "state-dir"
 """Keys a SuperNode's ``--node-config`` must carry (deployment runtime); a ``sql``
 connector needs ``erp-url`` and ``erp-table`` instead of ``erp-path``."""
 
-OPTIONAL_NODE_CONFIG_KEYS = ("erp-connector", "erp-mapping", "erp-url", "erp-table")
+OPTIONAL_NODE_CONFIG_KEYS = (
+    "erp-connector", "erp-mapping", "erp-url", "erp-table", "node-policy"
+)
 """``erp-connector``: ``csv``, ``parquet`` or ``sql`` (default: from ``erp-path``'s
 suffix); ``erp-mapping``: a column-mapping TOML; ``erp-url``/``erp-table``: the
-ISV database (SQLAlchemy URL) and table of a ``sql`` connector."""
+ISV database (SQLAlchemy URL) and table of a ``sql`` connector; ``node-policy``: the
+ISV's node TOML whose ``[policy]`` table is the node's privacy policy
+(:class:`federation.node.NodePolicy`; safe defaults without one)."""
 
 SIM_NODES_KEY = "sim-nodes"
 """Run-config key: JSON file listing one node config per simulated partition."""
@@ -103,6 +108,9 @@ class NodeConfig:
         SQLAlchemy URL of the ISV database (``sql``); hidden from ``repr``.
     erp_table : str | None, default None
         The ERP table (``sql``).
+    policy : Path | None, default None
+        The node TOML holding the ``[policy]`` table (node-config ``node-policy``);
+        ``None``: :data:`federation.node.SAFE_DEFAULTS`.
     """
 
     isv_id: str
@@ -114,6 +122,7 @@ class NodeConfig:
     mapping: Path | None = None
     erp_url: str | None = field(default=None, repr=False)
     erp_table: str | None = None
+    policy: Path | None = None
 
     def __post_init__(self) -> None:
         if self.connector not in ("", "csv", "parquet", "sql"):
@@ -141,6 +150,7 @@ class NodeConfig:
 
         erp_path = opt("erp-path")
         mapping = opt("erp-mapping")
+        policy = opt("node-policy")
         return cls(
             isv_id=str(cfg["isv-id"]),
             erp_path=Path(erp_path) if erp_path else None,
@@ -151,6 +161,7 @@ class NodeConfig:
             mapping=Path(mapping) if mapping else None,
             erp_url=opt("erp-url"),
             erp_table=opt("erp-table"),
+            policy=Path(policy) if policy else None,
         )
 
     def to_mapping(self) -> dict[str, str]:
@@ -168,6 +179,7 @@ class NodeConfig:
             ("erp-mapping", str(self.mapping) if self.mapping else ""),
             ("erp-url", self.erp_url or ""),
             ("erp-table", self.erp_table or ""),
+            ("node-policy", str(self.policy) if self.policy else ""),
         ):
             if value:
                 out[key] = value
@@ -222,6 +234,25 @@ class NodeConfig:
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         return ManifestReplayGuard(self.state_dir / "manifests.jsonl")
+
+    def node_policy(self) -> NodePolicy:
+        """The node's privacy policy (``FederationError`` ``BAD_POLICY`` if unreadable)."""
+        return load_policy(self.policy)
+
+    def approvals(self, policy: NodePolicy) -> ApprovalRegister:
+        """The node's register of merchant approvals (countersigned with the node key)."""
+        from ..receipts import hash_key
+
+        path = Path(policy.approvals)
+        return ApprovalRegister(
+            path if path.is_absolute() else self.state_dir / path,
+            self.signing_key(),
+            hash_key(self.state_dir),
+        )
+
+    def model_register(self) -> ModelRegister:
+        """Hashes of the global models and encoders this node received in training jobs."""
+        return ModelRegister(self.state_dir / "models.jsonl")
 
     @property
     def privacy_ledger_path(self) -> Path:

@@ -15,9 +15,18 @@ from dataclasses import dataclass, field
 
 from consent import CohortManifest
 
+from ..node import NodePolicy
 from ._node import NodeConfig
 
-__all__ = ["VerifiedRequest", "Usage", "current_request", "current_usage", "bind"]
+__all__ = [
+    "VerifiedRequest",
+    "Usage",
+    "current_request",
+    "current_usage",
+    "bind",
+    "secagg_active",
+    "secagg_scope",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +36,7 @@ class VerifiedRequest:
     node: NodeConfig
     manifest: CohortManifest | None  # None only for the identification handshake
     action: str  # "train", "evaluate", "query.sketch", "query.score", "query.identify"
+    policy: NodePolicy | None = None  # the node's own policy (None only for identify)
 
 
 @dataclass(slots=True)
@@ -67,6 +77,22 @@ class Usage:
 
 _request: ContextVar[VerifiedRequest | None] = ContextVar("fedgate_request", default=None)
 _usage: ContextVar[Usage | None] = ContextVar("fedgate_usage", default=None)
+_secagg: ContextVar[bool] = ContextVar("fedgate_secagg", default=False)
+
+
+def secagg_active() -> bool:
+    """Is the current call inside Flower's SecAgg+ mod (the update leaves masked)?"""
+    return _secagg.get()
+
+
+@contextmanager
+def secagg_scope() -> Iterator[None]:
+    """Mark the calls made inside SecAgg+'s mod (the node signs it into its receipt)."""
+    token = _secagg.set(True)
+    try:
+        yield
+    finally:
+        _secagg.reset(token)
 
 
 def current_request() -> VerifiedRequest:

@@ -52,12 +52,14 @@ from flwr.serverapp import Grid
 from ._keys import (
     ARRAYS_KEY,
     ENCODER_KEY,
+    ERR,
     JOB_KEY,
     KEY_RECEIPT,
     METRICS_KEY,
     NUM_EXAMPLES,
     RECEIPT_KEY,
 )
+from ._request import secagg_scope
 from ._strategy import ManifestFn, RoundConfigs, RoundLog
 
 __all__ = ["secagg_mod", "legacy_bridge_mod", "run_secagg_rounds", "TokenCheck"]
@@ -75,7 +77,8 @@ CallNext = Callable[[Message, Context], Message]
 def secagg_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:
     """Flower's ``secaggplus_mod`` for SecAgg+ protocol messages; everything else passes."""
     if RECORD_KEY_CONFIGS in msg.content.config_records:
-        return secaggplus_mod(msg, ctx, call_next)
+        with secagg_scope():
+            return secaggplus_mod(msg, ctx, call_next)
     return call_next(msg, ctx)
 
 
@@ -222,7 +225,12 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         self, rnd: int, action: str, results: list[tuple[ClientProxy, Any]], failures: list[Any]
     ) -> dict[str, dict[str, float]]:
         rlog = self._log(rnd)
-        rlog.failures.extend(f"{action}: {f!r}" for f in failures)
+        for f in failures:
+            err = f.args[0] if isinstance(f, Exception) and f.args else None
+            if action == "evaluate" and getattr(err, "code", None) == ERR.NO_DATA:
+                rlog.skipped.append(f"{action}: {err.reason}")  # type: ignore[union-attr]
+            else:
+                rlog.failures.append(f"{action}: {f!r}")
         per_node: dict[str, dict[str, float]] = {}
         for proxy, res in results:
             isv = self.nodes.get(proxy.node_id, f"node-{proxy.node_id}")

@@ -13,6 +13,7 @@ those per partition.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -26,10 +27,22 @@ from flwr.clientapp import ClientApp
 from consent import ManifestEntry
 
 from .._errors import BudgetExceeded, DataError
-from ..dp import PrivacyLedger, round_noise, train_dp_sgd
-from ..features import BinEncoder, QuantileSketch
+from ..dp import PrivacyLedger, epsilon_of, noise_for_budget, round_noise, train_dp_sgd
+from ..features import BinEncoder
 from ..metrics import auc, brier, ks
 from ..models import build_g_erp, get_weights, predict_proba, set_weights, train_local
+from ..node import (
+    NodePolicy,
+    dp_sketch,
+    encoder_hash,
+    encoder_problem,
+    error_guard_mod,
+    node_budget,
+    node_seed,
+    numpy_generator,
+    torch_generator,
+    weights_hash,
+)
 from ..schema import MERCHANT_ID
 from ..specs import DPBudget
 from ._keys import (
@@ -50,14 +63,13 @@ from ._keys import (
     KEY_HIDDEN,
     KEY_HOLDOUT_BUCKETS,
     KEY_ISV_ID,
-    KEY_LIFETIME_EPSILON,
+    KEY_JOB_ID,
     KEY_LR,
     KEY_MERCHANT_IDS,
     KEY_NONCE,
     KEY_PROXIMAL_MU,
     KEY_ROUND,
     KEY_ROUNDS,
-    KEY_SEED,
     KEY_SIGNATURE,
     METRICS_KEY,
     NUM_EXAMPLES,
@@ -65,12 +77,14 @@ from ._keys import (
     SCORES_KEY,
     SKETCH_KEY,
 )
-from ._mods import egress_guard_mod, make_manifest_mod, manifest_mod, usage_receipt_mod
+from ._mods import egress_guard_mod, make_manifest_mod, manifest_mod, refuse, usage_receipt_mod
 from ._node import HOLDOUT_BUCKETS, Cohort, is_holdout, label_vector, load_cohort
 from ._request import current_request, current_usage
 from ._secagg import legacy_bridge_mod, secagg_mod
 
 __all__ = ["app", "identify_payload", "build_client_app"]
+
+log = logging.getLogger("fedgate.node")
 
 
 def identify_payload(nonce: bytes, isv_id: str) -> bytes:
@@ -98,7 +112,9 @@ def _data_errors(handler: Handler) -> Handler:
         try:
             return handler(msg, ctx)
         except DataError as exc:
-            return _error(msg, ERR.NODE_FAILURE, f"{exc.code}: {exc}")
+            # The text may hold a raw cell or merchant ids: it stays in the node's log.
+            log.warning("ERP data error (node log only): %s: %s", exc.code, exc)
+            return _error(msg, ERR.NODE_FAILURE, f"DATA_ERROR: {exc.code}")
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
@@ -129,22 +145,72 @@ def _model(msg: Message, n_inputs: int) -> torch.nn.Module:
     return model
 
 
+def _model_hashes(msg: Message) -> tuple[str, str]:
+    """Hashes of the message's global model and encoder (what the model register keeps)."""
+    cfg = msg.content.config_records[JOB_KEY]
+    weights = msg.content.array_records[ARRAYS_KEY].to_numpy_ndarrays()
+    enc = {k: v.numpy() for k, v in msg.content.array_records[ENCODER_KEY].items()}
+    return weights_hash(str(cfg[KEY_ARCH]), weights), encoder_hash(enc)
+
+
 def _labelled(cohort: Cohort) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """The cohort (read with a labelled selection), its labels and its merchant ids."""
     part = cohort.frame
     return part, label_vector(cohort, part), [str(m) for m in part[MERCHANT_ID]]
 
 
+def _policy() -> NodePolicy:
+    policy = current_request().policy
+    assert policy is not None, "the manifest mod binds the node policy"
+    return policy
+
+
 def _budget(cfg: ConfigRecord) -> DPBudget | None:
-    eps = float(cfg[KEY_DP_EPSILON])  # type: ignore[arg-type]
-    if eps <= 0:
-        return None
-    return DPBudget(
-        epsilon=eps,
-        delta=float(cfg[KEY_DP_DELTA]),  # type: ignore[arg-type]
+    """The DP budget the node enforces: the message's ε/δ capped by policy, policy's lifetime."""
+    return node_budget(
+        _policy(),
+        dp_epsilon=float(cfg[KEY_DP_EPSILON]),  # type: ignore[arg-type]
+        dp_delta=float(cfg[KEY_DP_DELTA]),  # type: ignore[arg-type]
         max_grad_norm=float(cfg[KEY_DP_MAX_GRAD_NORM]),  # type: ignore[arg-type]
-        lifetime_epsilon=float(cfg[KEY_LIFETIME_EPSILON]),  # type: ignore[arg-type]
     )
+
+
+def _only(cohort_frame: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
+    keep = set(ids)
+    return cohort_frame[cohort_frame[MERCHANT_ID].astype(str).isin(keep)].reset_index(drop=True)
+
+
+def _check_encoder(msg: Message, cohort: Cohort) -> tuple[BinEncoder | None, Message | None]:
+    """The message's encoder if the policy accepts it, else a refusal."""
+    encoder = _encoder(msg, cohort)
+    problem = encoder_problem(encoder, cohort.features, _policy().max_bins)
+    if problem is not None:
+        return None, refuse(msg, ERR.POLICY_REFUSED, problem)
+    return encoder, None
+
+
+def _noisy_metrics(
+    y: np.ndarray, p: np.ndarray, sigma: float, rng: np.random.Generator
+) -> dict[str, float]:
+    """AUC, KS, Brier and the count, each with Gaussian noise scaled to its sensitivity.
+
+    Adding or removing one held-out merchant moves AUC and KS by at most
+    ``1 / min(n_pos, n_neg)``, Brier by at most ``1 / n`` and the count by 1; the
+    four values scaled by those bounds form a vector of L2 sensitivity 2, so noise
+    of ``sigma · 2 · bound`` each makes the release the Gaussian mechanism with
+    multiplier ``sigma``. (The bounds use the node's own class counts.)
+    """
+    n = len(y)
+    n_min = max(1, int(min(y.sum(), n - y.sum())))
+    scale = 2.0 * sigma
+    out = {
+        "auc": float(auc(y, p)) + rng.normal(0, scale / n_min),
+        "ks": float(ks(y, p)) + rng.normal(0, scale / n_min),
+        "brier": float(brier(y, p)) + rng.normal(0, scale / n),
+    }
+    clipped = {k: float(np.clip(v, 0.0, 1.0)) for k, v in out.items()}
+    clipped[NUM_EXAMPLES] = float(max(1, int(round(n + rng.normal(0, scale)))))
+    return clipped
 
 
 def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
@@ -159,8 +225,17 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     first = make_manifest_mod(run_config_defaults=run_config) if run_config else manifest_mod
     # SecAgg+ and its legacy-record bridge sit outside fedgate's three mods and pass every
     # other message through untouched, so handlers see one message shape either way.
+    # The error guard is outermost: every reply, errors and exceptions of any mod below
+    # included, leaves as codes and counts only.
     client = ClientApp(
-        mods=[secagg_mod, legacy_bridge_mod, first, egress_guard_mod, usage_receipt_mod]
+        mods=[
+            error_guard_mod,
+            secagg_mod,
+            legacy_bridge_mod,
+            first,
+            egress_guard_mod,
+            usage_receipt_mod,
+        ]
     )
 
     @client.query(ACTION_IDENTIFY)
@@ -178,70 +253,129 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     @client.query(ACTION_SKETCH)
     @_data_errors
     def sketch(msg: Message, ctx: Context) -> Message:
-        """Mergeable quantile sketches of the cohort's consented features (never rows)."""
+        """A DP histogram of the cohort's features on the public grid (never rows or means)."""
+        req, policy = current_request(), _policy()
+        cfg = msg.content.config_records[JOB_KEY]
         cohort = _cohort()
-        if cohort.frame.empty:
-            return _error(msg, ERR.NO_DATA, "no consented rows at this node")
-        sk = QuantileSketch.from_frame(cohort.frame, list(cohort.features))
+        if len(cohort.frame) < policy.min_cohort:
+            return refuse(msg, ERR.POLICY_REFUSED, "MIN_COHORT", {"min": policy.min_cohort})
+        z = policy.sketch_noise_multiplier
+        budget = _budget(cfg)
+        if budget is None:  # a no-DP job (the policy allows it): the sketch is still DP
+            budget = DPBudget(
+                epsilon=epsilon_of([(z, 1.0, 1)], policy.delta) * (1 + 1e-9),
+                delta=policy.delta,
+                lifetime_epsilon=policy.max_epsilon_lifetime,
+            )
+        ledger = PrivacyLedger(req.node.privacy_ledger_path)
+        job_id = str(cfg[KEY_JOB_ID])
+        try:
+            admitted, _ = ledger.admit(
+                job_id=job_id,
+                budget=budget,
+                merchant_ids=cohort.merchant_ids,
+                lifetime_epsilon=policy.max_epsilon_lifetime,
+                dry_run=True,
+            )
+            if len(admitted) < policy.min_cohort:
+                return refuse(msg, ERR.POLICY_REFUSED, "MIN_COHORT", {"min": policy.min_cohort})
+            admitted, _ = ledger.admit(
+                job_id=job_id,
+                budget=budget,
+                merchant_ids=admitted,
+                lifetime_epsilon=policy.max_epsilon_lifetime,
+            )
+        except BudgetExceeded:
+            return refuse(msg, ERR.BUDGET_EXCEEDED, "BUDGET_EXCEEDED")
+        frame = _only(cohort.frame, admitted)
+        sk = dp_sketch(
+            frame, list(cohort.features), noise_multiplier=z, rng=numpy_generator(policy, 1)
+        )
+        epsilon = ledger.record(job_id, [(z, 1.0, 1)], streams=("train", "eval"))
         current_usage().record(
-            rows_used=len(cohort.frame),
-            merchant_ids=cohort.merchant_ids,
-            epsilon=0.0,
-            delta=0.0,
+            rows_used=len(frame),
+            merchant_ids=admitted,
+            epsilon=epsilon,
+            delta=budget.delta,
             rows_read=cohort.rows_read,
             read_ids=cohort.merchant_ids,
         )
         arrays = ArrayRecord({k: _array(v) for k, v in sk.to_arrays().items()})
-        return Message(
-            RecordDict(
-                {SKETCH_KEY: arrays, METRICS_KEY: MetricRecord({NUM_EXAMPLES: len(cohort.frame)})}
-            ),
-            reply_to=msg,
-        )
+        return Message(RecordDict({SKETCH_KEY: arrays}), reply_to=msg)
 
     @client.train()
     @_data_errors
     def train(msg: Message, ctx: Context) -> Message:
-        """Local training (DP-SGD when the job has a budget) from the global weights."""
+        """Local training (DP-SGD unless the node's policy allows a job without it)."""
         torch.set_num_threads(1)
-        req = current_request()
+        req, policy = current_request(), _policy()
         cfg = msg.content.config_records[JOB_KEY]
+        job_id = str(cfg[KEY_JOB_ID])
         # Read only what training uses: labelled merchants outside the held-out fifth.
         cohort = _cohort(_split(msg, held_out=False))
-        part, y, ids = _labelled(cohort)
-        if len(part) == 0:
-            return _error(msg, ERR.NO_DATA, "no labelled consented rows to train on")
-        X = _encoder(msg, cohort).transform(part)
-        model = _model(msg, X.shape[1])
+        encoder, refusal = _check_encoder(msg, cohort)
+        if refusal is not None:
+            return refusal
+        assert encoder is not None
         budget = _budget(cfg)
-        job_id = str(cfg["job-id"])
-        common = dict(
-            epochs=int(cfg[KEY_EPOCHS]),  # type: ignore[arg-type]
-            batch_size=int(cfg[KEY_BATCH_SIZE]),  # type: ignore[arg-type]
-            lr=float(cfg[KEY_LR]),  # type: ignore[arg-type]
-            proximal_mu=float(cfg[KEY_PROXIMAL_MU]),  # type: ignore[arg-type]
-            seed=int(cfg[KEY_SEED]) + int(cfg[KEY_ROUND]),  # type: ignore[arg-type]
-        )
-        epsilon, delta = 0.0, 0.0
-        if budget is None:
-            loss = train_local(model, X, y, **common)  # type: ignore[arg-type]
-        else:
-            ledger = PrivacyLedger(req.node.privacy_ledger_path)
-            try:
-                # Refuse before touching the optimiser, and charge nobody for a refused job:
-                # first size the noise for the rounds left (pure; refuses when no noise can
-                # cover them), then reserve every merchant's lifetime ε, then train.
+        ledger = PrivacyLedger(req.node.privacy_ledger_path)
+        ids_all = [str(m) for m in cohort.frame[MERCHANT_ID]]
+        try:
+            admitted = ids_all
+            if budget is not None:  # who this round may use: spent merchants sit it out
+                admitted, _ = ledger.admit(
+                    job_id=job_id,
+                    budget=budget,
+                    merchant_ids=ids_all,
+                    lifetime_epsilon=policy.max_epsilon_lifetime,
+                    dry_run=True,
+                )
+            if len(admitted) < policy.min_cohort:
+                return refuse(msg, ERR.POLICY_REFUSED, "MIN_COHORT", {"min": policy.min_cohort})
+            part = _only(cohort.frame, admitted)
+            y, ids = label_vector(cohort, part), [str(m) for m in part[MERCHANT_ID]]
+            X = encoder.transform(part)
+            model = _model(msg, X.shape[1])
+            common = dict(
+                epochs=int(cfg[KEY_EPOCHS]),  # type: ignore[arg-type]
+                batch_size=int(cfg[KEY_BATCH_SIZE]),  # type: ignore[arg-type]
+                lr=float(cfg[KEY_LR]),  # type: ignore[arg-type]
+                proximal_mu=float(cfg[KEY_PROXIMAL_MU]),  # type: ignore[arg-type]
+            )
+            epsilon, delta = 0.0, 0.0
+            generator = torch_generator(policy, int(cfg[KEY_ROUND]))  # type: ignore[arg-type]
+            if budget is None:
+                train_local(model, X, y, seed=node_seed(policy), **common)  # type: ignore[arg-type]
+            else:
+                # Refuse before touching the optimiser, and charge nobody for a refused
+                # round: size the noise for the rounds left (pure; refuses when none can
+                # cover them), then charge the admitted merchants, then train.
                 rounds_left = int(cfg[KEY_ROUNDS]) - int(cfg[KEY_ROUND]) + 1  # type: ignore[arg-type]
                 history = ledger.job_history(job_id)
-                sigma = round_noise(
-                    len(part),
-                    epochs=common["epochs"],  # type: ignore[arg-type]
-                    batch_size=common["batch_size"],  # type: ignore[arg-type]
-                    budget=budget,
-                    history=history,
-                    rounds_left=rounds_left,
+                sigma = max(
+                    policy.min_noise_multiplier,
+                    round_noise(
+                        len(part),
+                        epochs=common["epochs"],  # type: ignore[arg-type]
+                        batch_size=common["batch_size"],  # type: ignore[arg-type]
+                        budget=budget,
+                        history=history,
+                        rounds_left=rounds_left,
+                    ),
                 )
-                ledger.reserve(job_id=job_id, budget=budget, merchant_ids=ids)
+                ids, _ = ledger.admit(
+                    job_id=job_id,
+                    budget=budget,
+                    merchant_ids=ids,
+                    lifetime_epsilon=policy.max_epsilon_lifetime,
+                )
+                if len(ids) < len(part):  # another job spent someone since the dry run
+                    if len(ids) < policy.min_cohort:
+                        return refuse(
+                            msg, ERR.POLICY_REFUSED, "MIN_COHORT", {"min": policy.min_cohort}
+                        )
+                    part = _only(part, ids)
+                    y, X = label_vector(cohort, part), encoder.transform(part)
                 result = train_dp_sgd(
                     model,
                     X,
@@ -250,13 +384,17 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
                     history=history,
                     rounds_left=rounds_left,
                     noise_multiplier=sigma,
+                    generator=generator,
                     **common,  # type: ignore[arg-type]
                 )
-            except BudgetExceeded as exc:
-                return _error(msg, ERR.BUDGET_EXCEEDED, f"BUDGET_EXCEEDED: {exc}")
-            epsilon = ledger.record(job_id, result.steps)
-            delta = budget.delta
-            loss = result.loss
+                epsilon = ledger.record(job_id, result.steps)
+                delta = budget.delta
+        except BudgetExceeded:
+            return refuse(msg, ERR.BUDGET_EXCEEDED, "BUDGET_EXCEEDED")
+        model_hash, enc_hash = _model_hashes(msg)
+        req.node.model_register().record(
+            job_id=job_id, action="train", model=model_hash, encoder=enc_hash
+        )
         current_usage().record(
             rows_used=len(part),
             merchant_ids=ids,
@@ -273,58 +411,97 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
                 for k, w in zip(sent.keys(), weights, strict=True)
             }
         )
-        metrics = MetricRecord(
-            {NUM_EXAMPLES: len(part), "train-loss": float(loss), "epsilon": epsilon, "delta": delta}
-        )
+        # No training loss: on a small cohort it is a function of a few rows.
+        metrics = MetricRecord({NUM_EXAMPLES: len(part), "epsilon": epsilon, "delta": delta})
         return Message(RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: metrics}), reply_to=msg)
 
     @client.evaluate()
     @_data_errors
     def evaluate(msg: Message, ctx: Context) -> Message:
-        """AUC, KS and Brier of the global model on this node's held-out merchants."""
+        """Noisy AUC, KS and Brier of the global model on this node's held-out merchants."""
         torch.set_num_threads(1)
-        cohort = _cohort(_split(msg, held_out=True))  # only labelled held-out merchants
-        part, y, ids = _labelled(cohort)
-        if len(part) == 0 or y.min() == y.max():
-            return _error(msg, ERR.NO_DATA, "held-out merchants lack both classes")
-        X = _encoder(msg, cohort).transform(part)
-        p = predict_proba(_model(msg, X.shape[1]), X)
+        req, policy = current_request(), _policy()
         cfg = msg.content.config_records[JOB_KEY]
+        job_id = str(cfg[KEY_JOB_ID])
+        cohort = _cohort(_split(msg, held_out=True))  # labelled held-out merchants only
+        encoder, refusal = _check_encoder(msg, cohort)
+        if refusal is not None:
+            return refusal
+        assert encoder is not None
+        registry = req.node.model_register()
+        if job_id not in registry.trained_jobs():
+            return refuse(msg, ERR.MODEL_UNKNOWN, "MODEL_UNKNOWN")
+        model_hash, enc_hash = _model_hashes(msg)
+        registry.record(job_id=job_id, action="evaluate", model=model_hash, encoder=enc_hash)
+        part, y, ids = _labelled(cohort)
+        if len(part) < policy.min_score_cohort or np.unique(y).size < 2:
+            # NO_DATA: a fact about the node's held-out merchants, the job goes on.
+            return refuse(msg, ERR.NO_DATA, "MIN_COHORT", {"min": policy.min_score_cohort})
         budget = _budget(cfg)
-        req = current_request()
-        eps = 0.0
+        ledger = PrivacyLedger(req.node.privacy_ledger_path)
+        sigma = policy.eval_noise_multiplier
+        eps, delta = 0.0, 0.0
         if budget is not None:
-            eps = PrivacyLedger(req.node.privacy_ledger_path).job_epsilon(
-                str(cfg["job-id"]), budget.delta
-            )
+            try:
+                ids, _ = ledger.admit(
+                    job_id=job_id,
+                    budget=budget,
+                    merchant_ids=ids,
+                    lifetime_epsilon=policy.max_epsilon_lifetime,
+                )
+                rounds_left = int(cfg[KEY_ROUNDS]) - int(cfg[KEY_ROUND]) + 1  # type: ignore[arg-type]
+                sigma = max(
+                    sigma,
+                    noise_for_budget(
+                        ledger.job_history(job_id, "eval"),
+                        target_epsilon=budget.epsilon,
+                        delta=budget.delta,
+                        sample_rate=1.0,
+                        steps=max(rounds_left, 1),
+                    ),
+                )
+            except BudgetExceeded:
+                return refuse(msg, ERR.BUDGET_EXCEEDED, "BUDGET_EXCEEDED")
+            part = _only(part, ids)
+            y = label_vector(cohort, part)
+            if len(part) < policy.min_score_cohort or np.unique(y).size < 2:
+                return refuse(msg, ERR.NO_DATA, "MIN_COHORT", {"min": policy.min_score_cohort})
+            eps = ledger.record(job_id, [(sigma, 1.0, 1)], streams=("eval",))
+            delta = budget.delta
+        X = encoder.transform(part)
+        p = predict_proba(_model(msg, X.shape[1]), X)
+        values = _noisy_metrics(y, p, sigma, numpy_generator(policy, 2))
         current_usage().record(
             rows_used=len(part),
             merchant_ids=ids,
             epsilon=eps,
-            delta=budget.delta if budget else 0.0,
+            delta=delta,
             rows_read=cohort.rows_read,
             read_ids=cohort.merchant_ids,
         )
+        allowed = set(policy.allowed_metrics)
         metrics = MetricRecord(
-            {
-                NUM_EXAMPLES: len(part),
-                "auc": float(auc(y, p)),
-                "ks": float(ks(y, p)),
-                "brier": float(brier(y, p)),
-                "n-pos": int(y.sum()),
-            }
+            {k: v for k, v in {**values, "epsilon": eps, "delta": delta}.items() if k in allowed}
         )
         return Message(RecordDict({METRICS_KEY: metrics}), reply_to=msg)
 
     @client.query(ACTION_SCORE)
     @_data_errors
     def score(msg: Message, ctx: Context) -> Message:
-        """Per-merchant g-scores for the merchants of a credit_scoring manifest."""
+        """Per-merchant g-scores, only with a model and encoder the node helped train."""
         torch.set_num_threads(1)
+        req, policy = current_request(), _policy()
+        model_hash, enc_hash = _model_hashes(msg)
+        if not req.node.model_register().known(model_hash, enc_hash):
+            return refuse(msg, ERR.MODEL_UNKNOWN, "MODEL_UNKNOWN")
         cohort = _cohort()
-        if cohort.frame.empty:
-            return _error(msg, ERR.NO_DATA, "no consented rows at this node")
-        X = _encoder(msg, cohort).transform(cohort.frame)
+        if len(cohort.frame) < policy.min_score_cohort:
+            return refuse(msg, ERR.POLICY_REFUSED, "MIN_COHORT", {"min": policy.min_score_cohort})
+        encoder, refusal = _check_encoder(msg, cohort)
+        if refusal is not None:
+            return refusal
+        assert encoder is not None
+        X = encoder.transform(cohort.frame)
         p = predict_proba(_model(msg, X.shape[1]), X).astype(np.float64)
         ids = [str(m) for m in cohort.frame[MERCHANT_ID]]
         current_usage().record(

@@ -88,8 +88,8 @@ from ._keys import (
     KEY_RECEIPT,
     KEY_ROUND,
     KEY_ROUNDS,
-    KEY_SEED,
     KEY_SIGNATURE,
+    KEY_SPEC,
     RECEIPT_KEY,
     SCORE_IDS_KEY,
     SCORES_KEY,
@@ -226,10 +226,13 @@ class ServerSettings:
         Seconds to wait for replies per round (and for nodes to connect).
     min_nodes : int, default 1
         Nodes to wait for before the job starts.
-    secagg : bool, default False
-        Aggregate training updates with SecAgg+ (FedAvg only).
-    secagg_num_shares, secagg_threshold : float, default 1.0, 0.67
-        SecAgg+ share fraction and reconstruction threshold fraction.
+    secagg : str, default "auto"
+        Aggregate training updates with SecAgg+ (FedAvg or FedProx): ``"auto"`` does
+        wherever three or more nodes join, ``"on"`` always, ``"off"`` never (run-config
+        ``secagg``: true/false/auto).
+    secagg_num_shares, secagg_threshold : float, default 0.0
+        SecAgg+ shares and reconstruction threshold (Flower's meaning: a count above 1,
+        else a fraction); ``0`` sizes both for the cohort (:func:`secagg_parameters`).
     privacy_account : Path | None, default None
         The platform's per-merchant lifetime ε account (run-config
         ``privacy-account``, :class:`~federation.lifetime.MerchantPrivacyAccount`).
@@ -252,9 +255,9 @@ class ServerSettings:
     seed: int = 0
     timeout: float = DEFAULT_TIMEOUT
     min_nodes: int = 1
-    secagg: bool = False
-    secagg_num_shares: float = 1.0
-    secagg_threshold: float = 0.67
+    secagg: str = "auto"
+    secagg_num_shares: float = 0.0
+    secagg_threshold: float = 0.0
     privacy_account: Path | None = None
     holdout_buckets: int = 5
 
@@ -286,9 +289,9 @@ class ServerSettings:
                 seed=int(rc.get("seed", 0)),
                 timeout=float(rc.get("timeout-s", DEFAULT_TIMEOUT)),
                 min_nodes=int(rc.get("min-nodes", 1)),
-                secagg=str(rc.get("secagg", "false")).lower() in ("1", "true", "yes"),
-                secagg_num_shares=float(rc.get("secagg-num-shares", 1.0)),
-                secagg_threshold=float(rc.get("secagg-threshold", 0.67)),
+                secagg=_secagg_mode(rc.get("secagg", "auto")),
+                secagg_num_shares=float(rc.get("secagg-num-shares", 0.0)),
+                secagg_threshold=float(rc.get("secagg-threshold", 0.0)),
                 privacy_account=opt_path(PRIVACY_ACCOUNT_KEY),
                 holdout_buckets=int(rc.get(KEY_HOLDOUT_BUCKETS, 5)),
             )
@@ -296,11 +299,43 @@ class ServerSettings:
             raise FederationError(f"run config lacks {exc}", code="BAD_CONFIG") from None
 
 
+def _secagg_mode(value: object) -> str:
+    text = str(value).lower()
+    if text in ("1", "true", "yes", "on"):
+        return "on"
+    if text in ("0", "false", "no", "off"):
+        return "off"
+    if text == "auto":
+        return "auto"
+    raise FederationError(f"secagg must be true, false or auto, got {value!r}", code="BAD_CONFIG")
+
+
+def secagg_parameters(n_nodes: int) -> tuple[int, int]:
+    """SecAgg+ shares and reconstruction threshold sized for ``n_nodes``.
+
+    Up to 10 nodes every node holds a share of every other's secrets (SecAgg); above,
+    each shares with ``2·⌈log2 n⌉ + 1`` neighbours (SecAgg+, Bell et al. 2020). The
+    threshold is ``⌈2/3⌉`` of the shares: more than half, so the server can never
+    reconstruct both a node's mask key and its self-mask, and one dropout in three
+    is survived.
+    """
+    import math
+
+    shares = n_nodes if n_nodes <= 10 else min(n_nodes, 2 * math.ceil(math.log2(n_nodes)) + 1)
+    return shares, max(2, math.ceil(2 * shares / 3))
+
+
 def _load_private(path: Path) -> Ed25519PrivateKey:
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise FederationError(f"{path} is not an Ed25519 private key", code="BAD_CONFIG")
     return key
+
+
+def _same_key(private: Ed25519PrivateKey, public_pem: Path) -> bool:
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    mine = private.public_key().public_bytes(*raw)
+    return load_public_key(public_pem).public_bytes(*raw) == mine
 
 
 def _load_node_keys(path: Path) -> dict[str, Ed25519PublicKey]:
@@ -419,6 +454,13 @@ class _Job:
     def __post_init__(self) -> None:
         s = self.settings
         self.gateway_key = _load_private(s.gateway_key)
+        if s.consent_key is not None and _same_key(self.gateway_key, s.consent_key):
+            # The coordinator signs manifests; consents are signed by the consent manager.
+            # One key for both would let the job coordinator mint the consents it needs.
+            raise FederationError(
+                "the consent manager's key must not be the job coordinator's (gateway) key",
+                code="BAD_CONFIG",
+            )
         self.node_keys = _load_node_keys(s.node_keys)
         self.engine, self.sessions = open_sessions(s.db_url)
         self.labels = LabelLookup(np.empty(0, dtype="S1"), np.empty(0, dtype=np.int8))
@@ -661,19 +703,40 @@ class _Job:
         def check(reply: Message, isv: str, server_round: int, action: str) -> str | None:
             return self.check_receipt(reply, isv, server_round, action, roots[(server_round, isv)])
 
-        if s.secagg:
-            final, rounds, masked = self._train_secagg(encoder, initial, manifest_for, roots)
+        use_secagg = s.secagg == "on" or (s.secagg == "auto" and len(self.nodes) >= 3)
+        if use_secagg:
+            shares, threshold = secagg_parameters(len(self.nodes))
+            final, rounds, _ = self._train_secagg(
+                encoder,
+                initial,
+                manifest_for,
+                roots,
+                num_shares=s.secagg_num_shares or shares,
+                threshold=s.secagg_threshold or threshold,
+            )
+            # Evidence the nodes signed, not the server's word: each node's train receipt
+            # says whether its update left through SecAgg+'s mod.
+            signed: dict[str, list[str]] = {}
+            for rc in self.receipts:
+                if rc["action"] == "train" and rc.get("aggregation") == "secagg+":
+                    signed.setdefault(str(rc["round"]), []).append(rc["data_provider"])
             self.aggregation = {
-                "strategy": "fedavg",
+                "strategy": spec.strategy,
                 "secure": "secagg+",
-                "num_shares": s.secagg_num_shares,
-                "reconstruction_threshold": s.secagg_threshold,
-                "masked_rounds": masked,
+                "num_shares": s.secagg_num_shares or shares,
+                "reconstruction_threshold": s.secagg_threshold or threshold,
+                "node_signed_rounds": {r: sorted(v) for r, v in sorted(signed.items())},
             }
-            if masked != list(range(1, spec.rounds + 1)):
+            if spec.strategy == "fedprox":
+                self.aggregation["proximal_mu"] = float(spec.proximal_mu)
+            unsigned = [
+                r for r in range(1, spec.rounds + 1)
+                if sorted(signed.get(str(r), [])) != sorted(rounds.get(r, {}).get("train", {}))
+            ]
+            if unsigned:
                 self.failures.append(
-                    f"SECAGG_NOT_APPLIED: only rounds {masked} of 1..{spec.rounds} were "
-                    "aggregated from SecAgg+'s masked sum"
+                    f"SECAGG_NOT_APPLIED: in rounds {unsigned} some node's signed receipt "
+                    "does not say its update was masked"
                 )
         else:
             inner = self.strategy()
@@ -735,15 +798,20 @@ class _Job:
         initial: ArrayRecord,
         manifest_for: Callable[[int, str], tuple[ConfigRecord, str, int]],
         roots: dict[tuple[int, str], str],
+        *,
+        num_shares: float,
+        threshold: float,
     ) -> tuple[ArrayRecord, dict[int, dict[str, Any]], list[int]]:
-        """The training rounds under SecAgg+ (Flower's legacy workflow, see ``secagg``)."""
+        """The training rounds under SecAgg+ (Flower's legacy workflow, see ``secagg``).
+
+        FedProx aggregates like FedAvg; its proximal term is applied at each node
+        (the job record carries ``proximal-mu``), so it runs under SecAgg+ unchanged.
+        """
         from ._secagg import run_secagg_rounds
 
         s = self.settings
         if self.context is None:
             raise FederationError("SecAgg+ needs the ServerApp context", code="BAD_CONFIG")
-        if s.spec.strategy != "fedavg":
-            raise FederationError("SecAgg+ runs FedAvg only", code="BAD_CONFIG")
         weights, logs, masked = run_secagg_rounds(
             self.grid,
             self.context,
@@ -756,8 +824,8 @@ class _Job:
             ),
             encoder=encoder.to_arrays(),
             on_round=self.on_round,
-            num_shares=s.secagg_num_shares,
-            reconstruction_threshold=s.secagg_threshold,
+            num_shares=num_shares,
+            reconstruction_threshold=threshold,
             timeout=s.timeout,
         )
         rounds = {
@@ -767,6 +835,7 @@ class _Job:
                 "failures": lg.failures,
                 "manifest_roots": lg.manifest_roots,
                 "merchants": lg.merchants,
+                "skipped": lg.skipped,
             }
             for r, lg in sorted(logs.items())
         }
@@ -932,7 +1001,12 @@ def record_receipt(
 def job_record(
     *, spec: ModelSpec, job_id: str, round: int, manifest: bytes, seed: int = 0
 ) -> ConfigRecord:
-    """The job record a node receives with every message: ids, signed manifest, settings."""
+    """The job record a node receives with every message: ids, signed manifest, settings.
+
+    ``seed`` seeds only the platform's own initial weights: no seed is sent, a node
+    draws its noise and sampling from its own CSPRNG.
+    """
+    del seed
     rc = spec_to_run_config(spec)
     return ConfigRecord(
         {
@@ -947,7 +1021,7 @@ def job_record(
             KEY_LR: spec.lr,
             KEY_PROXIMAL_MU: spec.proximal_mu,
             KEY_CATEGORIES: ",".join(spec.categories),
-            KEY_SEED: seed,
+            KEY_SPEC: spec.name,
             KEY_DP_EPSILON: float(rc["dp-epsilon"]),
             KEY_DP_DELTA: float(rc["dp-delta"]),
             KEY_DP_MAX_GRAD_NORM: float(rc["dp-max-grad-norm"]),

@@ -180,7 +180,12 @@ def run(
     ] = None,
     size: Annotated[int | None, typer.Option("--size", min=1, help="MLP hidden units.")] = None,
     strategy: Annotated[str | None, typer.Option("--strategy", help="fedavg or fedprox.")] = None,
-    secagg: Annotated[bool, typer.Option("--secagg", help="Aggregate with SecAgg+.")] = False,
+    secagg: Annotated[
+        bool | None,
+        typer.Option(
+            "--secagg/--no-secagg", help="SecAgg+ (default: on wherever 3 or more nodes join)."
+        ),
+    ] = None,
     consumer: Annotated[str, typer.Option("--consumer")] = DEFAULT_CONSUMER,
     out: Annotated[Path | None, typer.Option("--out", help="Job output directory.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,

@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import Context, Message, Metadata, RecordDict
 from sqlalchemy.orm import Session, sessionmaker
 
-from consent import CohortManifest, ManifestEntry, build_manifest, sign_manifest
+from consent import CohortManifest, ManifestEntry, SignedArtefact, build_manifest, sign_manifest
 from federation.apps._node import NodeConfig
+from federation.node import SAFE_DEFAULTS
 from federation.schema import AS_OF, ERP_FIELDS, LABEL, MERCHANT_ID
 
 CONSUMER = "platform"
@@ -174,6 +175,11 @@ def make_world(root: Path, *, n_isvs: int = 3, per_isv: int = 60, seed: int = 0)
             )
             for i, m in enumerate(ids)
         ]
+        # The ISV's node policy: safe defaults, but a world of a few dozen merchants per
+        # ISV (about a dozen held out) needs smaller minimum cohorts.
+        (d / "node.toml").write_text(
+            "[policy]\nmin-cohort = 5\nmin-score-cohort = 5\n", "utf-8"
+        )
         nodes.append(
             NodeConfig(
                 isv_id=isv,
@@ -181,12 +187,15 @@ def make_world(root: Path, *, n_isvs: int = 3, per_isv: int = 60, seed: int = 0)
                 node_key=d / "node.pem",
                 gateway_key=root / "gateway.pub.pem",
                 state_dir=d / "state",
+                policy=d / "node.toml",
             )
         )
     (root / "node-keys.json").write_text(json.dumps(node_keys), "utf-8")
     pd.concat(labels).to_parquet(root / "labels.parquet", index=False)
     cohort = WorldCohort(by_isv=by_isv)
     cohort.scoring_ok = {e.merchant_id for es in by_isv.values() for e in es[::2]}
+    for node in nodes:  # each merchant approved its consent in its ISV's own system
+        approve_at_node(node, by_isv[node.isv_id], scoring_ok=cohort.scoring_ok)
     return World(
         root=root,
         gateway_key=gw,
@@ -198,6 +207,41 @@ def make_world(root: Path, *, n_isvs: int = 3, per_isv: int = 60, seed: int = 0)
         erp=erp,
         consent_key=cm,
         consent_key_path=root / "consent-manager.pub.pem",
+    )
+
+
+ALL_CATEGORIES = SAFE_DEFAULTS.allowed_categories  # every consent category with ERP fields
+
+
+def approve_at_node(
+    node: NodeConfig,
+    entries: Sequence[ManifestEntry],
+    *,
+    scoring_ok: set[str] | frozenset[str] = frozenset(),
+    categories: Sequence[str] = ALL_CATEGORIES,
+) -> None:
+    """Register each entry's consent in the node's own approval register (the ISV's system)."""
+    from federation.node import Approval, load_policy
+
+    register = node.approvals(load_policy(node.policy))
+    register.register_many(
+        Approval(
+            consent_id=e.consent_id,
+            merchant_id=e.merchant_id,
+            artefact_hash=e.artefact_hash,
+            data_provider=node.isv_id,
+            data_consumer=CONSUMER,
+            purposes=("credit_scoring", "model_training")
+            if e.merchant_id in scoring_ok
+            else ("model_training",),
+            categories=tuple(categories),
+            data_from=e.data_from,
+            data_to=e.data_to,
+            consent_start=e.consent_start,
+            consent_expiry=e.consent_expiry,
+            data_life_days=90,
+        )
+        for e in entries
     )
 
 
@@ -229,12 +273,18 @@ def signed_manifest(
     issued_at: datetime | None = None,
     ttl: timedelta = timedelta(minutes=5),
     labels: dict[str, int] | None = None,
+    entries: Sequence[ManifestEntry] | None = None,
 ) -> bytes:
-    """A gateway-signed manifest over ``isv``'s live consents (labels attached if given)."""
+    """A gateway-signed manifest over ``isv``'s live consents, or over ``entries`` if given.
+
+    Labels are attached if given.
+    """
     at = issued_at or datetime.now(UTC)
-    entries = world.cohort.entries(
-        data_provider=isv, data_consumer=CONSUMER, purpose=purpose, categories=categories, at=at
-    )
+    if entries is None:
+        entries = world.cohort.entries(
+            data_provider=isv, data_consumer=CONSUMER, purpose=purpose, categories=categories,
+            at=at,
+        )
     if labels is not None:
         entries = [replace(e, label=labels.get(e.merchant_id)) for e in entries]
     manifest = build_manifest(
@@ -301,6 +351,7 @@ def grant_consents(
 
     key = key or world.consent_key
     ids: dict[str, str] = {}
+    signed: dict[str, list[SignedArtefact]] = {}
     with sessions() as s, s.begin():
         for isv, entries in world.cohort.by_isv.items():
             for e in entries:
@@ -323,6 +374,13 @@ def grant_consents(
                         "consent_expiry": e.consent_expiry.isoformat(),
                     }
                 )
-                grant(s, terms, key=key)
+                granted = grant(s, terms, key=key)
+                signed.setdefault(isv, []).append(granted.signed)
                 ids[e.merchant_id] = e.consent_id
+    # The merchant approves the same artefact in its ISV's system: the node registers it
+    # (the latest record per consent id wins, so these replace the world's placeholders).
+    for node in world.nodes if key is world.consent_key else ():  # a forger's: never approved
+        register = node.approvals(node.node_policy())
+        for artefact in signed.get(node.isv_id, []):
+            register.register_artefact(artefact)
     return ids

@@ -12,7 +12,14 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from federation.apps import ERR, build_client_app, job_record, load_cohort, make_manifest_mod
+from federation.apps import (
+    ERR,
+    NodeConfig,
+    build_client_app,
+    job_record,
+    load_cohort,
+    make_manifest_mod,
+)
 from federation.apps._keys import (
     ARRAYS_KEY,
     ENCODER_KEY,
@@ -32,12 +39,14 @@ from federation.apps._request import current_request
 from federation.dp import PrivacyLedger
 from federation.features import DEFAULT_MIN_BUCKET_ROWS, BinEncoder, QuantileSketch
 from federation.models import build_g_erp, get_weights
-from federation.receipts import merchant_ids_hash, verify_receipt
+from federation.node import dp_sketch, snap_edges
+from federation.receipts import hash_key, merchant_ids_hash, verify_receipt
 from federation.schema import erp_fields_for
 from federation.specs import DPBudget, ModelSpec, get_spec
 
 from ._flworld import (
     World,
+    approve_at_node,
     incoming,
     make_world,
     node_context,
@@ -46,7 +55,7 @@ from ._flworld import (
 )
 
 CATS = ("margins", "cash_and_debt")
-SPEC = replace(get_spec("pd-erp"), categories=CATS, dp=None, batch_size=16)
+SPEC = replace(get_spec("pd-erp"), categories=CATS, batch_size=16)  # DP: the node requires it
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +73,8 @@ def _labels(world: World, isv: str) -> dict[str, int]:
 
 def _encoder(world: World, isv: str) -> BinEncoder:
     cols = erp_fields_for(CATS)
-    return BinEncoder(QuantileSketch.from_frame(world.erp[isv], cols).bin_edges(4))
+    # Edges on the public grid: the only encoders a node accepts.
+    return BinEncoder(snap_edges(QuantileSketch.from_frame(world.erp[isv], cols).bin_edges(4)))
 
 
 def _model_content(
@@ -131,22 +141,27 @@ def test_train_reply_carries_weights_metrics_and_a_verifiable_receipt(
     assert (
         receipt.rows_used == len(used) == reply.content.metric_records[METRICS_KEY]["num-examples"]
     )
-    assert receipt.merchants_hash == merchant_ids_hash(used)
+    key = hash_key(node.state_dir)  # merchant-set hashes are keyed with the node's key
+    assert receipt.merchants_hash == merchant_ids_hash(used, key=key)
+    assert receipt.merchants_hash != merchant_ids_hash(used)
     # Training reads only what it uses: no held-out merchant's row is read.
     assert reads == [set(used)]
     assert (receipt.rows_read, receipt.merchants_read) == (len(used), len(used))
-    assert receipt.merchants_read_hash == merchant_ids_hash(used)
+    assert receipt.merchants_read_hash == merchant_ids_hash(used, key=key)
 
 
 def test_evaluate_reads_and_uses_only_held_out_merchants(
-    world: World, reads: list[set[str]]
+    world: World, reads: list[set[str]], tmp_path: Path
 ) -> None:
     """An evaluate reply reads exactly the labelled held-out merchants, and its receipt says so."""
-    node = world.node("isv1")
+    node = _own_state(world, "isv1", tmp_path, "min-score-cohort = 3")  # a dozen held out
     train = _train_message(world, "isv1", "job-eval-reads")
+    app = build_client_app()
+    assert not app(train, node_context(node)).has_error()  # the node trains in the job first
+    reads.clear()
     msg = incoming(train.content, "evaluate")
 
-    reply = build_client_app()(msg, node_context(node))
+    reply = app(msg, node_context(node))
 
     from federation.apps._node import _public_key
 
@@ -157,7 +172,9 @@ def test_evaluate_reads_and_uses_only_held_out_merchants(
     )
     held_out = [m for m in world.erp["isv1"]["merchant_id"] if is_holdout(m)]
     assert reads == [set(held_out)]
-    assert receipt.merchants_read_hash == receipt.merchants_hash == merchant_ids_hash(held_out)
+    key = hash_key(node.state_dir)
+    assert receipt.merchants_read_hash == receipt.merchants_hash
+    assert receipt.merchants_hash == merchant_ids_hash(held_out, key=key)
     assert receipt.rows_read == receipt.rows_used == len(held_out)
 
 
@@ -361,9 +378,16 @@ def test_scoring_returns_only_credit_scoring_merchants(world: World) -> None:
     token = signed_manifest(
         world, "isv2", job_id="job-score", round=0, purpose="credit_scoring", categories=CATS
     )
-    msg = incoming(_model_content(world, "isv2", token, job_id="job-score", round=0), "query.score")
+    content = _model_content(world, "isv2", token, job_id="job-score", round=0)
+    app = build_client_app()
+    # The node scores only with a model it received in a job it trained in: train first.
+    trained = _train_message(world, "isv2", "job-score-train")
+    trained.content[ARRAYS_KEY] = content[ARRAYS_KEY]
+    trained.content[ENCODER_KEY] = content[ENCODER_KEY]
+    assert not app(trained, node_context(node)).has_error()
+    msg = incoming(content, "query.score")
 
-    reply = build_client_app()(msg, node_context(node))
+    reply = app(msg, node_context(node))
 
     assert not reply.has_error(), reply.error if reply.has_error() else None
     ids = reply.content.config_records[SCORE_IDS_KEY][KEY_MERCHANT_IDS]
@@ -380,9 +404,12 @@ def test_scoring_returns_only_credit_scoring_merchants(world: World) -> None:
 def test_node_refuses_a_dp_job_past_a_merchants_lifetime_budget(
     world: World, tmp_path: Path
 ) -> None:
-    """With every merchant's lifetime ε already spent, a DP train message trains nobody."""
-    node = replace(world.node("isv0"), state_dir=tmp_path / "state")
-    budget = DPBudget(epsilon=3.0, lifetime_epsilon=4.0)
+    """With every merchant's lifetime ε (the node's policy: 4) spent, a train message trains nobody.
+
+    The message asks for a lifetime of 1000; the node uses its own policy's.
+    """
+    node = _own_state(world, "isv0", tmp_path, "max-epsilon-lifetime = 4.0")
+    budget = DPBudget(epsilon=3.0, lifetime_epsilon=1000.0)
     ledger = PrivacyLedger(node.privacy_ledger_path)
     ledger.reserve(
         job_id="earlier-job", budget=budget, merchant_ids=world.erp["isv0"]["merchant_id"]
@@ -393,7 +420,9 @@ def test_node_refuses_a_dp_job_past_a_merchants_lifetime_budget(
 
     reply = build_client_app()(msg, ctx)
 
-    assert reply.has_error() and reply.error.code == ERR.BUDGET_EXCEEDED
+    # Spent merchants sit the round out; with none left the round is below the minimum cohort.
+    assert reply.has_error() and reply.error.code == ERR.POLICY_REFUSED
+    assert reply.error.reason.startswith("POLICY_REFUSED: MIN_COHORT")
     assert ledger.job_history("job-over-budget") == []
     assert ledger.merchant_spent("m0x002") == 3.0
 
@@ -402,7 +431,7 @@ def test_node_refuses_a_dp_job_no_noise_can_fit_and_charges_nobody(
     world: World, tmp_path: Path
 ) -> None:
     """A job whose remaining rounds no noise can cover is refused before any merchant is charged."""
-    node = replace(world.node("isv0"), state_dir=tmp_path / "state")
+    node = _own_state(world, "isv0", tmp_path)
     budget = DPBudget(epsilon=3.0, lifetime_epsilon=10.0)
     ledger = PrivacyLedger(node.privacy_ledger_path)
     ledger.reserve(job_id="job-no-noise", budget=budget, merchant_ids=["someone-else"])
@@ -418,6 +447,15 @@ def test_node_refuses_a_dp_job_no_noise_can_fit_and_charges_nobody(
         world.erp["isv0"]
     )
     assert ledger.job_history("job-no-noise") == [(2.0, 0.3, 10)]
+
+
+def _own_state(world: World, isv: str, tmp_path: Path, policy: str = "") -> NodeConfig:
+    """``isv``'s node with a fresh state directory (its approvals re-registered) and a policy."""
+    path = tmp_path / "node.toml"
+    path.write_text(f"[policy]\n{policy}\n", "utf-8")
+    node = replace(world.node(isv), state_dir=tmp_path / "state", policy=path)
+    approve_at_node(node, world.cohort.by_isv[isv], scoring_ok=world.cohort.scoring_ok)
+    return node
 
 
 def _sketch_message(world: World, isv: str, job_id: str) -> Message:
@@ -442,7 +480,10 @@ def _sketch_app(kind: str) -> ClientApp:
         current_usage().record(
             rows_used=len(cohort.frame), merchant_ids=cohort.merchant_ids, epsilon=0.0, delta=0.0
         )
-        arrays = QuantileSketch.from_frame(cohort.frame, list(cohort.features)).to_arrays()
+        rng = np.random.default_rng(0)
+        arrays = dp_sketch(
+            cohort.frame, list(cohort.features), noise_multiplier=8.0, rng=rng
+        ).to_arrays()
         first = next(k for k in arrays if k.endswith(":values"))
         x = cohort.frame[first.split(":")[1]].to_numpy(dtype=np.float64)
         if kind == "row-values":  # every row a point of weight 1
@@ -459,7 +500,7 @@ def _sketch_app(kind: str) -> ClientApp:
             arrays[first] = x[: len(x) // DEFAULT_MIN_BUCKET_ROWS]
         elif kind == "undeclared-column":  # a feature the manifest's categories do not cover
             raw = pd.read_parquet(req.node.erp_path, columns=["labour_cost"])
-            extra = QuantileSketch.from_frame(raw, ["labour_cost"]).to_arrays()
+            extra = dp_sketch(raw, ["labour_cost"], noise_multiplier=8.0, rng=rng).to_arrays()
             n = len(cohort.features)
             arrays.update(
                 {k.replace("0000:", f"{n:04d}:"): v for k, v in extra.items() if k != "size"}
@@ -520,7 +561,7 @@ def test_sketch_of_fewer_than_k_rows_sends_counts_only() -> None:
         "fractional-count",
     ],
 )
-def test_egress_guard_lets_out_only_k_anonymous_sketches(world: World, kind: str) -> None:
+def test_egress_guard_lets_out_only_dp_grid_sketches(world: World, kind: str) -> None:
     """The guard passes the real sketch and blocks any other shape, name or count of arrays."""
     msg = _sketch_message(world, "isv2", f"job-sketch-{kind}")
 

@@ -24,10 +24,10 @@ from consent import CohortManifest
 from federation.apps import build_client_app, load_cohort
 from federation.apps._keys import KEY_RECEIPT, RECEIPT_KEY
 from federation.apps._node import NodeConfig, _public_key, is_holdout
-from federation.receipts import merchant_ids_hash, verify_receipt
+from federation.receipts import hash_key, merchant_ids_hash, verify_receipt
 from federation.schema import AS_OF, MERCHANT_ID
 
-from ._flworld import World, make_world, node_context, training_manifest
+from ._flworld import World, approve_at_node, make_world, node_context, training_manifest
 from .test_mods import CATS, _train_message
 
 FEATURES = ["gross_margin", "operating_margin", "cash", "debt"]  # erp_fields_for(CATS)
@@ -178,7 +178,7 @@ def _sql_table(world: World, url: str, manifest_ids: list[str], table: str) -> N
 def _sql_node(world: World, url: str, tmp_path: Path, table: str) -> NodeConfig:
     mapping = tmp_path / "erp_mapping.toml"
     mapping.write_text(_MAPPING)
-    return replace(
+    node = replace(
         world.node("isv0"),
         erp_path=None,
         connector="sql",
@@ -187,6 +187,8 @@ def _sql_node(world: World, url: str, tmp_path: Path, table: str) -> NodeConfig:
         mapping=mapping,
         state_dir=tmp_path / "state",
     )
+    approve_at_node(node, world.cohort.by_isv["isv0"])  # the node's own approvals register
+    return node
 
 
 def test_node_on_a_mapped_sql_table_reads_only_manifest_rows(
@@ -231,7 +233,8 @@ def test_client_app_trains_on_a_mapped_sql_table(world: World, tmp_path: Path, d
         _public_key(node.node_key.with_suffix(".pub.pem")),
     )
     used = [m for m in ids if not is_holdout(m)]
-    assert receipt.merchants_read_hash == receipt.merchants_hash == merchant_ids_hash(used)
+    assert receipt.merchants_read_hash == receipt.merchants_hash
+    assert receipt.merchants_hash == merchant_ids_hash(used, key=hash_key(node.state_dir))
 
 
 def test_node_config_round_trips_the_connector_keys(world: World, tmp_path: Path) -> None:

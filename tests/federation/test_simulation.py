@@ -27,6 +27,7 @@ from federation.apps._node import is_holdout
 from federation.dp import PrivacyLedger
 from federation.lifetime import MerchantPrivacyAccount
 from federation.models import build_g_erp, get_weights
+from federation.receipts import hash_key
 from ledger import parse_canonical
 from ledger._models import LogEntryRow
 
@@ -80,8 +81,9 @@ def test_dp_job_on_three_nodes_honours_a_revocation_between_rounds(
     train = {(r["round"], r["data_provider"]): r for r in result.receipts if r["action"] == "train"}
     used_r1 = [m for m in world.erp["isv0"]["merchant_id"] if not is_holdout(m)]
     used_r2 = [m for m in used_r1 if m != REVOKED]
-    assert train[(1, "isv0")]["merchants_hash"] == merchant_ids_hash(used_r1)
-    assert train[(2, "isv0")]["merchants_hash"] == merchant_ids_hash(used_r2)
+    key = hash_key(world.node("isv0").state_dir)  # the node's keyed merchant-set hash
+    assert train[(1, "isv0")]["merchants_hash"] == merchant_ids_hash(used_r1, key=key)
+    assert train[(2, "isv0")]["merchants_hash"] == merchant_ids_hash(used_r2, key=key)
     assert train[(2, "isv0")]["rows_used"] == len(used_r2)
 
     assert all(0 < eps <= 3.0 + 1e-6 for eps in result.epsilon.values())
@@ -106,15 +108,17 @@ def test_dp_job_on_three_nodes_honours_a_revocation_between_rounds(
     assert lineage["job_id"] == "job-e2e" and lineage["rounds"] == 2
     assert lineage["manifest_roots"]["2"]["isv0"] == r2.manifest_roots["isv0"]
     assert len(np.load(result.model_path).files) > 0
-    # What actually aggregated: under SecAgg+ every round's sum came out of the unmasking.
+    # What actually aggregated: under SecAgg+ every node signed, per round, that its update
+    # left masked (shares and threshold sized for three nodes).
     expected_agg: dict[str, object] = {"strategy": "fedavg", "secure": "none"}
     if secagg:
+        nodes = ["isv0", "isv1", "isv2"]
         expected_agg = {
             "strategy": "fedavg",
             "secure": "secagg+",
-            "num_shares": 1.0,
-            "reconstruction_threshold": 0.67,
-            "masked_rounds": [1, 2],
+            "num_shares": 3,
+            "reconstruction_threshold": 2,
+            "node_signed_rounds": {"1": nodes, "2": nodes},
         }
     assert lineage["aggregation"] == dict(result.aggregation) == expected_agg
     if secagg:
@@ -159,27 +163,35 @@ def test_failed_nodes_make_the_run_fail_with_reasons(tmp_path: Path, db_url: str
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_fedprox_job_trains_and_says_so_in_its_lineage(tmp_path: Path, db_url: str) -> None:
-    """Two FedProx rounds move the seeded initial weights; the lineage names FedProx and its μ."""
-    world = make_world(tmp_path / "world", n_isvs=2, per_isv=40)
+    """Two FedProx rounds on three nodes run under SecAgg+ by default and move the weights."""
+    world = make_world(tmp_path / "world", n_isvs=3, per_isv=40)
     config = world.run_config(
         job_id="job-fedprox",
         db_url=db_url,
         out="out",
         categories=CATS,
         strategy="fedprox",
-        **{"proximal-mu": 0.1, "dp-epsilon": 0.0},
+        **{"proximal-mu": 0.1},
     )
     del config["consent-key"]  # consents live in world.cohort, not in the store: count none
 
     result = run_job(config, world.nodes, cohort_source=world.cohort)
 
     lineage = json.loads((result.out_dir / "lineage.json").read_text())
-    assert lineage["aggregation"] == {"strategy": "fedprox", "proximal_mu": 0.1, "secure": "none"}
+    nodes = ["isv0", "isv1", "isv2"]
+    assert lineage["aggregation"] == {
+        "strategy": "fedprox",
+        "proximal_mu": 0.1,
+        "secure": "secagg+",
+        "num_shares": 3,
+        "reconstruction_threshold": 2,
+        "node_signed_rounds": {"1": nodes, "2": nodes},
+    }
     assert (lineage["spec"]["strategy"], lineage["spec"]["proximal-mu"]) == ("fedprox", 0.1)
     assert [r.round for r in result.rounds] == [1, 2]
     for rnd in result.rounds:
-        assert rnd.failures == () and set(rnd.train) == {"isv0", "isv1"}
-        assert all(np.isfinite(m["train-loss"]) for m in rnd.train.values())
+        assert rnd.failures == () and set(rnd.train) == set(nodes)
+        assert all("train-loss" not in m and m["epsilon"] > 0 for m in rnd.train.values())
     assert result.model_path is not None
     stored = np.load(result.model_path)
     torch.manual_seed(0)  # the ServerApp seeds the initial model with the job's seed (0)

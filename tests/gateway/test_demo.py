@@ -18,6 +18,7 @@ import pytest
 
 from federation import merchant_ids_hash
 from federation.apps._node import is_holdout
+from federation.receipts import hash_key
 from gateway.demo import DemoError, DemoReport, run_demo
 from gateway.settings import Settings
 from ledger import parse_canonical
@@ -83,8 +84,9 @@ def test_revoked_merchants_are_absent_from_round_two_receipts(report: DemoReport
         r1, r2 = by_round[(1, isv)], by_round[(2, isv)]
         assert r1.rows_used == len(train) and r2.rows_used == len(train) - 2
         assert r2.manifest_merchants == r1.manifest_merchants - 2
-        assert receipts[(1, isv)]["merchants_hash"] == merchant_ids_hash(train)
-        assert receipts[(2, isv)]["merchants_hash"] == merchant_ids_hash(train - gone)
+        key = hash_key(report.demo_dir / "nodes" / isv)  # the ISV reveals its hashing key
+        assert receipts[(1, isv)]["merchants_hash"] == merchant_ids_hash(train, key=key)
+        assert receipts[(2, isv)]["merchants_hash"] == merchant_ids_hash(train - gone, key=key)
         assert r1.hash_matches and r2.hash_matches
 
 

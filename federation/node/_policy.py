@@ -1,0 +1,167 @@
+"""The ISV node's privacy policy: the node's own settings, never taken from a message.
+
+The policy lives in the ``[policy]`` table of the ISV's node TOML file, whose
+path is the node-config key ``node-policy`` (simulation: the same key in each
+``sim-nodes`` entry). Without one the node uses :data:`SAFE_DEFAULTS`, never
+the values a ServerApp sends. A request outside the policy is refused with a
+code (:class:`~federation.node.Refusal`) and the refusal is signed into the
+node's receipt.
+
+Keys (kebab-case, all optional)::
+
+    [policy]
+    min-cohort = 10               # merchants per training round / sketch
+    min-score-cohort = 10         # merchants per scoring or evaluation request
+    max-epsilon-per-job = 3.0     # a job's ε at this node (all its releases)
+    max-epsilon-lifetime = 10.0   # a merchant's ε over every job at this node
+    min-noise-multiplier = 0.5    # DP-SGD noise floor (σ / clipping norm)
+    delta = 1e-5                  # the largest δ a job may ask for
+    allow-no-dp = false           # may a job train without DP-SGD?
+    allowed-specs = ["pd-erp", "pd-erp-only"]
+    allowed-archs = ["logistic", "mlp"]
+    allowed-categories = [...]    # consent categories the node serves (default: all ERP ones)
+    allowed-metrics = ["num-examples", "epsilon", "delta", "auc", "ks", "brier"]
+    max-bins = 20                 # bin edges per feature an encoder may carry, plus one
+    sketch-noise-multiplier = 8.0 # Gaussian noise of a DP sketch, per unit of L2 sensitivity
+    eval-noise-multiplier = 4.0   # floor for the Gaussian noise on evaluation metrics
+    approvals = "approvals.jsonl" # the register of merchant approvals (relative: state dir)
+    require-approval = true       # every manifest entry must match an approval the node holds
+    test-seed = -1                # tests only: a node-local seed (never from a message)
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .._errors import FederationError
+from ..schema import ERP_CATEGORIES
+
+__all__ = ["NodePolicy", "SAFE_DEFAULTS", "load_policy", "POLICY_TABLE"]
+
+POLICY_TABLE = "policy"
+
+# Every consent category that covers an ERP field (``tax`` covers none yet).
+_ERP_CATEGORIES = tuple(c for c, names in ERP_CATEGORIES.items() if names)
+_DEFAULT_METRICS = ("num-examples", "epsilon", "delta", "auc", "ks", "brier")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodePolicy:
+    """What this node will do, whatever a message asks (see the module docstring).
+
+    Parameters
+    ----------
+    min_cohort : int, default 10
+    min_score_cohort : int, default 10
+    max_epsilon_per_job : float, default 3.0
+    max_epsilon_lifetime : float, default 10.0
+    min_noise_multiplier : float, default 0.5
+    delta : float, default 1e-5
+    allow_no_dp : bool, default False
+    allowed_specs, allowed_archs, allowed_categories, allowed_metrics : tuple[str, ...]
+    max_bins : int, default 20
+    sketch_noise_multiplier : float, default 8.0
+    eval_noise_multiplier : float, default 4.0
+    approvals : str, default "approvals.jsonl"
+    require_approval : bool, default True
+    test_seed : int, default -1
+        ``>= 0`` seeds the node's noise and sampling (tests only); ``-1`` uses the
+        operating system's CSPRNG for every draw.
+    """
+
+    min_cohort: int = 10
+    min_score_cohort: int = 10
+    max_epsilon_per_job: float = 3.0
+    max_epsilon_lifetime: float = 10.0
+    min_noise_multiplier: float = 0.5
+    delta: float = 1e-5
+    allow_no_dp: bool = False
+    allowed_specs: tuple[str, ...] = ("pd-erp", "pd-erp-only")
+    allowed_archs: tuple[str, ...] = ("logistic", "mlp")
+    allowed_categories: tuple[str, ...] = _ERP_CATEGORIES
+    allowed_metrics: tuple[str, ...] = _DEFAULT_METRICS
+    max_bins: int = 20
+    sketch_noise_multiplier: float = 8.0
+    eval_noise_multiplier: float = 4.0
+    approvals: str = "approvals.jsonl"
+    require_approval: bool = True
+    test_seed: int = field(default=-1, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("min_cohort", "min_score_cohort", "max_bins"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"policy {name} must be >= 1")
+        for name in (
+            "max_epsilon_per_job",
+            "max_epsilon_lifetime",
+            "sketch_noise_multiplier",
+            "eval_noise_multiplier",
+        ):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"policy {name} must be > 0")
+        if self.max_epsilon_lifetime < self.max_epsilon_per_job:
+            raise ValueError("policy max_epsilon_lifetime must be >= max_epsilon_per_job")
+        if not 0 < self.delta < 1:
+            raise ValueError("policy delta must be in (0, 1)")
+        if self.min_noise_multiplier < 0:
+            raise ValueError("policy min_noise_multiplier must be >= 0")
+
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, Any]) -> NodePolicy:
+        """Build from a ``[policy]`` table (kebab-case keys); unknown keys are refused."""
+        known = {f.name.replace("_", "-"): f for f in fields(cls)}
+        unknown = sorted(set(table) - set(known))
+        if unknown:
+            raise ValueError(f"unknown node policy key(s): {', '.join(unknown)}")
+        kw: dict[str, Any] = {}
+        for key, value in table.items():
+            f = known[key]
+            default = f.default
+            if isinstance(default, tuple):
+                strings = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+                if not strings:
+                    raise ValueError(f"node policy {key} must be a list of strings")
+                kw[f.name] = tuple(value)
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"node policy {key} must be true or false")
+                kw[f.name] = value
+            elif isinstance(default, int):
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError(f"node policy {key} must be an integer")
+                kw[f.name] = value
+            elif isinstance(default, float):
+                if not isinstance(value, int | float) or isinstance(value, bool):
+                    raise ValueError(f"node policy {key} must be a number")
+                kw[f.name] = float(value)
+            else:
+                kw[f.name] = str(value)
+        return cls(**kw)
+
+
+SAFE_DEFAULTS = NodePolicy()
+"""The policy of a node that names no ``node-policy`` file."""
+
+
+def load_policy(path: Path | None) -> NodePolicy:
+    """The ``[policy]`` table of the node TOML at ``path``; :data:`SAFE_DEFAULTS` for ``None``.
+
+    Raises
+    ------
+    FederationError
+        ``BAD_POLICY`` when the file cannot be read or holds an invalid policy.
+    """
+    if path is None:
+        return SAFE_DEFAULTS
+    try:
+        doc = tomllib.loads(Path(path).read_text("utf-8"))
+        table = doc.get(POLICY_TABLE, {})
+        if not isinstance(table, dict):
+            raise ValueError("[policy] must be a table")
+        return NodePolicy.from_mapping(table)
+    except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
+        raise FederationError(f"node policy {path}: {exc}", code="BAD_POLICY") from exc
