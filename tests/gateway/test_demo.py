@@ -148,16 +148,23 @@ def test_a_previous_demo_is_not_overwritten_unless_asked(tmp_path: Path) -> None
 
 
 def test_money_loop_lends_monitors_and_settles(report: DemoReport) -> None:
-    """Lines move both ways, six months close, fees and shares are cleared, the book ties."""
+    """ERP scores move lines, six months close, fees and shares are cleared, the book ties."""
     m = report.money
     assert m is not None and m.ok
-    assert m.raised > 0 and m.lowered > 0 and m.newly_given > 0 and m.off_platform > 0
+    # On this tiny world the nodes' DP noise comes from their own CSPRNG, so g (and with it
+    # the direction lines move) differs run to run: assert movement, not its direction.
+    assert m.raised + m.lowered > 0 and m.off_platform > 0 and m.newly_given <= m.raised
+    # ``uplifts`` lists platform merchants' non-zero uplifts (off-platform lines are all uplift).
+    assert sum(u > 0 for u in m.uplifts) <= m.raised
+    assert sum(u < 0 for u in m.uplifts) == m.lowered
     assert m.raised + m.lowered + m.unchanged == m.merchants
     assert len(m.months) == 6 and all(x.ties_to_book and x.interest > 0 for x in m.months)
     assert m.import_repeat_added == 0
     # Receipts are dated now: the current (last) month bills each ISV's train + score receipts.
     assert all(m.months[-1].fees[k] > 0 for k in report.isvs)
-    assert all(m.shares_total[k] > 0 for k in report.isvs)
+    # An interest share is owed only on raised lines (uplift > 0), never otherwise.
+    if m.raised == 0:
+        assert sum(m.shares_total.values()) == 0
     for k in report.isvs:
         assert m.settled_cleared[k] == m.fees_total[k] + m.shares_total[k]
     assert m.alerts_by_rule.get("overdue", 0) > 0 and m.actions.get("freeze", 0) > 0
