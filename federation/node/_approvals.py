@@ -61,7 +61,7 @@ class Approval:
 
     consent_id: str
     merchant_id: str
-    artefact_hash: str
+    artefact_hash: str  # "" = registered from the signed terms (federation.node.approve_lines)
     data_provider: str
     data_consumer: str
     purposes: tuple[str, ...]
@@ -109,7 +109,7 @@ class Approval:
             not self.revoked
             and entry.consent_id == self.consent_id
             and entry.merchant_id == self.merchant_id
-            and entry.artefact_hash == self.artefact_hash
+            and (not self.artefact_hash or entry.artefact_hash == self.artefact_hash)
             and manifest.data_provider == self.data_provider
             and manifest.data_consumer == self.data_consumer
             and manifest.purpose in self.purposes
