@@ -36,12 +36,13 @@ def _blocks() -> list[tuple[str, str]]:
 
 
 def test_the_section_has_the_files_and_commands_the_test_runs() -> None:
-    """Three TOML files named on their first line and two command blocks, all fedgate."""
+    """Four TOML files named on their first line and two command blocks, all fedgate."""
     blocks = _blocks()
     names = [body.splitlines()[0] for lang, body in blocks if lang == "toml"]
     commands = [line for lang, body in blocks if lang == "sh" for line in body.splitlines()]
-    assert names == ["# byod/erp_mapping.toml", "# byod/job.toml", "# byod/credit_spec.toml"]
-    assert len(commands) == 7 and all(c.startswith("fedgate ") for c in commands)
+    assert names == ["# byod/erp_mapping.toml", "# byod/job.toml", "# byod/credit_spec.toml",
+                     "# byod/isv_policy.toml"]
+    assert len(commands) == 8 and all(c.startswith("fedgate ") for c in commands)
 
 
 @pytest.mark.slow
