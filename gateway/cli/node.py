@@ -72,15 +72,12 @@ def check(
 
 def _approval_nodes(config: Path | None, job: Path | None, isv: str | None) -> list:  # noqa: ANN401
     """The node(s) whose own register ``approve`` writes: a node.toml's, or a job's ISVs'."""
-    from dataclasses import replace
-
     if (config is None) == (job is None):
         fail("BAD_ARGUMENT", "give exactly one of --config (node.toml) or --job (job TOML)")
     if config is not None:
         if isv is not None:
             fail("BAD_ARGUMENT", "--isv goes with --job; a node.toml names its own ISV")
-        settings = _settings(config)
-        return [replace(settings.node, policy=settings.path)]
+        return [_settings(config).node]  # its policy is node.toml's own [policy] table
     from federation import DataError
     from federation.jobconfig import load_job_config
     from gateway import jobs

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from gateway.cli import app
+from tests.utils.approvals import signed_consent_line
 from tests.utils.cli import cli_settings
 
 runner = CliRunner()
@@ -38,23 +36,6 @@ def _job(tmp: Path) -> Path:
     return cfg
 
 
-def _line(merchant: str, isv: str, key: Ed25519PrivateKey, signer: Ed25519PrivateKey) -> str:
-    from consent import approve_artefact, parse_terms
-
-    now = datetime.now(UTC).replace(microsecond=0)
-    terms = {"consent_id": f"c-{merchant}", "merchant_id": merchant, "data_provider": isv,
-             "data_consumer": "platform", "purposes": ["model_training"],
-             "categories": ["cash_and_debt"], "data_from": "2026-01-01",
-             "data_to": "2026-12-31", "frequency": {"uses": 30, "per": "day"},
-             "data_life_days": 90, "consent_start": (now - timedelta(hours=1)).isoformat(),
-             "consent_expiry": (now + timedelta(days=30)).isoformat(),
-             "created_at": now.isoformat()}
-    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    return json.dumps({"terms": terms, "merchant_key": pem,
-                       "merchant_signature": approve_artefact(parse_terms(terms), signer)})
-
-
 def _registers(cli_env: Path) -> dict[str, Path]:
     return {isv: cli_env / "data" / "nodes" / isv / "approvals.jsonl" for isv in ("a", "b")}
 
@@ -66,8 +47,8 @@ def test_approve_registers_each_isvs_verified_approvals(cli_env: Path) -> None:
     from gateway.cli._common import settings
 
     keys = [Ed25519PrivateKey.generate() for _ in range(3)]
-    lines = [_line("m0", "a", keys[0], keys[0]), _line("m1", "a", keys[1], keys[1]),
-             _line("m2", "b", keys[2], keys[2])]
+    lines = [signed_consent_line(m, isv, k, k)
+             for m, isv, k in (("m0", "a", keys[0]), ("m1", "a", keys[1]), ("m2", "b", keys[2]))]
     (cli_env / "ok.jsonl").write_text("\n".join(lines) + "\n", "utf-8")
     cfg = _job(cli_env)
     result = runner.invoke(app, ["node", "approve", str(cli_env / "ok.jsonl"), "--job", str(cfg)])
@@ -92,7 +73,8 @@ def test_approve_refuses_a_forged_merchant_signature_and_registers_nothing(
 ) -> None:
     """A line signed by someone other than the merchant refuses the whole file."""
     merchant, platform = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    lines = [_line("m0", "a", merchant, merchant), _line("m1", "a", merchant, platform)]
+    lines = [signed_consent_line("m0", "a", merchant, merchant),
+             signed_consent_line("m1", "a", merchant, platform)]
     bad = cli_env / "forged.jsonl"
     bad.write_text("\n".join(lines) + "\n", "utf-8")
     cfg = _job(cli_env)
