@@ -78,7 +78,7 @@ def test_deployment_end_to_end(
     world = make_world(tmp_path / "world")
     grant_consents(world, sessions)
     for node in world.nodes:
-        toml = fed.node_toml(node, policy={"min-cohort": 5})
+        toml = fed.node_toml(node, policy={"min-cohort": 5, "min-score-cohort": 5})
         fed.onboard(load_node_settings(toml))
         fed.start_node(toml)
     # A node whose key nobody registered: same software, same CA, refused by the SuperLink.
