@@ -103,6 +103,24 @@ class Approval:
             revoked=bool(body.get("revoked", False)),
         )
 
+    @classmethod
+    def from_terms(cls, a: Any, artefact_hash: str) -> Approval:
+        """The approval of consent terms ``a`` (a :class:`consent.ConsentArtefact`)."""
+        return cls(
+            consent_id=a.consent_id,
+            merchant_id=a.merchant_id,
+            artefact_hash=artefact_hash,
+            data_provider=a.data_provider,
+            data_consumer=a.data_consumer,
+            purposes=tuple(a.purposes),
+            categories=tuple(a.categories),
+            data_from=a.data_from,
+            data_to=a.data_to,
+            consent_start=a.consent_start,
+            consent_expiry=a.consent_expiry,
+            data_life_days=a.data_life_days,
+        )
+
     def covers(self, entry: ManifestEntry, manifest: CohortManifest) -> bool:
         """Does this (live) approval allow ``entry`` of ``manifest``?"""
         return (
@@ -183,23 +201,7 @@ class ApprovalRegister:
 
     def register_artefact(self, signed: SignedArtefact) -> bytes:
         """Record the approval of the consent artefact the merchant was shown."""
-        a = signed.artefact
-        return self.register(
-            Approval(
-                consent_id=a.consent_id,
-                merchant_id=a.merchant_id,
-                artefact_hash=signed.hash,
-                data_provider=a.data_provider,
-                data_consumer=a.data_consumer,
-                purposes=tuple(a.purposes),
-                categories=tuple(a.categories),
-                data_from=a.data_from,
-                data_to=a.data_to,
-                consent_start=a.consent_start,
-                consent_expiry=a.consent_expiry,
-                data_life_days=a.data_life_days,
-            )
-        )
+        return self.register(Approval.from_terms(signed.artefact, signed.hash))
 
     def register_many(self, approvals: Iterable[Approval]) -> int:
         """Record several approvals at once (a bulk import); returns how many."""

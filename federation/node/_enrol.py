@@ -95,20 +95,7 @@ def _parse(lines: Iterable[str | bytes], isv_id: str, now: datetime
         if terms.data_provider != isv_id:
             other += 1
             continue
-        mine.append(Approval(
-            consent_id=terms.consent_id,
-            merchant_id=terms.merchant_id,
-            artefact_hash="",
-            data_provider=terms.data_provider,
-            data_consumer=terms.data_consumer,
-            purposes=tuple(terms.purposes),
-            categories=tuple(terms.categories),
-            data_from=terms.data_from,
-            data_to=terms.data_to,
-            consent_start=terms.consent_start,
-            consent_expiry=terms.consent_expiry,
-            data_life_days=terms.data_life_days,
-        ))
+        mine.append(Approval.from_terms(terms, ""))  # bound to the signed terms
     return mine, other
 
 
