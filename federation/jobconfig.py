@@ -19,6 +19,8 @@ It replaces the undocumented ``world.json``. Paths are relative to the file::
     [isvs.fixed]                     # one table per ISV node
     source = "erp_fixed.csv"         # CSV/Parquet path, or a SQLAlchemy URL with table = "..."
     mapping = "erp_mapping.toml"     # column mapping (federation.data.load_mapping)
+    policy = "isv_policy.toml"       # the ISV node's own policy (its [policy] table;
+                                     # federation.node); none: the node's safe defaults
 
 :func:`load_job_config` parses and checks the file's shape (no table is read);
 :func:`check_job_config` reads every table through the same connectors and
@@ -62,7 +64,7 @@ DEFAULT_HOLDOUT_BUCKETS = 5
 """One merchant in five (by the first byte of SHA-256 of its id) is a node's validation merchant."""
 
 _TOP = {"data", "platform", "holdout", "isvs"}
-_ISV_KEYS = {"source", "table", "mapping", "kind"}
+_ISV_KEYS = {"source", "table", "mapping", "kind", "policy"}
 _PLATFORM_KEYS = {"table", "id", "label", "features"}
 
 
@@ -110,6 +112,7 @@ class IsvSource:
     table: str | None = None
     mapping_path: Path | None = None
     mapping: ColumnMapping = field(default_factory=ColumnMapping)
+    policy: Path | None = None
 
     def connector(self) -> Connector:
         """The connector a node reads this table through."""
@@ -172,6 +175,20 @@ def _str(table: Mapping[str, Any], key: str, where: str, default: str | None = N
     if not isinstance(value, str) or not value:
         raise _bad(f"{where} {key} must be a non-empty string")
     return value
+
+
+def _policy(path: Path, where: str) -> Path:
+    """An ISV's node policy file, read and validated now (the node reads it again)."""
+    from ._errors import FederationError
+    from .node import load_policy
+
+    if not path.is_file():
+        raise _bad(f"{where} policy {path} does not exist")
+    try:
+        load_policy(path)
+    except FederationError as exc:
+        raise _bad(f"{where} {exc}") from exc
+    return path
 
 
 def load_job_config(path: str | Path) -> JobConfig:
@@ -241,10 +258,11 @@ def load_job_config(path: str | Path) -> JobConfig:
         source = _str(entry, "source", where)
         mapping_path = local(_str(entry, "mapping", where)) if "mapping" in entry else None
         mapping = load_mapping(mapping_path) if mapping_path is not None else ColumnMapping()
+        policy = _policy(local(_str(entry, "policy", where)), where) if "policy" in entry else None
         if "table" in entry:
             isvs.append(IsvSource(isv_id=isv_id, kind="sql", url=source,
                                   table=_str(entry, "table", where), mapping_path=mapping_path,
-                                  mapping=mapping))
+                                  mapping=mapping, policy=policy))
             continue
         file = local(source)
         kind = str(entry.get("kind", "csv" if file.suffix.lower() == ".csv" else "parquet"))
@@ -253,7 +271,7 @@ def load_job_config(path: str | Path) -> JobConfig:
         if not file.exists():
             raise _bad(f"{where} source {file} does not exist")
         isvs.append(IsvSource(isv_id=isv_id, kind=kind, path=file, mapping_path=mapping_path,
-                              mapping=mapping))
+                              mapping=mapping, policy=policy))
     if not isvs:
         raise _bad("the job config names no ISV ([isvs.<id>] tables)")
     return JobConfig(path=cfg_path.resolve(), data_from=lo, data_to=hi, platform=platform,

@@ -248,6 +248,33 @@ def _node_keys(settings: Settings, isvs: Sequence[str]) -> tuple[Path, Path, dic
     return gateway_pub.resolve(), registry_path, private
 
 
+def job_node_configs(settings: Settings, cfg: JobConfig) -> tuple[tuple[Any, ...], Path]:
+    """Each ISV's simulated node (its keys, state directory and own policy file) and the registry.
+
+    The node of ISV ``i`` keeps its state (approval register, privacy ledger, …) in
+    ``<data dir>/nodes/<i>``; ``fedgate node approve --job`` registers approvals there.
+    """
+    from federation.apps import NodeConfig
+
+    gateway_pub, registry, private = _node_keys(settings, [i.isv_id for i in cfg.isvs])
+    nodes = tuple(
+        NodeConfig(
+            isv_id=isv.isv_id,
+            erp_path=isv.path.resolve() if isv.path is not None else None,
+            node_key=private[isv.isv_id],
+            gateway_key=gateway_pub,
+            state_dir=(settings.data_dir / "nodes" / isv.isv_id).resolve(),
+            connector=isv.kind,
+            mapping=isv.mapping_path.resolve() if isv.mapping_path is not None else None,
+            erp_url=isv.url,
+            erp_table=isv.table,
+            policy=isv.policy.resolve() if isv.policy is not None else None,
+        )
+        for isv in cfg.isvs
+    )
+    return nodes, registry
+
+
 def config_nodes(
     settings: Settings, cfg: JobConfig, *, label: str, labels_dir: Path
 ) -> WorldNodes:
@@ -264,7 +291,6 @@ def config_nodes(
         ``BAD_CONFIG`` when the platform table cannot be read.
     """
     from federation import DataError
-    from federation.apps import NodeConfig
     from federation.jobconfig import read_platform
 
     try:
@@ -276,21 +302,7 @@ def config_nodes(
     labelled = platform[platform["label"].notna()]
     pd_frame = labelled[["merchant_id"]].assign(**{label: labelled["label"].astype("int8")})
     pd_frame.to_parquet(labels_file, index=False)
-    gateway_pub, registry, private = _node_keys(settings, [i.isv_id for i in cfg.isvs])
-    nodes = tuple(
-        NodeConfig(
-            isv_id=isv.isv_id,
-            erp_path=isv.path.resolve() if isv.path is not None else None,
-            node_key=private[isv.isv_id],
-            gateway_key=gateway_pub,
-            state_dir=(settings.data_dir / "nodes" / isv.isv_id).resolve(),
-            connector=isv.kind,
-            mapping=isv.mapping_path.resolve() if isv.mapping_path is not None else None,
-            erp_url=isv.url,
-            erp_table=isv.table,
-        )
-        for isv in cfg.isvs
-    )
+    nodes, registry = job_node_configs(settings, cfg)
     doc = {"platform_file": str(labels_file), "job_config": str(cfg.path)}
     return WorldNodes(world=cfg.path.parent, doc=doc, nodes=nodes, registry=registry)
 

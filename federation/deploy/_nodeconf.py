@@ -158,6 +158,7 @@ def load_node_settings(path: Path) -> NodeSettings:
             mapping=rel(data["mapping"]) if opt(data, "mapping") else None,
             erp_url=opt(data, "url"),
             erp_table=opt(data, "table"),
+            policy=path,  # the node's own policy: this file's [policy] table
         )
     except ValueError as exc:
         raise ConfigError(f"{path.name}: [data] {exc}") from None

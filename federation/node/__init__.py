@@ -8,6 +8,7 @@
 * :func:`error_guard_mod` — error replies leave as codes and counts only;
 * :func:`torch_generator`, :func:`numpy_generator` — the node's own randomness;
 * :func:`check_request` — the policy check of a verified request;
+* :func:`approve_lines` — register merchants' signed approvals (``fedgate node approve``);
 * :func:`models_shaped_by` — the models a (revoked) merchant's data shaped.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from ._approvals import Approval, ApprovalRegister, approval_payload
 from ._checks import check_request, node_budget
+from ._enrol import ApproveResult, approve_lines
 from ._guard import REASON_GRAMMAR, error_guard_mod, safe_reason
 from ._lineage import models_shaped_by
 from ._models import ModelRegister, encoder_hash, weights_hash
@@ -25,6 +27,7 @@ from ._sketch import PUBLIC_GRID, SKETCH_SIZE, dp_sketch, encoder_problem, snap_
 __all__ = [
     "Approval",
     "ApprovalRegister",
+    "ApproveResult",
     "ModelRegister",
     "NodePolicy",
     "POLICY_TABLE",
@@ -33,6 +36,7 @@ __all__ = [
     "SAFE_DEFAULTS",
     "SKETCH_SIZE",
     "approval_payload",
+    "approve_lines",
     "check_request",
     "dp_sketch",
     "encoder_hash",

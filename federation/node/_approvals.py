@@ -61,7 +61,7 @@ class Approval:
 
     consent_id: str
     merchant_id: str
-    artefact_hash: str
+    artefact_hash: str  # "" = registered from the signed terms (federation.node.approve_lines)
     data_provider: str
     data_consumer: str
     purposes: tuple[str, ...]
@@ -103,13 +103,31 @@ class Approval:
             revoked=bool(body.get("revoked", False)),
         )
 
+    @classmethod
+    def from_terms(cls, a: Any, artefact_hash: str) -> Approval:
+        """The approval of consent terms ``a`` (a :class:`consent.ConsentArtefact`)."""
+        return cls(
+            consent_id=a.consent_id,
+            merchant_id=a.merchant_id,
+            artefact_hash=artefact_hash,
+            data_provider=a.data_provider,
+            data_consumer=a.data_consumer,
+            purposes=tuple(a.purposes),
+            categories=tuple(a.categories),
+            data_from=a.data_from,
+            data_to=a.data_to,
+            consent_start=a.consent_start,
+            consent_expiry=a.consent_expiry,
+            data_life_days=a.data_life_days,
+        )
+
     def covers(self, entry: ManifestEntry, manifest: CohortManifest) -> bool:
         """Does this (live) approval allow ``entry`` of ``manifest``?"""
         return (
             not self.revoked
             and entry.consent_id == self.consent_id
             and entry.merchant_id == self.merchant_id
-            and entry.artefact_hash == self.artefact_hash
+            and (not self.artefact_hash or entry.artefact_hash == self.artefact_hash)
             and manifest.data_provider == self.data_provider
             and manifest.data_consumer == self.data_consumer
             and manifest.purpose in self.purposes
@@ -183,23 +201,7 @@ class ApprovalRegister:
 
     def register_artefact(self, signed: SignedArtefact) -> bytes:
         """Record the approval of the consent artefact the merchant was shown."""
-        a = signed.artefact
-        return self.register(
-            Approval(
-                consent_id=a.consent_id,
-                merchant_id=a.merchant_id,
-                artefact_hash=signed.hash,
-                data_provider=a.data_provider,
-                data_consumer=a.data_consumer,
-                purposes=tuple(a.purposes),
-                categories=tuple(a.categories),
-                data_from=a.data_from,
-                data_to=a.data_to,
-                consent_start=a.consent_start,
-                consent_expiry=a.consent_expiry,
-                data_life_days=a.data_life_days,
-            )
-        )
+        return self.register(Approval.from_terms(signed.artefact, signed.hash))
 
     def register_many(self, approvals: Iterable[Approval]) -> int:
         """Record several approvals at once (a bulk import); returns how many."""

@@ -257,7 +257,8 @@ def run(
     for line in refusals.lines():
         console.print(f"consent refusals: {line}")
     eps = ", ".join(f"{k}={v:.2f}" for k, v in sorted(result.epsilon.items())) or "no DP"
-    console.print(f"ε spent: {eps}; model (round {best}): {result.model_path}; "
+    kept = f"round {best}" if best is not None else "last round"
+    console.print(f"ε spent: {eps}; model ({kept}): {result.model_path}; "
                   f"{result.seconds:.1f} s")
 
 

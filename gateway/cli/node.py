@@ -70,6 +70,73 @@ def check(
         fail("NODE_CHECK_FAILED", f"failed: {', '.join(bad)}")
 
 
+def _approval_nodes(config: Path | None, job: Path | None, isv: str | None) -> list:  # noqa: ANN401
+    """The node(s) whose own register ``approve`` writes: a node.toml's, or a job's ISVs'."""
+    if (config is None) == (job is None):
+        fail("BAD_ARGUMENT", "give exactly one of --config (node.toml) or --job (job TOML)")
+    if config is not None:
+        if isv is not None:
+            fail("BAD_ARGUMENT", "--isv goes with --job; a node.toml names its own ISV")
+        return [_settings(config).node]  # its policy is node.toml's own [policy] table
+    from federation import DataError
+    from federation.jobconfig import load_job_config
+    from gateway import jobs
+
+    from ._common import settings as gateway_settings
+
+    try:
+        cfg = load_job_config(job)  # type: ignore[arg-type]
+    except DataError as exc:
+        fail(exc.code, str(exc))
+    nodes, _ = jobs.job_node_configs(gateway_settings(), cfg)
+    if isv is not None:
+        nodes = tuple(n for n in nodes if n.isv_id == isv)
+        if not nodes:
+            fail("BAD_ARGUMENT", f"the job config names no ISV {isv!r}")
+    return list(nodes)
+
+
+@app.command("approve")
+def approve(
+    file: Annotated[Path, typer.Argument(help="JSON Lines: terms, merchant_signature, "
+                                               "merchant_key (as consent import).")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="The node's node.toml (deployment).")
+    ] = None,
+    job: Annotated[
+        Path | None, typer.Option("--job", help="A job TOML: its ISVs' simulated nodes.")
+    ] = None,
+    isv: Annotated[
+        str | None, typer.Option("--isv", help="With --job: only this ISV's node.")
+    ] = None,
+) -> None:
+    """Register the merchants' signed approvals in the node's own approval register.
+
+    Every merchant signature is verified before anything is written; one bad line
+    refuses the file. Each node registers only the lines whose terms name its ISV as
+    data provider; the node checks every manifest entry against this register.
+    """
+    from federation import FederationError
+    from federation.node import approve_lines
+
+    nodes = _approval_nodes(config, job, isv)
+    try:
+        lines = file.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail("UNREADABLE_FILE", f"cannot read {file}: {exc}")
+    try:
+        for node in nodes:
+            register = node.approvals(node.node_policy())
+            done = approve_lines(lines, register, isv_id=node.isv_id)
+            console.print(
+                f"node {node.isv_id}: {done.registered} approval(s) registered in "
+                f"{register.path}; {done.other_isv} line(s) for other ISVs skipped",
+                highlight=False,
+            )
+    except FederationError as exc:
+        fail(exc.code, f"{file}: {exc}")
+
+
 @app.command("run")
 def run(config: ConfigOpt) -> None:
     """Run the node's SuperNode until it exits or this command is stopped (SIGINT/SIGTERM)."""

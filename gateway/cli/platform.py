@@ -179,6 +179,8 @@ def node_toml(
         *([f'mapping = "{mapping}"'] if mapping else []),
         "",
         "[policy]",
+        "# The node's own privacy policy (keys: federation/node/_policy.py). Empty: the safe",
+        "# defaults (DP required, merchant approvals required: fedgate node approve).",
         "",
     ]
     (out / "node.toml").write_text("\n".join(lines), "utf-8")

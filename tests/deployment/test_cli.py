@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
+from federation.deploy import load_node_settings
+from federation.node import load_policy
 from gateway.cli import app
+from tests.utils.approvals import signed_consent_line
 from tests.utils.cli import cli_settings
 
 runner = CliRunner()
@@ -39,6 +43,18 @@ def test_platform_hands_an_isv_a_node_toml_that_checks(
                                   "--no-connect"])
         assert res.exit_code == 0, res.output
         assert "✘" not in res.output and "fpk_" in res.output and "rows" in res.output
+        # The ISV registers its merchants' signed approvals in its node's own register.
+        merchant = Ed25519PrivateKey.generate()
+        approvals = tmp_path / "approvals.jsonl"
+        approvals.write_text("\n".join(signed_consent_line(m, isv, merchant, merchant) for m, isv
+                                       in (("m1", "isv01"), ("m2", "isv02"))) + "\n", "utf-8")
+        res = runner.invoke(app, ["node", "approve", str(approvals), "--config",
+                                  str(node / "node.toml")])
+        assert res.exit_code == 0, res.output
+        assert "node isv01: 1 approval(s)" in res.output and "1 line(s) for other" in res.output
+        settings = load_node_settings(node / "node.toml")
+        held = settings.node.approvals(load_policy(settings.path)).current()
+        assert list(held) == ["c-m1"] and held["c-m1"].data_provider == "isv01"
         # Nothing listens there: the connection check fails and says so, exit 1.
         res = runner.invoke(app, ["node", "check", "--config", str(node / "node.toml")])
         assert res.exit_code == 1 and "NODE_CHECK_FAILED" in res.output

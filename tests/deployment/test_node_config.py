@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,11 +43,12 @@ def test_node_toml_round_trip_and_node_config(tmp_path: Path) -> None:
         policy={"min-cohort": 50},
     )
     s = load_node_settings(toml)
-    assert s.node == node and s.superlink == "proxy:9443" and s.isolation == "process"
+    assert s.node == replace(node, policy=toml.resolve())  # its policy: node.toml's [policy]
+    assert s.superlink == "proxy:9443" and s.isolation == "process"
     assert s.policy == {"min-cohort": 50}
     cfg = s.node_config()
     assert cfg[NODE_POLICY_KEY] == str(toml.resolve())
-    assert NodeConfig.from_mapping(cfg) == node
+    assert NodeConfig.from_mapping(cfg) == s.node
     argv = supernode_argv(s, trusted_entities=write_trusted_entities(s))
     assert argv[argv.index("--superlink") + 1] == "proxy:9443"
     assert "--insecure" not in argv and "--root-certificates" in argv

@@ -33,7 +33,8 @@ def test_public_surface_is_pinned() -> None:
     """federation.node exports exactly its documented names."""
     assert sorted(node_pkg.__all__) == sorted(
         [
-            "Approval", "ApprovalRegister", "ModelRegister", "NodePolicy", "POLICY_TABLE",
+            "Approval", "ApprovalRegister", "ApproveResult", "approve_lines", "ModelRegister",
+            "NodePolicy", "POLICY_TABLE",
             "PUBLIC_GRID", "REASON_GRAMMAR", "SAFE_DEFAULTS", "SKETCH_SIZE", "approval_payload",
             "check_request", "dp_sketch", "encoder_hash", "encoder_problem", "error_guard_mod",
             "load_policy", "models_shaped_by", "node_budget", "node_seed", "numpy_generator",
