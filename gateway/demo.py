@@ -594,6 +594,13 @@ def _money(
         )
 
 
+def _seeded(node: Any, test_seed: int, folder: Path) -> Any:
+    """``node`` with a policy file of its own: safe defaults plus a tests-only seed."""
+    path = folder / f"{node.isv_id}-policy.toml"
+    path.write_text(f"[policy]\ntest-seed = {int(test_seed)}\n", encoding="utf-8")
+    return replace(node, policy=path.resolve())
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -604,6 +611,7 @@ def run_demo(
     default_rate: float = DEFAULT_DEFAULT_RATE,
     progress: Progress | None = None,
     overwrite: bool = False,
+    node_test_seed: int | None = None,
 ) -> DemoReport:
     """Run the whole demo in ``<settings.data_dir>/demo/`` (wiped first) and report.
 
@@ -625,6 +633,10 @@ def run_demo(
         Where to draw a task per stage and per round; ``None`` draws nothing.
     overwrite : bool, default False
         Replace a previous demo's data; without it a non-empty demo directory is refused.
+    node_test_seed : int | None, default None
+        Tests only: each simulated node's own policy file gets this ``test-seed`` so its
+        DP noise is reproducible (node configuration, never a platform message). ``None``:
+        the nodes draw from their CSPRNG, as in any real run.
 
     Returns
     -------
@@ -668,6 +680,8 @@ def run_demo(
     with stages.stage("synthetic world"):
         doc = write_world(params, world_dir)
         wn = jobs.world_nodes(cfg, world_dir)
+        if node_test_seed is not None:
+            wn = replace(wn, nodes=[_seeded(n, node_test_seed, world_dir) for n in wn.nodes])
         erp = _erp_frames(wn)
         platform = pd.read_parquet(wn.platform_path)
     engine = make_engine(cfg.resolved_database_url)
