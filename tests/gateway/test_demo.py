@@ -151,12 +151,11 @@ def test_a_previous_demo_is_not_overwritten_unless_asked(tmp_path: Path) -> None
 
 
 def test_money_loop_lends_monitors_and_settles(report: DemoReport) -> None:
-    """ERP scores move lines, six months close, fees and shares are cleared, the book ties."""
+    """Lines move both ways, six months close, fees and shares are cleared, the book ties."""
     m = report.money
     assert m is not None and m.ok
-    # On this tiny world the nodes' DP noise comes from their own CSPRNG, so g (and with it
-    # the direction lines move) differs run to run: assert movement, not its direction.
-    assert m.raised + m.lowered > 0 and m.off_platform > 0 and m.newly_given <= m.raised
+    assert m.raised > 0 and m.lowered > 0 and m.newly_given > 0 and m.off_platform > 0
+    assert m.newly_given <= m.raised
     # ``uplifts`` lists platform merchants' non-zero uplifts (off-platform lines are all uplift).
     assert sum(u > 0 for u in m.uplifts) <= m.raised
     assert sum(u < 0 for u in m.uplifts) == m.lowered
@@ -165,9 +164,7 @@ def test_money_loop_lends_monitors_and_settles(report: DemoReport) -> None:
     assert m.import_repeat_added == 0
     # Receipts are dated now: the current (last) month bills each ISV's train + score receipts.
     assert all(m.months[-1].fees[k] > 0 for k in report.isvs)
-    # An interest share is owed only on raised lines (uplift > 0), never otherwise.
-    if m.raised == 0:
-        assert sum(m.shares_total.values()) == 0
+    assert all(m.shares_total[k] > 0 for k in report.isvs)
     for k in report.isvs:
         assert m.settled_cleared[k] == m.fees_total[k] + m.shares_total[k]
     assert m.alerts_by_rule.get("overdue", 0) > 0 and m.actions.get("freeze", 0) > 0
