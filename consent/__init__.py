@@ -14,7 +14,7 @@ from ._artefact import (
     verify_approval,
     verify_artefact,
 )
-from ._bulk import ImportResult, import_consents
+from ._bulk import ImportResult, consent_lines, import_consents
 from ._check import ConsentRecord, Decision, evaluate, require_consent
 from ._errors import (
     ConsentDenied,
@@ -98,6 +98,7 @@ __all__ = [
     "record_use",
     "record_uses",
     "import_consents",
+    "consent_lines",
     "ImportResult",
     "ImportRefused",
     "consent_ids_hash",

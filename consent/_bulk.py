@@ -26,9 +26,10 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -121,10 +122,14 @@ def _sign(artefact: ConsentArtefact, payload: bytes, key: Ed25519PrivateKey) -> 
     return SignedArtefact(artefact=artefact, token=token, hash=artefact_hash(token))
 
 
-def _parse(lines: Iterable[str | bytes], now: datetime
-           ) -> list[tuple[ConsentArtefact, str, str, bytes]]:
-    out: list[tuple[ConsentArtefact, str, str, bytes]] = []
-    seen: set[str] = set()
+def consent_lines(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The ``(line number, document)`` pairs of a consent JSON Lines file, shape-checked.
+
+    Each non-blank line is ``{"terms": {…, "created_at"}, "merchant_signature",
+    "merchant_key"}``: the format of ``fedgate consent import`` and of the ISV's
+    ``fedgate node approve``. Raises :class:`ImportRefused` (``MALFORMED_JSON``,
+    ``MALFORMED``) with the 1-based line number.
+    """
     for n, raw in enumerate(lines, start=1):
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         if not text.strip():
@@ -136,10 +141,18 @@ def _parse(lines: Iterable[str | bytes], now: datetime
         if not isinstance(doc, dict) or set(doc) != _LINE_KEYS:
             raise ImportRefused(f"a line has exactly the keys {sorted(_LINE_KEYS)}",
                                 code="MALFORMED", line=n)
-        terms_doc = doc["terms"]
-        if not isinstance(terms_doc, dict) or "created_at" not in terms_doc:
+        if not isinstance(doc["terms"], dict) or "created_at" not in doc["terms"]:
             raise ImportRefused("terms must be an object with created_at", code="MALFORMED",
                                 line=n)
+        yield n, doc
+
+
+def _parse(lines: Iterable[str | bytes], now: datetime
+           ) -> list[tuple[ConsentArtefact, str, str, bytes]]:
+    out: list[tuple[ConsentArtefact, str, str, bytes]] = []
+    seen: set[str] = set()
+    for n, doc in consent_lines(lines):
+        terms_doc = doc["terms"]
         try:
             terms = parse_terms(terms_doc, now=now)
             if terms.supersedes is not None:
@@ -208,7 +221,7 @@ def import_consents(
             raise ImportRefused(f"consent id {taken!r} is taken", code="DUPLICATE_ID",
                                 line=line)
     signed = [_sign(t, payload, key) for t, _, _, payload in parsed]
-    items = []
+    items: list[tuple[str, dict[str, Any]]] = []
     for s, (_, signature, _, _) in zip(signed, parsed, strict=True):
         a = s.artefact
         base = {

@@ -21,7 +21,6 @@ checks every term but not the hash.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,14 +28,13 @@ from datetime import UTC, datetime
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from consent import ConsentError, parse_terms, verify_approval
+from consent import ConsentError, ImportRefused, consent_lines, parse_terms, verify_approval
 
 from .._errors import FederationError
 from ._approvals import Approval, ApprovalRegister
 
 __all__ = ["ApproveResult", "approve_lines"]
 
-_KEYS = {"terms", "merchant_signature", "merchant_key"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,18 +66,11 @@ def _parse(lines: Iterable[str | bytes], isv_id: str, now: datetime
     mine: list[Approval] = []
     other = 0
     seen: set[str] = set()
-    for n, raw in enumerate(lines, start=1):
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        if not text.strip():
-            continue
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise _refuse(n, f"not JSON: {exc}", "MALFORMED_JSON") from exc
-        if not isinstance(doc, dict) or set(doc) != _KEYS:
-            raise _refuse(n, f"a line has exactly the keys {sorted(_KEYS)}", "MALFORMED")
-        if not isinstance(doc["terms"], dict) or "created_at" not in doc["terms"]:
-            raise _refuse(n, "terms must be an object with created_at", "MALFORMED")
+    try:
+        docs = list(consent_lines(lines))
+    except ImportRefused as exc:
+        raise FederationError(str(exc), code=exc.code) from exc
+    for n, doc in docs:
         signature = doc["merchant_signature"]
         if not isinstance(signature, str):
             raise _refuse(n, "merchant_signature must be a string", "SIGNATURE_INVALID")

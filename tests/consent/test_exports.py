@@ -13,6 +13,7 @@ EXPECTED = {
     "Grant", "ConsentView", "grant", "activate", "reject", "pause", "resume", "revoke",
     "record_use", "record_uses",
         "import_consents",
+        "consent_lines",
         "ImportResult",
         "ImportRefused", "consent_ids_hash", "expire_due", "get_consent", "list_consents",
     "Decision", "ConsentRecord", "evaluate", "require_consent", "check", "require",
