@@ -65,9 +65,10 @@ def _rate(url: str, lines: list[str], cm: Ed25519PrivateKey) -> float:
             result = consent.import_consents(s, lines, key=cm)
         seconds = time.perf_counter() - started
         with sessions() as s:
-            got = consent.cohort_entries(s, data_provider="isv-bulk", data_consumer="platform",
-                                         purpose="model_training", categories=["turnover"],
-                                         at=datetime.now(UTC), consent_manager_key=cm.public_key())
+            use = consent.Use(data_provider="isv-bulk", data_consumer="platform",
+                              purpose="model_training", categories=["turnover"],
+                              at=datetime.now(UTC))
+            got = consent.cohort_entries(s, use, consent_manager_key=cm.public_key())
         if result.count != len(lines) or len(got) != len(lines):
             raise RuntimeError(f"imported {result.count}, cohort sees {len(got)} of {len(lines)}")
     finally:

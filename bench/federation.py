@@ -456,12 +456,14 @@ class AllConsented:
         now = datetime.now(UTC)
         self.start, self.expiry = now - timedelta(days=1), now + timedelta(days=30)
 
-    def entries(self, *, data_provider: str, data_consumer: str, purpose: str,
-                categories: Sequence[str], at: datetime) -> list[Any]:
-        """One entry per merchant in ``data_provider``'s ERP table."""
+    def entries(self, use: Any) -> list[Any]:
+        """One entry per merchant in ``use.data_provider``'s ERP table."""
+        return self._entries(use.data_provider)
+
+    def _entries(self, isv: str) -> list[Any]:
         from consent import ManifestEntry
 
-        ids = pq.read_table(self.erp_paths[data_provider], columns=[MERCHANT_ID])[
+        ids = pq.read_table(self.erp_paths[isv], columns=[MERCHANT_ID])[
             MERCHANT_ID].to_pylist()
         return [
             ManifestEntry(
@@ -482,8 +484,7 @@ class AllConsented:
         from federation.node import Approval
 
         cats = tuple(sorted(CATEGORIES))
-        for e in self.entries(data_provider=isv, data_consumer=CONSUMER, purpose="",
-                              categories=(), at=self.start):
+        for e in self._entries(isv):
             yield Approval(
                 consent_id=e.consent_id, merchant_id=e.merchant_id,
                 artefact_hash=e.artefact_hash, data_provider=isv, data_consumer=CONSUMER,

@@ -54,7 +54,7 @@ from ._errors import ConsentError, ImportRefused, InvalidConsentRequest
 from ._jose import ALGORITHM
 from ._lifecycle import Status
 from ._models import ArtefactRow, EventRow, StateRow
-from ._store import _now
+from ._reads import _now
 
 __all__ = ["ImportResult", "import_consents"]
 
