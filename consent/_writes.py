@@ -115,24 +115,36 @@ def _plan(
     after = apply_event(state, event, a.frequency)
     return _Pending(signed, event, state.status, after, {})
 
+def event_body(
+    signed: SignedArtefact,
+    version: int,
+    before: Status | None,
+    after: Status,
+    detail: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The ledger body of one consent event (``consent.<kind>``): who, which artefact, the
+    event's version and the status change. :func:`consent.import_consents` writes the same."""
+    a = signed.artefact
+    return {
+        "consent_id": a.consent_id,
+        "merchant_id": a.merchant_id,
+        "data_provider": a.data_provider,
+        "data_consumer": a.data_consumer,
+        "artefact_hash": signed.hash,
+        "event_version": version,
+        "from_status": None if before is None else before.value,
+        "status": after.value,
+        "detail": dict(detail),
+    }
+
+
 def _write(
     session: Session, pending: Sequence[_Pending], notice: ReceiptNotice
 ) -> list[ConsentReceipt]:
     """Append ledger entries, event rows and state for validated transitions, in order."""
     items: list[tuple[str, Mapping[str, Any]]] = []
     for p in pending:
-        a = p.signed.artefact
-        body: dict[str, Any] = {
-            "consent_id": a.consent_id,
-            "merchant_id": a.merchant_id,
-            "data_provider": a.data_provider,
-            "data_consumer": a.data_consumer,
-            "artefact_hash": p.signed.hash,
-            "event_version": p.event.version,
-            "from_status": None if p.before is None else p.before.value,
-            "status": p.after.status.value,
-            "detail": dict(p.event.detail),
-        }
+        body = event_body(p.signed, p.event.version, p.before, p.after.status, p.event.detail)
         body.update(p.extra)
         items.append((f"consent.{p.event.kind}", body))
     # One batch keeps the entries consecutive; every event in a call shares one time.
