@@ -32,6 +32,12 @@ from ._cosignature import (
     parse_cosigner_vkey,
     verify_cosignatures,
 )
+from ._engine import (
+    READ_ONLY_OPTION,
+    make_engine,
+    make_read_sessionmaker,
+    make_sessionmaker,
+)
 from ._errors import (
     AccountRejected,
     BookError,
@@ -162,6 +168,11 @@ __all__ = [
     "BookFailure",
     "BookReport",
     "reconcile_book",
+    # the database engine every package opens the platform database with
+    "READ_ONLY_OPTION",
+    "make_engine",
+    "make_read_sessionmaker",
+    "make_sessionmaker",
     # bounded parsing of outside input
     "MAX_JSON_DEPTH",
     "BoundedInputError",
