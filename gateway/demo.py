@@ -49,6 +49,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from . import jobs
+from ._errors import GatewayError
 from .db import create_schema, make_engine, make_sessionmaker
 from .demo_money import MoneyReport, run_money_loop
 from .keys import load_or_create_key
@@ -98,7 +99,7 @@ depends on that start (0.46-0.70 over init seeds here); this setting gave 0.69-0
 _CONSENT_BATCH = 200  # consents per progress tick (all in one transaction)
 
 
-class DemoError(Exception):
+class DemoError(GatewayError):
     """The demo could not finish or a check failed.
 
     Parameters
@@ -108,10 +109,6 @@ class DemoError(Exception):
         ``BAD_ARGUMENT``, ``JOB_FAILED`` (or the federation error's own code),
         ``REVOKED_STILL_USED`` or ``AUDIT_FAILED``.
     """
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)

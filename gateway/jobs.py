@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from federation.cohort import ConsentCohortSource
 
+from ._errors import GatewayError
 from .keys import load_or_create_key, public_key_pem
 from .settings import Settings
 
@@ -74,7 +75,7 @@ PRIVACY_DIR = "privacy"
 PRIVACY_ACCOUNT_FILE = "merchants.json"
 
 
-class JobSetupError(Exception):
+class JobSetupError(GatewayError):
     """A job cannot be assembled: a bad world directory or a bad model directory.
 
     Parameters
@@ -83,10 +84,6 @@ class JobSetupError(Exception):
     code : str
         ``BAD_WORLD`` or ``BAD_MODEL``.
     """
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
