@@ -43,7 +43,7 @@ from ._reads import ConsentView, check, get_consent, list_consents, require
 from ._receipt import ConsentReceipt, ReceiptNotice
 from ._use import Use
 from ._uses import consent_ids_hash, record_use, record_uses
-from ._vocab import CATEGORIES, DENY_CODES, ID_PATTERN, PURPOSES, Purpose
+from ._vocab import CATEGORIES, CATEGORY_CODES, DENY_CODES, ID_PATTERN, PURPOSES, Purpose
 from ._writes import Grant, activate, expire_due, grant, pause, reject, resume, revoke
 
 metadata = ConsentBase.metadata
@@ -51,6 +51,7 @@ metadata = ConsentBase.metadata
 __all__ = [
     # vocabulary
     "CATEGORIES",
+    "CATEGORY_CODES",
     "DENY_CODES",
     "ID_PATTERN",
     "PURPOSES",

@@ -47,6 +47,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._errors import SpecError
+from .schema import ERP_CATEGORIES
 
 __all__ = [
     "DPBudget",
@@ -176,18 +177,8 @@ class ModelSpec:
             raise SpecError(f"spec {self.name!r}: lr must be > 0, got {self.lr}")
 
 
-# Every consent category that covers an ERP field (``tax`` covers none yet).
-_ALL_FINANCIALS = (
-    "cost_of_goods",
-    "margins",
-    "turnover",
-    "inventory",
-    "receivables",
-    "labour_cost",
-    "logistics_cost",
-    "cash_and_debt",
-    "orders_and_shipping",
-)
+# Every consent category that covers an ERP field (``tax`` covers none yet), in schema order.
+_ALL_FINANCIALS = tuple(c for c, fields in ERP_CATEGORIES.items() if fields)
 
 SPECS: Mapping[str, ModelSpec] = MappingProxyType(
     {

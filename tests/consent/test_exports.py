@@ -5,7 +5,7 @@ from __future__ import annotations
 import consent
 
 EXPECTED = {
-    "CATEGORIES", "DENY_CODES", "ID_PATTERN", "PURPOSES", "Purpose",
+    "CATEGORIES", "CATEGORY_CODES", "DENY_CODES", "ID_PATTERN", "PURPOSES", "Purpose",
     "ConsentArtefact", "Frequency", "SignedArtefact", "parse_terms", "sign_artefact",
     "verify_artefact", "approve_artefact", "verify_approval",
     "Status", "ConsentEvent", "ConsentState", "apply_event", "fold_events", "ConsentReceipt",
