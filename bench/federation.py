@@ -32,7 +32,7 @@ averages models itself.
 
 Splits and training rows. Every dataset is split 80/20 (stratified, seed 0);
 every model is scored on the same test rows. A Flower node trains on its
-merchants outside the fixed hash holdout (:func:`federation.apps._node.is_holdout`,
+merchants outside the fixed hash holdout (:func:`federation.is_holdout`,
 one in five) and evaluates on the holdout each round, so every in-process model
 here trains on exactly those rows too: the training set is the train split
 minus the holdout, for all rows of a table.
@@ -71,7 +71,8 @@ import pyarrow.parquet as pq
 import torch
 from sklearn.model_selection import train_test_split
 
-from federation.apps._node import NodeConfig, is_holdout
+from federation import is_holdout
+from federation.apps import NodeConfig
 from federation.features import BinEncoder, QuantileSketch
 from federation.metrics import auc, recall_at_alert_rate
 from federation.models import (

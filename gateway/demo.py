@@ -12,7 +12,7 @@ SQLite database and keys (the user's database is never touched):
    them gone (their ``merchants_hash`` is recomputed here);
 4. collects the nodes' g-scores under ``credit_scoring`` manifests;
 5. fits ``f_platform`` and the combiner at the platform and measures AUCs on
-   the held-out merchants (:func:`federation.apps._node.is_holdout`), next to a
+   the held-out merchants (:func:`federation.is_holdout`), next to a
    *centralized reference*: the same g (bins, architecture, DP-SGD budget)
    trained on the pooled ERP rows — a number a real deployment could not
    compute, since ERP data never leaves the ISVs;
@@ -337,7 +337,7 @@ def _pick_revocations(
     erp: Mapping[str, pd.DataFrame], seed: int, per_isv: int
 ) -> dict[str, list[str]]:
     """A few training (not held-out) merchants per ISV, chosen by the seed."""
-    from federation.apps._node import is_holdout
+    from federation import is_holdout
 
     rng = np.random.default_rng(seed + 1)
     out: dict[str, list[str]] = {}
@@ -359,8 +359,7 @@ def _usage(
     ``keys``: each node's merchant-set hashing key, which the ISV reveals to whoever
     checks its receipts (here the demo plays every role).
     """
-    from federation import merchant_ids_hash
-    from federation.apps._node import is_holdout
+    from federation import is_holdout, merchant_ids_hash
 
     train_sets = {
         isv: {m for m in f["merchant_id"].astype(str) if not is_holdout(m)}
@@ -418,7 +417,7 @@ def _central_g(
     """
     import torch
 
-    from federation.apps._node import is_holdout
+    from federation import is_holdout
     from federation.dp import epsilon_of
     from federation.features import BinEncoder, QuantileSketch
     from federation.models import build_g_erp, predict_proba
@@ -492,7 +491,7 @@ def _evaluate(
     seed: int,
 ) -> tuple[list[AucRow], int, int, int]:
     """f_platform, the combiner with each g, and AUCs on the held-out merchants."""
-    from federation.apps._node import is_holdout
+    from federation import is_holdout
     from federation.models import Combiner, fit_f_platform, out_of_fold_f_scores
     from federation.schema import LABEL
 

@@ -20,6 +20,7 @@ from consent import ManifestEntry
 
 from .._errors import DataError
 from ..features import BinEncoder
+from ..holdout import HOLDOUT_BUCKETS, is_holdout
 from ..metrics import auc, brier, ks
 from ..models import build_g_erp, set_weights
 from ..node import (
@@ -45,7 +46,7 @@ from ._keys import (
     NUM_EXAMPLES,
 )
 from ._mods import refuse
-from ._node import HOLDOUT_BUCKETS, Cohort, is_holdout, label_vector, load_cohort
+from ._node import Cohort, label_vector, load_cohort
 from ._request import current_request
 
 __all__ = [
