@@ -617,8 +617,11 @@ def train_plain_sgd(
     proximal_mu: float = 0.0,
     seed: int = 0,
 ) -> float:
-    """The same loop as :func:`train_dp_sgd` without Opacus (the DP cost baseline)."""
-    torch.manual_seed(seed)
+    """The same loop as :func:`train_dp_sgd` without Opacus (the DP cost baseline).
+
+    ``seed`` seeds the batch order only (the loader's own generator); torch's global
+    random state is left alone.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     anchor = [p.detach().clone() for p in params]
     return _epochs(
