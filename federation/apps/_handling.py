@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Context, Error, Message
 
 from consent import ManifestEntry
 
-from .._errors import DataError
+from .._errors import DataError, FederationError
 from ..features import BinEncoder
 from ..holdout import HOLDOUT_BUCKETS, is_holdout
 from ..metrics import auc, brier, ks
@@ -78,7 +78,8 @@ def error_reply(msg: Message, code: int, reason: str) -> Message:
 
 def request_cohort(select: Callable[[ManifestEntry], bool] | None = None) -> Cohort:
     req = current_request()
-    assert req.manifest is not None
+    if req.manifest is None:  # the manifest mod binds it before any handler runs
+        raise FederationError("no verified manifest for this request", code="NO_MANIFEST")
     return load_cohort(req.node, req.manifest, now=datetime.now(UTC), select=select)
 
 
@@ -139,7 +140,8 @@ def labelled(cohort: Cohort) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
 
 def request_policy() -> NodePolicy:
     policy = current_request().policy
-    assert policy is not None, "the manifest mod binds the node policy"
+    if policy is None:  # the manifest mod binds it before any handler runs
+        raise FederationError("no node policy for this request", code="NO_POLICY")
     return policy
 
 
@@ -158,13 +160,13 @@ def only_merchants(cohort_frame: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
     return cohort_frame[cohort_frame[MERCHANT_ID].astype(str).isin(keep)].reset_index(drop=True)
 
 
-def checked_encoder(msg: Message, cohort: Cohort) -> tuple[BinEncoder | None, Message | None]:
-    """The message's encoder if the policy accepts it, else a refusal."""
+def checked_encoder(msg: Message, cohort: Cohort) -> BinEncoder | Message:
+    """The message's encoder if the policy accepts it, else the refusal reply."""
     encoder = message_encoder(msg, cohort)
     problem = encoder_problem(encoder, cohort.features, request_policy().max_bins)
     if problem is not None:
-        return None, refuse(msg, ERR.POLICY_REFUSED, problem)
-    return encoder, None
+        return refuse(msg, ERR.POLICY_REFUSED, problem)
+    return encoder
 
 
 def noisy_metrics(
