@@ -15,7 +15,7 @@ from ._artefact import (
     verify_artefact,
 )
 from ._bulk import ImportResult, consent_lines, import_consents
-from ._check import ConsentRecord, Decision, evaluate, require_consent
+from ._check import ConsentRecord, Decision, evaluate
 from ._errors import (
     ConsentDenied,
     ConsentError,
@@ -42,7 +42,7 @@ from ._models import ConsentBase
 from ._reads import ConsentView, check, get_consent, list_consents, require
 from ._receipt import ConsentReceipt, ReceiptNotice
 from ._use import Use
-from ._uses import consent_ids_hash, record_use, record_uses
+from ._uses import consent_ids_hash, count_round_uses, record_use
 from ._vocab import CATEGORIES, CATEGORY_CODES, DENY_CODES, ID_PATTERN, PURPOSES, Purpose
 from ._writes import Grant, activate, expire_due, grant, pause, reject, resume, revoke
 
@@ -83,7 +83,7 @@ __all__ = [
     "resume",
     "revoke",
     "record_use",
-    "record_uses",
+    "count_round_uses",
     "import_consents",
     "consent_lines",
     "ImportResult",
@@ -97,7 +97,6 @@ __all__ = [
     "Decision",
     "ConsentRecord",
     "evaluate",
-    "require_consent",
     "check",
     "require",
     "ConsentIndex",
