@@ -81,9 +81,9 @@ from federation.models import (
     fit_f_platform,
     predict_proba,
     set_weights,
-    train_local,
 )
 from federation.realdata import ISV_COLUMN, PAKDD_ERP, PAKDD_PLATFORM, load_gmsc, load_pakdd
+from federation.reference import train_centralized
 from federation.schema import AS_OF, FAKE_LABEL, LABEL, MERCHANT_ID, erp_fields_for
 from federation.synth import SynthParams, generate_world, write_world
 
@@ -381,12 +381,10 @@ def _seeded_model(arch: str, n_inputs: int, seed: int) -> torch.nn.Module:
 
 
 def _train_pooled(arch: str, X: np.ndarray, y: np.ndarray, cfg: BenchConfig) -> torch.nn.Module:
-    """One model on pooled rows: ``rounds`` epochs, the same optimiser as a node."""
-    model = _seeded_model(arch, X.shape[1], cfg.seed)
-    for epoch in range(1, cfg.rounds + 1):
-        # One epoch per call with the node's per-round seed: the same schedule a node runs.
-        train_local(model, X, y, epochs=1, batch_size=cfg.batch_size, lr=cfg.lr,
-                    seed=cfg.seed + epoch)
+    """One model on pooled rows: ``rounds`` one-epoch passes, a node's schedule
+    (:func:`federation.reference.train_centralized`)."""
+    model, _ = train_centralized(X, y, arch=arch, rounds=cfg.rounds, local_epochs=1,
+                                 batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
     return model
 
 

@@ -420,7 +420,8 @@ def _central_g(
     from federation import is_holdout
     from federation.dp import epsilon_of
     from federation.features import BinEncoder, QuantileSketch
-    from federation.models import build_g_erp, predict_proba
+    from federation.models import predict_proba
+    from federation.reference import train_centralized
     from federation.schema import AS_OF, erp_fields_for
 
     features = erp_fields_for(spec.categories)
@@ -432,56 +433,22 @@ def _central_g(
     train = pooled[[not is_holdout(m) for m in pooled["merchant_id"]]]
     X = encoder.transform(train)
     y = np.asarray([labels[m] for m in train["merchant_id"]], dtype=np.float32)
-    torch.manual_seed(seed)
-    model = build_g_erp(spec.arch, encoder.n_outputs, hidden=spec.hidden)
     task = stages.add("centralized reference (pooled ERP)", rounds)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the nodes do: small batches gain nothing from more threads
     try:
         with warnings.catch_warnings():
             _ignore_library_warnings()
-            history = _central_rounds(model, X, y, spec, rounds, seed, stages, task)
+            model, history = train_centralized(
+                X, y, arch=spec.arch, rounds=rounds, local_epochs=spec.local_epochs,
+                batch_size=spec.batch_size, lr=spec.lr, seed=seed, hidden=spec.hidden,
+                dp=spec.dp, on_round=lambda _r: stages.advance(task),
+            )
     finally:
         torch.set_num_threads(threads)
     eps = epsilon_of(history, spec.dp.delta) if spec.dp is not None else 0.0
     scores = predict_proba(model, encoder.transform(pooled))
     return dict(zip(pooled["merchant_id"], scores.tolist(), strict=True)), eps
-
-
-def _central_rounds(
-    model: Any,
-    X: np.ndarray,
-    y: np.ndarray,
-    spec: Any,
-    rounds: int,
-    seed: int,
-    stages: _Stages,
-    task: TaskID | None,
-) -> list[tuple[float, float, int]]:
-    """One local pass per round, DP-SGD with noise sized for all rounds; the RDP history."""
-    from federation.dp import train_dp_sgd
-    from federation.models import train_local
-
-    history: list[tuple[float, float, int]] = []
-    for r in range(1, rounds + 1):
-        common: dict[str, Any] = dict(
-            epochs=spec.local_epochs, batch_size=spec.batch_size, lr=spec.lr, seed=seed + r
-        )
-        if spec.dp is None:
-            train_local(model, X, y, **common)
-        else:
-            result = train_dp_sgd(
-                model,
-                X,
-                y,
-                budget=spec.dp,
-                history=history,
-                rounds_left=rounds - r + 1,
-                **common,
-            )
-            history.extend(result.steps)
-        stages.advance(task)
-    return history
 
 
 def _evaluate(
