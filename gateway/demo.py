@@ -326,10 +326,11 @@ def _grant_consents(
                 ids[m] = f"c-{m}"
                 if (i + 1) % _CONSENT_BATCH == 0:
                     stages.advance(task, _CONSENT_BATCH)
+    from federation.node import register_approvals
+
     for node in nodes:
         register = node.approvals(node.node_policy())
-        for signed in approved.get(node.isv_id, []):
-            register.register_artefact(signed)
+        register_approvals(register, ((s.artefact, s.hash) for s in approved.get(node.isv_id, [])))
     return ids
 
 
