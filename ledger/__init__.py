@@ -4,7 +4,8 @@ Public surface only; implementation lives in private modules. Helpers: add
 names here with small edits and keep ``__all__`` sorted by section.
 """
 
-from ._audit import AuditFailure, AuditReport, audit_export, verify_log
+from ._audit import audit_export
+from ._audit_report import AuditFailure, AuditReport
 from ._book import (
     Account,
     AccountKind,
@@ -96,6 +97,7 @@ from ._verify import (
     verify_consistency,
     verify_inclusion,
 )
+from ._verify_log import verify_log
 from ._witness import Witness, WitnessReply, WitnessView, add_checkpoint_body
 from ._witnessed import (
     Cosigned,
