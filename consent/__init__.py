@@ -27,6 +27,7 @@ from ._errors import (
     TransitionRefused,
 )
 from ._index import Cohort, ConsentIndex, cohort_entries
+from ._integrity import verify_consent_log
 from ._lifecycle import ConsentEvent, ConsentState, Status, apply_event, fold_events
 from ._manifest import (
     DEFAULT_CLOCK_SKEW,
@@ -92,6 +93,7 @@ __all__ = [
     "expire_due",
     "get_consent",
     "list_consents",
+    "verify_consent_log",
     # checks
     "Use",
     "Decision",

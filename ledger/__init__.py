@@ -98,7 +98,14 @@ from ._verify import (
     verify_inclusion,
 )
 from ._verify_log import verify_log
-from ._witness import Witness, WitnessReply, WitnessView, add_checkpoint_body
+from ._witness import (
+    MAX_REQUEST_BYTES,
+    SIZE_CONTENT_TYPE,
+    Witness,
+    WitnessReply,
+    WitnessView,
+    add_checkpoint_body,
+)
 from ._witnessed import (
     Cosigned,
     cosignatures_of,
@@ -149,6 +156,8 @@ __all__ = [
     "make_cosigner_vkey",
     "parse_cosigner_vkey",
     "verify_cosignatures",
+    "MAX_REQUEST_BYTES",
+    "SIZE_CONTENT_TYPE",
     "Witness",
     "WitnessReply",
     "WitnessView",

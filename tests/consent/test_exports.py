@@ -16,6 +16,7 @@ EXPECTED = {
         "consent_lines",
         "ImportResult",
         "ImportRefused", "consent_ids_hash", "expire_due", "get_consent", "list_consents",
+        "verify_consent_log",
     "Use", "Decision", "ConsentRecord", "evaluate", "check", "require",
     "ConsentIndex", "Cohort", "cohort_entries",
     "DEFAULT_CLOCK_SKEW", "MAX_MANIFEST_TTL", "CohortManifest", "ManifestEntry",
