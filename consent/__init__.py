@@ -58,6 +58,14 @@ from ._store import (
     resume,
     revoke,
 )
+from ._stream import (
+    DEFAULT_CHUNK_SIZE,
+    ManifestStream,
+    StreamVerifier,
+    open_stream,
+    stream_manifest,
+    verify_stream,
+)
 from ._vocab import CATEGORIES, DENY_CODES, ID_PATTERN, PURPOSES, Purpose
 
 metadata = ConsentBase.metadata
@@ -124,6 +132,13 @@ __all__ = [
     "build_manifest",
     "sign_manifest",
     "verify_manifest",
+    # streamed cohort manifests (chunks verified one by one against the signed root)
+    "DEFAULT_CHUNK_SIZE",
+    "ManifestStream",
+    "StreamVerifier",
+    "open_stream",
+    "stream_manifest",
+    "verify_stream",
     # errors
     "ConsentError",
     "ConsentDenied",
