@@ -337,7 +337,7 @@ class StreamVerifier:
         replay_guard: ManifestReplayGuard,
     ) -> None:
         self._header = header
-        self._digest = digest
+        self.digest = digest  # hex SHA-256 of the signed header payload; names the stream
         self._now = now
         self._skew = max_skew
         self._guard = replay_guard
@@ -354,6 +354,24 @@ class StreamVerifier:
     def manifest(self) -> CohortManifest:
         """The verified header fields (``entries`` empty: they come out of :meth:`accept`)."""
         return manifest_of(self._header, ())
+
+    @property
+    def last_merchant(self) -> str:
+        """The last merchant id accepted (``""`` before the first chunk)."""
+        return self._last
+
+    def resume(self, accepted: int, last_merchant: str) -> None:
+        """Continue a stream whose first ``accepted`` chunks this node verified earlier.
+
+        For a node that keeps its progress on its own disk between messages (each
+        message may run in another process); ``last_merchant`` is what
+        :attr:`last_merchant` was then. Only the node's own record may be passed here.
+        """
+        if self.accepted or self._refused is not None:
+            raise ValueError("resume only a freshly opened stream")
+        if not 0 <= accepted <= self.chunks:
+            raise ValueError(f"accepted must be in [0, {self.chunks}], got {accepted}")
+        self.accepted, self._last = accepted, last_merchant
 
     def _refuse(self, code: str, message: str) -> ManifestRejected:
         self._refused = _reject(code, message)
@@ -376,9 +394,9 @@ class StreamVerifier:
             raise self._refuse("MALFORMED", "a manifest chunk must be bytes")
         head_line, _, blob = bytes(chunk).partition(b"\n")
         index, digest, proof = self._parse_head(head_line)
-        if digest != self._digest:
+        if digest != self.digest:
             raise self._refuse(
-                "CHUNK_FOREIGN", f"chunk {index} belongs to manifest {digest}, not {self._digest}"
+                "CHUNK_FOREIGN", f"chunk {index} belongs to manifest {digest}, not {self.digest}"
             )
         if index != self.accepted or index >= self.chunks:
             what = "duplicated" if index < self.accepted else "out of order or beyond the last"
@@ -452,7 +470,7 @@ class StreamVerifier:
             raise _reject(self._refused.code, f"stream already refused: {self._refused}")
         if self.accepted != self.chunks:
             raise self._refuse("CHUNK_MISSING", f"{self.accepted} of {self.chunks} chunks arrived")
-        self._guard.check_and_record(self._header["job_id"], self._header["round"], self._digest)
+        self._guard.check_and_record(self._header["job_id"], self._header["round"], self.digest)
         self._done = True
         return self.manifest
 
