@@ -28,21 +28,25 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import ConfigRecord, Error, Message, RecordDict
 
 from consent import (
     DEFAULT_CLOCK_SKEW,
     CohortManifest,
+    ManifestEntry,
     ManifestRejected,
     ManifestStream,
     StreamVerifier,
     open_stream,
+    stream_manifest,
 )
 from consent._entries import parse_entries
 
@@ -51,6 +55,7 @@ from ._keys import (
     ERR,
     JOB_KEY,
     KEY_JOB_ID,
+    KEY_MANIFEST,
     KEY_MANIFEST_CHUNKS,
     KEY_MANIFEST_HEADER,
     KEY_ROUND,
@@ -67,6 +72,11 @@ __all__ = [
     "receive_chunks",
     "load_stream",
     "SPOOL_DIR",
+    "DEFAULT_STREAM_ABOVE",
+    "STREAM_ABOVE_KEY",
+    "stream_above",
+    "stream_to_node",
+    "with_header",
 ]
 
 CHUNKS_PER_MESSAGE = 16
@@ -125,6 +135,53 @@ def send_stream(
         if replies[0].has_error():
             return f"[{replies[0].error.code}] {replies[0].error.reason}"
     return None
+
+
+DEFAULT_STREAM_ABOVE = 1 << 16
+"""Cohorts larger than this are streamed (run-config ``manifest-stream-above``); smaller
+ones travel whole inside the work message, which saves a round trip per node and round."""
+
+STREAM_ABOVE_KEY = "manifest-stream-above"
+
+
+def stream_above(run_config: Mapping[str, Any]) -> int:
+    """The run config's ``manifest-stream-above`` (default :data:`DEFAULT_STREAM_ABOVE`)."""
+    value = int(run_config.get(STREAM_ABOVE_KEY, DEFAULT_STREAM_ABOVE))
+    if value < 0:
+        raise ValueError(f"{STREAM_ABOVE_KEY} must be >= 0, got {value}")
+    return value
+
+
+def stream_to_node(
+    send: Callable[[list[Message]], list[Message]],
+    *,
+    node_id: int,
+    entries: list[ManifestEntry],
+    key: Ed25519PrivateKey,
+    **header: Any,
+) -> tuple[bytes, str]:
+    """Build, sign and send one node's streamed manifest; returns ``(signed header, root)``.
+
+    ``entries`` is sorted in place (a stream needs merchant-id order); ``header`` holds
+    :func:`consent.stream_manifest`'s header arguments (job id, round, ISV, consumer,
+    purpose, categories, issued-at, ttl). A node that refuses a chunk is logged here
+    and refuses the work message too (``CHUNK_MISSING``), which the round records.
+    """
+    entries.sort(key=attrgetter("merchant_id"))
+    with stream_manifest(entries=entries, key=key, **header) as stream:
+        problem = send_stream(
+            send, stream, node_id=node_id, job_id=header["job_id"], round=header["round"]
+        )
+        if problem is not None:
+            log.warning("node %s refused manifest chunks: %s", node_id, problem)
+        return stream.header, stream.root
+
+
+def with_header(record: ConfigRecord, header: bytes) -> ConfigRecord:
+    """A job record whose whole manifest is replaced by a streamed manifest's header."""
+    record.pop(KEY_MANIFEST, None)
+    record[KEY_MANIFEST_HEADER] = header
+    return record
 
 
 # --- the node's side -----------------------------------------------------------------------

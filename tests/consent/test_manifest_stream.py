@@ -361,3 +361,22 @@ def test_bad_chunk_size_is_refused_at_construction(size: int) -> None:
     """The chunk size is a power of two no larger than MAX_CHUNK_SIZE."""
     with pytest.raises(ValueError, match="chunk_size"):
         stream_manifest(**_args(3), key=KEY, chunk_size=size)
+
+
+def test_resume_continues_from_the_nodes_own_record() -> None:
+    """A node that verified chunks 0–1 in an earlier process continues at chunk 2 only."""
+    with _stream(37, 8) as stream:
+        first = _open(stream)
+        first.accept(stream.chunk(0))
+        first.accept(stream.chunk(1))
+        later = _open(stream)
+        later.resume(first.accepted, first.last_merchant)
+        with _Code("CHUNK_ORDER"):
+            _open(stream).accept(stream.chunk(2))  # a fresh stream starts at chunk 0
+        for i in range(2, stream.chunks):
+            later.accept(stream.chunk(i))
+        later.finish()
+        with pytest.raises(ValueError, match="freshly opened"):
+            later.resume(0, "")
+        with pytest.raises(ValueError, match="accepted must be"):
+            _open(stream).resume(stream.chunks + 1, "")
