@@ -71,6 +71,7 @@ class _Phases:
     def done(self, name: str) -> None:
         now = time.monotonic()
         self.marks.append((name, now - self.last))
+        print(f"phase done: {name} {now - self.last:.1f} s", flush=True)
         self.last = now
 
     def report(self) -> str:
@@ -285,7 +286,10 @@ def test_deployment_end_to_end(
             )
             if b.get("job_id") == "dep-fault"
         ]
-    assert not [b for b in paid if b.get("data_provider") in ("isv0", "isv2")]
+    # isv2 answered the statistics round before it died; nothing for its round 1. The skewed
+    # isv0 refused every manifest of the job, so nothing at all.
+    assert not [b for b in paid if b.get("data_provider") == "isv2" and b.get("round") == 1]
+    assert not [b for b in paid if b.get("data_provider") == "isv0"]
     isv0_logs = "".join(
         (fed.root / "nodes" / "isv0" / name).read_text()
         for name in ("supernode.log", "supernode-executor.log")
