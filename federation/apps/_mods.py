@@ -17,9 +17,10 @@ Each mod returns an error reply with a code from :class:`ERR` instead of raising
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,7 @@ __all__ = [
     "CallNext",
     "Clock",
     "PURPOSE_FOR_ACTION",
+    "TEST_CLOCK_SKEW_ENV",
     "egress_guard_mod",
     "make_manifest_mod",
     "manifest_mod",
@@ -92,8 +94,24 @@ PURPOSE_FOR_ACTION: dict[str, str] = {
 """The consent purpose a manifest must name for each action."""
 
 
+TEST_CLOCK_SKEW_ENV = "FEDGATE_TEST_ONLY_NODE_CLOCK_SKEW_S"
+"""Tests only: seconds added to this node's clock for its manifest checks (negative: behind).
+
+How ``tests/deployment/test_skewed_clock.py`` runs a real SuperNode whose clock is wrong.
+The real mechanism, Debian's libfaketime, breaks Python 3.11 under a negative offset
+(``time.sleep`` fails with EINVAL when the monotonic clock is left alone, and
+``threading.Event.wait`` hangs when it is shifted), so the node could not run at all.
+Only the node's own environment sets it; a platform message never can, and a node's
+operator could move its clock anyway. Unset (the default) it is zero.
+"""
+
+_TEST_SKEW = timedelta(seconds=float(os.environ.get(TEST_CLOCK_SKEW_ENV) or 0))
+if _TEST_SKEW:
+    log.warning("TEST ONLY: this node's manifest clock is skewed by %s", _TEST_SKEW)
+
+
 def _utcnow() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(UTC) + _TEST_SKEW
 
 
 def _action(msg: Message) -> str:
