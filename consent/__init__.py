@@ -39,25 +39,8 @@ from ._manifest import (
     verify_manifest,
 )
 from ._models import ConsentBase
+from ._reads import ConsentView, check, get_consent, list_consents, require
 from ._receipt import ConsentReceipt, ReceiptNotice
-from ._store import (
-    ConsentView,
-    Grant,
-    activate,
-    check,
-    consent_ids_hash,
-    expire_due,
-    get_consent,
-    grant,
-    list_consents,
-    pause,
-    record_use,
-    record_uses,
-    reject,
-    require,
-    resume,
-    revoke,
-)
 from ._stream import (
     DEFAULT_CHUNK_SIZE,
     ManifestStream,
@@ -66,7 +49,10 @@ from ._stream import (
     stream_manifest,
     verify_stream,
 )
+from ._use import Use
+from ._uses import consent_ids_hash, record_use, record_uses
 from ._vocab import CATEGORIES, DENY_CODES, ID_PATTERN, PURPOSES, Purpose
+from ._writes import Grant, activate, expire_due, grant, pause, reject, resume, revoke
 
 metadata = ConsentBase.metadata
 
@@ -114,6 +100,7 @@ __all__ = [
     "get_consent",
     "list_consents",
     # checks
+    "Use",
     "Decision",
     "ConsentRecord",
     "evaluate",
