@@ -15,7 +15,7 @@ from operator import attrgetter
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from consent import ManifestEntry, ManifestStream, build_manifest, stream_manifest
+from consent import ManifestEntry, ManifestStream, Use, build_manifest, stream_manifest
 from federation.apps import ERR, job_record, make_manifest_mod
 from federation.apps import _stream as streaming
 from federation.apps._keys import (
@@ -50,8 +50,8 @@ def small_messages(monkeypatch: pytest.MonkeyPatch) -> None:
 def _entries(world: World, isv: str) -> list[ManifestEntry]:
     return sorted(
         world.cohort.entries(
-            data_provider=isv, data_consumer=CONSUMER, purpose="model_training",
-            categories=CATS, at=datetime.now(UTC),
+            Use(data_provider=isv, data_consumer=CONSUMER, purpose="model_training",
+                categories=CATS, at=datetime.now(UTC))
         ),
         key=attrgetter("merchant_id"),
     )  # fmt: skip
