@@ -43,7 +43,7 @@ from ._labels import LabelLookup
 from ._outputs import write_result
 from ._settings import ServerSettings
 from ._strategy import RoundLog
-from ._stream import stream_above, stream_to_node, with_header
+from ._stream import stream_to_node, with_header
 from ._wire import job_record
 
 __all__ = ["Job"]
@@ -149,7 +149,7 @@ class Job:
             "issued_at": now,
             "ttl": s.manifest_ttl,
         }
-        if count > stream_above(self.context.run_config if self.context is not None else {}):
+        if count > s.manifest_stream_above:
             # A large cohort goes ahead in acknowledged chunk messages; the job record
             # carries only the signed header (federation/apps/_stream.py).
             node_id = next(nid for nid, name in self.nodes.items() if name == isv)

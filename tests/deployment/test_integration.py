@@ -241,7 +241,7 @@ def test_deployment_end_to_end(
         try:
             outcome["result"] = run_job(
                 world.run_config(job_id="dep-fault", db_url=db_url, out="dep-fault",
-                                 categories=CATS, rounds=1, **{"timeout-s": 20}),
+                                 categories=CATS, rounds=1, **{"timeout-s": 30}),
                 world.nodes,
                 deployment=runtime,
             )
@@ -285,7 +285,7 @@ def test_deployment_end_to_end(
     with pytest.raises(JobFailed) as wrong:
         run_job(
             world.run_config(job_id="dep-forged", db_url=db_url, out="dep-forged", categories=CATS,
-                             **{"timeout-s": 20}),
+                             **{"timeout-s": 30}),
             world.nodes,
             deployment=replace(runtime, fab_hash=forged_hash),
         )
@@ -293,7 +293,7 @@ def test_deployment_end_to_end(
     job_file = tmp_path / "unsigned-job.json"
     job_file.write_text(json.dumps({
         **world.run_config(job_id="dep-unsigned", db_url=db_url, out="dep-unsigned",
-                           categories=CATS, **{"timeout-s": 20}),
+                           categories=CATS, **{"timeout-s": 30}),
         "min-nodes": 3,
     }))
     with fed.control() as c:
