@@ -241,7 +241,7 @@ def test_deployment_end_to_end(
         try:
             outcome["result"] = run_job(
                 world.run_config(job_id="dep-fault", db_url=db_url, out="dep-fault",
-                                 categories=CATS, rounds=1, **{"timeout-s": 30}),
+                                 categories=CATS, rounds=1, **{"timeout-s": 20}),
                 world.nodes,
                 deployment=runtime,
             )
