@@ -17,7 +17,6 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,16 +113,6 @@ def _procs_under(path: Path) -> list[int]:
             if str(path) in cmd and state != "Z":
                 out.append(int(entry.name))
     return out
-
-
-@pytest.fixture
-def fed(tmp_path: Path) -> Iterator[LocalFederation]:
-    """A running platform (certs, SuperLink, proxy, signed release); torn down after."""
-    federation = LocalFederation(tmp_path / "fed").up()
-    try:
-        yield federation
-    finally:
-        assert federation.down() == []
 
 
 def test_deployment_end_to_end(

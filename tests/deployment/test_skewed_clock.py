@@ -16,7 +16,6 @@ job, so the refusal is the clock's doing and nothing else's.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,16 +35,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.parametrize("db_url", ["postgres"], 
 SKEW_S = 150
 POLICY = {"min-cohort": 5, "min-score-cohort": 5}
 WARM = "fedgate warm ClientApp executor on"
-
-
-@pytest.fixture
-def fed(tmp_path: Path) -> Iterator[LocalFederation]:
-    """A running platform (certs, SuperLink, proxy, signed release); torn down after."""
-    federation = LocalFederation(tmp_path / "fed").up()
-    try:
-        yield federation
-    finally:
-        assert federation.down() == []
 
 
 def _logs(fed: LocalFederation, isv: str) -> str:

@@ -8,7 +8,6 @@ messages, the work messages carry only the signed header, and the job trains bot
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,6 @@ from federation.deploy import LocalFederation, load_node_settings
 from ..federation._flworld import grant_consents, make_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("db_url", ["postgres"], indirect=True)]
-
-
-@pytest.fixture
-def fed(tmp_path: Path) -> Iterator[LocalFederation]:
-    """A running platform (certs, SuperLink, proxy, signed release); torn down after."""
-    federation = LocalFederation(tmp_path / "fed").up()
-    try:
-        yield federation
-    finally:
-        assert federation.down() == []
 
 
 def test_streamed_job_trains_on_supernodes(
