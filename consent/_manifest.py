@@ -15,6 +15,10 @@ through the root, while the entries themselves travel unencoded beside the
 JWS: base64-wrapping and double-hashing tens of megabytes for a
 100,000-merchant cohort would cost more than everything else together.
 
+The streamed form (:mod:`consent._stream`) signs the same header with ``v`` 3 and a
+``chunk_size``, and sends the entry lines in chunks that each carry an inclusion proof
+against ``root``; :func:`open_header` is the header check both forms share.
+
 Each entry line is the canonical JSON array ``[merchant_id, consent_id,
 artefact_hash, consent_start, consent_expiry, data_from, data_to, label,
 data_life_days]``; see :mod:`consent._entries` for its exact grammar, which
