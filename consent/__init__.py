@@ -42,6 +42,14 @@ from ._manifest import (
 from ._models import ConsentBase
 from ._reads import ConsentView, check, get_consent, list_consents, require
 from ._receipt import ConsentReceipt, ReceiptNotice
+from ._stream import (
+    DEFAULT_CHUNK_SIZE,
+    ManifestStream,
+    StreamVerifier,
+    open_stream,
+    stream_manifest,
+    verify_stream,
+)
 from ._use import Use
 from ._uses import consent_ids_hash, count_round_uses, record_use
 from ._vocab import CATEGORIES, CATEGORY_CODES, DENY_CODES, ID_PATTERN, PURPOSES, Purpose
@@ -113,6 +121,13 @@ __all__ = [
     "build_manifest",
     "sign_manifest",
     "verify_manifest",
+    # streamed cohort manifests (chunks verified one by one against the signed root)
+    "DEFAULT_CHUNK_SIZE",
+    "ManifestStream",
+    "StreamVerifier",
+    "open_stream",
+    "stream_manifest",
+    "verify_stream",
     # errors
     "ConsentError",
     "ConsentDenied",

@@ -51,7 +51,9 @@ class ManifestRejected(ConsentError):
     ``code`` is one of ``SIGNATURE_INVALID``, ``MALFORMED``, ``EXPIRED``,
     ``NOT_YET_VALID``, ``WRONG_PROVIDER``, ``STALE_ROUND`` (a round below the
     job's highest accepted one), ``REPLAYED`` (another manifest for a round
-    already accepted), ``ROOT_MISMATCH``, ``ENTRY_INVALID``.
+    already accepted), ``ROOT_MISMATCH``, ``ENTRY_INVALID``; for a streamed
+    manifest also ``CHUNK_FOREIGN`` (a chunk of another manifest), ``CHUNK_ORDER``
+    (reordered, duplicated or extra) and ``CHUNK_MISSING``.
     """
 
     code = "MALFORMED"

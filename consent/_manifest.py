@@ -15,6 +15,10 @@ through the root, while the entries themselves travel unencoded beside the
 JWS: base64-wrapping and double-hashing tens of megabytes for a
 100,000-merchant cohort would cost more than everything else together.
 
+The streamed form (:mod:`consent._stream`) signs the same header with ``v`` 3 and a
+``chunk_size``, and sends the entry lines in chunks that each carry an inclusion proof
+against ``root``; :func:`open_header` is the header check both forms share.
+
 Each entry line is the canonical JSON array ``[merchant_id, consent_id,
 artefact_hash, consent_start, consent_expiry, data_from, data_to, label,
 data_life_days]``; see :mod:`consent._entries` for its exact grammar, which
@@ -95,6 +99,7 @@ MANIFEST_TYPE = "fedgate-cohort-manifest+jws"
 """The JWS ``typ`` header; a token of any other type (a consent artefact, say) is refused."""
 
 _VERSION = 2  # 2: positional entry lines with data_life_days (1 had keyed objects)
+STREAM_VERSION = 3  # the streamed form of :mod:`consent._stream`: 2's header plus chunk_size
 _HEADER_KEYS = frozenset(
     {
         "v",
@@ -110,6 +115,8 @@ _HEADER_KEYS = frozenset(
         "root",
     }
 )
+
+HEADER_KEYS = {_VERSION: _HEADER_KEYS, STREAM_VERSION: _HEADER_KEYS | {"chunk_size"}}
 
 _REGISTRY = make_registry(max_payload_length=1 << 20)  # entries travel outside the JWS
 
@@ -247,7 +254,8 @@ def _encoded(manifest: CohortManifest) -> list[bytes] | None:
     return cached[1]
 
 
-def _header(manifest: CohortManifest) -> dict[str, Any]:
+def header_fields(manifest: CohortManifest, *, count: int | None = None) -> dict[str, Any]:
+    """The signed header of ``manifest`` (version 2); ``count`` overrides ``len(entries)``."""
     return {
         "v": _VERSION,
         "job_id": manifest.job_id,
@@ -258,9 +266,19 @@ def _header(manifest: CohortManifest) -> dict[str, Any]:
         "categories": list(manifest.categories),
         "issued_at": format_time(manifest.issued_at),
         "valid_until": format_time(manifest.valid_until),
-        "count": len(manifest.entries),
+        "count": len(manifest.entries) if count is None else count,
         "root": manifest.root,
     }
+
+
+def sign_header(header: dict[str, Any], key: Ed25519PrivateKey) -> bytes:
+    """The JWS compact serialisation (ASCII) of a manifest header, signed with the gateway key."""
+    return jws.serialize_compact(
+        {"alg": ALGORITHM, "typ": MANIFEST_TYPE},
+        canonical_json(header),
+        OKPKey.import_key(key),
+        registry=_REGISTRY,
+    ).encode("ascii")
 
 
 def sign_manifest(manifest: CohortManifest, key: Ed25519PrivateKey) -> bytes:
@@ -291,32 +309,29 @@ def sign_manifest(manifest: CohortManifest, key: Ed25519PrivateKey) -> bytes:
             f"root {manifest.root} does not match entries (computed {root.hex()})",
             "ROOT_MISMATCH",
         )
-    token = jws.serialize_compact(
-        {"alg": ALGORITHM, "typ": MANIFEST_TYPE},
-        canonical_json(_header(manifest)),
-        OKPKey.import_key(key),
-        registry=_REGISTRY,
-    ).encode("ascii")
-    return b"\n".join([token, *lines])
+    return b"\n".join([sign_header(header_fields(manifest), key), *lines])
 
 
 def _reject(code: str, message: str) -> ManifestRejected:
     return ManifestRejected(message, code=code)
 
 
-def _parse_header(payload: bytes) -> dict[str, Any]:
+def _parse_header(payload: bytes, version: int) -> dict[str, Any]:
     try:
         header = parse_canonical(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _reject("MALFORMED", f"manifest header is not canonical JSON: {exc}") from exc
-    if not isinstance(header, dict) or set(header) != _HEADER_KEYS:
+    if not isinstance(header, dict) or "v" not in header:
         raise _reject("MALFORMED", "manifest header has missing or unknown fields")
-    if header["v"] != _VERSION:
-        raise _reject("MALFORMED", f"unsupported manifest version {header['v']!r}")
+    if header["v"] != version:
+        # A whole manifest (2) where a streamed one (3) is expected, or the other way round.
+        raise _reject("MALFORMED", f"manifest version {header['v']!r}, expected {version}")
+    if set(header) != HEADER_KEYS[version]:
+        raise _reject("MALFORMED", "manifest header has missing or unknown fields")
     for name in ("job_id", "data_provider", "data_consumer"):
         if not is_valid_id(header[name]):
             raise _reject("MALFORMED", f"{name} is not a valid id")
-    for name in ("round", "count"):
+    for name in HEADER_KEYS[version] & {"round", "count", "chunk_size"}:
         if type(header[name]) is not int or header[name] < 0:
             raise _reject("MALFORMED", f"{name} must be a non-negative integer")
     if header["purpose"] not in PURPOSES:
@@ -397,33 +412,18 @@ def verify_manifest(
         ``NOT_YET_VALID``, ``EXPIRED``, ``ROOT_MISMATCH``, ``ENTRY_INVALID``,
         ``STALE_ROUND`` or ``REPLAYED``.
     """
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    if max_skew < timedelta(0):
-        raise ValueError("max_skew must not be negative")
     if not isinstance(token, bytes | bytearray | memoryview):
         raise _reject("MALFORMED", "manifest token must be bytes")
     data = bytes(token)
     jws_part, _, rest = data.partition(b"\n")
-    try:
-        obj = jws.deserialize_compact(jws_part, OKPKey.import_key(gateway_key), registry=_REGISTRY)
-    except BadSignatureError as exc:
-        raise _reject("SIGNATURE_INVALID", "manifest signature does not verify") from exc
-    except (JoseError, ValueError, TypeError, KeyError) as exc:
-        # A truncated or mangled JWS, or another alg, is as untrustworthy as a forged one.
-        raise _reject("SIGNATURE_INVALID", f"manifest JWS unreadable: {exc}") from exc
-    if obj.headers().get("typ") != MANIFEST_TYPE:
-        raise _reject("MALFORMED", "token is not a cohort manifest")
-    header = _parse_header(obj.payload)
-    if header["data_provider"] != data_provider:
-        raise _reject(
-            "WRONG_PROVIDER",
-            f"manifest is for {header['data_provider']!r}, this node is {data_provider!r}",
-        )
-    if header["issued_at"] > now + max_skew:
-        raise _reject("NOT_YET_VALID", f"manifest issued at {header['issued_at']}, now {now}")
-    if now > header["valid_until"] + max_skew:
-        raise _reject("EXPIRED", f"manifest valid until {header['valid_until']}, now {now}")
+    payload, header = open_header(
+        jws_part,
+        gateway_key=gateway_key,
+        data_provider=data_provider,
+        now=now,
+        max_skew=max_skew,
+        version=_VERSION,
+    )
     lines = rest.split(b"\n") if rest else []
     if len(lines) != header["count"] or (header["count"] == 0 and b"\n" in data):
         raise _reject(
@@ -435,9 +435,12 @@ def verify_manifest(
             "ROOT_MISMATCH", f"signed root {header['root']} != computed root {root.hex()}"
         )
     entries = parse_entries(rest, header["count"], now, max_skew)
-    replay_guard.check_and_record(
-        header["job_id"], header["round"], sha256(obj.payload).hexdigest()
-    )
+    replay_guard.check_and_record(header["job_id"], header["round"], sha256(payload).hexdigest())
+    return manifest_of(header, entries)
+
+
+def manifest_of(header: dict[str, Any], entries: tuple[ManifestEntry, ...]) -> CohortManifest:
+    """The :class:`CohortManifest` of a verified header (from :func:`open_header`) and entries."""
     return CohortManifest(
         job_id=header["job_id"],
         round=header["round"],
@@ -450,3 +453,63 @@ def verify_manifest(
         entries=entries,
         root=header["root"],
     )
+
+
+def open_header(
+    jws_part: bytes,
+    *,
+    gateway_key: Ed25519PublicKey,
+    data_provider: str,
+    now: datetime,
+    max_skew: timedelta,
+    version: int,
+) -> tuple[bytes, dict[str, Any]]:
+    """Verify a manifest's signed header: signature, type, form, addressee, validity window.
+
+    The part of :func:`verify_manifest` that does not look at entries, shared
+    with the streamed form (:mod:`consent._stream`), whose header is version 3.
+
+    Returns
+    -------
+    tuple[bytes, dict]
+        The signed JWS payload (its SHA-256 is what the replay guard records)
+        and the parsed header, times as aware datetimes.
+
+    Raises
+    ------
+    ManifestRejected
+        ``SIGNATURE_INVALID``, ``MALFORMED``, ``WRONG_PROVIDER``,
+        ``NOT_YET_VALID`` or ``EXPIRED``.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    if max_skew < timedelta(0):
+        raise ValueError("max_skew must not be negative")
+    try:
+        obj = jws.deserialize_compact(jws_part, OKPKey.import_key(gateway_key), registry=_REGISTRY)
+    except BadSignatureError as exc:
+        raise _reject("SIGNATURE_INVALID", "manifest signature does not verify") from exc
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        # A truncated or mangled JWS, or another alg, is as untrustworthy as a forged one.
+        raise _reject("SIGNATURE_INVALID", f"manifest JWS unreadable: {exc}") from exc
+    if obj.headers().get("typ") != MANIFEST_TYPE:
+        raise _reject("MALFORMED", "token is not a cohort manifest")
+    header = _parse_header(obj.payload, version)
+    if header["data_provider"] != data_provider:
+        raise _reject(
+            "WRONG_PROVIDER",
+            f"manifest is for {header['data_provider']!r}, this node is {data_provider!r}",
+        )
+    if header["issued_at"] > now + max_skew:
+        raise _reject(
+            "NOT_YET_VALID",
+            f"manifest issued at {header['issued_at']}, now {now} on this node's clock "
+            f"(allowance {max_skew}): is this node's clock behind?",
+        )
+    if now > header["valid_until"] + max_skew:
+        raise _reject(
+            "EXPIRED",
+            f"manifest valid until {header['valid_until']}, now {now} on this node's clock "
+            f"(allowance {max_skew}): is this node's clock ahead?",
+        )
+    return obj.payload, header

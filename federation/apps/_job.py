@@ -43,6 +43,7 @@ from ._labels import LabelLookup
 from ._outputs import write_result
 from ._settings import ServerSettings
 from ._strategy import RoundLog
+from ._stream import stream_to_node, with_header
 from ._wire import job_record
 
 __all__ = ["Job"]
@@ -137,27 +138,40 @@ class Job:
             self.manifest_consents[(server_round, isv)] = np.char.encode(
                 np.asarray([e.consent_id for e in entries], dtype=str), "utf-8"
             )
-        self.manifest_sizes[(server_round, isv)] = len(entries)
-        manifest = build_manifest(
-            job_id=s.job_id,
-            round=server_round,
-            data_provider=isv,
-            data_consumer=s.data_consumer,
-            purpose=purpose,
-            categories=spec.categories,
-            entries=entries,
-            issued_at=now,
-            ttl=s.manifest_ttl,
-        )
-        cfg = job_record(
-            spec=spec,
-            job_id=s.job_id,
-            round=server_round,
-            manifest=sign_manifest(manifest, self.gateway_key),
-            seed=s.seed,
-        )
+        self.manifest_sizes[(server_round, isv)] = count = len(entries)
+        header: dict[str, Any] = {
+            "job_id": s.job_id,
+            "round": server_round,
+            "data_provider": isv,
+            "data_consumer": s.data_consumer,
+            "purpose": purpose,
+            "categories": spec.categories,
+            "issued_at": now,
+            "ttl": s.manifest_ttl,
+        }
+        if count > s.manifest_stream_above:
+            # A large cohort goes ahead in acknowledged chunk messages; the job record
+            # carries only the signed header (federation/apps/_stream.py).
+            node_id = next(nid for nid, name in self.nodes.items() if name == isv)
+            signed, root = stream_to_node(
+                self.send, node_id=node_id, entries=entries, key=self.gateway_key, **header
+            )
+            del entries
+            bare = job_record(spec=spec, job_id=s.job_id, round=server_round, manifest=b"",
+                              seed=s.seed)  # fmt: skip
+            cfg = with_header(bare, signed)
+        else:
+            manifest = build_manifest(**header, entries=entries)
+            root = manifest.root
+            cfg = job_record(
+                spec=spec,
+                job_id=s.job_id,
+                round=server_round,
+                manifest=sign_manifest(manifest, self.gateway_key),
+                seed=s.seed,
+            )
         cfg[KEY_HOLDOUT_BUCKETS] = s.holdout_buckets
-        return cfg, manifest.root, len(entries)
+        return cfg, root, count
 
     def _charge_lifetime(self, isv: str, entries: list[ManifestEntry]) -> list[ManifestEntry]:
         """Charge a DP training manifest to the platform account; drop who would overrun."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "ACTION_IDENTIFY",
+    "ACTION_MANIFEST",
     "ACTION_SCORE",
     "ACTION_SKETCH",
     "ALLOWED_METRIC_KEYS",
@@ -24,6 +25,8 @@ __all__ = [
     "KEY_JOB_ID",
     "KEY_LR",
     "KEY_MANIFEST",
+    "KEY_MANIFEST_CHUNKS",
+    "KEY_MANIFEST_HEADER",
     "KEY_NONCE",
     "KEY_PROXIMAL_MU",
     "KEY_ROUND",
@@ -43,6 +46,7 @@ __all__ = [
     "KEY_SIGNATURE",
     "SCORES_KEY",
     "SCORE_IDS_KEY",
+    "MANIFEST_ACK_KEY",
     "KEY_MERCHANT_IDS",
     "SKETCH_KEY",
     "NUM_EXAMPLES",
@@ -60,12 +64,15 @@ IDENTITY_KEY = "identity"  # ConfigRecord: reply to ACTION_IDENTIFY
 SKETCH_KEY = "sketch"  # ArrayRecord: mergeable quantile sketch arrays
 SCORES_KEY = "scores"  # ArrayRecord: one float array of per-merchant g-scores
 SCORE_IDS_KEY = "score-ids"  # ConfigRecord: the merchant ids, aligned with SCORES_KEY
+MANIFEST_ACK_KEY = "manifest-ack"  # ConfigRecord: chunks of a streamed manifest accepted
 
 # --- keys inside the JOB_KEY ConfigRecord ---------------------------------------------------
 KEY_JOB_ID = "job-id"
 KEY_ROUND = "round"
 KEY_ROUNDS = "rounds"
 KEY_MANIFEST = "manifest"  # bytes: the gateway-signed cohort manifest
+KEY_MANIFEST_HEADER = "manifest-header"  # bytes: a streamed manifest's signed header
+KEY_MANIFEST_CHUNKS = "manifest-chunks"  # list[bytes]: chunks of a streamed manifest
 KEY_NONCE = "nonce"  # bytes: identification challenge
 KEY_EPOCHS = "local-epochs"
 KEY_BATCH_SIZE = "batch-size"
@@ -94,6 +101,7 @@ NUM_EXAMPLES = "num-examples"  # the weighting key of Flower's FedAvg
 ACTION_IDENTIFY = "identify"
 ACTION_SKETCH = "sketch"
 ACTION_SCORE = "score"
+ACTION_MANIFEST = "manifest"  # chunks of a streamed manifest (federation.apps._stream)
 
 # --- egress whitelist ------------------------------------------------------------------------
 ALLOWED_METRIC_KEYS: frozenset[str] = frozenset(

@@ -17,9 +17,10 @@ Each mod returns an error reply with a code from :class:`ERR` instead of raising
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from ..receipts import UsageReceipt, hash_key, merchant_ids_hash, sign_receipt
 from ..schema import erp_fields_for
 from ._keys import (
     ACTION_IDENTIFY,
+    ACTION_MANIFEST,
     ACTION_SCORE,
     ACTION_SKETCH,
     ALLOWED_METRIC_KEYS,
@@ -47,6 +49,7 @@ from ._keys import (
     KEY_ISV_ID,
     KEY_JOB_ID,
     KEY_MANIFEST,
+    KEY_MANIFEST_HEADER,
     KEY_MERCHANT_IDS,
     KEY_NONCE,
     KEY_RECEIPT,
@@ -63,11 +66,13 @@ from ._keys import (
 )
 from ._node import NodeConfig
 from ._request import Usage, VerifiedRequest, bind, current_request, secagg_active
+from ._stream import load_stream, receive_chunks
 
 __all__ = [
     "CallNext",
     "Clock",
     "PURPOSE_FOR_ACTION",
+    "TEST_CLOCK_SKEW_ENV",
     "egress_guard_mod",
     "make_manifest_mod",
     "manifest_mod",
@@ -89,8 +94,24 @@ PURPOSE_FOR_ACTION: dict[str, str] = {
 """The consent purpose a manifest must name for each action."""
 
 
+TEST_CLOCK_SKEW_ENV = "FEDGATE_TEST_ONLY_NODE_CLOCK_SKEW_S"
+"""Tests only: seconds added to this node's clock for its manifest checks (negative: behind).
+
+How ``tests/deployment/test_skewed_clock.py`` runs a real SuperNode whose clock is wrong.
+The real mechanism, Debian's libfaketime, breaks Python 3.11 under a negative offset
+(``time.sleep`` fails with EINVAL when the monotonic clock is left alone, and
+``threading.Event.wait`` hangs when it is shifted), so the node could not run at all.
+Only the node's own environment sets it; a platform message never can, and a node's
+operator could move its clock anyway. Unset (the default) it is zero.
+"""
+
+_TEST_SKEW = timedelta(seconds=float(os.environ.get(TEST_CLOCK_SKEW_ENV) or 0))
+if _TEST_SKEW:
+    log.warning("TEST ONLY: this node's manifest clock is skewed by %s", _TEST_SKEW)
+
+
 def _utcnow() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(UTC) + _TEST_SKEW
 
 
 def _action(msg: Message) -> str:
@@ -182,24 +203,37 @@ def make_manifest_mod(
                 return _error(msg, ERR.MANIFEST_MISSING, "identify carries only a nonce")
             with bind(request=VerifiedRequest(node=node, manifest=None, action=action)):
                 return call_next(msg, ctx)
+        if action == f"query.{ACTION_MANIFEST}":
+            # Chunks of a streamed manifest: verified and spooled here, where the node's
+            # clock is; the message reaches no handler and reads no row.
+            if set(content.keys()) != {JOB_KEY}:
+                return _error(msg, ERR.MANIFEST_MISSING, "a manifest message carries chunks only")
+            return receive_chunks(msg, node, clock())
         purpose = PURPOSE_FOR_ACTION.get(action)
         if purpose is None:
             return _error(msg, ERR.MANIFEST_MISMATCH, f"action {action!r} is not served")
         cfg = content.config_records.get(JOB_KEY)
         token = cfg.get(KEY_MANIFEST) if cfg is not None else None
-        if not isinstance(token, bytes) or not token:
+        header = cfg.get(KEY_MANIFEST_HEADER) if cfg is not None else None
+        if token is not None and header is not None:
+            return _error(msg, ERR.MANIFEST_MISMATCH, "message carries a manifest twice")
+        if not (isinstance(token, bytes) and token) and not isinstance(header, bytes):
             return _error(msg, ERR.MANIFEST_MISSING, "message carries no signed cohort manifest")
         now = clock()
         try:
             # The replay guard's file is shared by every job on this node, in whichever
             # process: read it and record the manifest under one exclusive file lock.
             with node.state_lock("manifests"):
-                manifest = verify_manifest(
-                    token,
-                    gateway_key=node.gateway_public_key(),
-                    data_provider=node.isv_id,
-                    now=now,
-                    replay_guard=node.replay_guard(),
+                manifest = (
+                    load_stream(node, header, now)  # chunks verified and spooled before
+                    if isinstance(header, bytes)
+                    else verify_manifest(
+                        token,  # type: ignore[arg-type]
+                        gateway_key=node.gateway_public_key(),
+                        data_provider=node.isv_id,
+                        now=now,
+                        replay_guard=node.replay_guard(),
+                    )
                 )
         except ManifestRejected as exc:
             return _error(msg, ERR.MANIFEST_REJECTED, f"{exc.code}: {exc}")

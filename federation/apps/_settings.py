@@ -20,6 +20,7 @@ from ..holdout import HOLDOUT_BUCKETS
 from ..lifetime import PRIVACY_ACCOUNT_KEY
 from ..specs import ModelSpec, spec_from_run_config
 from ._keys import KEY_HOLDOUT_BUCKETS
+from ._stream import DEFAULT_STREAM_ABOVE, stream_above
 
 __all__ = ["ServerSettings", "secagg_parameters", "DEFAULT_MANIFEST_TTL", "DEFAULT_TIMEOUT"]
 
@@ -72,6 +73,9 @@ class ServerSettings:
         ``privacy-account``, :class:`~federation.lifetime.MerchantPrivacyAccount`).
         When set, each DP training manifest is charged to it before it is sent, and
         merchants the charge would push past their lifetime are left out.
+    manifest_stream_above : int, default 65536
+        Cohorts with more entries are streamed to the node in chunk messages ahead of
+        the work message (run-config ``manifest-stream-above``; ``0``: always).
     """
 
     job_id: str
@@ -94,6 +98,7 @@ class ServerSettings:
     secagg_threshold: float = 0.0
     privacy_account: Path | None = None
     holdout_buckets: int = HOLDOUT_BUCKETS
+    manifest_stream_above: int = DEFAULT_STREAM_ABOVE
 
     @classmethod
     def from_run_config(cls, rc: Mapping[str, Any]) -> ServerSettings:
@@ -128,6 +133,7 @@ class ServerSettings:
                 secagg_threshold=float(rc.get("secagg-threshold", 0.0)),
                 privacy_account=opt_path(PRIVACY_ACCOUNT_KEY),
                 holdout_buckets=int(rc.get(KEY_HOLDOUT_BUCKETS, HOLDOUT_BUCKETS)),
+                manifest_stream_above=stream_above(rc),
             )
         except KeyError as exc:
             raise FederationError(f"run config lacks {exc}", code="BAD_CONFIG") from None

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from .._errors import FederationError
@@ -31,8 +31,10 @@ from ._handle_train import train
 from ._handling import data_errors
 from ._keys import (
     ACTION_IDENTIFY,
+    ACTION_MANIFEST,
     ACTION_SCORE,
     ACTION_SKETCH,
+    ERR,
     IDENTITY_KEY,
     JOB_KEY,
     KEY_ISV_ID,
@@ -64,6 +66,12 @@ def identify(msg: Message, ctx: Context) -> Message:
     )
 
 
+def manifest_chunks(msg: Message, ctx: Context) -> Message:
+    """Never reached: the manifest mod answers ``query.manifest`` messages itself."""
+    return Message(Error(code=ERR.NODE_FAILURE, reason="manifest chunks reached a handler"),
+                   reply_to=msg)  # fmt: skip
+
+
 def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     """A fresh ClientApp with fedgate's mods and handlers.
 
@@ -90,6 +98,9 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     )
 
     client.query(ACTION_IDENTIFY)(identify)
+    # Chunks of a streamed manifest: the manifest mod verifies, spools and answers them;
+    # the handler only gives Flower a route for the message type and is never reached.
+    client.query(ACTION_MANIFEST)(manifest_chunks)
     client.query(ACTION_SKETCH)(data_errors(sketch))
     client.train()(data_errors(train))
     client.evaluate()(data_errors(evaluate))

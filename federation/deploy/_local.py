@@ -194,13 +194,13 @@ class LocalFederation:
                 settings.auth_key.with_name(settings.auth_key.name + ".pub"), name=settings.isv_id
             )
 
-    def start_node(self, toml: Path) -> NodeSettings:
-        """Start the SuperNode of a ``node.toml``."""
+    def start_node(self, toml: Path, *, env: Mapping[str, str] | None = None) -> NodeSettings:
+        """Start the SuperNode of a ``node.toml`` (``env``: extra environment, e.g. libfaketime)."""
         settings = load_node_settings(toml)
         log = self.root / "nodes" / settings.isv_id / "supernode.log"
         if settings.isv_id in self.nodes:
             raise ValueError(f"node {settings.isv_id} is already running")
-        self.nodes[settings.isv_id] = start_supernode(settings, log)
+        self.nodes[settings.isv_id] = start_supernode(settings, log, env=env)
         return settings
 
     def stop_node(self, isv: str, *, kill: bool = False) -> None:

@@ -15,6 +15,7 @@ import socket
 import ssl
 import stat
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -55,8 +56,20 @@ def supernode_argv(settings: NodeSettings, *, trusted_entities: Path) -> list[st
     ]
 
 
-def start_supernode(settings: NodeSettings, log_path: Path) -> list[ManagedProcess]:
+def start_supernode(
+    settings: NodeSettings, log_path: Path, *, env: Mapping[str, str] | None = None
+) -> list[ManagedProcess]:
     """Start the node's SuperNode (and, with ``process`` isolation, fedgate's warm executor).
+
+    Parameters
+    ----------
+    settings : NodeSettings
+        The node's ``node.toml``.
+    log_path : Path
+        The SuperNode's log (the executor's is ``<stem>-executor.log`` beside it).
+    env : Mapping[str, str] | None, default None
+        Extra environment for both processes (e.g. libfaketime's ``LD_PRELOAD`` and
+        ``FAKETIME`` to run a node on a skewed clock).
 
     Returns
     -------
@@ -64,7 +77,7 @@ def start_supernode(settings: NodeSettings, log_path: Path) -> list[ManagedProce
         The SuperNode first; stop them in reverse order.
     """
     te = write_trusted_entities(settings)
-    env = privacy_env()
+    env = privacy_env(env)
     sn = ManagedProcess(
         f"supernode-{settings.isv_id}", supernode_argv(settings, trusted_entities=te), log_path,
         env=env,

@@ -23,6 +23,7 @@ Run: ``python -m federation.deploy.warm_clientapp --runtime-api-address
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from logging import DEBUG, ERROR, INFO
 
@@ -129,6 +130,12 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.parent_pid is not None:
         start_parent_process_monitor(args.parent_pid)
+    # The node's own log (refusals with their reasons, never sent to the platform) goes to
+    # this process's stderr, which fedgate node run keeps in the executor's log file.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("fedgate.node").addHandler(handler)
+    logging.getLogger("fedgate.node").setLevel(logging.INFO)
     _warm_imports()
     client = RuntimeHttpClient.from_server_address(
         server_address=args.runtime_api_address,

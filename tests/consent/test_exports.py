@@ -21,6 +21,8 @@ EXPECTED = {
     "ConsentIndex", "Cohort", "cohort_entries",
     "DEFAULT_CLOCK_SKEW", "MAX_MANIFEST_TTL", "CohortManifest", "ManifestEntry",
     "ManifestReplayGuard", "build_manifest", "sign_manifest", "verify_manifest",
+    "DEFAULT_CHUNK_SIZE", "ManifestStream", "StreamVerifier", "open_stream", "stream_manifest",
+    "verify_stream",
     "ConsentError", "ConsentDenied", "ManifestRejected", "InvalidConsentRequest",
     "ConsentNotFound", "TransitionRefused", "ConsentIntegrityError",
     "ConsentBase", "metadata",

@@ -1,0 +1,198 @@
+"""Streamed manifests at the node: chunk messages through the real manifest mod, then the work.
+
+The curious or faulty platform sends chunks that were tampered with, belong to another
+manifest, come twice or out of order, or never arrive; the node refuses each, keeps
+nothing of a refused stream, and no handler runs without the whole verified stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
+
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+from consent import ManifestEntry, ManifestStream, Use, build_manifest, stream_manifest
+from federation.apps import ERR, job_record, make_manifest_mod
+from federation.apps import _stream as streaming
+from federation.apps._keys import (
+    ACTION_MANIFEST,
+    JOB_KEY,
+    KEY_MANIFEST,
+    KEY_MANIFEST_CHUNKS,
+    KEY_MANIFEST_HEADER,
+    MANIFEST_ACK_KEY,
+)
+from federation.apps._request import current_request
+from federation.specs import get_spec
+
+from ._flworld import CONSUMER, World, incoming, make_world, node_context
+
+CATS = ("margins", "cash_and_debt")
+SPEC = replace(get_spec("pd-erp"), categories=CATS, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """One small world shared by this module's tests (each test uses its own job id)."""
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(autouse=True)
+def small_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two chunks per message, so a cohort of 60 travels in several messages."""
+    monkeypatch.setattr(streaming, "CHUNKS_PER_MESSAGE", 2)
+
+
+def _entries(world: World, isv: str) -> list[ManifestEntry]:
+    return sorted(
+        world.cohort.entries(
+            Use(data_provider=isv, data_consumer=CONSUMER, purpose="model_training",
+                categories=CATS, at=datetime.now(UTC))
+        ),
+        key=attrgetter("merchant_id"),
+    )  # fmt: skip
+
+
+def _stream(world: World, job_id: str, *, round: int = 1, drop: int = 0) -> ManifestStream:
+    return stream_manifest(
+        job_id=job_id,
+        round=round,
+        data_provider="isv0",
+        data_consumer=CONSUMER,
+        purpose="model_training",
+        categories=CATS,
+        entries=_entries(world, "isv0")[drop:],
+        issued_at=datetime.now(UTC),
+        ttl=timedelta(minutes=5),
+        key=world.gateway_key,
+        chunk_size=8,
+    )
+
+
+class _Node:
+    """The node's ClientApp mod chain as far as the manifest mod, with a fake handler."""
+
+    def __init__(self, world: World) -> None:
+        self.ctx = node_context(world.node("isv0"))
+        self.mod = make_manifest_mod()
+        self.seen: list[tuple[ManifestEntry, ...]] = []
+
+    def _handler(self, msg: Message, ctx: Context) -> Message:
+        manifest = current_request().manifest
+        assert manifest is not None
+        self.seen.append(manifest.entries)
+        return Message(RecordDict(), reply_to=msg)
+
+    def send(self, msg: Message) -> Message:
+        return self.mod(msg, self.ctx, self._handler)
+
+    def chunks(self, stream: ManifestStream, job_id: str, round: int = 1) -> Iterator[Message]:
+        for start in range(0, max(stream.chunks, 1), streaming.CHUNKS_PER_MESSAGE):
+            content = streaming.chunk_content(stream, start, job_id=job_id, round=round)
+            yield incoming(content, f"query.{ACTION_MANIFEST}")
+
+    def work(self, stream: ManifestStream, job_id: str, round: int = 1) -> Message:
+        cfg = job_record(spec=SPEC, job_id=job_id, round=round, manifest=b"")
+        del cfg[KEY_MANIFEST]
+        cfg[KEY_MANIFEST_HEADER] = stream.header
+        return self.send(incoming(RecordDict({JOB_KEY: cfg}), "query.sketch"))
+
+
+def _code(reply: Message) -> str:
+    assert reply.has_error(), "expected a refusal"
+    return reply.error.reason.split(":", 1)[0]
+
+
+def test_streamed_manifest_reaches_the_handler_with_every_entry(world: World) -> None:
+    """Acknowledged chunk messages, then a header-only request: the handler sees the cohort."""
+    node = _Node(world)
+    with _stream(world, "stream-ok") as stream:
+        acks = [node.send(m) for m in node.chunks(stream, "stream-ok")]
+        reply = node.work(stream, "stream-ok")
+    whole = build_manifest(
+        job_id="stream-ok", round=1, data_provider="isv0", data_consumer=CONSUMER,
+        purpose="model_training", categories=CATS, entries=_entries(world, "isv0"),
+        issued_at=datetime.now(UTC), ttl=timedelta(minutes=5),
+    )  # fmt: skip
+
+    assert len(acks) > 2 and not any(a.has_error() for a in acks)
+    assert acks[-1].content.config_records[MANIFEST_ACK_KEY]["accepted"] == stream.chunks
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+    assert node.seen == [whole.entries] and stream.root == whole.root
+
+
+def test_tampered_chunk_is_refused_and_the_stream_is_dropped(world: World) -> None:
+    """A changed entry fails its proof; the request then finds no stream at the node."""
+    node = _Node(world)
+    with _stream(world, "stream-tampered") as stream:
+        messages = list(node.chunks(stream, "stream-tampered"))
+        first = node.send(messages[0])
+        cfg = messages[1].content.config_records[JOB_KEY]
+        chunks = list(cfg[KEY_MANIFEST_CHUNKS])  # type: ignore[arg-type]
+        chunks[0] = chunks[0].replace(b"2025-12-31", b"2026-12-31", 1)
+        cfg[KEY_MANIFEST_CHUNKS] = chunks
+        tampered = node.send(messages[1])
+        rest = [node.send(m) for m in messages[2:]]
+        work = node.work(stream, "stream-tampered")
+
+    assert not first.has_error()
+    assert tampered.error.code == ERR.MANIFEST_REJECTED and _code(tampered) == "ROOT_MISMATCH"
+    assert rest and _code(rest[0]) == "CHUNK_ORDER"  # the spool was dropped: start again
+    assert _code(work) == "CHUNK_MISSING" and node.seen == []
+
+
+def test_chunk_of_another_manifest_is_refused(world: World) -> None:
+    """Round 2's chunk inside round 1's stream message names another manifest."""
+    node = _Node(world)
+    with _stream(world, "stream-foreign") as one, _stream(world, "stream-foreign", drop=3) as two:
+        msg = next(node.chunks(one, "stream-foreign"))
+        cfg = msg.content.config_records[JOB_KEY]
+        cfg[KEY_MANIFEST_CHUNKS] = [two.chunk(0), two.chunk(1)]
+        reply = node.send(msg)
+
+    assert _code(reply) == "CHUNK_FOREIGN"
+
+
+def test_duplicated_and_reordered_chunk_messages_are_refused(world: World) -> None:
+    """The same chunk message twice, or the second before the first, is refused."""
+    for order in ([0, 0], [1, 0]):
+        node = _Node(world)
+        job = f"stream-order-{order[0]}{order[1]}"
+        with _stream(world, job) as stream:
+            messages = list(node.chunks(stream, job))
+            replies = [node.send(messages[i]) for i in order]
+            work = node.work(stream, job)
+
+        refused = [r for r in replies if r.has_error()]
+        assert len(refused) == 1 and _code(refused[0]) == "CHUNK_ORDER"
+        assert _code(work) == "CHUNK_MISSING" and node.seen == []
+
+
+def test_missing_chunks_leave_the_request_refused(world: World) -> None:
+    """All but the last chunk message: no handler runs, whatever the request says."""
+    node = _Node(world)
+    with _stream(world, "stream-missing") as stream:
+        messages = list(node.chunks(stream, "stream-missing"))
+        acks = [node.send(m) for m in messages[:-1]]
+        work = node.work(stream, "stream-missing")
+
+    assert not any(a.has_error() for a in acks)
+    assert work.error.code == ERR.MANIFEST_REJECTED and _code(work) == "CHUNK_MISSING"
+    assert node.seen == []
+
+
+def test_chunk_message_must_carry_only_chunks(world: World) -> None:
+    """A chunk message with anything besides the job record (a model, say) is refused."""
+    node = _Node(world)
+    with _stream(world, "stream-extra") as stream:
+        msg = next(node.chunks(stream, "stream-extra"))
+        content = RecordDict(
+            {JOB_KEY: msg.content.config_records[JOB_KEY], "extra": ConfigRecord({"x": 1})}
+        )
+        reply = node.send(incoming(content, f"query.{ACTION_MANIFEST}"))
+
+    assert reply.error.code == ERR.MANIFEST_MISSING
