@@ -324,6 +324,11 @@ def _reject(code: str, message: str, request_id: str | None) -> TransferRejected
 
 def _normalise(request: TransferRequest) -> dict[str, Any]:
     """Check the request's shape (no database); return its metadata in JSON form."""
+    return _encode(request)[0]
+
+
+def _encode(request: TransferRequest) -> tuple[dict[str, Any], bytes]:
+    """Check the request's shape (no database); its metadata parsed and as canonical bytes."""
     rid = request.id if isinstance(request.id, str) else None
     if rid is None or not _IDENT.fullmatch(rid):
         raise _reject("INVALID_ID", f"invalid transfer id {request.id!r}", rid)
@@ -349,7 +354,7 @@ def _normalise(request: TransferRequest) -> dict[str, Any]:
         raise _reject("INVALID_METADATA", f"metadata exceeds {MAX_METADATA_BYTES} bytes", rid)
     # The JSON round trip makes the stored, logged and returned metadata the same value.
     parsed: dict[str, Any] = json.loads(data)
-    return parsed
+    return parsed, data
 
 
 def _transfer(row: TransferRow) -> Transfer:

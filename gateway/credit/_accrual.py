@@ -15,7 +15,8 @@ Rules (integers throughout):
 per day per loan), stores one ``credit_accruals`` row per loan, and posts:
 the month's repayments, drawdowns and write-offs as one transfer each
 (``loans:<period>:<kind>``, metadata: count and SHA-256 of the event keys),
-then one ``interest:<loan>:<period>`` transfer per loan, and a
+then one ``interest:<loan>:<period>`` transfer per loan (all in one
+:func:`ledger.post_many`, linked as ``interest:<period>``), and a
 ``credit.period.closed`` ledger entry with the digest of the accrual rows. A
 closed month is closed for good: closing again is a no-op and imports dated in
 it are refused. Months close in order: a month is refused (``EARLIER_PERIOD_OPEN``)
@@ -36,7 +37,7 @@ from sqlalchemy.orm import Session
 import ledger
 
 from ._bulk import copy_rows
-from ._chart import CREDIT_LOSS, INTEREST_RECEIVABLE, open_credit_chart, post_batches
+from ._chart import CREDIT_LOSS, INTEREST_RECEIVABLE, open_credit_chart
 from ._errors import PeriodError
 from ._models import LoanEventRow, LoanRow, PeriodCloseRow
 from ._period import Period
@@ -244,7 +245,8 @@ def close_period(
     ]
     if flow_reqs:
         ledger.post_linked(session, flow_reqs, link_id=f"loans:{period}")
-    post_batches(session, interest_reqs)
+    if interest_reqs:
+        ledger.post_many(session, interest_reqs, link_id=f"interest:{period}", at=now)
     copy_rows(
         session,
         "credit_accruals",
