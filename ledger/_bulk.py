@@ -76,14 +76,18 @@ def _body_bytes(request: TransferRequest, metadata: bytes, link: bytes) -> bytes
     Ids and account codes match ``_IDENT``, so JSON escapes nothing in them; the keys are
     in RFC 8785 order.
     """
-    return b'{"amount":%d,"credit":"%s","currency":"%s","debit":"%s","id":"%s","link":%s,' % (
-        request.amount.amount,
-        request.credit.encode("ascii"),
-        request.amount.currency.encode("ascii"),
-        request.debit.encode("ascii"),
-        request.id.encode("ascii"),
-        link,
-    ) + b'"metadata":%s}' % metadata
+    return (
+        b'{"amount":%d,"credit":"%s","currency":"%s","debit":"%s","id":"%s","link":%s,'
+        % (
+            request.amount.amount,
+            request.credit.encode("ascii"),
+            request.amount.currency.encode("ascii"),
+            request.debit.encode("ascii"),
+            request.id.encode("ascii"),
+            link,
+        )
+        + b'"metadata":%s}' % metadata
+    )
 
 
 def _stored_digests(session: Session, ids: Sequence[str]) -> dict[str, bytes]:
@@ -216,9 +220,7 @@ def post_many(
         codes = {c for r in fresh for c in (r.debit, r.credit)}
         accounts = {
             a.code: a
-            for a in session.execute(
-                select(AccountRow).where(AccountRow.code.in_(codes))
-            ).scalars()
+            for a in session.execute(select(AccountRow).where(AccountRow.code.in_(codes))).scalars()
         }
         for req in fresh:
             for code in (req.debit, req.credit):
@@ -235,10 +237,7 @@ def post_many(
         first = append_encoded(session, TRANSFER_POSTED, [bodies[i] for i in new], at=posted_at)
         _insert(
             session,
-            [
-                (requests[i], metas[i], digests[i], first + k)
-                for k, i in enumerate(new)
-            ],
+            [(requests[i], metas[i], digests[i], first + k) for k, i in enumerate(new)],
             currency,
             link_id,
             posted_at,
@@ -250,4 +249,3 @@ def post_many(
         raise
     savepoint.commit()
     return BulkPosting(len(new), len(requests) - len(new), first)
-

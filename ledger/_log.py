@@ -210,8 +210,9 @@ def append_encoded(
     first, _, _ = _append(
         session,
         [kind] * len(bodies),
-        lambda i, seq, stamp: b'%s%s","body":%s%s%d}'
-        % (head, stamp.encode("ascii"), bodies[i], tail, seq),
+        lambda i, seq, stamp: (
+            b'%s%s","body":%s%s%d}' % (head, stamp.encode("ascii"), bodies[i], tail, seq)
+        ),
         at or datetime.now(UTC),
     )
     return first

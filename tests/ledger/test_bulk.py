@@ -82,7 +82,9 @@ def _state(sessions: sessionmaker[Session]) -> tuple[int, int, int, int, bytes]:
 
 def test_spliced_body_is_the_canonical_body() -> None:
     """The bulk path's spliced bytes equal canonical_json of the book's body, link or none."""
-    req = TransferRequest("a:b/c@d#e+f-g.h", "x:1", "y_2", _cny(2**53 - 1), {"z": [1, "é"], "a": None})
+    req = TransferRequest(
+        "a:b/c@d#e+f-g.h", "x:1", "y_2", _cny(2**53 - 1), {"z": [1, "é"], "a": None}
+    )
     meta = json.loads(canonical_json(dict(req.metadata)))
 
     for link in (None, "interest:2026-01"):
@@ -133,7 +135,9 @@ def test_bulk_entries_pass_the_offline_audit(
         post_many(s, _interest(300), link_id="interest:2026-01")
         sign_checkpoint(s, KEY, ORIGIN)
     with sessions() as s, s.begin():
-        post_many(s, [TransferRequest(f"pay:{i}", "cash", "receivable", _cny(5)) for i in range(33)])
+        post_many(
+            s, [TransferRequest(f"pay:{i}", "cash", "receivable", _cny(5)) for i in range(33)]
+        )
         post_transfer(s, TransferRequest("after", "cash", "equity", _cny(1)))
         sign_checkpoint(s, KEY, ORIGIN)
     path = tmp_path / "log.jsonl"
@@ -208,7 +212,10 @@ def test_conflicting_repeat_refuses_the_whole_batch(
         (TransferRequest("bad", "receivable", "cash", _cny(5)), "INSUFFICIENT_FUNDS"),
         (TransferRequest("bad", "receivable", "income", _cny(0)), "INVALID_AMOUNT"),
         (TransferRequest("bad id", "receivable", "income", _cny(5)), "INVALID_ID"),
-        (TransferRequest("bad", "receivable", "income", _cny(5), {"f": float("nan")}), "INVALID_METADATA"),
+        (
+            TransferRequest("bad", "receivable", "income", _cny(5), {"f": float("nan")}),
+            "INVALID_METADATA",
+        ),
         (TransferRequest("interest:L-0:2026-01", "cash", "equity", _cny(5)), "INVALID_BATCH"),
     ],
 )
