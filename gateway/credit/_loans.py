@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 
 import ledger
 
-from ._bulk import copy_rows
+from ._bulk import among, copy_rows
 from ._errors import ImportRefused
 from ._lines import decision_terms
 from ._models import ImportRow, LoanEventRow, LoanRow, PeriodCloseRow
@@ -65,10 +65,11 @@ IMPORT_ENTRY = "credit.loans.imported"
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@#+\-]{0,127}")
 _FIELDS = ("key", "loan_id", "merchant", "kind", "date", "amount", "currency", "rate_bp")
 _REQUIRED = ("key", "loan_id", "kind", "date", "amount", "currency")
-_CHUNK = 5000
 _MAX_AMOUNT = 2**53 - 1
 _CURRENCIES: set[str] = set()
 _FIELDSET = frozenset(_FIELDS)
+_KINDSET = frozenset(EVENT_KINDS)
+_IDENT_MATCH = _IDENT.fullmatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,42 +145,56 @@ def _int(value: Any, line: int, name: str) -> int:
     raise _bad(line, f"{name} must be an integer number of fen, got {value!r}")
 
 
-def _event(doc: Mapping[str, Any], line: int) -> LoanEvent:
+def _event(doc: Mapping[str, Any], line: int, days: dict[str, date] | None = None) -> LoanEvent:
+    """One row checked; ``days`` memoises parsed dates (a file holds few distinct days)."""
     if not isinstance(doc, Mapping):
         raise _bad(line, "a row must be a JSON object")
     if not doc.keys() <= _FIELDSET:
         extra = set(doc) - _FIELDSET
         raise _bad(line, f"unknown field(s) {', '.join(sorted(extra))}")
-    for name in _REQUIRED:
-        if doc.get(name) in (None, ""):
+    get = doc.get
+    key, loan, kind, raw_day, amount, currency = (
+        get("key"),
+        get("loan_id"),
+        get("kind"),
+        get("date"),
+        get("amount"),
+        get("currency"),
+    )
+    for name, value in zip(_REQUIRED, (key, loan, kind, raw_day, amount, currency), strict=True):
+        if value is None or value == "":
             raise _bad(line, f"missing {name}")
-    key, loan, kind = doc["key"], doc["loan_id"], doc["kind"]
-    for name, value in (("key", key), ("loan_id", loan)):
-        if not isinstance(value, str) or not _IDENT.fullmatch(value):
-            raise _bad(line, f"invalid {name} {value!r}")
-    merchant = doc.get("merchant") or None
-    if merchant is not None and (not isinstance(merchant, str) or not _IDENT.fullmatch(merchant)):
+    if type(key) is not str or not _IDENT_MATCH(key):
+        raise _bad(line, f"invalid key {key!r}")
+    if type(loan) is not str or not _IDENT_MATCH(loan):
+        raise _bad(line, f"invalid loan_id {loan!r}")
+    merchant = get("merchant") or None
+    if merchant is not None and (type(merchant) is not str or not _IDENT_MATCH(merchant)):
         raise _bad(line, f"invalid merchant {merchant!r}")
-    if kind not in EVENT_KINDS:
+    if kind not in _KINDSET:
         raise _bad(line, f"kind must be one of {', '.join(EVENT_KINDS)}, got {kind!r}")
-    try:
-        day = date.fromisoformat(str(doc["date"]))
-    except ValueError:
-        raise _bad(line, f"date must be YYYY-MM-DD, got {doc['date']!r}") from None
-    amount = _int(doc["amount"], line, "amount")
+    day = days.get(raw_day) if days is not None and type(raw_day) is str else None
+    if day is None:
+        try:
+            day = date.fromisoformat(str(raw_day))
+        except ValueError:
+            raise _bad(line, f"date must be YYYY-MM-DD, got {raw_day!r}") from None
+        if days is not None and type(raw_day) is str:
+            days[raw_day] = day
+    if type(amount) is not int:
+        amount = _int(amount, line, "amount")
     if not (0 <= amount <= _MAX_AMOUNT) or (amount == 0 and kind != "line_change"):
         raise _bad(
             line, f"amount must be {'≥' if kind == 'line_change' else '>'} 0 fen, got {amount}"
         )
-    currency = doc["currency"]
     if currency not in _CURRENCIES:
         try:
             ledger.Money.zero(currency)
         except (ledger.MoneyError, TypeError):
             raise _bad(line, f"unknown currency {currency!r}") from None
         _CURRENCIES.add(currency)
-    rate = doc.get("rate_bp")
-    rate_bp = None if rate in (None, "") else _int(rate, line, "rate_bp")
+    rate = get("rate_bp")
+    rate_bp = None if rate is None or rate == "" else _int(rate, line, "rate_bp")
     if rate_bp is not None and not 0 <= rate_bp <= 100_000:
         raise _bad(line, f"rate_bp must be in 0..100000, got {rate_bp}")
     return LoanEvent(key, loan, merchant, kind, day, amount, str(currency), rate_bp, line)
@@ -195,15 +210,17 @@ def parse_events(data: bytes, *, fmt: str) -> list[LoanEvent]:
     except UnicodeDecodeError as exc:
         raise ImportRefused(f"input is not UTF-8: {exc}", code="BAD_FILE") from exc
     events: list[LoanEvent] = []
+    days: dict[str, date] = {}
     if fmt == "jsonl":
+        loads = json.loads
         for n, raw in enumerate(text.splitlines(), start=1):
-            if not raw.strip():
-                continue
             try:
-                doc = json.loads(raw)
+                doc = loads(raw)
             except json.JSONDecodeError as exc:
+                if not raw.strip():
+                    continue
                 raise _bad(n, f"not JSON: {exc.msg}") from None
-            events.append(_event(doc, n))
+            events.append(_event(doc, n, days))
     elif fmt == "csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
         header = reader.fieldnames or []
@@ -213,53 +230,52 @@ def parse_events(data: bytes, *, fmt: str) -> list[LoanEvent]:
         for row in reader:
             if None in row:
                 raise _bad(reader.line_num, "more values than header fields")
-            events.append(_event({k: v for k, v in row.items() if v != ""}, reader.line_num))
+            events.append(
+                _event({k: v for k, v in row.items() if v != ""}, reader.line_num, days)
+            )
     else:
         raise ImportRefused(f"unknown format {fmt!r}: jsonl or csv", code="BAD_FILE")
     return events
 
 
 def _existing(session: Session, loans: Sequence[str]) -> dict[str, str]:
-    """Keys and digests already stored for these loans (one query per 5,000 loans).
+    """Keys and digests already stored for these loans (one query).
 
     A key stored under another loan is not found here; the insert then hits the
     primary key and the import is refused as a conflicting repeat all the same.
     """
-    out: dict[str, str] = {}
-    for start in range(0, len(loans), _CHUNK):
-        chunk = loans[start : start + _CHUNK]
-        rows = session.execute(
-            select(LoanEventRow.key, LoanEventRow.digest).where(LoanEventRow.loan_id.in_(chunk))
-        ).all()
-        out.update({k: d for k, d in rows})
-    return out
+    if not loans:
+        return {}
+    rows = session.execute(
+        select(LoanEventRow.key, LoanEventRow.digest).where(
+            among(session, LoanEventRow.loan_id, loans)
+        )
+    )
+    return {k: d for k, d in rows}
 
 
 def _loans(session: Session, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-    out: dict[str, tuple[str, str]] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        rows = session.execute(
-            select(LoanRow.loan_id, LoanRow.merchant_id, LoanRow.currency).where(
-                LoanRow.loan_id.in_(chunk)
-            )
-        ).all()
-        out.update({r[0]: (r[1], r[2]) for r in rows})
-    return out
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(LoanRow.loan_id, LoanRow.merchant_id, LoanRow.currency).where(
+            among(session, LoanRow.loan_id, ids)
+        )
+    )
+    return {r[0]: (r[1], r[2]) for r in rows}
 
 
 def _outstanding(session: Session, ids: Sequence[str]) -> dict[str, int]:
-    signed = func.sum(LoanEventRow.amount)
     out: dict[str, int] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        rows = session.execute(
-            select(LoanEventRow.loan_id, LoanEventRow.kind, signed)
-            .where(LoanEventRow.loan_id.in_(chunk), LoanEventRow.kind != "line_change")
-            .group_by(LoanEventRow.loan_id, LoanEventRow.kind)
-        ).all()
-        for loan, kind, total in rows:
-            out[loan] = out.get(loan, 0) + (int(total) if kind == "drawdown" else -int(total))
+    if not ids:
+        return out
+    rows = session.execute(
+        select(LoanEventRow.loan_id, LoanEventRow.kind, func.sum(LoanEventRow.amount))
+        .where(among(session, LoanEventRow.loan_id, ids), LoanEventRow.kind != "line_change")
+        .group_by(LoanEventRow.loan_id, LoanEventRow.kind)
+    )
+    for loan, kind, total in rows:
+        out[loan] = out.get(loan, 0) + (int(total) if kind == "drawdown" else -int(total))
     return out
 
 
