@@ -351,7 +351,8 @@ def import_events(
     loan_ids = sorted({ev.loan_id for _, ev in new})
     known = _loans(session, loan_ids)
     first: dict[str, LoanEvent] = {}
-    for _, ev in sorted(new, key=lambda x: (x[1].day, x[1].line)):
+    in_date_order = sorted(new, key=lambda x: (x[1].day, x[1].line))
+    for _, ev in in_date_order:
         first.setdefault(ev.loan_id, ev)
         owner = known.get(ev.loan_id, (first[ev.loan_id].merchant, currency))[0]
         if ev.merchant is not None and owner is not None and ev.merchant != owner:
@@ -388,7 +389,7 @@ def import_events(
         )
     balance = _outstanding(session, [lid for lid in loan_ids if lid in known])
     limits: dict[str, int] = {}
-    for _, ev in sorted(new, key=lambda x: (x[1].day, x[1].line)):
+    for _, ev in in_date_order:
         if ev.kind == "line_change":
             limits[ev.loan_id] = ev.amount
             continue
