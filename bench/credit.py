@@ -311,7 +311,7 @@ def _memory_close(events: list[dict[str, Any]], lines: dict[str, tuple[int, int]
         bd, ubd, i, u, c = credit.accrue(
             0, moves[loan], START.first, START.last, rate_bp=1800, line_f=line_f, uplift=uplift
         )
-        out.append(f"{loan},{START},{bd},{ubd},{i},{u},{c}")
+        out.append(f"{loan},{START},{bd},{ubd},{i},{u},{c},0")  # first month: no interest due
     return hashlib.sha256("\n".join(out).encode()).hexdigest()
 
 

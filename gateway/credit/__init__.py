@@ -6,7 +6,7 @@ cares about is a ledger entry written in that same transaction. Money is integer
 fen with a currency; each module's docstring states its rounding rule.
 """
 
-from ._accrual import CLOSE_ENTRY, CloseSummary, accrue, close_period
+from ._accrual import CLOSE_ENTRY, CloseSummary, accrue, close_period, collect_interest
 from ._chart import CREDIT_LOSS, INTEREST_RECEIVABLE, open_credit_chart
 from ._consents import (
     MONITORING_CATEGORIES,
@@ -127,6 +127,7 @@ __all__ = [
     "CloseSummary",
     "accrue",
     "close_period",
+    "collect_interest",
     "INTEREST_RECEIVABLE",
     "CREDIT_LOSS",
     "open_credit_chart",

@@ -19,7 +19,8 @@ skipped; with another row the file is refused (``CONFLICTING_REPEAT``). Rows dat
 in a closed period are refused (``PERIOD_CLOSED``), so a closed month never changes.
 A new loan binds to its merchant's latest line decision (``UNKNOWN_MERCHANT``
 without one). A repayment or write-off that would take a loan below zero (the file's
-rows in date order, after everything imported before) refuses the file
+rows in date order, after everything imported before; a repayment pays interest accrued
+in closed periods first, a write-off takes principal only) refuses the file
 (``NEGATIVE_BALANCE``). Accepted rows go in with one multi-row ``INSERT`` per batch and one
 ``credit.loans.imported`` ledger entry (file digest, rows, added, digest of the
 added events) in the caller's transaction.
@@ -46,7 +47,8 @@ import ledger
 from ._bulk import among, copy_rows
 from ._errors import ImportRefused
 from ._lines import decision_terms
-from ._models import ImportRow, LoanEventRow, LoanRow, PeriodCloseRow
+from ._models import AccrualRow, ImportRow, LoanEventRow, LoanRow, PeriodCloseRow
+from ._period import Period
 
 __all__ = [
     "EVENT_KINDS",
@@ -230,9 +232,7 @@ def parse_events(data: bytes, *, fmt: str) -> list[LoanEvent]:
         for row in reader:
             if None in row:
                 raise _bad(reader.line_num, "more values than header fields")
-            events.append(
-                _event({k: v for k, v in row.items() if v != ""}, reader.line_num, days)
-            )
+            events.append(_event({k: v for k, v in row.items() if v != ""}, reader.line_num, days))
     else:
         raise ImportRefused(f"unknown format {fmt!r}: jsonl or csv", code="BAD_FILE")
     return events
@@ -265,18 +265,43 @@ def _loans(session: Session, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-def _outstanding(session: Session, ids: Sequence[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _positions(
+    session: Session, ids: Sequence[str], open_from: date | None
+) -> tuple[dict[str, list[int]], list[tuple[date, int, str, str, int]]]:
+    """Each loan's ``[principal, interest due]`` at the end of the last closed period, and
+    its stored events in open periods as ``(day, -1, loan, kind, amount)``.
+
+    Principal is Σdrawdowns − Σrepayments − Σwrite-offs of closed periods + the interest
+    their repayments paid instead of principal; interest due is what closed periods
+    accrued and repayments have not yet paid (see gateway.credit._accrual).
+    """
+    out: dict[str, list[int]] = {}
+    later: list[tuple[date, int, str, str, int]] = []
     if not ids:
-        return out
+        return out, later
     rows = session.execute(
-        select(LoanEventRow.loan_id, LoanEventRow.kind, func.sum(LoanEventRow.amount))
-        .where(among(session, LoanEventRow.loan_id, ids), LoanEventRow.kind != "line_change")
-        .group_by(LoanEventRow.loan_id, LoanEventRow.kind)
+        select(
+            LoanEventRow.loan_id, LoanEventRow.kind, LoanEventRow.day, LoanEventRow.amount
+        ).where(among(session, LoanEventRow.loan_id, ids), LoanEventRow.kind != "line_change")
     )
-    for loan, kind, total in rows:
-        out[loan] = out.get(loan, 0) + (int(total) if kind == "drawdown" else -int(total))
-    return out
+    for loan, kind, day, amount in rows:
+        if open_from is None or day >= open_from:
+            later.append((day, -1, loan, kind, int(amount)))
+            continue
+        pos = out.setdefault(loan, [0, 0])
+        pos[0] += int(amount) if kind == "drawdown" else -int(amount)
+    accrued = session.execute(
+        select(
+            AccrualRow.loan_id, func.sum(AccrualRow.interest), func.sum(AccrualRow.interest_paid)
+        )
+        .where(among(session, AccrualRow.loan_id, ids))
+        .group_by(AccrualRow.loan_id)
+    )
+    for loan, interest, paid in accrued:
+        pos = out.setdefault(loan, [0, 0])
+        pos[0] += int(paid)
+        pos[1] += int(interest) - int(paid)
+    return out, later
 
 
 def import_events(
@@ -387,20 +412,35 @@ def import_events(
                 "opened_on": ev.day,
             }
         )
-    balance = _outstanding(session, [lid for lid in loan_ids if lid in known])
-    limits: dict[str, int] = {}
-    for _, ev in in_date_order:
-        if ev.kind == "line_change":
-            limits[ev.loan_id] = ev.amount
+    # Replay the open periods' stored and new rows in date order on each loan's position
+    # at the last close, as the month closes will: a repayment pays due interest first, a
+    # write-off takes principal only; no step may take the principal below zero.
+    open_from = Period(last_closed).next.first if last_closed is not None else None
+    position, replay = _positions(session, [lid for lid in loan_ids if lid in known], open_from)
+    replay += [(ev.day, ev.line, ev.loan_id, ev.kind, ev.amount) for _, ev in in_date_order]
+    replay.sort(key=lambda r: (r[0], r[1]))
+    limits = {ev.loan_id: ev.amount for _, ev in in_date_order if ev.kind == "line_change"}
+    blame: dict[str, int] = {}  # the loan's latest new row so far: a stored row never errs
+    for day, line, loan, kind, amount in replay:
+        if line >= 0:
+            blame[loan] = line
+        if kind == "line_change":
             continue
-        sign = 1 if ev.kind == "drawdown" else -1
-        balance[ev.loan_id] = balance.get(ev.loan_id, 0) + sign * ev.amount
-        if balance[ev.loan_id] < 0:
+        pos = position.setdefault(loan, [0, 0])
+        if kind == "drawdown":
+            pos[0] += amount
+            continue
+        to_interest = min(amount, pos[1]) if kind == "repayment" else 0
+        pos[1] -= to_interest
+        pos[0] -= amount - to_interest
+        if pos[0] < 0:
+            at = blame.get(loan) or min(ev.line for _, ev in new if ev.loan_id == loan)
             raise ImportRefused(
-                f"line {ev.line}: loan {ev.loan_id} would owe {balance[ev.loan_id]} fen "
-                "(repaid or written off more than drawn)",
+                f"line {at}: loan {loan} would owe {pos[0]} fen on {day} (repaid or written "
+                "off more than the principal and, for a repayment, the interest accrued to "
+                "the last closed period)",
                 code="NEGATIVE_BALANCE",
-                line=ev.line,
+                line=at,
             )
     added = sorted(d for d, _ in new)
     events_digest = hashlib.sha256("\n".join(added).encode("ascii")).hexdigest()
