@@ -417,8 +417,10 @@ def import_events(
     # write-off takes principal only; no step may take the principal below zero.
     open_from = Period(last_closed).next.first if last_closed is not None else None
     position, replay = _positions(session, [lid for lid in loan_ids if lid in known], open_from)
+    stored = bool(replay)
     replay += [(ev.day, ev.line, ev.loan_id, ev.kind, ev.amount) for _, ev in in_date_order]
-    replay.sort(key=lambda r: (r[0], r[1]))
+    if stored:  # the new rows alone are in date order already
+        replay.sort(key=lambda r: (r[0], r[1]))
     limits = {ev.loan_id: ev.amount for _, ev in in_date_order if ev.kind == "line_change"}
     blame: dict[str, int] = {}  # the loan's latest new row so far: a stored row never errs
     for day, line, loan, kind, amount in replay:
