@@ -28,18 +28,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from ._book import (
     _IDENT,
     TRANSFER_POSTED,
     TransferRequest,
+    _accounts_of,
     _check_funds,
     _encode,
     _reject,
 )
-from ._book_models import AccountRow, TransferRow
+from ._book_models import TransferRow
 from ._log import _lock_head, append_encoded, copy_text, pg_copy
 
 __all__ = ["BulkPosting", "MAX_BULK", "post_many"]
@@ -215,22 +216,7 @@ def post_many(
             savepoint.rollback()
             return BulkPosting(0, len(requests), None)
         fresh = [requests[i] for i in new]
-        codes = {c for r in fresh for c in (r.debit, r.credit)}
-        accounts = {
-            a.code: a
-            for a in session.execute(select(AccountRow).where(AccountRow.code.in_(codes))).scalars()
-        }
-        for req in fresh:
-            for code in (req.debit, req.credit):
-                acct = accounts.get(code)
-                if acct is None:
-                    raise _reject("UNKNOWN_ACCOUNT", f"no account {code!r}", req.id)
-                if acct.currency != currency:
-                    raise _reject(
-                        "CURRENCY_MISMATCH",
-                        f"account {code!r} is in {acct.currency}, the transfer in {currency}",
-                        req.id,
-                    )
+        accounts = _accounts_of(session, fresh)
         _check_funds(session, fresh, accounts)
         first = append_encoded(session, TRANSFER_POSTED, [bodies[i] for i in new], at=posted_at)
         _insert(
