@@ -61,6 +61,7 @@ from ._policy import (
     parse_policy,
     policy_version,
 )
+from ._rescore import OpenLoanCohort, rescore_open_loans
 from ._scoring import (
     PlatformPds,
     consented_scores,
@@ -164,6 +165,8 @@ __all__ = [
     "offplatform_scores",
     "consented_scores",
     # simulation
+    "OpenLoanCohort",
+    "rescore_open_loans",
     "SimulatedLoans",
     "simulate_loans",
     # storage
