@@ -29,9 +29,13 @@ def among(session: Session, column: Any, ids: Sequence[str]) -> ColumnElement[bo
     json_each(…))``. Thousands of bound parameters cost more to compile than the
     query costs to run.
     """
+    clause: ColumnElement[bool]
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(func.string_to_array(",".join(ids), ","))
-    return column.in_(select(literal_column("value")).select_from(func.json_each(json.dumps(ids))))
+        clause = column == any_(func.string_to_array(",".join(ids), ","))
+    else:
+        rows = select(literal_column("value")).select_from(func.json_each(json.dumps(ids)))
+        clause = column.in_(rows)
+    return clause
 
 
 def _text(value: Any) -> str:
@@ -114,10 +118,10 @@ def copy_rows(
     )
     # A page cache large enough for the table's indexes while they grow (SQLite's default
     # is 2 MB; a 10⁶-row import then rereads index pages from disk), for this statement.
-    cache = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    cache = int(conn.exec_driver_sql("PRAGMA cache_size").scalar() or -2000)
     conn.exec_driver_sql(f"PRAGMA cache_size = {-_BULK_CACHE_KIB}")
     try:
         conn.exec_driver_sql(f'INSERT INTO "{table}" ({cols}) VALUES ({marks})', values)
     finally:
-        conn.exec_driver_sql(f"PRAGMA cache_size = {int(cache)}")
+        conn.exec_driver_sql(f"PRAGMA cache_size = {cache}")
     return len(rows)

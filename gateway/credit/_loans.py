@@ -33,7 +33,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -154,7 +154,7 @@ def _event(doc: Mapping[str, Any], line: int, days: dict[str, date] | None = Non
     if not doc.keys() <= _FIELDSET:
         extra = set(doc) - _FIELDSET
         raise _bad(line, f"unknown field(s) {', '.join(sorted(extra))}")
-    get = doc.get
+    get: Callable[[str], Any] = doc.get  # values are unchecked JSON: Any until checked below
     key, loan, kind, raw_day, amount, currency = (
         get("key"),
         get("loan_id"),
@@ -436,13 +436,13 @@ def import_events(
         pos[1] -= to_interest
         pos[0] -= amount - to_interest
         if pos[0] < 0:
-            at = blame.get(loan) or min(ev.line for _, ev in new if ev.loan_id == loan)
+            line_no = blame.get(loan) or min(ev.line for _, ev in new if ev.loan_id == loan)
             raise ImportRefused(
-                f"line {at}: loan {loan} would owe {pos[0]} fen on {day} (repaid or written "
+                f"line {line_no}: loan {loan} would owe {pos[0]} fen on {day} (repaid or written "
                 "off more than the principal and, for a repayment, the interest accrued to "
                 "the last closed period)",
                 code="NEGATIVE_BALANCE",
-                line=at,
+                line=line_no,
             )
     added = sorted(d for d, _ in new)
     events_digest = hashlib.sha256("\n".join(added).encode("ascii")).hexdigest()
