@@ -33,8 +33,8 @@ def among(session: Session, column: Any, ids: Sequence[str]) -> ColumnElement[bo
     if session.get_bind().dialect.name == "postgresql":
         clause = column == any_(func.string_to_array(",".join(ids), ","))
     else:
-        rows = select(literal_column("value")).select_from(func.json_each(json.dumps(ids)))
-        clause = column.in_(rows)
+        values = func.json_each(json.dumps(ids))
+        clause = column.in_(select(literal_column("value")).select_from(values))
     return clause
 
 
