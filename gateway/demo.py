@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from . import jobs
+from . import credit, jobs
 from ._errors import GatewayError
 from .db import create_schema, make_engine, make_sessionmaker
 from .demo_money import MoneyReport, run_money_loop
@@ -88,6 +88,7 @@ SPEC = "pd-erp"
 CONSUMER = jobs.DEFAULT_CONSUMER
 TRAIN_JOB = "demo-train"
 SCORE_JOB = "demo-score"
+RESCORE_JOB = "demo-rescore-monitoring"
 EXPORT_FILE = "ledger-export.jsonl"
 HTML_FILE = "report.html"
 CONSENT_DAYS = 180
@@ -530,6 +531,7 @@ def _money(
     consent_ids: Mapping[str, str],
     seed: int,
     stages: _Stages,
+    rescore: Any = None,
 ) -> MoneyReport:
     """Lines, loans, monitoring and settlement on the demo's database (:mod:`.demo_money`)."""
     from consent import pause
@@ -555,6 +557,7 @@ def _money(
             stage=stages.stage,
             advance=stages.advance,
             pause=pause_one,
+            rescore=rescore,
         )
 
 
@@ -737,6 +740,13 @@ def run_demo(
             # fight each other and the fit takes many times longer than single-threaded.
             aucs, n_hold, n_hold_erp, hold_pos = _evaluate(platform, g_fed, g_central, seed)
         t0 = time.perf_counter()
+        def rescore(merchants: list[str]) -> pd.DataFrame:  # monitoring's re-scoring job
+            with _quiet_flower():
+                return credit.rescore_open_loans(
+                    cfg, wn, model_dir=trained.out_dir, merchants=merchants,
+                    cohort_source=cohort, job_id=RESCORE_JOB, runtime=runtime,
+                )
+
         money = _money(
             cfg,
             sessions,
@@ -750,6 +760,7 @@ def run_demo(
             consent_ids,
             seed,
             stages,
+            rescore,
         )
         stages.seconds["money loop"] = time.perf_counter() - t0
         export = cfg.data_dir / EXPORT_FILE

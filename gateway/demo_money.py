@@ -11,8 +11,11 @@ Called by :func:`gateway.demo.run_demo` after scoring. Everything goes through
   points from the next; a fake-trade merchant starts brushing in a random month
   (its shipping cost per order falls 35 % while orders shipped grow 30 %); a
   merchant that stopped paying is re-scored 10 points higher and keeps 20,000
-  yuan in its payment account (what early collection can take). The nodes' monitoring query (signals
-  computed at the node under ``post_loan_monitoring``) is not built in federation.
+  yuan in its payment account (what early collection can take). In month
+  ``RESCORE_MONTH`` the PDs are real instead: one scoring job under
+  ``post_loan_monitoring`` (:func:`gateway.credit.rescore_open_loans`) over the
+  merchants with an open loan whose consent covers it, mapped to a PD by the
+  origination combiner. The nodes' ERP-signal query under that purpose is not built.
 * off-platform merchants: 3 % of the ISV merchants are treated as having no platform
   sales; their PD is their ERP-only g score (the ``pd-erp`` job's, calibrated on the
   platform's labels: training the ``pd-erp-only`` spec too would double the demo's
@@ -40,6 +43,8 @@ __all__ = ["MonthResult", "MoneyReport", "run_money_loop", "OFF_PLATFORM_SHARE"]
 
 OFF_PLATFORM_SHARE = 0.03
 MONTHS = 6
+RESCORE_MONTH = 2
+"""The month whose monitoring pass reads a real re-scoring job (the others simulate PDs)."""
 SIGNALS = ("gross_margin", "monthly_revenue", "shipping_cost_per_order", "orders_shipped")
 STOPPED_ACCOUNT = 2_000_000
 """Fen left in the payment account of a merchant that stopped paying (early collection takes it)."""
@@ -90,6 +95,7 @@ class MoneyReport:
     written_off: int
     collected: int
     paused_monitoring: int
+    rescored: int
     fees_total: Mapping[str, int]
     shares_total: Mapping[str, int]
     settled_cleared: Mapping[str, int]
@@ -122,6 +128,20 @@ def _periods(today: date) -> list[credit.Period]:
     return out
 
 
+def _rescored_pds(scores: pd.DataFrame, pds: credit.PlatformPds) -> dict[str, float]:
+    """PD now of each re-scored on-platform merchant: the origination combiner on its f and
+    the new g (off-platform merchants have no f; their PD stays simulated)."""
+    index = {str(m): i for i, m in enumerate(pds.merchant_id)}
+    comb: Any = pds.combiner
+    out: dict[str, float] = {}
+    for m, g in zip(scores["merchant_id"].astype(str), scores["g"].astype(float), strict=True):
+        i = index.get(m)
+        if i is not None:
+            est = comb.predict(pds.f_scores[i : i + 1], np.asarray([g]))
+            out[m] = float(est.with_erp[0])
+    return out
+
+
 def _off_platform(ids: list[str], seed: int) -> set[str]:
     return {m for m in ids if zlib.crc32(f"{seed}:{m}".encode()) % 1000 < OFF_PLATFORM_SHARE * 1000}
 
@@ -141,6 +161,7 @@ def run_money_loop(
     stage: Callable[[str, int], Any],
     advance: Callable[[Any, int], None],
     pause: Callable[[Any, str], bool],
+    rescore: Callable[[list[str]], pd.DataFrame] | None = None,
 ) -> MoneyReport:
     """Run the loop; ``stage``/``advance`` draw progress; ``pause(session, merchant)`` pauses a
     merchant's consent and says whether it could (a revoked one cannot)."""
@@ -276,11 +297,19 @@ def run_money_loop(
     fake_alerted: set[str] = set()
     paused: list[str] = []
     loan_merchants = sorted({d.merchant_id for d in lent if d.merchant_id in isv_of})
+    rescored = 0
     with stage("monitoring + settlement, month by month", MONTHS) as task:
         for k, per in enumerate(periods):
             if k == 3:
                 with sessions() as s, s.begin():
                     paused = [m for m in loan_merchants[::MONITOR_PAUSED_EVERY] if pause(s, m)]
+            pd_rescored: dict[str, float] = {}
+            if k == RESCORE_MONTH and rescore is not None:
+                with sessions() as s:
+                    open_loans = credit.loan_positions(s, per.last, pol.monitoring.term_days)
+                open_merchants = sorted(loan[2:] for loan in open_loans)  # loan ids: L-<merchant>
+                pd_rescored = _rescored_pds(rescore(open_merchants), pds)
+                rescored = len(pd_rescored)
             obs: dict[str, credit.Observation] = {}
             for d in lent:
                 m = d.merchant_id
@@ -300,9 +329,10 @@ def run_money_loop(
                     if m in brush_month and brush_month[m] <= k:
                         now_s["shipping_cost_per_order"] *= 0.65
                         now_s["orders_shipped"] *= 1.3
+                simulated = None if pd0 is None else min(1.0, pd0 + (0.10 if stopped else 0.0))
                 obs[m] = credit.Observation(
                     merchant_id=m,
-                    pd_now=None if pd0 is None else min(1.0, pd0 + (0.10 if stopped else 0.0)),
+                    pd_now=pd_rescored.get(m, simulated),
                     erp_then=then,
                     erp_now=now_s,
                     payment_balance=STOPPED_ACCOUNT if stopped else 10**9,
@@ -394,6 +424,7 @@ def run_money_loop(
         written_off=written,
         collected=actions.get("early_collection", 0),
         paused_monitoring=len(paused),
+        rescored=rescored,
         fees_total=dict(fees),
         shares_total=dict(shares),
         settled_cleared=dict(cleared),

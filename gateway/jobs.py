@@ -386,10 +386,13 @@ def score_run_config(
     model_dir: Path,
     consumer: str = DEFAULT_CONSUMER,
     out: Path | None = None,
+    purpose: str = "credit_scoring",
 ) -> dict[str, Any]:
     """A scoring job's run config for the model a training job left in ``model_dir``.
 
-    The spec and its values come from the model's ``lineage.json``.
+    The spec and its values come from the model's ``lineage.json``. ``purpose`` is the
+    consent purpose the manifests name: ``credit_scoring`` (origination) or
+    ``post_loan_monitoring`` (re-scoring merchants with open loans).
 
     Raises
     ------
@@ -408,4 +411,5 @@ def score_run_config(
     )
     config.update({k: v for k, v in spec_values.items() if k != "spec"})
     config["model-dir"] = str(model_dir.resolve())
+    config["score-purpose"] = purpose
     return config

@@ -24,6 +24,7 @@ from ._book import (
     trial_balance,
 )
 from ._bounded import MAX_JSON_DEPTH, BoundedInputError, loads_bounded
+from ._bulk import MAX_BULK, BulkPosting, post_many
 from ._canonical import canonical_json, parse_canonical
 from ._checkpoint import Checkpoint, list_checkpoints, open_checkpoint, sign_checkpoint
 from ._cosignature import (
@@ -219,6 +220,9 @@ __all__ = [
     "list_accounts",
     "post_transfer",
     "post_linked",
+    "post_many",
+    "BulkPosting",
+    "MAX_BULK",
     "get_transfer",
     "transfers_of",
     "balance",

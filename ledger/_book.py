@@ -324,6 +324,11 @@ def _reject(code: str, message: str, request_id: str | None) -> TransferRejected
 
 def _normalise(request: TransferRequest) -> dict[str, Any]:
     """Check the request's shape (no database); return its metadata in JSON form."""
+    return _encode(request)[0]
+
+
+def _encode(request: TransferRequest) -> tuple[dict[str, Any], bytes]:
+    """Check the request's shape (no database); its metadata parsed and as canonical bytes."""
     rid = request.id if isinstance(request.id, str) else None
     if rid is None or not _IDENT.fullmatch(rid):
         raise _reject("INVALID_ID", f"invalid transfer id {request.id!r}", rid)
@@ -349,7 +354,7 @@ def _normalise(request: TransferRequest) -> dict[str, Any]:
         raise _reject("INVALID_METADATA", f"metadata exceeds {MAX_METADATA_BYTES} bytes", rid)
     # The JSON round trip makes the stored, logged and returned metadata the same value.
     parsed: dict[str, Any] = json.loads(data)
-    return parsed
+    return parsed, data
 
 
 def _transfer(row: TransferRow) -> Transfer:
@@ -442,20 +447,8 @@ def _check_funds(
                 )
 
 
-def _post(
-    session: Session, requests: Sequence[TransferRequest], link_id: str | None
-) -> list[Transfer]:
-    """Validate, replay or post ``requests`` together (see :func:`post_linked`)."""
-    metas = [_normalise(r) for r in requests]
-    ids = [r.id for r in requests]
-    bodies = [_body(r, m, link_id) for r, m in zip(requests, metas, strict=True)]
-    digests = [hashlib.sha256(canonical_json(b)).digest() for b in bodies]
-
-    # Retries take the fast path: no lock, no write.
-    found = _load(session, ids)
-    if found:
-        return _replay(ids, digests, found)
-
+def _accounts_of(session: Session, requests: Sequence[TransferRequest]) -> dict[str, AccountRow]:
+    """The accounts the requests name; refuse an unknown one or a currency mismatch."""
     codes = {c for r in requests for c in (r.debit, r.credit)}
     accounts = {
         a.code: a
@@ -473,6 +466,24 @@ def _post(
                     f"the transfer in {req.amount.currency}",
                     req.id,
                 )
+    return accounts
+
+
+def _post(
+    session: Session, requests: Sequence[TransferRequest], link_id: str | None
+) -> list[Transfer]:
+    """Validate, replay or post ``requests`` together (see :func:`post_linked`)."""
+    metas = [_normalise(r) for r in requests]
+    ids = [r.id for r in requests]
+    bodies = [_body(r, m, link_id) for r, m in zip(requests, metas, strict=True)]
+    digests = [hashlib.sha256(canonical_json(b)).digest() for b in bodies]
+
+    # Retries take the fast path: no lock, no write.
+    found = _load(session, ids)
+    if found:
+        return _replay(ids, digests, found)
+
+    accounts = _accounts_of(session, requests)
 
     posted_at = datetime.now(UTC)
     savepoint = session.begin_nested()

@@ -85,13 +85,15 @@ log = logging.getLogger("fedgate.node")
 CallNext = Callable[[Message, Context], Message]
 Clock = Callable[[], datetime]
 
-PURPOSE_FOR_ACTION: dict[str, str] = {
-    "train": "model_training",
-    "evaluate": "model_training",
-    f"query.{ACTION_SKETCH}": "model_training",
-    f"query.{ACTION_SCORE}": "credit_scoring",
+PURPOSE_FOR_ACTION: dict[str, tuple[str, ...]] = {
+    "train": ("model_training",),
+    "evaluate": ("model_training",),
+    f"query.{ACTION_SKETCH}": ("model_training",),
+    f"query.{ACTION_SCORE}": ("credit_scoring", "post_loan_monitoring"),
 }
-"""The consent purpose a manifest must name for each action."""
+"""The consent purposes a manifest may name for each action: scoring serves origination
+(``credit_scoring``) and the re-scoring of merchants with open loans
+(``post_loan_monitoring``); every entry must still match an approval for that purpose."""
 
 
 TEST_CLOCK_SKEW_ENV = "FEDGATE_TEST_ONLY_NODE_CLOCK_SKEW_S"
@@ -209,8 +211,8 @@ def make_manifest_mod(
             if set(content.keys()) != {JOB_KEY}:
                 return _error(msg, ERR.MANIFEST_MISSING, "a manifest message carries chunks only")
             return receive_chunks(msg, node, clock())
-        purpose = PURPOSE_FOR_ACTION.get(action)
-        if purpose is None:
+        purposes = PURPOSE_FOR_ACTION.get(action)
+        if purposes is None:
             return _error(msg, ERR.MANIFEST_MISMATCH, f"action {action!r} is not served")
         cfg = content.config_records.get(JOB_KEY)
         token = cfg.get(KEY_MANIFEST) if cfg is not None else None
@@ -248,11 +250,12 @@ def make_manifest_mod(
                 f"message is for job {cfg.get(KEY_JOB_ID)!r} round {cfg.get(KEY_ROUND)!r}, "
                 f"manifest for {manifest.job_id!r} round {manifest.round}",
             )
-        if manifest.purpose != purpose:
+        if manifest.purpose not in purposes:
             return _error(
                 msg,
                 ERR.MANIFEST_MISMATCH,
-                f"{action} needs purpose {purpose!r}, manifest says {manifest.purpose!r}",
+                f"{action} needs purpose {' or '.join(map(repr, purposes))}, "
+                f"manifest says {manifest.purpose!r}",
             )
         # Defence in depth: re-check every consent window here, not only inside consent/.
         stale = [
@@ -432,7 +435,7 @@ def _scores_problem(content: object, request: VerifiedRequest) -> str | None:
         return "scores and merchant ids differ in length"
     allowed = {e.merchant_id for e in request.manifest.entries} if request.manifest else set()
     if not set(map(str, ids)) <= allowed or len(set(ids)) != len(ids):
-        return "scores name merchants outside the credit_scoring manifest"
+        return "scores name merchants outside the scoring manifest"
     return None
 
 

@@ -1,4 +1,5 @@
-"""A scoring job: a trained model's g-scores from every node, under credit_scoring manifests."""
+"""A scoring job: a trained model's g-scores from every node, under manifests for the job's
+purpose (``credit_scoring`` at origination, ``post_loan_monitoring`` for open loans)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ __all__ = ["score"]
 
 
 def score(job: Job) -> dict[str, Any]:
-    """Load a trained model and collect g-scores under credit_scoring manifests."""
+    """Load a trained model and collect g-scores under manifests for ``score-purpose``."""
     s = job.settings
     if s.model_dir is None:
         raise FederationError("score mode needs model-dir", code="BAD_CONFIG")
@@ -40,7 +41,7 @@ def score(job: Job) -> dict[str, Any]:
     encoder = arrays_record({k[5:]: stored[k] for k in stored.files if k.startswith("enc::")})
     msgs, roots = [], {}
     for nid, isv in job.nodes.items():
-        cfg, root, _ = job.job_config(0, isv, "credit_scoring")
+        cfg, root, _ = job.job_config(0, isv, s.score_purpose)
         roots[isv] = root
         content = RecordDict(
             {JOB_KEY: cfg, ARRAYS_KEY: weights_record(weights), ENCODER_KEY: encoder}

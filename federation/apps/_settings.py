@@ -22,9 +22,17 @@ from ..specs import ModelSpec, spec_from_run_config
 from ._keys import KEY_HOLDOUT_BUCKETS
 from ._stream import DEFAULT_STREAM_ABOVE, stream_above
 
-__all__ = ["ServerSettings", "secagg_parameters", "DEFAULT_MANIFEST_TTL", "DEFAULT_TIMEOUT"]
+__all__ = [
+    "ServerSettings",
+    "secagg_parameters",
+    "DEFAULT_MANIFEST_TTL",
+    "DEFAULT_TIMEOUT",
+    "SCORE_PURPOSES",
+]
 
 DEFAULT_MANIFEST_TTL = timedelta(minutes=15)
+SCORE_PURPOSES = ("credit_scoring", "post_loan_monitoring")
+"""The consent purposes a scoring job may serve (the nodes accept the same two)."""
 DEFAULT_TIMEOUT = 3600.0
 
 
@@ -55,6 +63,10 @@ class ServerSettings:
         Platform table (Parquet/CSV) with ``merchant_id`` and the spec's label (train mode).
     model_dir : Path | None
         A trained job's ``out_dir`` (score mode).
+    score_purpose : str, default "credit_scoring"
+        The consent purpose a scoring job's manifests name, run-config ``score-purpose``:
+        ``credit_scoring`` (origination) or ``post_loan_monitoring`` (re-scoring
+        merchants with open loans); see :data:`SCORE_PURPOSES`.
     manifest_ttl : timedelta, default 15 min
     seed : int, default 0
     timeout : float, default 3600
@@ -89,6 +101,7 @@ class ServerSettings:
     consent_key: Path | None = None
     labels_path: Path | None = None
     model_dir: Path | None = None
+    score_purpose: str = "credit_scoring"
     manifest_ttl: timedelta = DEFAULT_MANIFEST_TTL
     seed: int = 0
     timeout: float = DEFAULT_TIMEOUT
@@ -111,6 +124,12 @@ class ServerSettings:
         mode = str(rc.get("mode", "train"))
         if mode not in ("train", "score"):
             raise FederationError(f"mode must be train or score, got {mode!r}", code="BAD_CONFIG")
+        score_purpose = str(rc.get("score-purpose", SCORE_PURPOSES[0]))
+        if score_purpose not in SCORE_PURPOSES:
+            raise FederationError(
+                f"score-purpose must be one of {', '.join(SCORE_PURPOSES)}, got {score_purpose!r}",
+                code="BAD_CONFIG",
+            )
         try:
             return cls(
                 job_id=str(rc["job-id"]),
@@ -124,6 +143,7 @@ class ServerSettings:
                 consent_key=opt_path("consent-key"),
                 labels_path=opt_path("labels-path"),
                 model_dir=opt_path("model-dir"),
+                score_purpose=score_purpose,
                 manifest_ttl=timedelta(seconds=float(rc.get("manifest-ttl-s", 900))),
                 seed=int(rc.get("seed", 0)),
                 timeout=float(rc.get("timeout-s", DEFAULT_TIMEOUT)),

@@ -6,7 +6,7 @@ cares about is a ledger entry written in that same transaction. Money is integer
 fen with a currency; each module's docstring states its rounding rule.
 """
 
-from ._accrual import CLOSE_ENTRY, CloseSummary, accrue, close_period
+from ._accrual import CLOSE_ENTRY, CloseSummary, accrue, close_period, collect_interest
 from ._chart import CREDIT_LOSS, INTEREST_RECEIVABLE, open_credit_chart
 from ._consents import (
     MONITORING_CATEGORIES,
@@ -61,6 +61,7 @@ from ._policy import (
     parse_policy,
     policy_version,
 )
+from ._rescore import OpenLoanCohort, rescore_open_loans
 from ._scoring import (
     PlatformPds,
     consented_scores,
@@ -127,6 +128,7 @@ __all__ = [
     "CloseSummary",
     "accrue",
     "close_period",
+    "collect_interest",
     "INTEREST_RECEIVABLE",
     "CREDIT_LOSS",
     "open_credit_chart",
@@ -163,6 +165,8 @@ __all__ = [
     "offplatform_scores",
     "consented_scores",
     # simulation
+    "OpenLoanCohort",
+    "rescore_open_loans",
     "SimulatedLoans",
     "simulate_loans",
     # storage

@@ -2,20 +2,31 @@
 
 Rules (integers throughout):
 
-* A loan's *drawn balance* at the end of a day is Σdrawdowns − Σrepayments −
-  Σwrite-offs dated on or before that day (never below zero).
+* A loan's *drawn balance* at the end of a day is the principal outstanding: Σdrawdowns
+  − the principal parts of repayments − Σwrite-offs dated on or before that day (never
+  below zero; see *interest first* below).
 * ``balance_days`` = Σ over the month's days of the end-of-day balance;
   ``uplift_balance_days`` = the same over ``clamp(balance − line_f, 0, uplift)``,
   the part of the balance above the platform-only line and within the uplift.
 * ``interest = balance_days × rate_bp // (10 000 × 365)``, one floor per loan and
   month (the merchant keeps the fraction of a fen); likewise ``uplift_interest``
   from ``uplift_balance_days``, so ``uplift_interest ≤ interest``.
+* **Interest first.** A repayment first pays the loan's interest accrued in closed
+  periods and not yet paid (:func:`collect_interest`, in date order), then
+  principal; only the principal part lowers the drawn balance. Interest of the
+  month being closed is not yet accrued when its repayments arrive, so it is due
+  from the next month on. The interest part is stored per loan and month
+  (``credit_accruals.interest_paid``) and booked as one
+  ``loans:<period>:interest-collected`` transfer (platform cash ← interest
+  receivable); the month's repayment transfer carries the principal part only.
+  So the drawn balance is Σdrawdowns − Σrepayments − Σwrite-offs + Σinterest paid.
 
 :func:`close_period` computes this in one pass over the month's events (no event
 per day per loan), stores one ``credit_accruals`` row per loan, and posts:
 the month's repayments, drawdowns and write-offs as one transfer each
 (``loans:<period>:<kind>``, metadata: count and SHA-256 of the event keys),
-then one ``interest:<loan>:<period>`` transfer per loan, and a
+then one ``interest:<loan>:<period>`` transfer per loan (all in one
+:func:`ledger.post_many`, linked as ``interest:<period>``), and a
 ``credit.period.closed`` ledger entry with the digest of the accrual rows. A
 closed month is closed for good: closing again is a no-op and imports dated in
 it are refused. Months close in order: a month is refused (``EARLIER_PERIOD_OPEN``)
@@ -36,9 +47,9 @@ from sqlalchemy.orm import Session
 import ledger
 
 from ._bulk import copy_rows
-from ._chart import CREDIT_LOSS, INTEREST_RECEIVABLE, open_credit_chart, post_batches
+from ._chart import CREDIT_LOSS, INTEREST_RECEIVABLE, open_credit_chart
 from ._errors import PeriodError
-from ._models import LoanEventRow, LoanRow, PeriodCloseRow
+from ._models import AccrualRow, LoanEventRow, LoanRow, PeriodCloseRow
 from ._period import Period
 
 __all__ = ["CLOSE_ENTRY", "CloseSummary", "LoanAccrual", "accrue", "close_period"]
@@ -52,6 +63,7 @@ _ACCRUAL_COLUMNS = (
     "interest",
     "uplift_interest",
     "closing_balance",
+    "interest_paid",
 )
 DAYS_PER_YEAR = 365
 BP = 10_000
@@ -114,6 +126,28 @@ def accrue(
     return bd, ubd, bd * rate_bp // denom, ubd * rate_bp // denom, b
 
 
+def collect_interest(
+    events: list[tuple[date, int, bool]], due: int
+) -> tuple[list[tuple[date, int]], int]:
+    """Apply repayments to ``due`` interest first: ``(principal movements, interest paid)``.
+
+    ``events`` are a loan's ``(day, signed amount, is_repayment)`` of one period
+    (repayments and write-offs negative); ``due`` is the interest accrued in closed
+    periods and not yet paid. Repayments pay it in date order before any principal;
+    drawdowns and write-offs move principal only. Pure.
+    """
+    out: list[tuple[date, int]] = []
+    paid = 0
+    for day, delta, repayment in sorted(events):
+        if repayment and paid < due:
+            part = min(-delta, due - paid)
+            paid += part
+            delta += part
+        if delta:
+            out.append((day, delta))
+    return out, paid
+
+
 def _digest(lines: list[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
@@ -156,7 +190,20 @@ def close_period(
         .group_by(LoanEventRow.loan_id, LoanEventRow.kind)
     ):
         opening[loan] += sign[kind] * int(total)
-    moves: dict[str, list[tuple[date, int]]] = defaultdict(list)
+    # Interest of closed periods: what is still due, and what earlier repayments paid
+    # (those parts did not reduce the principal, so they go back onto the opening).
+    due: dict[str, int] = {}
+    for loan, accrued, paid in session.execute(
+        select(
+            AccrualRow.loan_id, func.sum(AccrualRow.interest), func.sum(AccrualRow.interest_paid)
+        )
+        .where(AccrualRow.period < str(period))
+        .group_by(AccrualRow.loan_id)
+    ):
+        opening[loan] += int(paid)
+        if int(accrued) > int(paid):
+            due[loan] = int(accrued) - int(paid)
+    moves: dict[str, list[tuple[date, int, bool]]] = defaultdict(list)
     flows: dict[str, list[Any]] = {k: [0, 0, hashlib.sha256()] for k in sign}
     for key, loan, kind, day, amount in session.execute(
         select(
@@ -171,7 +218,7 @@ def close_period(
         )
         .order_by(LoanEventRow.key)
     ):
-        moves[loan].append((day, sign[kind] * int(amount)))
+        moves[loan].append((day, sign[kind] * int(amount), kind == "repayment"))
         f = flows[kind]
         f[0] += 1
         f[1] += int(amount)
@@ -186,12 +233,18 @@ def close_period(
     rows: list[dict[str, Any]] = []
     lines: list[str] = []
     interest_reqs: list[ledger.TransferRequest] = []
-    total_i = total_u = 0
+    total_i = total_u = total_paid = 0
     for loan in sorted(active):
         rate, line_f, uplift = terms[loan]
+        principal, paid = collect_interest(moves.get(loan, []), due.get(loan, 0))
+        if opening.get(loan, 0) + sum(d for _, d in principal) < 0:
+            raise PeriodError(
+                f"loan {loan} would end {period} owing less than nothing", code="OVERPAID"
+            )
+        total_paid += paid
         bd, ubd, i, u, closing = accrue(
             opening.get(loan, 0),
-            moves.get(loan, []),
+            principal,
             first,
             last,
             rate_bp=rate,
@@ -207,9 +260,10 @@ def close_period(
                 "interest": i,
                 "uplift_interest": u,
                 "closing_balance": closing,
+                "interest_paid": paid,
             }
         )
-        lines.append(f"{loan},{period},{bd},{ubd},{i},{u},{closing}")
+        lines.append(f"{loan},{period},{bd},{ubd},{i},{u},{closing},{paid}")
         total_i += i
         total_u += u
         if i > 0:
@@ -227,6 +281,7 @@ def close_period(
         "drawdown": (ledger.LOANS_RECEIVABLE, ledger.PLATFORM_CASH),
         "write_off": (CREDIT_LOSS, ledger.LOANS_RECEIVABLE),
     }
+    flows["repayment"][1] -= total_paid  # the rest of the repayments is principal
     flow_reqs = [
         ledger.TransferRequest(
             f"loans:{period}:{kind}",
@@ -242,9 +297,20 @@ def close_period(
         for kind, (dr, cr) in legs.items()
         if flows[kind][1] > 0
     ]
+    if total_paid > 0:
+        flow_reqs.append(
+            ledger.TransferRequest(
+                f"loans:{period}:interest-collected",
+                ledger.PLATFORM_CASH,
+                INTEREST_RECEIVABLE,
+                ledger.Money(total_paid, currency),
+                {"period": str(period), "keys_sha256": flows["repayment"][2].hexdigest()},
+            )
+        )
     if flow_reqs:
         ledger.post_linked(session, flow_reqs, link_id=f"loans:{period}")
-    post_batches(session, interest_reqs)
+    if interest_reqs:
+        ledger.post_many(session, interest_reqs, link_id=f"interest:{period}", at=now)
     copy_rows(
         session,
         "credit_accruals",

@@ -1,4 +1,4 @@
-"""The credit accounts beside the ledger's standard chart, and batched posting.
+"""The credit accounts beside the ledger's standard chart, and idempotent bulk posting.
 
 Added to :func:`ledger.open_standard_chart`:
 
@@ -21,7 +21,6 @@ __all__ = [
     "INTEREST_RECEIVABLE",
     "CREDIT_LOSS",
     "open_credit_chart",
-    "post_batches",
     "post_new",
     "ensure_isv",
 ]
@@ -32,7 +31,6 @@ _EXTRA = (
     (INTEREST_RECEIVABLE, "Interest receivable", ledger.AccountKind.ASSET),
     (CREDIT_LOSS, "Credit-loss expense", ledger.AccountKind.EXPENSE),
 )
-_BATCH = 1000
 
 
 def _ensure(
@@ -59,18 +57,6 @@ def open_credit_chart(session: Session, currency: str) -> None:
 def ensure_isv(session: Session, isv: str, currency: str) -> None:
     """Open (idempotently) an ISV's payable and settled accounts."""
     ledger.open_isv_accounts(session, isv, currency)
-
-
-def post_batches(session: Session, requests: Sequence[ledger.TransferRequest]) -> int:
-    """Post ``requests`` as linked batches of up to 1000 (each all or nothing; retries replay).
-
-    Returns the number of transfers. Every batch is idempotent: re-posting the same
-    requests returns the originals and writes nothing.
-    """
-    for start in range(0, len(requests), _BATCH):
-        batch = requests[start : start + _BATCH]
-        ledger.post_linked(session, batch, link_id=batch[0].id)
-    return len(requests)
 
 
 def post_new(session: Session, requests: Sequence[ledger.TransferRequest]) -> int:
@@ -102,5 +88,6 @@ def post_new(session: Session, requests: Sequence[ledger.TransferRequest]) -> in
                 code="IDEMPOTENCY_CONFLICT",
                 transfer_id=r.id,
             )
-    post_batches(session, fresh)
+    if fresh:
+        ledger.post_many(session, fresh)
     return len(fresh)

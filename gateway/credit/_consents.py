@@ -32,8 +32,14 @@ def covering_consents(
     cats = tuple(categories)
     out: dict[tuple[str, str], str | None] = {}
     for merchant, isv in pairs:
-        use = Use(merchant_id=merchant, data_provider=isv, data_consumer=consumer,
-                  purpose=purpose, categories=cats, at=at)
+        use = Use(
+            merchant_id=merchant,
+            data_provider=isv,
+            data_consumer=consumer,
+            purpose=purpose,
+            categories=cats,
+            at=at,
+        )
         d = check(session, use, consent_manager_key=consent_manager_key)
         out[(merchant, isv)] = d.consent_id if d.allowed else None
     return out

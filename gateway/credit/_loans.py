@@ -19,7 +19,8 @@ skipped; with another row the file is refused (``CONFLICTING_REPEAT``). Rows dat
 in a closed period are refused (``PERIOD_CLOSED``), so a closed month never changes.
 A new loan binds to its merchant's latest line decision (``UNKNOWN_MERCHANT``
 without one). A repayment or write-off that would take a loan below zero (the file's
-rows in date order, after everything imported before) refuses the file
+rows in date order, after everything imported before; a repayment pays interest accrued
+in closed periods first, a write-off takes principal only) refuses the file
 (``NEGATIVE_BALANCE``). Accepted rows go in with one multi-row ``INSERT`` per batch and one
 ``credit.loans.imported`` ledger entry (file digest, rows, added, digest of the
 added events) in the caller's transaction.
@@ -32,7 +33,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -43,10 +44,11 @@ from sqlalchemy.orm import Session
 
 import ledger
 
-from ._bulk import copy_rows
+from ._bulk import among, copy_rows
 from ._errors import ImportRefused
 from ._lines import decision_terms
-from ._models import ImportRow, LoanEventRow, LoanRow, PeriodCloseRow
+from ._models import AccrualRow, ImportRow, LoanEventRow, LoanRow, PeriodCloseRow
+from ._period import Period
 
 __all__ = [
     "EVENT_KINDS",
@@ -65,10 +67,11 @@ IMPORT_ENTRY = "credit.loans.imported"
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@#+\-]{0,127}")
 _FIELDS = ("key", "loan_id", "merchant", "kind", "date", "amount", "currency", "rate_bp")
 _REQUIRED = ("key", "loan_id", "kind", "date", "amount", "currency")
-_CHUNK = 5000
 _MAX_AMOUNT = 2**53 - 1
 _CURRENCIES: set[str] = set()
 _FIELDSET = frozenset(_FIELDS)
+_KINDSET = frozenset(EVENT_KINDS)
+_IDENT_MATCH = _IDENT.fullmatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,42 +147,56 @@ def _int(value: Any, line: int, name: str) -> int:
     raise _bad(line, f"{name} must be an integer number of fen, got {value!r}")
 
 
-def _event(doc: Mapping[str, Any], line: int) -> LoanEvent:
+def _event(doc: Mapping[str, Any], line: int, days: dict[str, date] | None = None) -> LoanEvent:
+    """One row checked; ``days`` memoises parsed dates (a file holds few distinct days)."""
     if not isinstance(doc, Mapping):
         raise _bad(line, "a row must be a JSON object")
     if not doc.keys() <= _FIELDSET:
         extra = set(doc) - _FIELDSET
         raise _bad(line, f"unknown field(s) {', '.join(sorted(extra))}")
-    for name in _REQUIRED:
-        if doc.get(name) in (None, ""):
+    get: Callable[[str], Any] = doc.get  # values are unchecked JSON: Any until checked below
+    key, loan, kind, raw_day, amount, currency = (
+        get("key"),
+        get("loan_id"),
+        get("kind"),
+        get("date"),
+        get("amount"),
+        get("currency"),
+    )
+    for name, value in zip(_REQUIRED, (key, loan, kind, raw_day, amount, currency), strict=True):
+        if value is None or value == "":
             raise _bad(line, f"missing {name}")
-    key, loan, kind = doc["key"], doc["loan_id"], doc["kind"]
-    for name, value in (("key", key), ("loan_id", loan)):
-        if not isinstance(value, str) or not _IDENT.fullmatch(value):
-            raise _bad(line, f"invalid {name} {value!r}")
-    merchant = doc.get("merchant") or None
-    if merchant is not None and (not isinstance(merchant, str) or not _IDENT.fullmatch(merchant)):
+    if type(key) is not str or not _IDENT_MATCH(key):
+        raise _bad(line, f"invalid key {key!r}")
+    if type(loan) is not str or not _IDENT_MATCH(loan):
+        raise _bad(line, f"invalid loan_id {loan!r}")
+    merchant = get("merchant") or None
+    if merchant is not None and (type(merchant) is not str or not _IDENT_MATCH(merchant)):
         raise _bad(line, f"invalid merchant {merchant!r}")
-    if kind not in EVENT_KINDS:
+    if kind not in _KINDSET:
         raise _bad(line, f"kind must be one of {', '.join(EVENT_KINDS)}, got {kind!r}")
-    try:
-        day = date.fromisoformat(str(doc["date"]))
-    except ValueError:
-        raise _bad(line, f"date must be YYYY-MM-DD, got {doc['date']!r}") from None
-    amount = _int(doc["amount"], line, "amount")
+    day = days.get(raw_day) if days is not None and type(raw_day) is str else None
+    if day is None:
+        try:
+            day = date.fromisoformat(str(raw_day))
+        except ValueError:
+            raise _bad(line, f"date must be YYYY-MM-DD, got {raw_day!r}") from None
+        if days is not None and type(raw_day) is str:
+            days[raw_day] = day
+    if type(amount) is not int:
+        amount = _int(amount, line, "amount")
     if not (0 <= amount <= _MAX_AMOUNT) or (amount == 0 and kind != "line_change"):
         raise _bad(
             line, f"amount must be {'≥' if kind == 'line_change' else '>'} 0 fen, got {amount}"
         )
-    currency = doc["currency"]
     if currency not in _CURRENCIES:
         try:
             ledger.Money.zero(currency)
         except (ledger.MoneyError, TypeError):
             raise _bad(line, f"unknown currency {currency!r}") from None
         _CURRENCIES.add(currency)
-    rate = doc.get("rate_bp")
-    rate_bp = None if rate in (None, "") else _int(rate, line, "rate_bp")
+    rate = get("rate_bp")
+    rate_bp = None if rate is None or rate == "" else _int(rate, line, "rate_bp")
     if rate_bp is not None and not 0 <= rate_bp <= 100_000:
         raise _bad(line, f"rate_bp must be in 0..100000, got {rate_bp}")
     return LoanEvent(key, loan, merchant, kind, day, amount, str(currency), rate_bp, line)
@@ -195,15 +212,17 @@ def parse_events(data: bytes, *, fmt: str) -> list[LoanEvent]:
     except UnicodeDecodeError as exc:
         raise ImportRefused(f"input is not UTF-8: {exc}", code="BAD_FILE") from exc
     events: list[LoanEvent] = []
+    days: dict[str, date] = {}
     if fmt == "jsonl":
+        loads = json.loads
         for n, raw in enumerate(text.splitlines(), start=1):
-            if not raw.strip():
-                continue
             try:
-                doc = json.loads(raw)
+                doc = loads(raw)
             except json.JSONDecodeError as exc:
+                if not raw.strip():
+                    continue
                 raise _bad(n, f"not JSON: {exc.msg}") from None
-            events.append(_event(doc, n))
+            events.append(_event(doc, n, days))
     elif fmt == "csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
         header = reader.fieldnames or []
@@ -213,54 +232,76 @@ def parse_events(data: bytes, *, fmt: str) -> list[LoanEvent]:
         for row in reader:
             if None in row:
                 raise _bad(reader.line_num, "more values than header fields")
-            events.append(_event({k: v for k, v in row.items() if v != ""}, reader.line_num))
+            events.append(_event({k: v for k, v in row.items() if v != ""}, reader.line_num, days))
     else:
         raise ImportRefused(f"unknown format {fmt!r}: jsonl or csv", code="BAD_FILE")
     return events
 
 
 def _existing(session: Session, loans: Sequence[str]) -> dict[str, str]:
-    """Keys and digests already stored for these loans (one query per 5,000 loans).
+    """Keys and digests already stored for these loans (one query).
 
     A key stored under another loan is not found here; the insert then hits the
     primary key and the import is refused as a conflicting repeat all the same.
     """
-    out: dict[str, str] = {}
-    for start in range(0, len(loans), _CHUNK):
-        chunk = loans[start : start + _CHUNK]
-        rows = session.execute(
-            select(LoanEventRow.key, LoanEventRow.digest).where(LoanEventRow.loan_id.in_(chunk))
-        ).all()
-        out.update({k: d for k, d in rows})
-    return out
+    if not loans:
+        return {}
+    rows = session.execute(
+        select(LoanEventRow.key, LoanEventRow.digest).where(
+            among(session, LoanEventRow.loan_id, loans)
+        )
+    )
+    return {k: d for k, d in rows}
 
 
 def _loans(session: Session, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-    out: dict[str, tuple[str, str]] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        rows = session.execute(
-            select(LoanRow.loan_id, LoanRow.merchant_id, LoanRow.currency).where(
-                LoanRow.loan_id.in_(chunk)
-            )
-        ).all()
-        out.update({r[0]: (r[1], r[2]) for r in rows})
-    return out
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(LoanRow.loan_id, LoanRow.merchant_id, LoanRow.currency).where(
+            among(session, LoanRow.loan_id, ids)
+        )
+    )
+    return {r[0]: (r[1], r[2]) for r in rows}
 
 
-def _outstanding(session: Session, ids: Sequence[str]) -> dict[str, int]:
-    signed = func.sum(LoanEventRow.amount)
-    out: dict[str, int] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        rows = session.execute(
-            select(LoanEventRow.loan_id, LoanEventRow.kind, signed)
-            .where(LoanEventRow.loan_id.in_(chunk), LoanEventRow.kind != "line_change")
-            .group_by(LoanEventRow.loan_id, LoanEventRow.kind)
-        ).all()
-        for loan, kind, total in rows:
-            out[loan] = out.get(loan, 0) + (int(total) if kind == "drawdown" else -int(total))
-    return out
+def _positions(
+    session: Session, ids: Sequence[str], open_from: date | None
+) -> tuple[dict[str, list[int]], list[tuple[date, int, str, str, int]]]:
+    """Each loan's ``[principal, interest due]`` at the end of the last closed period, and
+    its stored events in open periods as ``(day, -1, loan, kind, amount)``.
+
+    Principal is Σdrawdowns − Σrepayments − Σwrite-offs of closed periods + the interest
+    their repayments paid instead of principal; interest due is what closed periods
+    accrued and repayments have not yet paid (see gateway.credit._accrual).
+    """
+    out: dict[str, list[int]] = {}
+    later: list[tuple[date, int, str, str, int]] = []
+    if not ids:
+        return out, later
+    rows = session.execute(
+        select(
+            LoanEventRow.loan_id, LoanEventRow.kind, LoanEventRow.day, LoanEventRow.amount
+        ).where(among(session, LoanEventRow.loan_id, ids), LoanEventRow.kind != "line_change")
+    )
+    for loan, kind, day, amount in rows:
+        if open_from is None or day >= open_from:
+            later.append((day, -1, loan, kind, int(amount)))
+            continue
+        pos = out.setdefault(loan, [0, 0])
+        pos[0] += int(amount) if kind == "drawdown" else -int(amount)
+    accrued = session.execute(
+        select(
+            AccrualRow.loan_id, func.sum(AccrualRow.interest), func.sum(AccrualRow.interest_paid)
+        )
+        .where(among(session, AccrualRow.loan_id, ids))
+        .group_by(AccrualRow.loan_id)
+    )
+    for loan, interest, paid in accrued:
+        pos = out.setdefault(loan, [0, 0])
+        pos[0] += int(paid)
+        pos[1] += int(interest) - int(paid)
+    return out, later
 
 
 def import_events(
@@ -335,7 +376,8 @@ def import_events(
     loan_ids = sorted({ev.loan_id for _, ev in new})
     known = _loans(session, loan_ids)
     first: dict[str, LoanEvent] = {}
-    for _, ev in sorted(new, key=lambda x: (x[1].day, x[1].line)):
+    in_date_order = sorted(new, key=lambda x: (x[1].day, x[1].line))
+    for _, ev in in_date_order:
         first.setdefault(ev.loan_id, ev)
         owner = known.get(ev.loan_id, (first[ev.loan_id].merchant, currency))[0]
         if ev.merchant is not None and owner is not None and ev.merchant != owner:
@@ -370,20 +412,37 @@ def import_events(
                 "opened_on": ev.day,
             }
         )
-    balance = _outstanding(session, [lid for lid in loan_ids if lid in known])
-    limits: dict[str, int] = {}
-    for _, ev in sorted(new, key=lambda x: (x[1].day, x[1].line)):
-        if ev.kind == "line_change":
-            limits[ev.loan_id] = ev.amount
+    # Replay the open periods' stored and new rows in date order on each loan's position
+    # at the last close, as the month closes will: a repayment pays due interest first, a
+    # write-off takes principal only; no step may take the principal below zero.
+    open_from = Period(last_closed).next.first if last_closed is not None else None
+    position, replay = _positions(session, [lid for lid in loan_ids if lid in known], open_from)
+    stored = bool(replay)
+    replay += [(ev.day, ev.line, ev.loan_id, ev.kind, ev.amount) for _, ev in in_date_order]
+    if stored:  # the new rows alone are in date order already
+        replay.sort(key=lambda r: (r[0], r[1]))
+    limits = {ev.loan_id: ev.amount for _, ev in in_date_order if ev.kind == "line_change"}
+    blame: dict[str, int] = {}  # the loan's latest new row so far: a stored row never errs
+    for day, line, loan, kind, amount in replay:
+        if line >= 0:
+            blame[loan] = line
+        if kind == "line_change":
             continue
-        sign = 1 if ev.kind == "drawdown" else -1
-        balance[ev.loan_id] = balance.get(ev.loan_id, 0) + sign * ev.amount
-        if balance[ev.loan_id] < 0:
+        pos = position.setdefault(loan, [0, 0])
+        if kind == "drawdown":
+            pos[0] += amount
+            continue
+        to_interest = min(amount, pos[1]) if kind == "repayment" else 0
+        pos[1] -= to_interest
+        pos[0] -= amount - to_interest
+        if pos[0] < 0:
+            line_no = blame.get(loan) or min(ev.line for _, ev in new if ev.loan_id == loan)
             raise ImportRefused(
-                f"line {ev.line}: loan {ev.loan_id} would owe {balance[ev.loan_id]} fen "
-                "(repaid or written off more than drawn)",
+                f"line {line_no}: loan {loan} would owe {pos[0]} fen on {day} (repaid or written "
+                "off more than the principal and, for a repayment, the interest accrued to "
+                "the last closed period)",
                 code="NEGATIVE_BALANCE",
-                line=ev.line,
+                line=line_no,
             )
     added = sorted(d for d, _ in new)
     events_digest = hashlib.sha256("\n".join(added).encode("ascii")).hexdigest()

@@ -176,6 +176,8 @@ class AccrualRow(CreditBase):
     interest: Mapped[int] = mapped_column(BigInteger, nullable=False)
     uplift_interest: Mapped[int] = mapped_column(BigInteger, nullable=False)
     closing_balance: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # Earlier periods' interest that this period's repayments paid (interest first).
+    interest_paid: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
 
     __table_args__ = (Index("ix_credit_accruals_period", "period"),)
 

@@ -71,7 +71,7 @@ class WorldCohort:
             for e in self.by_isv.get(use.data_provider, [])
             if e.merchant_id not in self.revoked and e.consent_start <= at < e.consent_expiry
         ]
-        if use.purpose == "credit_scoring":
+        if use.purpose in ("credit_scoring", "post_loan_monitoring"):
             out = [e for e in out if e.merchant_id in self.scoring_ok]
         return out
 
@@ -233,7 +233,7 @@ def approve_at_node(
             merchant_id=e.merchant_id,
             data_provider=node.isv_id,
             data_consumer=CONSUMER,
-            purposes=("credit_scoring", "model_training")
+            purposes=("credit_scoring", "model_training", "post_loan_monitoring")
             if e.merchant_id in scoring_ok
             else ("model_training",),
             categories=tuple(categories),
@@ -361,7 +361,7 @@ def grant_consents(
             for e in entries:
                 purposes = ["model_training"]
                 if e.merchant_id in world.cohort.scoring_ok:
-                    purposes.append("credit_scoring")
+                    purposes += ["credit_scoring", "post_loan_monitoring"]
                 terms = parse_terms(
                     {
                         "consent_id": e.consent_id,

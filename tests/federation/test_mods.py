@@ -401,6 +401,63 @@ def test_scoring_returns_only_credit_scoring_merchants(world: World) -> None:
     assert g.shape == (len(expected),) and ((g > 0) & (g < 1)).all()
 
 
+def _trained_score_message(world: World, isv: str, token: bytes, job: str) -> tuple:  # type: ignore[type-arg]
+    """A score message for ``token`` after a training job that taught the node the model."""
+    node = world.node(isv)
+    content = _model_content(world, isv, token, job_id=job, round=0)
+    app = build_client_app()
+    trained = _train_message(world, isv, f"{job}-train")
+    trained.content[ARRAYS_KEY] = content[ARRAYS_KEY]
+    trained.content[ENCODER_KEY] = content[ENCODER_KEY]
+    assert not app(trained, node_context(node)).has_error()
+    return app, node, incoming(content, "query.score")
+
+
+def test_scoring_serves_post_loan_monitoring_manifests(world: World) -> None:
+    """Re-scoring under post_loan_monitoring: scores only for merchants approved for it."""
+    token = signed_manifest(
+        world,
+        "isv2",
+        job_id="job-monitor",
+        round=0,
+        purpose="post_loan_monitoring",
+        categories=CATS,
+    )
+    app, node, msg = _trained_score_message(world, "isv2", token, "job-monitor")
+
+    reply = app(msg, node_context(node))
+
+    assert not reply.has_error(), reply.error if reply.has_error() else None
+    ids = reply.content.config_records[SCORE_IDS_KEY][KEY_MERCHANT_IDS]
+    expected = sorted(
+        e.merchant_id
+        for e in world.cohort.by_isv["isv2"]
+        if e.merchant_id in world.cohort.scoring_ok
+    )
+    assert sorted(ids) == expected
+
+
+def test_monitoring_manifest_naming_an_unapproved_merchant_is_refused(world: World) -> None:
+    """A merchant who approved model training only cannot be re-scored for monitoring."""
+    entries = [
+        e for e in world.cohort.by_isv["isv2"] if e.merchant_id not in world.cohort.scoring_ok
+    ]
+    token = signed_manifest(
+        world,
+        "isv2",
+        job_id="job-monitor-x",
+        round=0,
+        purpose="post_loan_monitoring",
+        categories=CATS,
+        entries=entries[:3],
+    )
+    app, node, msg = _trained_score_message(world, "isv2", token, "job-monitor-x")
+
+    reply = app(msg, node_context(node))
+
+    assert reply.has_error() and "CONSENT_NOT_APPROVED" in reply.error.reason
+
+
 def test_node_refuses_a_dp_job_past_a_merchants_lifetime_budget(
     world: World, tmp_path: Path
 ) -> None:

@@ -120,7 +120,8 @@ def test_ledger_export_audits_and_counts_match(report: DemoReport) -> None:
     assert kinds["consent.granted"] == kinds["consent.activated"] == report.consents_granted
     assert kinds["consent.revoked"] == report.consents_revoked
     # training: a sketch + (train, evaluate) per round per node; scoring: one per node
-    assert kinds["data.used"] == ISVS * (1 + 2 * ROUNDS) + ISVS
+    # training (identify + 2 per round), scoring, and month 2's monitoring re-score
+    assert kinds["data.used"] == ISVS * (1 + 2 * ROUNDS) + ISVS + ISVS
     lines = report.export_path.read_text().splitlines()
     leaves = [json.loads(x) for x in lines if '"leaf"' in x]
     assert len(leaves) == report.ledger_entries == sum(kinds.values())
@@ -169,6 +170,7 @@ def test_money_loop_lends_monitors_and_settles(report: DemoReport) -> None:
     assert m.alerts_by_rule.get("overdue", 0) > 0 and m.actions.get("freeze", 0) > 0
     assert m.fake_trade_caught <= m.fake_trade_loans
     assert m.paused_monitoring > 0 and report.ledger_kinds["consent.paused"] == m.paused_monitoring
+    assert m.rescored > 0  # a real post_loan_monitoring scoring job fed month 2's PDs
     assert report.ledger_kinds["credit.line"] == m.merchants
     assert report.ledger_kinds["credit.period.closed"] == 6
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ledger
-from ledger import _book, _money, _payout
+from ledger import _book, _bulk, _money, _payout
 
 BOOK_NAMES = {
     "Money",
@@ -18,6 +18,9 @@ BOOK_NAMES = {
     "list_accounts",
     "post_transfer",
     "post_linked",
+    "post_many",
+    "BulkPosting",
+    "MAX_BULK",
     "get_transfer",
     "transfers_of",
     "balance",
@@ -57,7 +60,7 @@ def test_book_names_are_exported() -> None:
 
 def test_book_modules_export_nothing_unpinned() -> None:
     """Every public name of the book's modules that the package re-exports is pinned."""
-    module_names = set(_book.__all__) | set(_money.__all__) | set(_payout.__all__)
+    module_names = set(_book.__all__) | set(_bulk.__all__) | set(_money.__all__) | set(_payout.__all__)
 
     reexported = module_names & set(ledger.__all__)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -75,3 +76,105 @@ def test_close_posts_and_is_idempotent(sessions: sessionmaker[Session]) -> None:
     assert interest is not None and interest.amount.amount == expected
     assert drawn.amount == 600_000
     assert tb.balanced
+
+
+def test_collect_interest_pays_due_interest_first() -> None:
+    """Repayments pay due interest in date order; drawdowns and write-offs move principal only."""
+    events = [
+        (date(2026, 8, 20), -300, True),
+        (date(2026, 8, 5), 1_000, False),
+        (date(2026, 8, 10), -200, True),
+        (date(2026, 8, 15), -50, False),  # a write-off never pays interest
+    ]
+
+    principal, paid = credit.collect_interest(events, 350)
+
+    # 10th: 200 all interest; 20th: 150 interest, 150 principal.
+    assert paid == 350
+    assert principal == [
+        (date(2026, 8, 5), 1_000),
+        (date(2026, 8, 15), -50),
+        (date(2026, 8, 20), -150),
+    ]
+    assert credit.collect_interest(events, 0) == (sorted((d, a) for d, a, _ in events), 0)
+
+
+def test_repayments_pay_interest_first_by_hand(sessions: sessionmaker[Session]) -> None:
+    """Three months of one loan at 36.5 % (interest = balance / 1,000 a day), checked by hand.
+
+    Jan: 1,000,000 drawn on the 1st, 31 days → 31,000 interest.
+    Feb: 500,000 repaid on the 10th pays the 31,000 first, 469,000 principal → 531,000;
+         9 days × 1,000,000 + 19 days × 531,000 = 19,089,000 balance-days → 19,089.
+    Mar: 550,089 repaid on the 1st pays 19,089 interest and the last 531,000 → nothing owed.
+    """
+    jan, feb, mar = (credit.parse_period(p) for p in ("2026-01", "2026-02", "2026-03"))
+    with sessions() as s, s.begin():
+        v, pol = setup_book(s)
+        decide(s, v, pol, [merchant("m1", 600_000_00, 0.06, 0.03)])
+        cash0 = ledger.balance(s, ledger.PLATFORM_CASH).amount
+        import_rows(
+            s, [event("d1", "L1", "drawdown", "2026-01-01", 1_000_000, merchant="m1", rate_bp=3650)]
+        )
+        credit.close_period(s, jan, currency="CNY", policy_version=v)
+        import_rows(s, [event("r1", "L1", "repayment", "2026-02-10", 500_000)])
+        credit.close_period(s, feb, currency="CNY", policy_version=v)
+        after_feb = {
+            a: ledger.balance(s, a).amount
+            for a in (credit.INTEREST_RECEIVABLE, ledger.LOANS_RECEIVABLE, ledger.INTEREST_INCOME)
+        }
+        collected = ledger.get_transfer(s, "loans:2026-02:interest-collected")
+        principal = ledger.get_transfer(s, "loans:2026-02:repayment")
+        # The payoff is more than was drawn: allowed, because interest is owed too.
+        import_rows(s, [event("r2", "L1", "repayment", "2026-03-01", 550_089)])
+        credit.close_period(s, mar, currency="CNY", policy_version=v)
+        rows = {
+            r.period: (r.interest, r.interest_paid, r.closing_balance)
+            for r in s.execute(select(AccrualRow)).scalars()
+        }
+        end = {
+            a: ledger.balance(s, a).amount
+            for a in (credit.INTEREST_RECEIVABLE, ledger.LOANS_RECEIVABLE, ledger.INTEREST_INCOME)
+        }
+        cash = ledger.balance(s, ledger.PLATFORM_CASH).amount
+        tb = ledger.trial_balance(s)
+        book = ledger.reconcile_book(s)
+
+    assert rows == {
+        "2026-01": (31_000, 0, 1_000_000),
+        "2026-02": (19_089, 31_000, 531_000),
+        "2026-03": (0, 19_089, 0),
+    }
+    assert collected is not None and collected.amount.amount == 31_000
+    assert (collected.debit, collected.credit) == (ledger.PLATFORM_CASH, credit.INTEREST_RECEIVABLE)
+    assert principal is not None and principal.amount.amount == 469_000
+    assert after_feb == {
+        credit.INTEREST_RECEIVABLE: 19_089,
+        ledger.LOANS_RECEIVABLE: 531_000,
+        ledger.INTEREST_INCOME: 50_089,
+    }
+    assert end == {
+        credit.INTEREST_RECEIVABLE: 0,
+        ledger.LOANS_RECEIVABLE: 0,
+        ledger.INTEREST_INCOME: 50_089,
+    }
+    assert cash - cash0 == 50_089  # the platform got back what it lent, plus the interest
+    assert tb.balanced and book.ok
+
+
+def test_repaying_more_than_principal_and_interest_is_refused(
+    sessions: sessionmaker[Session],
+) -> None:
+    """One fen more than principal plus accrued interest: NEGATIVE_BALANCE, nothing kept."""
+    jan = credit.parse_period("2026-01")
+    with sessions() as s, s.begin():
+        v, pol = setup_book(s)
+        decide(s, v, pol, [merchant("m1", 600_000_00, 0.06, 0.03)])
+        import_rows(
+            s, [event("d1", "L1", "drawdown", "2026-01-01", 1_000_000, merchant="m1", rate_bp=3650)]
+        )
+        credit.close_period(s, jan, currency="CNY", policy_version=v)
+
+    with pytest.raises(credit.ImportRefused) as info, sessions() as s, s.begin():
+        import_rows(s, [event("r1", "L1", "repayment", "2026-02-10", 1_031_001)])
+
+    assert info.value.code == "NEGATIVE_BALANCE"

@@ -14,7 +14,8 @@ EXPECTED = {
     "latest_decisions", "explain",
     "EVENT_KINDS", "IMPORT_ENTRY", "LoanEvent", "ImportSummary", "parse_events",
     "import_events", "import_bytes", "event_digest", "events_as_jsonl",
-    "CLOSE_ENTRY", "CloseSummary", "accrue", "close_period", "INTEREST_RECEIVABLE",
+    "CLOSE_ENTRY", "CloseSummary", "accrue", "close_period", "collect_interest",
+    "INTEREST_RECEIVABLE",
     "CREDIT_LOSS", "open_credit_chart",
     "BilledReceipt", "billable_receipts", "fee_requests", "ShareLine", "share_lines",
     "share_requests", "SETTLEMENT_ENTRY", "IsvSettlement", "settle_period", "settlements",
@@ -23,6 +24,7 @@ EXPECTED = {
     "evaluate_rules", "monitor_pass",
     "SCORING_PURPOSE", "MONITORING_PURPOSE", "MONITORING_CATEGORIES", "covering_consents",
     "PlatformPds", "platform_pds", "merchant_scores", "offplatform_scores", "consented_scores",
+    "OpenLoanCohort", "rescore_open_loans",
     "SimulatedLoans", "simulate_loans",
     "CreditBase", "metadata",
 }  # fmt: skip

@@ -135,3 +135,24 @@ def test_overdue_uses_fifo_repayments(sessions: sessionmaker[Session]) -> None:
 
     # The July drawdown is repaid; the September one is 121 days old: 31 days past term.
     assert pos == {"L1": (1_000, 31)}
+
+
+def test_open_loan_cohort_keeps_only_merchants_with_an_open_loan() -> None:
+    """The re-scoring job's cohort: the consent cohort narrowed to open-loan merchants."""
+    from types import SimpleNamespace
+
+    class Consented:
+        def __init__(self) -> None:
+            self.asked: list[object] = []
+
+        def entries(self, use: object) -> list[SimpleNamespace]:
+            self.asked.append(use)
+            return [SimpleNamespace(merchant_id=m) for m in ("m1", "m2", "m3")]
+
+    inner = Consented()
+    cohort = credit.OpenLoanCohort(inner, ["m2", "m3", "m9"])
+
+    got = cohort.entries("the use")
+
+    assert [e.merchant_id for e in got] == ["m2", "m3"]  # m9 has no consent: never added
+    assert inner.asked == ["the use"]  # the consent check itself is the inner source's

@@ -1,5 +1,6 @@
-"""Property: any sequence of loan events and settlements keeps the book balanced and pays no
-share on a merchant whose uplift is ≤ 0 (both databases)."""
+"""Property: any sequence of loan events and settlements keeps the book balanced, the loans and
+interest receivables equal to what the accrual rows say, and pays no share on a merchant whose
+uplift is ≤ 0 (both databases)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import ledger
 from gateway import credit
-from gateway.credit._models import LoanEventRow, LoanRow, PeriodCloseRow
+from gateway.credit._models import AccrualRow, LoanEventRow, LoanRow, PeriodCloseRow
 
 from ._helpers import decide, event, import_rows, merchant, setup_book
 
@@ -86,6 +87,7 @@ def test_book_balances_and_no_share_without_uplift(
             tb = ledger.trial_balance(s)
             assert tb.balanced
             assert ledger.balance(s, ledger.LOANS_RECEIVABLE).amount == _closed_principal(s)
+            assert ledger.balance(s, credit.INTEREST_RECEIVABLE).amount == _interest_due(s)
     with sessions() as s, s.begin():
         # Close the example's months in order, so that the next example's months can close.
         for month in range(1, 5):
@@ -114,15 +116,24 @@ def test_book_balances_and_no_share_without_uplift(
 
 
 def _closed_principal(s: Session) -> int:
-    """Σ drawdowns − repayments − write-offs dated in closed periods (what the book must hold)."""
+    """Σ drawdowns − repayments − write-offs dated in closed periods, plus the parts of those
+    repayments that paid interest instead of principal (what the book must hold)."""
     closed = set(s.execute(select(PeriodCloseRow.period)).scalars())
     sign = {"drawdown": 1, "repayment": -1, "write_off": -1, "line_change": 0}
-    return sum(
+    flows = sum(
         sign[kind] * int(amount)
         for kind, day, amount in s.execute(
             select(LoanEventRow.kind, LoanEventRow.day, LoanEventRow.amount)
         )
         if f"{day:%Y-%m}" in closed
+    )
+    return flows + sum(int(r.interest_paid) for r in s.execute(select(AccrualRow)).scalars())
+
+
+def _interest_due(s: Session) -> int:
+    """Σ interest accrued − Σ interest paid over every closed loan-month."""
+    return sum(
+        int(r.interest) - int(r.interest_paid) for r in s.execute(select(AccrualRow)).scalars()
     )
 
 

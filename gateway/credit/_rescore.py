@@ -1,0 +1,107 @@
+"""Re-scoring merchants with open loans under ``post_loan_monitoring``: monitoring's PD input.
+
+A real scoring job through the one federation job function (:func:`federation.run_job`,
+built by :func:`gateway.jobs.score_run_config` with ``purpose="post_loan_monitoring"``):
+the gateway's manifests name that purpose, so only merchants whose consent covers it are
+in them, and :class:`OpenLoanCohort` narrows the consent cohort further to merchants with
+an open loan. Each node checks every entry against its own approvals, as for any job. The
+scores come back as ``merchant_id, isv_id, g``; the caller maps ``g`` to a PD with the
+origination's calibration (the demo: its combiner, with the merchant's ``f``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ._consents import MONITORING_PURPOSE
+from ._errors import CreditError
+
+__all__ = ["OpenLoanCohort", "rescore_open_loans"]
+
+
+class OpenLoanCohort:
+    """A cohort source that keeps only merchants with an open loan.
+
+    Parameters
+    ----------
+    inner : CohortSource
+        The consent cohort (every merchant whose consent covers the job's use).
+    merchants : Collection[str]
+        Merchants with an open loan; nobody else enters a manifest.
+    """
+
+    def __init__(self, inner: Any, merchants: Collection[str]) -> None:
+        self._inner = inner
+        self._merchants = frozenset(merchants)
+
+    def entries(self, use: Any) -> list[Any]:
+        """The inner source's entries for ``use``, narrowed to the open-loan merchants."""
+        return [e for e in self._inner.entries(use) if e.merchant_id in self._merchants]
+
+
+def rescore_open_loans(
+    settings: Any,
+    wn: Any,
+    *,
+    model_dir: Path,
+    merchants: Collection[str],
+    cohort_source: Any,
+    job_id: str,
+    runtime: Any = None,
+) -> pd.DataFrame:
+    """Run one scoring job under ``post_loan_monitoring`` for ``merchants``; their g scores.
+
+    Parameters
+    ----------
+    settings : Settings
+        The gateway's settings (database, keys, data directory).
+    wn : WorldNodes
+        The nodes to ask (:func:`gateway.jobs.load_world_nodes` or the demo's).
+    model_dir : Path
+        A training job's output directory (the model the nodes trained in).
+    merchants : Collection[str]
+        Merchants with an open loan.
+    cohort_source : CohortSource
+        The consent cohort, narrowed here by :class:`OpenLoanCohort`.
+    job_id : str
+    runtime : SimulationRuntime | None, default None
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``merchant_id``, ``isv_id``, ``g``: only merchants with an open loan whose consent
+        covers ``post_loan_monitoring`` (and whose node approved it).
+
+    Raises
+    ------
+    CreditError
+        ``RESCORE_FAILED`` when the job leaves no scores, ``RESCORE_OUTSIDE_COHORT`` when a
+        score names a merchant without an open loan.
+    """
+    from federation import run_job
+
+    from .. import jobs
+
+    config = jobs.score_run_config(
+        settings, wn, job_id=job_id, model_dir=model_dir, purpose=MONITORING_PURPOSE
+    )
+    result = run_job(
+        config,
+        list(wn.nodes),
+        cohort_source=OpenLoanCohort(cohort_source, merchants),
+        runtime=runtime,
+    )
+    if result.scores_path is None:
+        raise CreditError("the monitoring scoring job left no scores", code="RESCORE_FAILED")
+    scores = pd.read_csv(result.scores_path, dtype={"merchant_id": str, "isv_id": str})
+    outside = set(scores["merchant_id"]) - set(merchants)
+    if outside:
+        raise CreditError(
+            f"{len(outside)} monitoring scores name merchants without an open loan",
+            code="RESCORE_OUTSIDE_COHORT",
+        )
+    return scores
