@@ -178,3 +178,23 @@ def test_secagg_strategy_notes_only_rounds_aggregated_from_one_masked_sum() -> N
     )
 
     assert strategy.masked_rounds == [1]
+
+
+def test_secagg_strategy_sizes_max_weight_from_the_rounds_largest_manifest() -> None:
+    """``on_sized`` gets the largest manifest count, so no node's weight factor exceeds 1."""
+    calls: list[tuple[int, str]] = []
+    strategy, manager = _legacy(calls)
+    counts = {"isv0": 30_000, "isv1": 1_200}
+    inner = strategy.manifest_for
+
+    def manifest_for(server_round: int, isv: str) -> tuple[ConfigRecord, str, int]:
+        cfg, root, _ = inner(server_round, isv)
+        return cfg, root, counts[isv]
+
+    strategy.manifest_for = manifest_for
+    sized: list[int] = []
+    strategy.on_sized = sized.append
+
+    strategy.configure_fit(1, ndarrays_to_parameters([np.zeros(2, dtype=np.float32)]), manager)
+
+    assert sized == [30_000]
