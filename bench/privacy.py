@@ -45,11 +45,14 @@ class MiaResult:
     attack_auc: float
     advantage: float
     test_auc: float
+    advantage_ci: tuple[float, float] = (float("nan"), float("nan"))
+    """95 % bootstrap interval of ``advantage``."""
 
     def __repr__(self) -> str:
         eps = "none" if self.epsilon is None else f"{self.epsilon:g}"
         return (f"{self.name:<10} ε={eps:<5} attack AUC={self.attack_auc:.3f} "
-                f"advantage={self.advantage:.3f} test AUC={self.test_auc:.3f}")
+                f"advantage={self.advantage:.3f} [{self.advantage_ci[0]:.3f}, "
+                f"{self.advantage_ci[1]:.3f}] test AUC={self.test_auc:.3f}")
 
 
 def _losses(model: torch.nn.Module, X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -62,18 +65,74 @@ def _losses(model: torch.nn.Module, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(loss.numpy(), dtype=np.float64)
 
 
-def _advantage(member: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> float:
-    """TPR - FPR of the loss threshold picked on one half, measured on the other half."""
-    def split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        idx = rng.permutation(a.size)
-        return a[idx[: a.size // 2]], a[idx[a.size // 2 :]]
+def _threshold(member: np.ndarray, other: np.ndarray) -> float:
+    """The loss threshold with the largest TPR - FPR on this sample ("member" if loss <= t)."""
+    m, o = np.sort(member), np.sort(other)
+    candidates = np.unique(np.concatenate([m, o]))
+    tpr = np.searchsorted(m, candidates, side="right") / m.size
+    fpr = np.searchsorted(o, candidates, side="right") / o.size
+    return float(candidates[int(np.argmax(tpr - fpr))])
 
-    m_fit, m_eval = split(member)
-    o_fit, o_eval = split(other)
-    candidates = np.unique(np.concatenate([m_fit, o_fit]))
-    gaps = [(m_fit <= t).mean() - (o_fit <= t).mean() for t in candidates]
-    t = candidates[int(np.argmax(gaps))]
-    return float((m_eval <= t).mean() - (o_eval <= t).mean())
+
+def _gap(member: np.ndarray, other: np.ndarray, t: float) -> float:
+    return float((member <= t).mean() - (other <= t).mean())
+
+
+def _cross_fit(
+    member: np.ndarray,
+    other: np.ndarray,
+    rng: np.random.Generator,
+    repeats: int,
+    *,
+    resample: bool = False,
+) -> float:
+    """TPR - FPR of a threshold picked on one half and measured on the other.
+
+    Both ways round (2-fold cross-fitting), averaged over ``repeats`` random
+    halvings: the threshold never sees the rows it is scored on, so the maximum
+    over thresholds does not inflate the estimate, and averaging over halvings
+    removes the luck of one split. ``resample`` redraws each half with
+    replacement *after* the split (a bootstrap that keeps a row and its copies in
+    one half, so the held-out half stays held out).
+    """
+
+    def halves(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = rng.permutation(a.size)
+        parts = a[idx[: a.size // 2]], a[idx[a.size // 2 :]]
+        if resample:
+            parts = tuple(p[rng.integers(0, p.size, p.size)] for p in parts)  # type: ignore[assignment]
+        return parts
+
+    out = []
+    for _ in range(repeats):
+        halves_m, halves_o = halves(member), halves(other)
+        for fit, held in ((0, 1), (1, 0)):
+            t = _threshold(halves_m[fit], halves_o[fit])
+            out.append(_gap(halves_m[held], halves_o[held], t))
+    return float(np.mean(out))
+
+
+def _advantage(
+    member: np.ndarray,
+    other: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    repeats: int = 20,
+    boot: int = 200,
+) -> tuple[float, float, float]:
+    """Held-out attack advantage and its 95 % bootstrap interval.
+
+    Returns
+    -------
+    tuple[float, float, float]
+        :func:`_cross_fit` on the sample, and the 2.5 / 97.5 percentiles of the
+        same estimate over ``boot`` bootstrap resamples (within each half), so one
+        number is never read without its spread.
+    """
+    point = _cross_fit(member, other, rng, repeats)
+    draws = [_cross_fit(member, other, rng, 1, resample=True) for _ in range(boot)]
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return point, float(lo), float(hi)
 
 
 def membership_inference(
@@ -133,8 +192,8 @@ def membership_inference(
         model.eval()
         with torch.no_grad():
             pt = torch.sigmoid(model(torch.as_tensor(Xt)).reshape(-1)).numpy()
-        out.append(MiaResult(name, eps, float(attack), _advantage(lm, lo, rng),
-                             float(auc(yt, pt))))
+        adv, ci_lo, ci_hi = _advantage(lm, lo, rng)
+        out.append(MiaResult(name, eps, float(attack), adv, float(auc(yt, pt)), (ci_lo, ci_hi)))
     return out
 
 

@@ -63,6 +63,7 @@ from ._keys import (
 )
 from ._node import NodeConfig
 from ._request import Usage, VerifiedRequest, bind, current_request, secagg_active
+from ._secagg import remember_policy
 
 __all__ = [
     "CallNext",
@@ -180,6 +181,10 @@ def make_manifest_mod(
             cfg = content.config_records.get(JOB_KEY)
             if set(content.keys()) != {JOB_KEY} or cfg is None or set(cfg.keys()) != {KEY_NONCE}:
                 return _error(msg, ERR.MANIFEST_MISSING, "identify carries only a nonce")
+            try:
+                remember_policy(ctx, node.node_policy())  # for SecAgg+'s setup, later
+            except FederationError:
+                pass  # a bad policy is refused with the first data request
             with bind(request=VerifiedRequest(node=node, manifest=None, action=action)):
                 return call_next(msg, ctx)
         purpose = PURPOSE_FOR_ACTION.get(action)
@@ -234,6 +239,7 @@ def make_manifest_mod(
         request = VerifiedRequest(node=node, manifest=manifest, action=action)
         try:
             policy = node.node_policy()
+            remember_policy(ctx, policy)
             unapproved = (
                 node.approvals(policy).unmatched(manifest, manifest.entries)
                 if policy.require_approval

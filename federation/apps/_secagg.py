@@ -90,6 +90,7 @@ __all__ = [
     "run_secagg_rounds",
     "secagg_ranges",
     "secagg_setup_problem",
+    "remember_policy",
     "SecAggRanges",
     "TokenCheck",
     "DEFAULT_CLIPPING_RANGE",
@@ -156,12 +157,13 @@ def secagg_ranges(
     )
 
 
-def secagg_setup_problem(configs: Mapping[str, Any], policy: NodePolicy) -> str | None:
+def secagg_setup_problem(configs: Mapping[str, Any], max_clipping_range: float) -> str | None:
     """Why the node refuses a SecAgg+ setup (a rule name), or ``None`` to take part.
 
     The node clips to the range it is given; its policy caps that range
-    (``secagg-max-clipping-range``), and the quantised sum of every sampled node
-    must fit the modulus, else the unmasked aggregate would wrap.
+    (``secagg-max-clipping-range``, passed as ``max_clipping_range``), and the
+    quantised sum of every sampled node must fit the modulus, else the unmasked
+    aggregate would wrap.
     """
     if configs.get(Key.STAGE) != Stage.SETUP:
         return None
@@ -169,7 +171,7 @@ def secagg_setup_problem(configs: Mapping[str, Any], policy: NodePolicy) -> str 
     levels = int(configs[Key.TARGET_RANGE])  # type: ignore[call-overload]
     modulus = int(configs[Key.MOD_RANGE])  # type: ignore[call-overload]
     nodes = int(configs[Key.SAMPLE_NUMBER])  # type: ignore[call-overload]
-    if not 0 < clip <= policy.secagg_max_clipping_range:
+    if not 0 < clip <= max_clipping_range:
         return "SECAGG_CLIPPING_RANGE"
     if float(configs[Key.MAX_WEIGHT]) <= 0 or nodes * levels >= modulus:  # type: ignore[arg-type]
         return "SECAGG_RANGES"
@@ -177,20 +179,50 @@ def secagg_setup_problem(configs: Mapping[str, Any], policy: NodePolicy) -> str 
 
 
 # -- node side ------------------------------------------------------------------------------
+_POLICY_RECORD = "fedgate.secagg-policy"
+"""Node-local Context state: the SecAgg+ bound of the node's policy, noted by the manifest mod."""
+_MAX_CLIP = "max-clipping-range"
+
+
+def remember_policy(ctx: Context, policy: NodePolicy) -> None:
+    """Note the node's SecAgg+ bound in its own Context state (the server cannot write it).
+
+    The manifest mod calls this on every message it resolves the node for (the
+    identification handshake first), so :func:`secagg_mod` knows the bound even
+    where the Context alone does not name the node (simulation, whose node
+    settings reach the ClientApp as run-config defaults of the manifest mod).
+    """
+    ctx.state.config_records[_POLICY_RECORD] = ConfigRecord(
+        {_MAX_CLIP: float(policy.secagg_max_clipping_range)}
+    )
+
+
+def _max_clipping_range(ctx: Context) -> float | None:
+    """The node policy's bound: from the node's own config, else the noted one, else None."""
+    from .._errors import FederationError
+    from ._node import NodeConfig
+
+    try:
+        node = NodeConfig.from_context(ctx.node_config, ctx.run_config)
+        return float(node.node_policy().secagg_max_clipping_range)
+    except (ValueError, OSError, KeyError, FederationError):
+        rec = ctx.state.config_records.get(_POLICY_RECORD)
+        return float(rec[_MAX_CLIP]) if rec is not None else None  # type: ignore[arg-type]
+
+
 def secagg_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:
     """Flower's ``secaggplus_mod`` for SecAgg+ protocol messages; everything else passes.
 
     A setup outside the node's policy (:func:`secagg_setup_problem`) is refused
-    before any key is made: ``POLICY_REFUSED: <rule> clipping-range=<x>``.
+    before any key is made: ``POLICY_REFUSED: <rule> clipping-range=<x>``; so is
+    one where the node cannot tell its policy (``SECAGG_NO_POLICY``, fail closed).
     """
     configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
     if configs is None:
         return call_next(msg, ctx)
     if configs.get(Key.STAGE) == Stage.SETUP:
-        from ._node import NodeConfig
-
-        policy = NodeConfig.from_context(ctx.node_config, ctx.run_config).node_policy()
-        rule = secagg_setup_problem(configs, policy)
+        bound = _max_clipping_range(ctx)
+        rule = "SECAGG_NO_POLICY" if bound is None else secagg_setup_problem(configs, bound)
         if rule is not None:
             clip = float(configs[Key.CLIPPING_RANGE])  # type: ignore[arg-type]
             reason = f"POLICY_REFUSED: {rule} clipping-range={clip:.3f}"

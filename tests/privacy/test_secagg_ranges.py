@@ -46,7 +46,8 @@ def test_ranges_are_the_finest_that_cannot_wrap() -> None:
         assert n * r.quantization_range < r.modulus_range
         assert (n + 1) * 2 * r.quantization_range > r.modulus_range or r.quantization_range == 2**30
         assert secagg_setup_problem(
-            _setup(clip=r.clipping_range, levels=r.quantization_range, nodes=n), SAFE_DEFAULTS
+            _setup(clip=r.clipping_range, levels=r.quantization_range, nodes=n),
+            SAFE_DEFAULTS.secagg_max_clipping_range,
         ) is None
     with pytest.raises(ValueError, match="n_nodes"):
         secagg_ranges(1)
@@ -65,7 +66,7 @@ def test_sized_quantisation_is_finer_than_flowers_default() -> None:
 
 def test_the_node_refuses_ranges_outside_its_policy() -> None:
     """A wider clipping range than the policy allows, or a sum that could wrap, is refused."""
-    tight = NodePolicy(secagg_max_clipping_range=4.0)
+    tight = NodePolicy(secagg_max_clipping_range=4.0).secagg_max_clipping_range
     ok = secagg_ranges(3, clipping_range=4.0)
 
     assert secagg_setup_problem(_setup(clip=4.0, levels=ok.quantization_range), tight) is None
