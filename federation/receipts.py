@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ._errors import ReceiptInvalid
 
 __all__ = [
+    "entry_ranges",
+    "parse_entry_ranges",
     "hash_key",
     "UsageReceipt",
     "merchant_ids_hash",
@@ -76,6 +78,11 @@ class UsageReceipt:
     aggregation : str, default ""
         ``"secagg+"`` when the node's update left through SecAgg+ masking: the
         node's own word, not the server's.
+    unused_entries : str, default ""
+        Positions (0-based, in manifest order, :func:`entry_ranges`) of the manifest
+        entries whose merchant the reply did not use: the platform's lifetime ε
+        account charges only the others. Positions, not ids: the platform holds
+        the manifest; no one else learns whom they name.
     """
 
     job_id: str
@@ -94,6 +101,7 @@ class UsageReceipt:
     issued_at: str
     refusal: str = ""
     aggregation: str = ""
+    unused_entries: str = ""
 
     def to_body(self) -> dict[str, Any]:
         """The receipt as a JSON-ready dict (the ledger entry body)."""
@@ -186,7 +194,8 @@ def verify_receipt(token: bytes, public_key: Ed25519PublicKey) -> UsageReceipt:
 
 def _receipt_from_body(body: Mapping[str, Any]) -> UsageReceipt:
     expected = set(UsageReceipt.__dataclass_fields__)
-    optional = {"refusal", "aggregation"}  # absent from receipts signed before they existed
+    # absent from receipts signed before they existed
+    optional = {"refusal", "aggregation", "unused_entries"}
     if not isinstance(body, Mapping) or not expected - optional <= set(body) <= expected:
         raise ValueError("receipt fields differ from the UsageReceipt schema")
     ints = ("round", "rows_used", "merchants_used", "rows_read", "merchants_read")
@@ -200,4 +209,42 @@ def _receipt_from_body(body: Mapping[str, Any]) -> UsageReceipt:
     for k in (expected - set(ints) - set(floats)) & set(body):
         if not isinstance(body[k], str):
             raise ValueError(f"{k} must be a string")
+    if body.get("unused_entries"):
+        parse_entry_ranges(body["unused_entries"])
     return UsageReceipt(**{k: (float(v) if k in floats else v) for k, v in body.items()})
+
+
+def entry_ranges(positions: Iterable[int]) -> str:
+    """Sorted distinct positions as compact ranges: ``[0, 1, 2, 5, 7, 8]`` → ``"0-2,5,7-8"``."""
+    out: list[str] = []
+    run: list[int] = []
+    for p in sorted(set(int(p) for p in positions)):
+        if p < 0:
+            raise ValueError("positions must be >= 0")
+        if run and p == run[-1] + 1:
+            run.append(p)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [p]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
+def parse_entry_ranges(text: str, count: int | None = None) -> list[int]:
+    """The positions of :func:`entry_ranges` text (``ValueError`` if malformed or >= ``count``)."""
+    if not text:
+        return []
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"bad entry range {part!r}")
+        a, b = int(lo), int(hi or lo)
+        if b < a or (out and a <= out[-1]):
+            raise ValueError(f"entry ranges must be sorted and disjoint: {text!r}")
+        out.extend(range(a, b + 1))
+    if count is not None and out and out[-1] >= count:
+        raise ValueError(f"entry position {out[-1]} outside a manifest of {count}")
+    return out

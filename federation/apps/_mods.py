@@ -30,7 +30,7 @@ from consent import ConsentError, ManifestRejected, verify_manifest
 from .._errors import DataError, FederationError
 from ..features import QuantileSketch
 from ..node import PUBLIC_GRID, SKETCH_SIZE, check_request
-from ..receipts import UsageReceipt, hash_key, merchant_ids_hash, sign_receipt
+from ..receipts import UsageReceipt, entry_ranges, hash_key, merchant_ids_hash, sign_receipt
 from ..schema import erp_fields_for
 from ._keys import (
     ACTION_IDENTIFY,
@@ -438,6 +438,7 @@ def usage_receipt_mod(msg: Message, ctx: Context, call_next: CallNext) -> Messag
     if not read <= {e.merchant_id for e in manifest.entries}:
         return _error(msg, ERR.NODE_FAILURE, "handler read merchants outside its manifest")
     key = hash_key(request.node.state_dir)  # keyed: no one without it can test guesses
+    used = set(usage.merchant_ids)
     receipt = UsageReceipt(
         job_id=manifest.job_id,
         round=manifest.round,
@@ -454,6 +455,9 @@ def usage_receipt_mod(msg: Message, ctx: Context, call_next: CallNext) -> Messag
         delta=usage.delta,
         issued_at=_stamp(),
         aggregation="secagg+" if request.action == "train" and secagg_active() else "",
+        unused_entries=entry_ranges(
+            i for i, e in enumerate(manifest.entries) if e.merchant_id not in used
+        ),
     )
     token = sign_receipt(receipt, request.node.signing_key())
     reply.content[RECEIPT_KEY] = ConfigRecord({KEY_RECEIPT: token})
