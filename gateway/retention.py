@@ -78,7 +78,8 @@ def data_life(session: Session) -> dict[tuple[str, str], int]:
 
 
 def _consent_life(session: Session) -> dict[str, int]:
-    return {s.artefact.consent_id: s.artefact.data_life_days for s, _ in consent.list_consents(session)}
+    rows = consent.list_consents(session)
+    return {s.artefact.consent_id: s.artefact.data_life_days for s, _ in rows}
 
 
 def _parse_time(text: str) -> datetime | None:

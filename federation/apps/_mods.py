@@ -16,6 +16,7 @@ Each mod returns an error reply with a code from :class:`ERR` instead of raising
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -181,10 +182,10 @@ def make_manifest_mod(
             cfg = content.config_records.get(JOB_KEY)
             if set(content.keys()) != {JOB_KEY} or cfg is None or set(cfg.keys()) != {KEY_NONCE}:
                 return _error(msg, ERR.MANIFEST_MISSING, "identify carries only a nonce")
-            try:
-                remember_policy(ctx, node.node_policy())  # for SecAgg+'s setup, later
-            except FederationError:
-                pass  # a bad policy is refused with the first data request
+            # Noted for SecAgg+'s setup, later; a bad policy is refused with the first data
+            # request.
+            with contextlib.suppress(FederationError):
+                remember_policy(ctx, node.node_policy())
             with bind(request=VerifiedRequest(node=node, manifest=None, action=action)):
                 return call_next(msg, ctx)
         purpose = PURPOSE_FOR_ACTION.get(action)

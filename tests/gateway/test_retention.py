@@ -18,7 +18,6 @@ from gateway.cli import app
 from gateway.credit._models import LineDecisionRow
 from gateway.retention import RETENTION_SWEEP, sweep
 from ledger._models import LogEntryRow
-
 from tests.utils.cli import cli_settings
 
 from ..consent.factories import CM_KEY, make_terms

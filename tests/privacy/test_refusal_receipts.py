@@ -79,7 +79,8 @@ def test_forged_refusals_are_refused_and_nothing_is_written(
         merchants_read_hash="x", manifest_root=root, epsilon_spent=0.0, delta=0.0,
         issued_at="2026-12-06T00:00:00Z", refusal="MIN_COHORT",
     )
-    forged = f"POLICY_REFUSED: MIN_COHORT min=10 receipt={sign_receipt(honest, platform_key).decode()}"
+    signed = sign_receipt(honest, platform_key).decode()
+    forged = f"POLICY_REFUSED: MIN_COHORT min=10 receipt={signed}"
     cases = {
         "RECEIPT_SIGNATURE": (forged, _request(root)),
         "RECEIPT_MISMATCH": (reason, {**_request(root), "round": 2}),
