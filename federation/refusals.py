@@ -22,6 +22,7 @@ cannot put words in a node's mouth, and a node cannot deny a refusal it signed.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,18 @@ from ledger import append_entry
 from ._errors import ReceiptInvalid
 from .receipts import UsageReceipt, verify_receipt
 
-__all__ = ["REFUSAL", "RefusalClaim", "parse_refusal", "verify_refusal", "record_refusal"]
+__all__ = [
+    "REFUSAL",
+    "RefusalCheck",
+    "RefusalClaim",
+    "parse_refusal",
+    "verify_refusal",
+    "record_refusal",
+    "refusal_note",
+]
+
+RefusalCheck = Callable[[str, str, int, str, str], str | None]
+"""``(reason, isv, round, action, manifest root)`` → a note for the failure line, or ``None``."""
 
 REFUSAL = "refusal"
 """Ledger entry kind of a node's verified refusal."""
@@ -169,3 +181,35 @@ def record_refusal(
     with sessions() as session, session.begin():
         entry = append_entry(session, REFUSAL, body)
     return {**body, "ledger_seq": entry.seq}
+
+
+def refusal_note(
+    sessions: sessionmaker[Session],
+    reason: str,
+    public_key: Ed25519PublicKey,
+    *,
+    job_id: str,
+    round: int,
+    data_provider: str,
+    action: str,
+    manifest_root: str,
+) -> str | None:
+    """:func:`record_refusal` as a note for a job's failure line (never raises on a forgery).
+
+    Returns ``REFUSAL_RECORDED ledger=<seq>``, ``REFUSAL_FORGED: <code>`` (nothing
+    written), or ``None`` for an error that carries no signed refusal.
+    """
+    try:
+        body = record_refusal(
+            sessions,
+            reason,
+            public_key,
+            job_id=job_id,
+            round=round,
+            data_provider=data_provider,
+            action=action,
+            manifest_root=manifest_root,
+        )
+    except ReceiptInvalid as exc:
+        return f"REFUSAL_FORGED: {exc.code}"
+    return None if body is None else f"REFUSAL_RECORDED ledger={body['ledger_seq']}"

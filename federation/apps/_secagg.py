@@ -71,6 +71,7 @@ from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.serverapp import Grid
 
 from ..node import NodePolicy
+from ..refusals import RefusalCheck, parse_refusal
 from ._keys import (
     ARRAYS_KEY,
     ENCODER_KEY,
@@ -327,6 +328,8 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         self._configs: RoundConfigs[dict[str, Scalar]] = RoundConfigs()
         self.masked_rounds: list[int] = []
         """Rounds whose fit results all carried one shared aggregate (SecAgg+'s unmasked sum)."""
+        self.check_refusal: RefusalCheck | None = None
+        """Verifies and records a node's signed refusal (see :class:`ConsentedStrategy`)."""
         self.on_sized: Callable[[int], None] | None = None
         """Called in ``configure_fit`` with the round's largest manifest (``max_weight``)."""
 
@@ -385,8 +388,19 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
             err = f.args[0] if isinstance(f, Exception) and f.args else None
             if action == "evaluate" and getattr(err, "code", None) == ERR.NO_DATA:
                 rlog.skipped.append(f"{action}: {err.reason}")  # type: ignore[union-attr]
-            else:
-                rlog.failures.append(f"{action}: {f!r}")
+                continue
+            note = f"{action}: {f!r}"
+            reason = getattr(err, "reason", None)
+            if self.check_refusal is not None and isinstance(reason, str):
+                # A failure does not say which node sent it: try each node of the round.
+                for isv, root in rlog.manifest_roots.items():
+                    verdict = self.check_refusal(reason, isv, rnd, action, root)
+                    if verdict and not verdict.startswith("REFUSAL_FORGED"):
+                        note += f" ({isv}: {verdict})"
+                        break
+                else:
+                    note += " (REFUSAL_FORGED)" if parse_refusal(reason) else ""
+            rlog.failures.append(note)
         per_node: dict[str, dict[str, float]] = {}
         for proxy, res in results:
             isv = self.nodes.get(proxy.node_id, f"node-{proxy.node_id}")
@@ -443,6 +457,7 @@ def run_secagg_rounds(
     reconstruction_threshold: float = 0.67,
     timeout: float | None = None,
     clipping_range: float = DEFAULT_CLIPPING_RANGE,
+    check_refusal: RefusalCheck | None = None,
 ) -> tuple[list[np.ndarray], dict[int, RoundLog], list[int]]:
     """Run ``rounds`` of SecAgg+ FedAvg over the identified nodes.
 
@@ -471,6 +486,8 @@ def run_secagg_rounds(
         The bound each node clips its weights to (a node refuses one above its
         policy's ``secagg-max-clipping-range``); the quantisation levels come from
         :func:`secagg_ranges` and ``max_weight`` from each round's largest manifest.
+    check_refusal : RefusalCheck | None, default None
+        Verifies and records a node's signed refusal in a failure.
 
     Returns
     -------
@@ -503,6 +520,7 @@ def run_secagg_rounds(
         fit_workflow.max_weight = float(max(max_rows, 1))
 
     strategy.on_sized = sized
+    strategy.check_refusal = check_refusal
     workflow = DefaultWorkflow(fit_workflow=fit_workflow)
     workflow(grid, legacy)
     final = legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
