@@ -143,6 +143,10 @@ def membership_inference(
     hidden: int = 256,
     epsilons: tuple[float, ...] = (3.0,),
     seed: int = 0,
+    dp_batch_size: int = 32,
+    dp_epochs: int | None = None,
+    dp_lr: float = 0.2,
+    max_grad_norm: float = 1.0,
 ) -> list[MiaResult]:
     """Train ``g_erp`` on ``n`` members without and with DP; attack both.
 
@@ -153,8 +157,12 @@ def membership_inference(
     epochs, n_bins, hidden : int
         Local epochs, quantile bins per feature, MLP width.
     epsilons : tuple[float, ...], default (3.0,)
-        One DP model per ε (δ = 1e-5, clipping norm 1), after the model without DP.
+        One DP model per ε (δ = 1e-5), after the model without DP.
     seed : int, default 0
+    dp_batch_size, dp_epochs, dp_lr, max_grad_norm
+        DP-SGD's expected (Poisson) batch, epochs (default ``epochs``), step size and
+        clipping norm; the model without DP always trains with batch 32, ``epochs``
+        epochs and step 0.2 (the leaky setting the attack must work in).
     """
     data = load_gmsc(seed=seed)
     rng = np.random.default_rng(seed)
@@ -184,8 +192,9 @@ def membership_inference(
         if eps is None:
             train_plain_sgd(model, Xm, ym, epochs=epochs, batch_size=32, lr=0.2, seed=seed)
         else:
-            train_dp_sgd(model, Xm, ym, epochs=epochs, batch_size=32, lr=0.2,
-                         budget=DPBudget(epsilon=eps), history=[], rounds_left=1, seed=seed)
+            train_dp_sgd(model, Xm, ym, epochs=dp_epochs or epochs, batch_size=dp_batch_size,
+                         lr=dp_lr, budget=DPBudget(epsilon=eps, max_grad_norm=max_grad_norm),
+                         history=[], rounds_left=1, seed=seed)
         lm, lo = _losses(model, Xm, ym), _losses(model, Xo, yo)
         labels = np.concatenate([np.ones(n), np.zeros(n)])
         attack = auc(labels, -np.concatenate([lm, lo]))

@@ -208,9 +208,9 @@ def split_by_receipt(
     ValueError
         ``unused_entries`` is malformed or names a position outside the manifest.
     """
-    from .receipts import parse_entry_ranges
+    from .receipts import parse_entry_bitmap
 
-    skip = set(parse_entry_ranges(unused_entries, len(manifest_ids)))
+    skip = set(parse_entry_bitmap(unused_entries, len(manifest_ids)))
     used = [m for i, m in enumerate(manifest_ids) if i not in skip]
     return used, [manifest_ids[i] for i in sorted(skip)]
 

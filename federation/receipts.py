@@ -16,11 +16,13 @@ import hmac
 import json
 import os
 import secrets
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -28,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ._errors import ReceiptInvalid
 
 __all__ = [
-    "entry_ranges",
-    "parse_entry_ranges",
+    "entry_bitmap",
+    "parse_entry_bitmap",
     "hash_key",
     "UsageReceipt",
     "merchant_ids_hash",
@@ -79,7 +81,7 @@ class UsageReceipt:
         ``"secagg+"`` when the node's update left through SecAgg+ masking: the
         node's own word, not the server's.
     unused_entries : str, default ""
-        Positions (0-based, in manifest order, :func:`entry_ranges`) of the manifest
+        Positions (0-based, in manifest order, :func:`entry_bitmap`) of the manifest
         entries whose merchant the reply did not use: the platform's lifetime ε
         account charges only the others. Positions, not ids: the platform holds
         the manifest; no one else learns whom they name.
@@ -210,41 +212,41 @@ def _receipt_from_body(body: Mapping[str, Any]) -> UsageReceipt:
         if not isinstance(body[k], str):
             raise ValueError(f"{k} must be a string")
     if body.get("unused_entries"):
-        parse_entry_ranges(body["unused_entries"])
+        parse_entry_bitmap(body["unused_entries"])
     return UsageReceipt(**{k: (float(v) if k in floats else v) for k, v in body.items()})
 
 
-def entry_ranges(positions: Iterable[int]) -> str:
-    """Sorted distinct positions as compact ranges: ``[0, 1, 2, 5, 7, 8]`` → ``"0-2,5,7-8"``."""
-    out: list[str] = []
-    run: list[int] = []
-    for p in sorted(set(int(p) for p in positions)):
-        if p < 0:
-            raise ValueError("positions must be >= 0")
-        if run and p == run[-1] + 1:
-            run.append(p)
-            continue
-        if run:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [p]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(out)
+def entry_bitmap(positions: Iterable[int], count: int) -> str:
+    """Positions in a manifest of ``count`` entries as ``z1:`` + base64url(zlib(bit array)).
+
+    ``""`` when there are none. About ``count / 8`` bytes before compression (30,000
+    entries: ~3 KB), whatever the positions' pattern, where a list of scattered
+    positions would take ~6 bytes each.
+    """
+    bits = np.zeros(count, dtype=np.uint8)
+    idx = np.fromiter((int(p) for p in positions), dtype=np.int64)
+    if idx.size == 0:
+        return ""
+    if idx.min() < 0 or idx.max() >= count:
+        raise ValueError(f"positions must be in [0, {count})")
+    bits[idx] = 1
+    return "z1:" + _b64(zlib.compress(np.packbits(bits).tobytes(), 9))
 
 
-def parse_entry_ranges(text: str, count: int | None = None) -> list[int]:
-    """The positions of :func:`entry_ranges` text (``ValueError`` if malformed or >= ``count``)."""
+def parse_entry_bitmap(text: str, count: int | None = None) -> list[int]:
+    """The sorted positions of :func:`entry_bitmap` text (``ValueError`` if malformed).
+
+    With ``count``, positions at or past it (beyond the manifest) are refused.
+    """
     if not text:
         return []
-    out: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()):
-            raise ValueError(f"bad entry range {part!r}")
-        a, b = int(lo), int(hi or lo)
-        if b < a or (out and a <= out[-1]):
-            raise ValueError(f"entry ranges must be sorted and disjoint: {text!r}")
-        out.extend(range(a, b + 1))
-    if count is not None and out and out[-1] >= count:
-        raise ValueError(f"entry position {out[-1]} outside a manifest of {count}")
-    return out
+    if not text.startswith("z1:"):
+        raise ValueError("entry bitmap must start with 'z1:'")
+    try:
+        raw = zlib.decompress(_unb64(text[3:]))
+    except (zlib.error, binascii.Error, ValueError) as exc:
+        raise ValueError(f"entry bitmap does not decode: {exc}") from exc
+    positions = np.flatnonzero(np.unpackbits(np.frombuffer(raw, dtype=np.uint8)))
+    if count is not None and positions.size and int(positions[-1]) >= count:
+        raise ValueError(f"entry position {int(positions[-1])} outside a manifest of {count}")
+    return [int(p) for p in positions]

@@ -31,7 +31,7 @@ from consent import ConsentError, ManifestRejected, verify_manifest
 from .._errors import DataError, FederationError
 from ..features import QuantileSketch
 from ..node import PUBLIC_GRID, SKETCH_SIZE, check_request
-from ..receipts import UsageReceipt, entry_ranges, hash_key, merchant_ids_hash, sign_receipt
+from ..receipts import UsageReceipt, entry_bitmap, hash_key, merchant_ids_hash, sign_receipt
 from ..schema import erp_fields_for
 from ._keys import (
     ACTION_IDENTIFY,
@@ -456,8 +456,9 @@ def usage_receipt_mod(msg: Message, ctx: Context, call_next: CallNext) -> Messag
         delta=usage.delta,
         issued_at=_stamp(),
         aggregation="secagg+" if request.action == "train" and secagg_active() else "",
-        unused_entries=entry_ranges(
-            i for i, e in enumerate(manifest.entries) if e.merchant_id not in used
+        unused_entries=entry_bitmap(
+            (i for i, e in enumerate(manifest.entries) if e.merchant_id not in used),
+            len(manifest.entries),
         ),
     )
     token = sign_receipt(receipt, request.node.signing_key())

@@ -11,6 +11,7 @@ from federation import BudgetExceeded, run_job
 from federation.apps.server_app import ServerSettings, _Job
 from federation.dp import PrivacyLedger
 from federation.lifetime import MerchantPrivacyAccount, split_by_receipt
+from federation.receipts import entry_bitmap
 from federation.specs import DPBudget
 
 from ._flworld import World, grant_consents, make_world
@@ -122,7 +123,7 @@ def test_a_receipt_refunds_the_merchants_its_node_did_not_use(tmp_path: Path) ->
     assert [account.spent(m) for m in manifest] == [3.0] * 4
 
     # The node's train receipt: entries 1 and 3 unused (e.g. no rows in range).
-    used, unused = split_by_receipt(manifest, "1,3")
+    used, unused = split_by_receipt(manifest, entry_bitmap([1, 3], 4))
     refunded, charged = account.settle(
         job_id="j1", budget=BUDGET, isv="isvA", used=used, unused=unused
     )
@@ -153,6 +154,10 @@ def test_a_use_without_a_standing_charge_is_charged_and_bad_positions_are_refuse
 
     assert charged == ["m-a"] and account.spent("m-a") == 3.0
     with pytest.raises(ValueError, match="outside"):
-        split_by_receipt(["m-a", "m-b"], "0-2")
-    with pytest.raises(ValueError, match="sorted"):
-        split_by_receipt(["m-a", "m-b", "m-c"], "2,0")
+        split_by_receipt(["m-a", "m-b"], entry_bitmap([0, 2], 3))
+    with pytest.raises(ValueError, match="decode"):
+        split_by_receipt(["m-a", "m-b", "m-c"], "z1:not-zlib")
+    big = [f"m{i}" for i in range(30_000)]
+    scattered = entry_bitmap(range(0, 30_000, 5), 30_000)  # one in five held out
+    assert len(scattered) < 5_000
+    assert split_by_receipt(big, scattered)[1] == big[::5]
