@@ -28,6 +28,8 @@ from sqlalchemy import create_engine, text
 import consent
 from gateway.db import create_schema, make_engine, make_sessionmaker
 
+from ._common import Row
+
 __all__ = ["DEFAULT_BULK", "bulk_rows", "make_lines"]
 
 DEFAULT_BULK = 20_000
@@ -65,9 +67,10 @@ def _rate(url: str, lines: list[str], cm: Ed25519PrivateKey) -> float:
             result = consent.import_consents(s, lines, key=cm)
         seconds = time.perf_counter() - started
         with sessions() as s:
-            got = consent.cohort_entries(s, data_provider="isv-bulk", data_consumer="platform",
-                                         purpose="model_training", categories=["turnover"],
-                                         at=datetime.now(UTC), consent_manager_key=cm.public_key())
+            use = consent.Use(data_provider="isv-bulk", data_consumer="platform",
+                              purpose="model_training", categories=["turnover"],
+                              at=datetime.now(UTC))
+            got = consent.cohort_entries(s, use, consent_manager_key=cm.public_key())
         if result.count != len(lines) or len(got) != len(lines):
             raise RuntimeError(f"imported {result.count}, cohort sees {len(got)} of {len(lines)}")
     finally:
@@ -107,8 +110,7 @@ def _pg_schema(base: str) -> tuple[str, Callable[[], None]]:
     return f"{base}{sep}options=-csearch_path%3D{schema}", drop
 
 
-def bulk_rows(n: int, workdir: Path, row: Callable[..., Any], *, postgres: bool = True
-              ) -> list[Any]:
+def bulk_rows(n: int, workdir: Path, *, postgres: bool = True) -> list[Row]:
     """Rows: import rate on SQLite (and PostgreSQL) with the one-grant-each peer's rate."""
     now = datetime.now(UTC)
     cm = Ed25519PrivateKey.generate()
@@ -132,9 +134,8 @@ def bulk_rows(n: int, workdir: Path, row: Callable[..., Any], *, postgres: bool 
             peer = _grant_rate(url, peer_docs, cm)
         finally:
             drop()
-        # Rates: higher is better, so the row's "ratio" (peer ÷ fedgate for times) is
-        # given as fedgate ÷ peer explicitly.
-        rows.append(row(f"consent import, {n:,} consents with approvals ({name}); peer: "
-                        "one grant each", rate, "/s", peer, "≥ 1,000 /s", rate >= 1000,
-                        rate / peer))
+        # A rate: Row.versus is fedgate ÷ peer for a "/s" unit (higher is better).
+        rows.append(Row(f"consent import, {n:,} consents with approvals ({name}); peer: "
+                        "one grant each", rate, "/s", "one grant each", peer, "≥ 1,000 /s",
+                        rate >= 1000))
     return rows
