@@ -9,7 +9,10 @@ does the two things every phase needs:
   account, the platform's labels);
 * :meth:`Job.record_receipt_token` — verify a node's usage receipt against the
   request and **write it to the ledger** (``data.used``, with the round's
-  consent uses counted in the same transaction).
+  consent uses counted in the same transaction), then settle the platform's
+  lifetime ε charge for that manifest by the receipt's ``unused_entries``;
+* :meth:`Job.check_refusal` — verify a node's signed refusal in an error reply
+  and write it to the ledger (``refusal``).
 
 The phases themselves live in their own modules: :mod:`._identify`,
 :mod:`._statistics`, :mod:`._training` (rounds, evaluation, best round),
