@@ -211,6 +211,14 @@ def _max_clipping_range(ctx: Context) -> float | None:
         return float(rec[_MAX_CLIP]) if rec is not None else None  # type: ignore[arg-type]
 
 
+class _InnerError(Exception):
+    """An error reply from below the SecAgg+ mod, carried past Flower's mod unchanged."""
+
+    def __init__(self, reply: Message) -> None:
+        super().__init__(reply.error.reason)
+        self.reply = reply
+
+
 def secagg_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:
     """Flower's ``secaggplus_mod`` for SecAgg+ protocol messages; everything else passes.
 
@@ -228,8 +236,19 @@ def secagg_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:
             clip = float(configs[Key.CLIPPING_RANGE])  # type: ignore[arg-type]
             reason = f"POLICY_REFUSED: {rule} clipping-range={clip:.3f}"
             return Message(Error(code=ERR.POLICY_REFUSED, reason=reason), reply_to=msg)
+    def inner(m: Message, c: Context) -> Message:
+        reply = call_next(m, c)
+        if reply.has_error():  # Flower's mod would read its content and raise
+            raise _InnerError(reply)
+        return reply
+
     with secagg_scope():
-        return secaggplus_mod(msg, ctx, call_next)
+        try:
+            return secaggplus_mod(msg, ctx, inner)
+        except _InnerError as exc:
+            # The node's own error (a signed refusal, a code) leaves as it is, not as a
+            # NODE_FAILURE; no masked vector leaves, and the next round starts at setup.
+            return Message(exc.reply.error, reply_to=msg)
 
 
 def _npz(arrays: Mapping[str, np.ndarray]) -> bytes:

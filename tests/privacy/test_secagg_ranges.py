@@ -102,3 +102,28 @@ def test_a_platform_widening_the_range_gets_a_refusal_from_the_real_client_app(
     reply = send(node, incoming(content, "train"))
     assert not reply.has_error(), reply.error
     assert Key.PUBLIC_KEY_1 in reply.content.config_records[RECORD_KEY_CONFIGS]
+
+
+def test_a_refusal_in_the_masked_vector_stage_leaves_as_the_nodes_own_error() -> None:
+    """Under SecAgg+, a handler's refusal (with its receipt) is not turned into NODE_FAILURE."""
+    from flwr.app import Context, Error, Message
+    from flwr.client.mod.secure_aggregation.secaggplus_mod import SecAggPlusState
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
+
+    from federation.apps._secagg import secagg_mod
+
+    ctx = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
+    state = SecAggPlusState(current_stage=Stage.SHARE_KEYS)
+    ctx.state.config_records[RECORD_KEY_STATE] = ConfigRecord(state.to_dict())  # type: ignore[arg-type]
+    configs = ConfigRecord({Key.STAGE: Stage.COLLECT_MASKED_VECTORS, Key.CIPHERTEXT_LIST: [],
+                            Key.SOURCE_LIST: []})
+    msg = incoming(RecordDict({RECORD_KEY_CONFIGS: configs}), "train")
+    reason = "POLICY_REFUSED: MIN_COHORT min=10 receipt=aa.bb.cc"
+
+    def refusing(m: Message, c: Context) -> Message:
+        return Message(Error(code=ERR.POLICY_REFUSED, reason=reason), reply_to=m)
+
+    reply = secagg_mod(msg, ctx, refusing)
+
+    assert reply.has_error()
+    assert (reply.error.code, reply.error.reason) == (ERR.POLICY_REFUSED, reason)
