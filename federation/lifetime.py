@@ -17,6 +17,15 @@ A job is refused before it starts (:func:`federation.runner.check_budget`) if an
 merchant of its cohorts would pass its lifetime ε; the ServerApp charges each
 training manifest before it is sent and leaves out any merchant the charge would
 push past its lifetime (another job may have spent it meanwhile).
+
+Exact charges. A manifest's charge is *provisional* until the node's signed
+receipt says whom it used (:meth:`MerchantPrivacyAccount.settle`, with the
+receipt's ``unused_entries``): a merchant the node left out (no rows in range,
+its own lifetime spent, held out of training and not evaluated) gets its
+provisional charge back; one the node used stays charged, and one used without
+a standing charge (a receipt after a refund) is charged then. A charge that no
+receipt ever settles stays (the upper bound: without the node's word the
+platform cannot tell it was unused).
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from typing import Any
 from ._errors import BudgetExceeded
 from .specs import DPBudget
 
-__all__ = ["MerchantPrivacyAccount", "PRIVACY_ACCOUNT_KEY"]
+__all__ = ["MerchantPrivacyAccount", "PRIVACY_ACCOUNT_KEY", "split_by_receipt"]
 
 PRIVACY_ACCOUNT_KEY = "privacy-account"
 """Run-config key: the platform account's JSON file (none: per-node ledgers only)."""
@@ -80,7 +89,7 @@ class MerchantPrivacyAccount:
 
     def summary(self) -> tuple[int, float]:
         """Merchants charged and the largest lifetime ε any of them has spent."""
-        merchants = self._read()["merchants"]
+        merchants = {k: m for k, m in self._read()["merchants"].items() if m["charges"]}
         return len(merchants), max((float(m["epsilon"]) for m in merchants.values()), default=0.0)
 
     def over_budget(
@@ -106,13 +115,69 @@ class MerchantPrivacyAccount:
                 f"ε={budget.lifetime_epsilon} across ISVs (e.g. {', '.join(over[:5])})"
             )
 
+    def provisional(self, *, job_id: str, isv: str) -> list[str]:
+        """Merchants charged for ``(job_id, isv)`` whom no receipt has settled yet."""
+        return sorted(self._read().get("provisional", {}).get(f"{job_id}\n{isv}", {}))
+
     # -- updates --------------------------------------------------------------------------
+    def settle(
+        self,
+        *,
+        job_id: str,
+        budget: DPBudget,
+        isv: str,
+        used: Sequence[str],
+        unused: Sequence[str],
+    ) -> tuple[list[str], list[str]]:
+        """Apply one node receipt: keep the used merchants' charges, refund the unused.
+
+        Parameters
+        ----------
+        job_id, isv : str
+            The job and the node whose verified receipt this is.
+        budget : DPBudget
+            The job's budget (its ε is what a used, uncharged merchant is charged).
+        used, unused : Sequence[str]
+            The receipt's manifest split by its ``unused_entries``.
+
+        Returns
+        -------
+        tuple[list[str], list[str]]
+            Merchants refunded and merchants charged by this receipt (sorted).
+        """
+        tag = f"{job_id}\n{isv}"
+        refunded, charged = [], []
+        with self._locked() as state:
+            pending = state.setdefault("provisional", {}).setdefault(tag, {})
+            merchants = state["merchants"]
+            for mid in sorted(set(used)):
+                if mid in pending:
+                    del pending[mid]  # confirmed: the charge stands
+                    continue
+                m = merchants.setdefault(mid, {"epsilon": 0.0, "charges": []})
+                if tag not in m["charges"]:
+                    m["epsilon"] = float(m["epsilon"]) + budget.epsilon
+                    m["charges"].append(tag)
+                    charged.append(mid)
+            for mid in sorted(set(unused) - set(used)):
+                amount = pending.pop(mid, None)
+                if amount is None:
+                    continue  # confirmed by an earlier receipt of the job, or never charged
+                m = merchants[mid]
+                m["epsilon"] = max(0.0, float(m["epsilon"]) - float(amount))
+                m["charges"].remove(tag)
+                refunded.append(mid)
+            if not pending:
+                del state["provisional"][tag]
+        return refunded, charged
+
     def charge(
         self, *, job_id: str, budget: DPBudget, isv: str, merchant_ids: Sequence[str]
     ) -> list[str]:
         """Charge the job's ε to each merchant of one ISV's manifest, once per (job, ISV).
 
-        Merchants the charge would push past their lifetime ε are not charged.
+        Merchants the charge would push past their lifetime ε are not charged. The
+        charges are provisional until :meth:`settle` applies the node's receipt.
 
         Returns
         -------
@@ -122,11 +187,32 @@ class MerchantPrivacyAccount:
         with self._locked() as state:
             new, over = _charges(state, job_id, budget, {isv: merchant_ids})
             tag = f"{job_id}\n{isv}"
+            pending = state.setdefault("provisional", {}).setdefault(tag, {})
             for mid in new:
                 m = state["merchants"].setdefault(mid, {"epsilon": 0.0, "charges": []})
                 m["epsilon"] = float(m["epsilon"]) + budget.epsilon
                 m["charges"].append(tag)
+                pending[mid] = budget.epsilon  # until a receipt says whether it was used
+            if not pending:
+                del state["provisional"][tag]
         return sorted(over)
+
+
+def split_by_receipt(
+    manifest_ids: Sequence[str], unused_entries: str
+) -> tuple[list[str], list[str]]:
+    """A manifest's merchant ids (in manifest order) split into used and unused by a receipt.
+
+    Raises
+    ------
+    ValueError
+        ``unused_entries`` is malformed or names a position outside the manifest.
+    """
+    from .receipts import parse_entry_bitmap
+
+    skip = set(parse_entry_bitmap(unused_entries, len(manifest_ids)))
+    used = [m for i, m in enumerate(manifest_ids) if i not in skip]
+    return used, [manifest_ids[i] for i in sorted(skip)]
 
 
 def _charges(

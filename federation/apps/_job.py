@@ -9,7 +9,10 @@ does the two things every phase needs:
   account, the platform's labels);
 * :meth:`Job.record_receipt_token` — verify a node's usage receipt against the
   request and **write it to the ledger** (``data.used``, with the round's
-  consent uses counted in the same transaction).
+  consent uses counted in the same transaction), then settle the platform's
+  lifetime ε charge for that manifest by the receipt's ``unused_entries``;
+* :meth:`Job.check_refusal` — verify a node's signed refusal in an error reply
+  and write it to the ledger (``refusal``).
 
 The phases themselves live in their own modules: :mod:`._identify`,
 :mod:`._statistics`, :mod:`._training` (rounds, evaluation, best round),
@@ -34,8 +37,9 @@ from consent import ConsentError, ManifestEntry, Use, build_manifest, sign_manif
 
 from .._errors import FederationError, JobFailed, ReceiptInvalid
 from ..cohort import CohortSource
-from ..lifetime import MerchantPrivacyAccount
+from ..lifetime import MerchantPrivacyAccount, split_by_receipt
 from ..receipt_ledger import ExpectedReceipt, record_receipt
+from ..refusals import refusal_note
 from ._db import open_sessions
 from ._keyfiles import load_node_keys, load_private_key, same_key
 from ._keys import KEY_HOLDOUT_BUCKETS, KEY_RECEIPT, RECEIPT_KEY
@@ -73,6 +77,9 @@ class Job:
     # How the updates were aggregated, from what actually ran (strategy, SecAgg+ evidence).
     aggregation: dict[str, Any] = field(default_factory=dict)
     best_round: int | None = None  # the saved model's round (None: the last, e.g. SecAgg+)
+    # Merchant ids of each (round, node) DP training manifest charged to the platform's
+    # ε account, in manifest order, until the node's receipts settle the charge.
+    charged_ids: dict[tuple[int, str], list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -139,6 +146,7 @@ class Job:
                 np.asarray([e.consent_id for e in entries], dtype=str), "utf-8"
             )
         self.manifest_sizes[(server_round, isv)] = count = len(entries)
+        charges = purpose == "model_training" and self._charges(server_round)
         header: dict[str, Any] = {
             "job_id": s.job_id,
             "round": server_round,
@@ -156,6 +164,8 @@ class Job:
             signed, root = stream_to_node(
                 self.send, node_id=node_id, entries=entries, key=self.gateway_key, **header
             )
+            if charges:  # positions in the stream: ``entries`` is now in merchant-id order
+                self.charged_ids[(server_round, isv)] = [e.merchant_id for e in entries]
             del entries
             bare = job_record(spec=spec, job_id=s.job_id, round=server_round, manifest=b"",
                               seed=s.seed)  # fmt: skip
@@ -163,6 +173,8 @@ class Job:
         else:
             manifest = build_manifest(**header, entries=entries)
             root = manifest.root
+            if charges:  # positions in the manifest, which sorts its entries by merchant
+                self.charged_ids[(server_round, isv)] = [e.merchant_id for e in manifest.entries]
             cfg = job_record(
                 spec=spec,
                 job_id=s.job_id,
@@ -172,6 +184,10 @@ class Job:
             )
         cfg[KEY_HOLDOUT_BUCKETS] = s.holdout_buckets
         return cfg, root, count
+
+    def _charges(self, server_round: int) -> bool:
+        s = self.settings
+        return server_round >= 1 and s.spec.dp is not None and s.privacy_account is not None
 
     def _charge_lifetime(self, isv: str, entries: list[ManifestEntry]) -> list[ManifestEntry]:
         """Charge a DP training manifest to the platform account; drop who would overrun."""
@@ -231,9 +247,45 @@ class Job:
             self.uses_counted.add(key)
             del self.manifest_consents[key]  # counted: the ids are not needed any more
         self.receipts.append(body)
+        self._settle(key, isv, str(body.get("unused_entries", "")))
         if body["epsilon_spent"] > self.epsilon.get(isv, 0.0):
             self.epsilon[isv] = body["epsilon_spent"]
         return None
+
+    def _settle(self, key: tuple[int, str], isv: str, unused_entries: str) -> None:
+        """Settle the platform ε account's charge for ``key`` by the node's verified receipt."""
+        ids = self.charged_ids.get(key)
+        s = self.settings
+        if ids is None or s.privacy_account is None or s.spec.dp is None:
+            return
+        for old in [k for k in self.charged_ids if k[0] < key[0] - 1]:
+            del self.charged_ids[old]  # rounds long over: their receipts have come or never will
+        try:
+            used, unused = split_by_receipt(ids, unused_entries)
+        except ValueError as exc:  # signed by the node yet malformed: keep the charge
+            self.failures.append(f"{isv}: RECEIPT_UNUSED_ENTRIES: {exc}")
+            return
+        MerchantPrivacyAccount(s.privacy_account).settle(
+            job_id=s.job_id, budget=s.spec.dp, isv=isv, used=used, unused=unused
+        )
+
+    def check_refusal(
+        self, reason: str, isv: str, server_round: int, action: str, root: str
+    ) -> str | None:
+        """Verify and ledger a node's signed refusal (:func:`federation.refusals.refusal_note`)."""
+        key = self.node_keys.get(isv)
+        if key is None:
+            return None
+        return refusal_note(
+            self.sessions,
+            reason,
+            key,
+            job_id=self.settings.job_id,
+            round=server_round,
+            data_provider=isv,
+            action=action,
+            manifest_root=root,
+        )
 
     def record_reply_receipt(
         self, reply: Message, isv: str, server_round: int, action: str, root: str

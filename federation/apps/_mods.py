@@ -16,6 +16,7 @@ Each mod returns an error reply with a code from :class:`ERR` instead of raising
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -31,7 +32,7 @@ from consent import ConsentError, ManifestRejected, verify_manifest
 from .._errors import DataError, FederationError
 from ..features import QuantileSketch
 from ..node import PUBLIC_GRID, SKETCH_SIZE, check_request
-from ..receipts import UsageReceipt, hash_key, merchant_ids_hash, sign_receipt
+from ..receipts import UsageReceipt, entry_bitmap, hash_key, merchant_ids_hash, sign_receipt
 from ..schema import erp_fields_for
 from ._keys import (
     ACTION_IDENTIFY,
@@ -66,6 +67,7 @@ from ._keys import (
 )
 from ._node import NodeConfig
 from ._request import Usage, VerifiedRequest, bind, current_request, secagg_active
+from ._secagg import remember_policy
 from ._stream import load_stream, receive_chunks
 
 __all__ = [
@@ -203,6 +205,10 @@ def make_manifest_mod(
             cfg = content.config_records.get(JOB_KEY)
             if set(content.keys()) != {JOB_KEY} or cfg is None or set(cfg.keys()) != {KEY_NONCE}:
                 return _error(msg, ERR.MANIFEST_MISSING, "identify carries only a nonce")
+            # Noted for SecAgg+'s setup, later; a bad policy is refused with the first data
+            # request.
+            with contextlib.suppress(FederationError):
+                remember_policy(ctx, node.node_policy())
             with bind(request=VerifiedRequest(node=node, manifest=None, action=action)):
                 return call_next(msg, ctx)
         if action == f"query.{ACTION_MANIFEST}":
@@ -272,6 +278,7 @@ def make_manifest_mod(
         request = VerifiedRequest(node=node, manifest=manifest, action=action)
         try:
             policy = node.node_policy()
+            remember_policy(ctx, policy)
             unapproved = (
                 node.approvals(policy).unmatched(manifest, manifest.entries)
                 if policy.require_approval
@@ -471,6 +478,7 @@ def usage_receipt_mod(msg: Message, ctx: Context, call_next: CallNext) -> Messag
     if not read <= {e.merchant_id for e in manifest.entries}:
         return _error(msg, ERR.NODE_FAILURE, "handler read merchants outside its manifest")
     key = hash_key(request.node.state_dir)  # keyed: no one without it can test guesses
+    used = set(usage.merchant_ids)
     receipt = UsageReceipt(
         job_id=manifest.job_id,
         round=manifest.round,
@@ -487,6 +495,10 @@ def usage_receipt_mod(msg: Message, ctx: Context, call_next: CallNext) -> Messag
         delta=usage.delta,
         issued_at=_stamp(),
         aggregation="secagg+" if request.action == "train" and secagg_active() else "",
+        unused_entries=entry_bitmap(
+            (i for i, e in enumerate(manifest.entries) if e.merchant_id not in used),
+            len(manifest.entries),
+        ),
     )
     token = sign_receipt(receipt, request.node.signing_key())
     reply.content[RECEIPT_KEY] = ConfigRecord({KEY_RECEIPT: token})

@@ -16,17 +16,38 @@ Flower's ``SecAggPlusWorkflow`` runs only inside the legacy ``DefaultWorkflow``
 With SecAgg+ the server only ever sees the sum of the masked updates; a reply
 whose receipt does not verify cannot be taken out of that sum, so it fails the
 job instead (recorded as a round failure).
+
+Sizing. Each node multiplies its weights by ``num_examples / max_weight``, clips
+them to ``±clipping_range`` and quantises them to ``quantization_range`` levels;
+the server sums modulo ``modulus_range``. Flower's defaults (``max_weight`` 1000,
+±8, 2^22 levels) clip every weight of a node with 30,000 rows to ±8/30. Here
+``max_weight`` is the largest training manifest of the round (a node uses at most
+one row per manifest entry, so no node's factor exceeds 1 and the clip applies to
+the weights themselves), the quantisation is as fine as the modulus allows
+without the sum wrapping (:func:`secagg_ranges`), and the clipping range is a
+bound the node's policy caps (``secagg-max-clipping-range``): :func:`secagg_mod`
+refuses a setup whose range is wider or whose sum could wrap.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import flwr.compat.common.recorddict_compat as compat
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.client.mod import secaggplus_mod
 from flwr.common import (
     Code,
@@ -40,7 +61,7 @@ from flwr.common import (
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
@@ -49,6 +70,8 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.serverapp import Grid
 
+from ..node import NodePolicy
+from ..refusals import RefusalCheck, parse_refusal
 from ._keys import (
     ARRAYS_KEY,
     ENCODER_KEY,
@@ -62,7 +85,23 @@ from ._keys import (
 from ._request import secagg_scope
 from ._strategy import ManifestFn, RoundConfigs, RoundLog
 
-__all__ = ["secagg_mod", "legacy_bridge_mod", "run_secagg_rounds", "TokenCheck"]
+__all__ = [
+    "secagg_mod",
+    "legacy_bridge_mod",
+    "run_secagg_rounds",
+    "secagg_ranges",
+    "secagg_setup_problem",
+    "remember_policy",
+    "SecAggRanges",
+    "TokenCheck",
+    "DEFAULT_CLIPPING_RANGE",
+]
+
+DEFAULT_CLIPPING_RANGE = 8.0
+"""Bound on each weight a node clips to before quantising (Flower's default; see sizing)."""
+MODULUS_RANGE = 2**32
+"""The largest modulus Flower's SecAgg+ takes (its masks are drawn below it)."""
+_MAX_QUANTIZATION = 2**30  # Flower's stochastic rounding casts to int32
 
 _ENCODER_CONFIG = "fedgate-encoder"  # npz bytes of the encoder inside a legacy config
 _RECEIPT_METRIC = "fedgate-receipt"  # the receipt token inside legacy FitRes/EvaluateRes metrics
@@ -73,13 +112,143 @@ TokenCheck = Callable[[bytes | None, str, int, str], str | None]
 CallNext = Callable[[Message, Context], Message]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecAggRanges:
+    """SecAgg+'s quantisation: clip to ``±clipping_range``, ``quantization_range`` levels, mod."""
+
+    clipping_range: float
+    quantization_range: int
+    modulus_range: int
+
+
+def secagg_ranges(
+    n_nodes: int,
+    *,
+    clipping_range: float = DEFAULT_CLIPPING_RANGE,
+    modulus_range: int = MODULUS_RANGE,
+) -> SecAggRanges:
+    """Ranges for ``n_nodes``: the finest quantisation whose sum cannot wrap the modulus.
+
+    Each node adds at most ``quantization_range`` per coordinate (its weight factor,
+    at most 1, likewise), so ``n_nodes · quantization_range < modulus_range`` keeps
+    the unmasked sum exact; the levels are the largest power of two that does.
+
+    Parameters
+    ----------
+    n_nodes : int
+        Nodes that train in a round (>= 2).
+    clipping_range : float, default DEFAULT_CLIPPING_RANGE
+    modulus_range : int, default MODULUS_RANGE
+
+    Raises
+    ------
+    ValueError
+        ``n_nodes`` < 2, a non-positive clipping range, or a modulus too small.
+    """
+    if n_nodes < 2:
+        raise ValueError("n_nodes must be >= 2 for SecAgg+")
+    if not clipping_range > 0:
+        raise ValueError("clipping_range must be > 0")
+    levels = modulus_range // (n_nodes + 1)
+    if levels < 2:
+        raise ValueError("modulus_range is too small for n_nodes")
+    q = min(1 << (levels.bit_length() - 1), _MAX_QUANTIZATION)
+    return SecAggRanges(
+        clipping_range=float(clipping_range), quantization_range=q, modulus_range=modulus_range
+    )
+
+
+def secagg_setup_problem(configs: Mapping[str, Any], max_clipping_range: float) -> str | None:
+    """Why the node refuses a SecAgg+ setup (a rule name), or ``None`` to take part.
+
+    The node clips to the range it is given; its policy caps that range
+    (``secagg-max-clipping-range``, passed as ``max_clipping_range``), and the
+    quantised sum of every sampled node must fit the modulus, else the unmasked
+    aggregate would wrap.
+    """
+    if configs.get(Key.STAGE) != Stage.SETUP:
+        return None
+    clip = float(configs[Key.CLIPPING_RANGE])  # type: ignore[arg-type]
+    levels = int(configs[Key.TARGET_RANGE])  # type: ignore[call-overload]
+    modulus = int(configs[Key.MOD_RANGE])  # type: ignore[call-overload]
+    nodes = int(configs[Key.SAMPLE_NUMBER])  # type: ignore[call-overload]
+    if not 0 < clip <= max_clipping_range:
+        return "SECAGG_CLIPPING_RANGE"
+    if float(configs[Key.MAX_WEIGHT]) <= 0 or nodes * levels >= modulus:  # type: ignore[arg-type]
+        return "SECAGG_RANGES"
+    return None
+
+
 # -- node side ------------------------------------------------------------------------------
+_POLICY_RECORD = "fedgate.secagg-policy"
+"""Node-local Context state: the SecAgg+ bound of the node's policy, noted by the manifest mod."""
+_MAX_CLIP = "max-clipping-range"
+
+
+def remember_policy(ctx: Context, policy: NodePolicy) -> None:
+    """Note the node's SecAgg+ bound in its own Context state (the server cannot write it).
+
+    The manifest mod calls this on every message it resolves the node for (the
+    identification handshake first), so :func:`secagg_mod` knows the bound even
+    where the Context alone does not name the node (simulation, whose node
+    settings reach the ClientApp as run-config defaults of the manifest mod).
+    """
+    ctx.state.config_records[_POLICY_RECORD] = ConfigRecord(
+        {_MAX_CLIP: float(policy.secagg_max_clipping_range)}
+    )
+
+
+def _max_clipping_range(ctx: Context) -> float | None:
+    """The node policy's bound: from the node's own config, else the noted one, else None."""
+    from .._errors import FederationError
+    from ._node import NodeConfig
+
+    try:
+        node = NodeConfig.from_context(ctx.node_config, ctx.run_config)
+        return float(node.node_policy().secagg_max_clipping_range)
+    except (ValueError, OSError, KeyError, FederationError):
+        rec = ctx.state.config_records.get(_POLICY_RECORD)
+        return float(rec[_MAX_CLIP]) if rec is not None else None  # type: ignore[arg-type]
+
+
+class _InnerError(Exception):
+    """An error reply from below the SecAgg+ mod, carried past Flower's mod unchanged."""
+
+    def __init__(self, reply: Message) -> None:
+        super().__init__(reply.error.reason)
+        self.reply = reply
+
+
 def secagg_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:
-    """Flower's ``secaggplus_mod`` for SecAgg+ protocol messages; everything else passes."""
-    if RECORD_KEY_CONFIGS in msg.content.config_records:
-        with secagg_scope():
-            return secaggplus_mod(msg, ctx, call_next)
-    return call_next(msg, ctx)
+    """Flower's ``secaggplus_mod`` for SecAgg+ protocol messages; everything else passes.
+
+    A setup outside the node's policy (:func:`secagg_setup_problem`) is refused
+    before any key is made: ``POLICY_REFUSED: <rule> clipping-range=<x>``; so is
+    one where the node cannot tell its policy (``SECAGG_NO_POLICY``, fail closed).
+    """
+    configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+    if configs is None:
+        return call_next(msg, ctx)
+    if configs.get(Key.STAGE) == Stage.SETUP:
+        bound = _max_clipping_range(ctx)
+        rule = "SECAGG_NO_POLICY" if bound is None else secagg_setup_problem(configs, bound)
+        if rule is not None:
+            clip = float(configs[Key.CLIPPING_RANGE])  # type: ignore[arg-type]
+            reason = f"POLICY_REFUSED: {rule} clipping-range={clip:.3f}"
+            return Message(Error(code=ERR.POLICY_REFUSED, reason=reason), reply_to=msg)
+    def inner(m: Message, c: Context) -> Message:
+        reply = call_next(m, c)
+        if reply.has_error():  # Flower's mod would read its content and raise
+            raise _InnerError(reply)
+        return reply
+
+    with secagg_scope():
+        try:
+            return secaggplus_mod(msg, ctx, inner)
+        except _InnerError as exc:
+            # The node's own error (a signed refusal, a code) leaves as it is, not as a
+            # NODE_FAILURE; no masked vector leaves, and the next round starts at setup.
+            return Message(exc.reply.error, reply_to=msg)
 
 
 def _npz(arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -178,6 +347,10 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         self._configs: RoundConfigs[dict[str, Scalar]] = RoundConfigs()
         self.masked_rounds: list[int] = []
         """Rounds whose fit results all carried one shared aggregate (SecAgg+'s unmasked sum)."""
+        self.check_refusal: RefusalCheck | None = None
+        """Verifies and records a node's signed refusal (see :class:`ConsentedStrategy`)."""
+        self.on_sized: Callable[[int], None] | None = None
+        """Called in ``configure_fit`` with the round's largest manifest (``max_weight``)."""
 
     @property
     def held_configs(self) -> list[tuple[int, str]]:
@@ -212,7 +385,12 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         """One FitIns per identified node, each with that node's manifest."""
         self._params = parameters
         self._configs.release(server_round - 1)  # a round without evaluation never reaches it
-        return self._instructions(server_round, client_manager, FitIns)
+        instructions = self._instructions(server_round, client_manager, FitIns)
+        if self.on_sized is not None:
+            # A node trains on at most one row per manifest entry, so no node's weight
+            # factor (num_examples / max_weight) exceeds 1 with this max_weight.
+            self.on_sized(max(self._log(server_round).merchants.values(), default=1))
+        return instructions
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -229,8 +407,19 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
             err = f.args[0] if isinstance(f, Exception) and f.args else None
             if action == "evaluate" and getattr(err, "code", None) == ERR.NO_DATA:
                 rlog.skipped.append(f"{action}: {err.reason}")  # type: ignore[union-attr]
-            else:
-                rlog.failures.append(f"{action}: {f!r}")
+                continue
+            note = f"{action}: {f!r}"
+            reason = getattr(err, "reason", None)
+            if self.check_refusal is not None and isinstance(reason, str):
+                # A failure does not say which node sent it: try each node of the round.
+                for isv, root in rlog.manifest_roots.items():
+                    verdict = self.check_refusal(reason, isv, rnd, action, root)
+                    if verdict and not verdict.startswith("REFUSAL_FORGED"):
+                        note += f" ({isv}: {verdict})"
+                        break
+                else:
+                    note += " (REFUSAL_FORGED)" if parse_refusal(reason) else ""
+            rlog.failures.append(note)
         per_node: dict[str, dict[str, float]] = {}
         for proxy, res in results:
             isv = self.nodes.get(proxy.node_id, f"node-{proxy.node_id}")
@@ -286,6 +475,8 @@ def run_secagg_rounds(
     num_shares: float = 1.0,
     reconstruction_threshold: float = 0.67,
     timeout: float | None = None,
+    clipping_range: float = DEFAULT_CLIPPING_RANGE,
+    check_refusal: RefusalCheck | None = None,
 ) -> tuple[list[np.ndarray], dict[int, RoundLog], list[int]]:
     """Run ``rounds`` of SecAgg+ FedAvg over the identified nodes.
 
@@ -310,6 +501,12 @@ def run_secagg_rounds(
     reconstruction_threshold : float, default 0.67
         Fraction of shares needed to unmask.
     timeout : float | None, default None
+    clipping_range : float, default DEFAULT_CLIPPING_RANGE
+        The bound each node clips its weights to (a node refuses one above its
+        policy's ``secagg-max-clipping-range``); the quantisation levels come from
+        :func:`secagg_ranges` and ``max_weight`` from each round's largest manifest.
+    check_refusal : RefusalCheck | None, default None
+        Verifies and records a node's signed refusal in a failure.
 
     Returns
     -------
@@ -328,13 +525,22 @@ def run_secagg_rounds(
     legacy = LegacyContext(
         context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy
     )
-    workflow = DefaultWorkflow(
-        fit_workflow=SecAggPlusWorkflow(
-            num_shares=num_shares,
-            reconstruction_threshold=reconstruction_threshold,
-            timeout=timeout,
-        )
+    ranges = secagg_ranges(len(nodes), clipping_range=clipping_range)
+    fit_workflow = SecAggPlusWorkflow(
+        num_shares=num_shares,
+        reconstruction_threshold=reconstruction_threshold,
+        timeout=timeout,
+        clipping_range=ranges.clipping_range,
+        quantization_range=ranges.quantization_range,
+        modulus_range=ranges.modulus_range,
     )
+
+    def sized(max_rows: int) -> None:
+        fit_workflow.max_weight = float(max(max_rows, 1))
+
+    strategy.on_sized = sized
+    strategy.check_refusal = check_refusal
+    workflow = DefaultWorkflow(fit_workflow=fit_workflow)
     workflow(grid, legacy)
     final = legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
     return final, strategy.rounds, list(strategy.masked_rounds)

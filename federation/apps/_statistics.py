@@ -35,7 +35,13 @@ def statistics(job: Job) -> BinEncoder:
     for reply in job.send(msgs):
         isv = job.nodes.get(reply.metadata.src_node_id, "?")
         if reply.has_error():
-            job.failures.append(f"sketch@{isv}: [{reply.error.code}] {reply.error.reason}")
+            note = job.check_refusal(
+                reply.error.reason, isv, 0, f"query.{ACTION_SKETCH}", job.stats_roots[isv]
+            )
+            job.failures.append(
+                f"sketch@{isv}: [{reply.error.code}] {reply.error.reason}"
+                + (f" ({note})" if note else "")
+            )
             continue
         problem = job.record_reply_receipt(
             reply, isv, 0, f"query.{ACTION_SKETCH}", job.stats_roots[isv]

@@ -20,6 +20,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from ..refusals import RefusalCheck
 from ._keys import ENCODER_KEY, ERR, JOB_KEY, METRICS_KEY, RECEIPT_KEY
 
 __all__ = ["ConsentedStrategy", "RoundConfigs", "RoundLog"]
@@ -87,6 +88,9 @@ class ConsentedStrategy(Strategy):
         The bin encoder every train/evaluate message carries.
     on_round : Callable[[RoundLog], None] | None, default None
         Called after each round's evaluation (progress bars, tests).
+    check_refusal : RefusalCheck | None, default None
+        Verifies and records a node's signed refusal in an error reply
+        (:func:`federation.refusals.refusal_note`); its note joins the failure line.
     """
 
     def __init__(
@@ -98,8 +102,10 @@ class ConsentedStrategy(Strategy):
         check_receipt: ReceiptFn,
         encoder: ArrayRecord,
         on_round: Callable[[RoundLog], None] | None = None,
+        check_refusal: RefusalCheck | None = None,
     ) -> None:
         self.inner = inner
+        self.check_refusal = check_refusal
         self.nodes = dict(nodes)
         self.manifest_for = manifest_for
         self.check_receipt = check_receipt
@@ -163,6 +169,12 @@ class ConsentedStrategy(Strategy):
             isv = self.nodes.get(reply.metadata.src_node_id, f"node-{reply.metadata.src_node_id}")
             if reply.has_error():
                 note = f"{action}@{isv}: [{reply.error.code}] {reply.error.reason}"
+                root = rlog.manifest_roots.get(isv)
+                if self.check_refusal is not None and root is not None:
+                    verdict = self.check_refusal(
+                        reply.error.reason, isv, server_round, action, root
+                    )
+                    note += f" ({verdict})" if verdict else ""
                 if action == "evaluate" and reply.error.code == ERR.NO_DATA:
                     log(INFO, "fedgate: %s skipped: %s", action, note)
                     rlog.skipped.append(note)

@@ -116,6 +116,7 @@ def _rounds_plain(
         check_receipt=record,
         encoder=arrays_record(encoder.to_arrays()),
         on_round=job.on_round,
+        check_refusal=job.check_refusal,
     )
     keeper = BestRound()  # the saved model is the best round on the nodes' hold-out
     result = wrapper.start(job.grid, initial, num_rounds=spec.rounds, timeout=s.timeout,
@@ -163,6 +164,7 @@ def _rounds_secagg(
         num_shares=num_shares,
         reconstruction_threshold=reconstruction,
         timeout=s.timeout,
+        check_refusal=job.check_refusal,
     )
     rounds: Rounds = {
         r: {

@@ -24,6 +24,7 @@ Keys (kebab-case, all optional)::
     max-bins = 20                 # bin edges per feature an encoder may carry, plus one
     sketch-noise-multiplier = 8.0 # Gaussian noise of a DP sketch, per unit of L2 sensitivity
     eval-noise-multiplier = 4.0   # floor for the Gaussian noise on evaluation metrics
+    secagg-max-clipping-range = 8.0  # widest SecAgg+ clipping range (±) a setup may ask for
     approvals = "approvals.jsonl" # the register of merchant approvals (relative: state dir)
     require-approval = true       # every manifest entry must match an approval the node holds
     test-seed = -1                # tests only: a node-local seed (never from a message)
@@ -66,6 +67,8 @@ class NodePolicy:
     max_bins : int, default 20
     sketch_noise_multiplier : float, default 8.0
     eval_noise_multiplier : float, default 4.0
+    secagg_max_clipping_range : float, default 8.0
+        The widest ``±`` range a SecAgg+ setup may ask the node to clip its weights to.
     approvals : str, default "approvals.jsonl"
     require_approval : bool, default True
     test_seed : int, default -1
@@ -87,6 +90,7 @@ class NodePolicy:
     max_bins: int = 20
     sketch_noise_multiplier: float = 8.0
     eval_noise_multiplier: float = 4.0
+    secagg_max_clipping_range: float = 8.0
     approvals: str = "approvals.jsonl"
     require_approval: bool = True
     test_seed: int = field(default=-1, repr=False)
@@ -100,6 +104,7 @@ class NodePolicy:
             "max_epsilon_lifetime",
             "sketch_noise_multiplier",
             "eval_noise_multiplier",
+            "secagg_max_clipping_range",
         ):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"policy {name} must be > 0")

@@ -21,7 +21,7 @@ from . import node as node_cli
 from . import platform as platform_cli
 
 # isort: split
-from . import credit, loans, monitor, settle
+from . import credit, loans, monitor, retention, settle
 
 app = typer.Typer(
     name="fedgate",
@@ -46,6 +46,9 @@ app.command("demo")(demo.demo)
 app.add_typer(credit.app, name="credit", help="Credit policy and pre-approved lines.")
 app.add_typer(loans.app, name="loans", help="Loan events from the lending system.")
 app.add_typer(monitor.app, name="monitor", help="Post-loan monitoring.")
+app.add_typer(
+    retention.app, name="retention", help="Delete derived data past its consent's data life."
+)
 app.command("settle")(settle.settle)
 app.command("statements")(settle.statements)
 

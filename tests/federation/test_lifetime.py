@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from federation import BudgetExceeded, run_job
 from federation.apps.server_app import Job, ServerSettings
 from federation.dp import PrivacyLedger
-from federation.lifetime import MerchantPrivacyAccount
+from federation.lifetime import MerchantPrivacyAccount, split_by_receipt
+from federation.receipts import entry_bitmap
 from federation.specs import DPBudget
 
 from ._flworld import World, grant_consents, make_world
@@ -112,3 +113,51 @@ def test_server_charges_each_dp_training_manifest_and_leaves_out_the_spent(
     assert (stats_size, size, charged_before_training) == (10, 9, 0.0)
     assert account.spent("m0x001") == 3.0  # once for the job, not per round
     assert account.spent("m0x002") == 6.0  # left out, not charged
+
+
+def test_a_receipt_refunds_the_merchants_its_node_did_not_use(tmp_path: Path) -> None:
+    """Charged per manifest, settled per receipt: only merchants whose rows were used stay."""
+    account = MerchantPrivacyAccount(tmp_path / "account.json")
+    manifest = ["m-a", "m-b", "m-c", "m-d"]
+    account.charge(job_id="j1", budget=BUDGET, isv="isvA", merchant_ids=manifest)
+    assert [account.spent(m) for m in manifest] == [3.0] * 4
+
+    # The node's train receipt: entries 1 and 3 unused (e.g. no rows in range).
+    used, unused = split_by_receipt(manifest, entry_bitmap([1, 3], 4))
+    refunded, charged = account.settle(
+        job_id="j1", budget=BUDGET, isv="isvA", used=used, unused=unused
+    )
+
+    assert (refunded, charged) == (["m-b", "m-d"], [])
+    assert [account.spent(m) for m in manifest] == [3.0, 0.0, 3.0, 0.0]
+    assert account.provisional(job_id="j1", isv="isvA") == []
+    assert account.summary() == (2, 3.0)
+    # Round 2 charges the manifest again; only the newly charged are provisional.
+    account.charge(job_id="j1", budget=BUDGET, isv="isvA", merchant_ids=manifest)
+    assert account.provisional(job_id="j1", isv="isvA") == ["m-b", "m-d"]
+    # An evaluate receipt that used m-d after a train receipt that did not: m-d stays.
+    account.settle(job_id="j1", budget=BUDGET, isv="isvA", used=["m-d"], unused=["m-a"])
+    account.settle(job_id="j1", budget=BUDGET, isv="isvA", used=["m-a"], unused=["m-b", "m-d"])
+    assert [account.spent(m) for m in manifest] == [3.0, 0.0, 3.0, 3.0]
+
+
+def test_a_use_without_a_standing_charge_is_charged_and_bad_positions_are_refused(
+    tmp_path: Path,
+) -> None:
+    """Receipt order does not matter; a receipt naming positions past the manifest is refused."""
+    account = MerchantPrivacyAccount(tmp_path / "account.json")
+    account.charge(job_id="j1", budget=BUDGET, isv="isvA", merchant_ids=["m-a"])
+    account.settle(job_id="j1", budget=BUDGET, isv="isvA", used=[], unused=["m-a"])
+    assert account.spent("m-a") == 0.0
+
+    _, charged = account.settle(job_id="j1", budget=BUDGET, isv="isvA", used=["m-a"], unused=[])
+
+    assert charged == ["m-a"] and account.spent("m-a") == 3.0
+    with pytest.raises(ValueError, match="outside"):
+        split_by_receipt(["m-a", "m-b"], entry_bitmap([0, 2], 3))
+    with pytest.raises(ValueError, match="decode"):
+        split_by_receipt(["m-a", "m-b", "m-c"], "z1:not-zlib")
+    big = [f"m{i}" for i in range(30_000)]
+    scattered = entry_bitmap(range(0, 30_000, 5), 30_000)  # one in five held out
+    assert len(scattered) < 5_000
+    assert split_by_receipt(big, scattered)[1] == big[::5]

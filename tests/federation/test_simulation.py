@@ -246,3 +246,6 @@ def test_two_dp_jobs_run_at_once_on_the_same_nodes(
     account = MerchantPrivacyAccount(Path(str(configs[0]["privacy-account"])))
     trained = next(m for m in world.erp["isv0"]["merchant_id"] if not is_holdout(m))
     assert account.spent(trained) == 2 * 3.0  # both jobs charged it, at its one ISV
+    # Every charge was settled by a node's signed receipt (none left provisional).
+    assert all(account.provisional(job_id=j, isv=n.isv_id) == []
+               for j in ("job-left", "job-right") for n in world.nodes)

@@ -178,3 +178,45 @@ def test_secagg_strategy_notes_only_rounds_aggregated_from_one_masked_sum() -> N
     )
 
     assert strategy.masked_rounds == [1]
+
+
+def test_secagg_strategy_sizes_max_weight_from_the_rounds_largest_manifest() -> None:
+    """``on_sized`` gets the largest manifest count, so no node's weight factor exceeds 1."""
+    calls: list[tuple[int, str]] = []
+    strategy, manager = _legacy(calls)
+    counts = {"isv0": 30_000, "isv1": 1_200}
+    inner = strategy.manifest_for
+
+    def manifest_for(server_round: int, isv: str) -> tuple[ConfigRecord, str, int]:
+        cfg, root, _ = inner(server_round, isv)
+        return cfg, root, counts[isv]
+
+    strategy.manifest_for = manifest_for
+    sized: list[int] = []
+    strategy.on_sized = sized.append
+
+    strategy.configure_fit(1, ndarrays_to_parameters([np.zeros(2, dtype=np.float32)]), manager)
+
+    assert sized == [30_000]
+
+
+def test_a_refusal_in_an_error_reply_is_handed_to_the_refusal_check() -> None:
+    """Each error reply goes to check_refusal with the node's manifest root; its note is kept."""
+    seen: list[tuple[str, str, int, str, str]] = []
+
+    def check_refusal(reason: str, isv: str, rnd: int, action: str, root: str) -> str | None:
+        seen.append((reason, isv, rnd, action, root))
+        return "REFUSAL_RECORDED ledger=7" if isv == "isv0" else None
+
+    strategy = _strategy([])
+    strategy.check_refusal = check_refusal
+    train = _send(strategy, 1, "train")
+
+    strategy.aggregate_train(1, _error_replies(train, ERR.POLICY_REFUSED))
+    failures = strategy.as_dict()[1]["failures"]
+
+    assert sorted(s[1:] for s in seen) == [(isv, 1, "train", f"root-1-{isv}")
+                                           for isv in ("isv0", "isv1")]
+    assert any(f.startswith("train@isv0") and f.endswith("(REFUSAL_RECORDED ledger=7)")
+               for f in failures)
+    assert any(f.startswith("train@isv1") and "REFUSAL" not in f for f in failures)

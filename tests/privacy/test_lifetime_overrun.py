@@ -6,6 +6,7 @@ from pathlib import Path
 
 from federation import is_holdout
 from federation.dp import PrivacyLedger
+from federation.lifetime import MerchantPrivacyAccount, split_by_receipt
 from federation.specs import DPBudget
 
 from ..federation._flworld import World
@@ -33,6 +34,36 @@ def test_spent_merchants_sit_out_the_round_whatever_lifetime_the_server_names(
     assert reply_receipt(node, reply).merchants_used == len(fresh)
     assert all(ledger.merchant_spent(m) == 6.0 for m in spent)
     assert all(ledger.merchant_spent(m) == 3.0 for m in fresh)
+
+
+def test_the_platform_account_charges_exactly_whom_the_nodes_receipt_says_it_used(
+    world: World, tmp_path: Path
+) -> None:
+    """Charged per manifest, settled by the node's signed receipt: spent and held-out refunded."""
+    node = own_node(world, "isv2", tmp_path,
+                    "min-cohort = 5\nmax-epsilon-lifetime = 6.0\nmax-epsilon-per-job = 3.0")
+    entries = world.cohort.by_isv["isv2"]
+    training = [e.merchant_id for e in entries if not is_holdout(e.merchant_id)]
+    spent = training[: len(training) // 3]
+    PrivacyLedger(node.privacy_ledger_path).reserve(
+        job_id="earlier", budget=DPBudget(epsilon=6.0, lifetime_epsilon=6.0), merchant_ids=spent
+    )
+    budget = DPBudget(epsilon=3.0, lifetime_epsilon=20.0)
+    account = MerchantPrivacyAccount(tmp_path / "platform-account.json")
+    ids = [e.merchant_id for e in entries]
+    account.charge(job_id="job-exact", budget=budget, isv="isv2", merchant_ids=ids)
+    token = manifest(world, "isv2", entries, job_id="job-exact", round=1)
+
+    reply = send(node, model_message(token, job_id="job-exact", round=1,
+                                     encoder=grid_encoder(world, "isv2")))
+    receipt = reply_receipt(node, reply)  # verified with the node's key
+    used, unused = split_by_receipt(ids, receipt.unused_entries)
+    account.settle(job_id="job-exact", budget=budget, isv="isv2", used=used, unused=unused)
+
+    assert sorted(used) == sorted(set(training) - set(spent))
+    assert len(used) == receipt.merchants_used
+    assert all(account.spent(m) == 3.0 for m in used)
+    assert all(account.spent(m) == 0.0 for m in unused)  # spent at the node, or held out
 
 
 def test_raising_epsilon_mid_job_is_charged_at_its_true_cost(world: World, tmp_path: Path) -> None:
