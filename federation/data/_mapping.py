@@ -57,8 +57,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .._errors import MappingError
-from .._errors import DataError
+from .._errors import DataError, MappingError
 from ..schema import AS_OF, ERP_FEATURES, ERP_OPTIONAL_FIELDS, MERCHANT_ID, FieldSpec, declare_field
 
 __all__ = ["ColumnMapping", "load_mapping"]

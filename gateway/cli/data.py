@@ -13,7 +13,6 @@ from rich.table import Table
 
 from federation._errors import DataError
 from federation.data import ColumnMapping, Connector, load_mapping, make_connector
-from federation.schema import ERP_FEATURES
 from federation.synth import SynthParams, write_world
 
 from ._common import console, fail
