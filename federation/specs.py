@@ -26,6 +26,9 @@ A user spec is a TOML file (:func:`load_spec_file`; examples in
 
     [preprocessing]
     bins = 10                         # quantile bins per field (+ one missing-value bin)
+    scaling = "bins"                  # or "standardise": one z value per field (rounded to
+                                      # `bins` levels) + a missing indicator, mean and scale
+                                      # read off the nodes' DP sketches (no extra ε)
 
     [training]
     rounds = 10
@@ -90,6 +93,7 @@ DEFAULT_LIFETIME_EPSILON = 10.0
 _ARCHS = ("logistic", "mlp")
 _STRATEGIES = ("fedavg", "fedprox")
 _PURPOSES = ("model_training",)
+_SCALINGS = ("bins", "standardise")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +156,9 @@ class ModelSpec:
         Quantile bins per feature, edges from federated sketches.
     purpose : str, default "model_training"
         The consent purpose a training manifest names.
+    scaling : str, default "bins"
+        ``"bins"`` (quantile bins + missing bin) or ``"standardise"``
+        (:mod:`federation.standardise`; ``n_bins`` is then the number of levels).
     extras : tuple[FieldSpec, ...], default ()
         Extra feature fields beyond the core ERP fields (optional schema fields and
         ISV-declared ones), used where their category is consented.
@@ -171,9 +178,14 @@ class ModelSpec:
     dp: DPBudget | None = field(default=None)
     n_bins: int = 10
     purpose: str = "model_training"
+    scaling: str = "bins"
     extras: tuple[FieldSpec, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.scaling not in _SCALINGS:
+            raise SpecError(
+                f"spec {self.name!r}: scaling must be one of {_SCALINGS}, got {self.scaling!r}"
+            )
         names = [f.name for f in self.extras]
         if len(set(names)) != len(names):
             raise SpecError(f"spec {self.name!r}: extra fields named twice: {names}")
@@ -280,6 +292,7 @@ def spec_to_run_config(spec: ModelSpec) -> dict[str, Any]:
         "strategy": spec.strategy,
         "proximal-mu": spec.proximal_mu,
         "n-bins": spec.n_bins,
+        "scaling": spec.scaling,
         "purpose": spec.purpose,
         "dp-epsilon": dp.epsilon if dp else 0.0,
         "dp-delta": dp.delta if dp else DEFAULT_DELTA,
@@ -294,7 +307,7 @@ _SPEC_TABLES: Mapping[str, Mapping[str, str]] = MappingProxyType(
         "": {"name": "name", "label": "label", "categories": "categories", "purpose": "purpose",
              "optional_fields": "optional_fields"},
         "model": {"family": "arch", "size": "hidden"},
-        "preprocessing": {"bins": "n_bins"},
+        "preprocessing": {"bins": "n_bins", "scaling": "scaling"},
         "training": {
             "rounds": "rounds",
             "local_epochs": "local_epochs",
@@ -365,7 +378,7 @@ def load_spec_file(path: str | Path) -> ModelSpec:
                 what = "an integer" if kind is int else "a number"
                 raise SpecError(f"{path}: {key} must be {what}")
             kwargs[key] = kind(value)
-    for key in ("name", "label", "arch", "strategy", "purpose"):
+    for key in ("name", "label", "arch", "strategy", "purpose", "scaling"):
         if key in kwargs and not isinstance(kwargs[key], str):
             raise SpecError(f"{path}: {key} must be a string")
     try:
@@ -402,6 +415,9 @@ def _extras(path: str | Path, optional: Any, declared: Any) -> tuple[FieldSpec, 
     return tuple(out)
 
 
+_LATER_KEYS = (EXTRA_FIELDS_KEY, "scaling")  # absent from lineages written before them
+
+
 def _base_spec(run_config: Mapping[str, Any]) -> ModelSpec:
     """The spec a run config starts from: its spec file, a named spec, or a complete record."""
     spec_file = run_config.get(SPEC_FILE_KEY)
@@ -412,7 +428,7 @@ def _base_spec(run_config: Mapping[str, Any]) -> ModelSpec:
         return SPECS[name]
     # A finished job's lineage (or a node's job record) carries every value: no file needed.
     template = spec_to_run_config(SPECS["pd-erp"])
-    if name and all(k in run_config for k in template if k != EXTRA_FIELDS_KEY):
+    if name and all(k in run_config for k in template if k not in _LATER_KEYS):
         categories = tuple(c for c in str(run_config["categories"]).split(",") if c)
         return ModelSpec(name=name, categories=categories, label=str(run_config["label"]))
     return get_spec(name)  # raises UNKNOWN_SPEC
@@ -453,6 +469,7 @@ def spec_from_run_config(run_config: Mapping[str, Any]) -> ModelSpec:
             strategy=str(merged["strategy"]),
             proximal_mu=float(merged["proximal-mu"]),
             n_bins=int(merged["n-bins"]),
+            scaling=str(merged.get("scaling", "bins")),
             purpose=str(merged["purpose"]),
             dp=dp,
             extras=fields_from_json(str(merged.get(EXTRA_FIELDS_KEY, "[]"))),
