@@ -161,6 +161,7 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         check_token: TokenCheck,
         encoder: Mapping[str, np.ndarray],
         on_round: Callable[[RoundLog], None] | None,
+        evaluate_fn: Callable[[int, ArrayRecord], Any] | None = None,
     ) -> None:
         n = len(nodes)
         super().__init__(
@@ -174,6 +175,7 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         self.check_token = check_token
         self.encoder = _npz(encoder)
         self.on_round = on_round
+        self.evaluate_fn = evaluate_fn
         self.rounds: dict[int, RoundLog] = {}
         self._configs: RoundConfigs[dict[str, Scalar]] = RoundConfigs()
         self.masked_rounds: list[int] = []
@@ -217,8 +219,17 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        """One EvaluateIns per identified node, reusing the round's manifests."""
+        """One EvaluateIns per identified node, reusing the round's manifests.
+
+        ``parameters`` is the round's unmasked global model (SecAgg+ masks only the
+        fit updates); ``evaluate_fn`` sees exactly the weights the nodes validate, so
+        the best round can be kept as without SecAgg+.
+        """
         self._params = parameters
+        if self.evaluate_fn is not None and server_round >= 1:
+            weights = parameters_to_ndarrays(parameters)
+            self.evaluate_fn(server_round, ArrayRecord(
+                {str(i): Array(np.ascontiguousarray(w)) for i, w in enumerate(weights)}))
         return self._instructions(server_round, client_manager, EvaluateIns)
 
     def _screen(
@@ -286,6 +297,7 @@ def run_secagg_rounds(
     num_shares: float = 1.0,
     reconstruction_threshold: float = 0.67,
     timeout: float | None = None,
+    evaluate_fn: Callable[[int, ArrayRecord], Any] | None = None,
 ) -> tuple[list[np.ndarray], dict[int, RoundLog], list[int]]:
     """Run ``rounds`` of SecAgg+ FedAvg over the identified nodes.
 
@@ -310,6 +322,9 @@ def run_secagg_rounds(
     reconstruction_threshold : float, default 0.67
         Fraction of shares needed to unmask.
     timeout : float | None, default None
+    evaluate_fn : Callable[[int, ArrayRecord], Any] | None, default None
+        Called with each round's global weights as the nodes receive them for
+        validation (:meth:`federation.bestround.BestRound.capture`).
 
     Returns
     -------
@@ -324,6 +339,7 @@ def run_secagg_rounds(
         check_token=check_token,
         encoder=encoder,
         on_round=on_round,
+        evaluate_fn=evaluate_fn,
     )
     legacy = LegacyContext(
         context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy
