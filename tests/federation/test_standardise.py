@@ -102,3 +102,51 @@ def test_spec_scaling_option(tmp_path: Path) -> None:
                     '[preprocessing]\nscaling = "zscore"\n', "utf-8")
     with pytest.raises(SpecError):
         load_spec_file(path)
+
+
+def test_a_node_trains_and_evaluates_on_a_standardiser(tmp_path: Path) -> None:
+    """The real ClientApp takes a standardiser from the message, trains and evaluates on it;
+    the same model with a too-fine standardiser is refused by the node's policy."""
+    from dataclasses import replace
+
+    from flwr.app import Array, ArrayRecord, RecordDict
+
+    from federation.apps import ERR, build_client_app, job_record
+    from federation.apps._keys import ARRAYS_KEY, ENCODER_KEY, JOB_KEY, METRICS_KEY
+    from federation.models import build_g_erp, get_weights
+    from federation.schema import erp_fields_for
+
+    from ._flworld import incoming, make_world, node_context, signed_manifest
+
+    world = make_world(tmp_path / "world")
+    cats = ("margins", "cash_and_debt")
+    spec = replace(get_spec("pd-erp"), categories=cats, batch_size=16, scaling="standardise")
+    cols = erp_fields_for(cats)
+    sketch = dp_sketch(world.erp["isv0"], cols, noise_multiplier=0.5,
+                       rng=np.random.default_rng(0))
+    tab = pd.read_parquet(world.labels_path)
+    labels = dict(zip(tab["merchant_id"], tab["default_12m"].astype(int), strict=True))
+
+    def message(enc: StandardEncoder, action: str, job: str) -> object:
+        token = signed_manifest(world, "isv0", job_id=job, round=1, categories=cats,
+                                labels=labels)
+        model = build_g_erp(spec.arch, enc.n_outputs)
+        return incoming(RecordDict({
+            JOB_KEY: job_record(spec=spec, job_id=job, round=1, manifest=token),
+            ARRAYS_KEY: ArrayRecord({str(i): Array(w) for i, w in enumerate(get_weights(model))}),
+            ENCODER_KEY: ArrayRecord({k: Array(v) for k, v in enc.to_arrays().items()}),
+        }), action)
+
+    enc = make_encoder(QuantileSketch.merge([sketch]), scaling="standardise", n_bins=10)
+    assert isinstance(enc, StandardEncoder)
+    node = world.node("isv0")
+    reply = build_client_app()(message(enc, "train", "job-std-train"), node_context(node))
+    assert not reply.has_error(), reply.error if reply.has_error() else None
+    assert reply.content.array_records[ARRAYS_KEY]["0"].numpy().shape[-1] == 2 * len(cols)
+    reply = build_client_app()(message(enc, "evaluate", "job-std-eval"), node_context(node))
+    assert not reply.has_error(), reply.error if reply.has_error() else None
+    assert 0.0 <= reply.content.metric_records[METRICS_KEY]["auc"] <= 1.0
+    fine = StandardEncoder(enc.params, levels=500)
+    reply = build_client_app()(message(fine, "train", "job-std-fine"), node_context(node))
+    assert reply.has_error() and reply.error.code == ERR.POLICY_REFUSED
+    assert "ENCODER_TOO_FINE" in reply.error.reason
