@@ -176,6 +176,10 @@ def run(
     local_epochs: Annotated[int | None, typer.Option("--local-epochs", min=1)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
     bins: Annotated[int | None, typer.Option("--bins", min=2, help="Quantile bins.")] = None,
+    scaling: Annotated[
+        str | None,
+        typer.Option("--scaling", help="Preprocessing: bins or standardise (levels = --bins)."),
+    ] = None,
     family: Annotated[
         str | None, typer.Option("--family", help="Model family: logistic or mlp.")
     ] = None,
@@ -205,7 +209,7 @@ def run(
     sessions()  # creates the schema on first use
     overrides = {
         "rounds": rounds, "lr": lr, "local-epochs": local_epochs, "batch-size": batch_size,
-        "n-bins": bins, "arch": family, "hidden": size, "strategy": strategy,
+        "n-bins": bins, "scaling": scaling, "arch": family, "hidden": size, "strategy": strategy,
         "dp-epsilon": dp_epsilon,
         "holdout-buckets": _holdout_buckets(config_file),
     }
