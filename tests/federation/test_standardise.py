@@ -140,10 +140,12 @@ def test_a_node_trains_and_evaluates_on_a_standardiser(tmp_path: Path) -> None:
     enc = make_encoder(QuantileSketch.merge([sketch]), scaling="standardise", n_bins=10)
     assert isinstance(enc, StandardEncoder)
     node = world.node("isv0")
-    reply = build_client_app()(message(enc, "train", "job-std-train"), node_context(node))
+    train = message(enc, "train", "job-std-train")
+    reply = build_client_app()(train, node_context(node))
     assert not reply.has_error(), reply.error if reply.has_error() else None
     assert reply.content.array_records[ARRAYS_KEY]["0"].numpy().shape[-1] == 2 * len(cols)
-    reply = build_client_app()(message(enc, "evaluate", "job-std-eval"), node_context(node))
+    # Evaluation only of a model the node received in a job it trained in (its register).
+    reply = build_client_app()(incoming(train.content, "evaluate"), node_context(node))
     assert not reply.has_error(), reply.error if reply.has_error() else None
     assert 0.0 <= reply.content.metric_records[METRICS_KEY]["auc"] <= 1.0
     fine = StandardEncoder(enc.params, levels=500)
