@@ -175,7 +175,7 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         self.check_token = check_token
         self.encoder = _npz(encoder)
         self.on_round = on_round
-        self.evaluate_fn = evaluate_fn
+        self.capture = evaluate_fn  # not `evaluate_fn`: legacy FedAvg calls that one itself
         self.rounds: dict[int, RoundLog] = {}
         self._configs: RoundConfigs[dict[str, Scalar]] = RoundConfigs()
         self.masked_rounds: list[int] = []
@@ -226,9 +226,9 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         the best round can be kept as without SecAgg+.
         """
         self._params = parameters
-        if self.evaluate_fn is not None and server_round >= 1:
+        if self.capture is not None and server_round >= 1:
             weights = parameters_to_ndarrays(parameters)
-            self.evaluate_fn(server_round, ArrayRecord(
+            self.capture(server_round, ArrayRecord(
                 {str(i): Array(np.ascontiguousarray(w)) for i, w in enumerate(weights)}))
         return self._instructions(server_round, client_manager, EvaluateIns)
 

@@ -202,6 +202,8 @@ def test_secagg_jobs_keep_the_best_round_by_the_nodes_validation() -> None:
     for rnd, (a0, a1) in aucs.items():
         weights = [np.full(2, float(rnd), dtype=np.float32)]
         strategy.configure_fit(rnd, ndarrays_to_parameters(weights), manager)
+        # The legacy workflow's centralised evaluation runs first; it must not call the hook.
+        assert strategy.evaluate(rnd, ndarrays_to_parameters(weights)) is None
         instructions = strategy.configure_evaluate(rnd, ndarrays_to_parameters(weights), manager)
         assert len(instructions) == 2
         results = [
