@@ -242,6 +242,27 @@ def _parse(lines: Iterable[str | bytes], now: datetime, workers: int) -> list[_P
     return out
 
 
+def _insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Rows into ``table`` on the session's connection (its transaction).
+
+    PostgreSQL: one ``COPY … FROM STDIN`` (every value is a str, int, None or a
+    timezone-aware UTC datetime, which psycopg writes as ``timestamptz`` text);
+    SQLite: Core ``executemany`` (its datetime storage stays SQLAlchemy's).
+    """
+    conn = session.connection()
+    if conn.dialect.name == "postgresql" and rows:
+        columns = list(rows[0])
+        cols = ", ".join(f'"{c}"' for c in columns)
+        raw = conn.connection.driver_connection
+        assert raw is not None, "an open PostgreSQL connection"
+        with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({cols}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+        return
+    for i in range(0, len(rows), _CHUNK):
+        conn.execute(table.insert(), rows[i:i + _CHUNK])
+
+
 def import_consents(
     session: Session,
     lines: Iterable[str | bytes],
@@ -330,11 +351,7 @@ def import_consents(
                        "data_provider": t.data_provider, "data_consumer": t.data_consumer,
                        "status": Status.ACTIVE.value, "version": 2, "use_count": 0,
                        "period_uses": 0, "last_used_at": None, "updated_at": when})
-    # Core inserts: the ORM's bulk path costs more per row than the rows' own encoding.
-    conn = session.connection()
     for model, rows in ((ArtefactRow, artefacts), (EventRow, events), (StateRow, states)):
-        table = cast(Table, model.__table__)
-        for i in range(0, len(rows), _CHUNK):
-            conn.execute(table.insert(), rows[i:i + _CHUNK])
+        _insert(session, cast(Table, model.__table__), rows)
     session.flush()
     return ImportResult(len(parsed), entries[0].seq, entries[-1].seq)
