@@ -39,6 +39,8 @@ from sqlalchemy import create_engine, text
 import consent
 from gateway.db import create_schema, make_engine, make_sessionmaker
 
+from ._common import Row, add_exit_option, finish
+
 __all__ = ["DEFAULT_BULK", "bulk_rows", "make_lines"]
 
 DEFAULT_BULK = 20_000
@@ -96,9 +98,10 @@ def _rate(url: str, lines: list[str], cm: Ed25519PrivateKey, workers: int = 1) -
             result = consent.import_consents(s, lines, key=cm, workers=workers)
         seconds = time.perf_counter() - started
         with sessions() as s:
-            got = consent.cohort_entries(s, data_provider="isv-bulk", data_consumer="platform",
-                                         purpose="model_training", categories=["turnover"],
-                                         at=datetime.now(UTC), consent_manager_key=cm.public_key())
+            use = consent.Use(data_provider="isv-bulk", data_consumer="platform",
+                              purpose="model_training", categories=["turnover"],
+                              at=datetime.now(UTC))
+            got = consent.cohort_entries(s, use, consent_manager_key=cm.public_key())
         if result.count != len(lines) or len(got) != len(lines):
             raise RuntimeError(f"imported {result.count}, cohort sees {len(got)} of {len(lines)}")
     finally:
@@ -138,8 +141,7 @@ def _pg_schema(base: str) -> tuple[str, Callable[[], None]]:
     return f"{base}{sep}options=-csearch_path%3D{schema}", drop
 
 
-def bulk_rows(n: int, workdir: Path, row: Callable[..., Any], *, postgres: bool = True
-              ) -> list[Any]:
+def bulk_rows(n: int, workdir: Path, *, postgres: bool = True) -> list[Row]:
     """Rows: import rate on SQLite (and PostgreSQL) with the one-grant-each peer's rate."""
     now = datetime.now(UTC)
     cm = Ed25519PrivateKey.generate()
@@ -153,8 +155,8 @@ def bulk_rows(n: int, workdir: Path, row: Callable[..., Any], *, postgres: bool 
         backends.append(("PostgreSQL", lambda _tag: _pg_schema(base)))
     rows = []
     for name, make in backends:
-        # The row's ratio is the import's cost in bare verifications (verify rate ÷ import
-        # rate; lower is better, 1× is the one-core floor); the grant row's is import ÷ grant.
+        # Rates: Row.versus is fedgate ÷ peer (for the verify peer: the share of a bare
+        # verification's speed the whole import keeps; 1× is the one-process floor).
         rates = {}
         for workers in (1, 2):
             verify = _verify_rate(docs)  # the same load as the import right after it
@@ -163,45 +165,44 @@ def bulk_rows(n: int, workdir: Path, row: Callable[..., Any], *, postgres: bool 
                 rate = rates[workers] = _rate(url, lines, cm, workers)
             finally:
                 drop()
-            rows.append(row(f"consent import, {n:,} consents with approvals ({name}, "
+            rows.append(Row(f"consent import, {n:,} consents with approvals ({name}, "
                             f"{'one process' if workers == 1 else '2 verifier processes'}); "
-                            "peer: bare Ed25519 verify of the same approvals; ratio: an "
-                            "import's cost in bare verifies", rate, "/s", verify,
-                            "≥ 1,000 /s", rate >= 1000, verify / rate))
+                            "peer: bare Ed25519 verify of the same approvals", rate, "/s",
+                            "bare verify", verify, "≥ 1,000 /s", rate >= 1000))
         url, drop = make("grant")
         try:
             peer = _grant_rate(url, peer_docs, cm)
         finally:
             drop()
-        rows.append(row(f"consent grant, one per consent ({name}); ratio: the one-process "
-                        "import ÷ this", peer, "/s", None, "", None, rates[1] / peer))
+        rows.append(Row(f"consent import, {n:,} consents with approvals ({name}, one "
+                        "process); peer: one grant each", rates[1], "/s", "one grant each", peer,
+                        "≥ 1,000 /s", rates[1] >= 1000))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Only the bulk-import rows, with the load average before and after."""
+    """Only the bulk-import rows, with the load average before and after (exit: ``finish``)."""
     import tempfile
-
-    from .consent import BenchRow
 
     parser = argparse.ArgumentParser(prog="python -m bench._bulk_consent")
     parser.add_argument("--bulk", type=int, default=DEFAULT_BULK)
     parser.add_argument("--no-postgres", action="store_true")
+    add_exit_option(parser)
     args = parser.parse_args(argv)
     before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = bulk_rows(args.bulk, Path(tmp), BenchRow, postgres=not args.no_postgres)
+        rows = bulk_rows(args.bulk, Path(tmp), postgres=not args.no_postgres)
     after = os.getloadavg()
-    print("| metric | fedgate | peer | ratio | target | met |")
+    print("| metric | fedgate | peer | fedgate ÷ peer | target | met |")
     print("|---|---:|---:|---:|---|---|")
     for r in rows:
-        peer = "—" if r.peer_value is None else f"{r.peer_value:,.0f} {r.unit}"
+        peer = "—" if r.peer_value is None else f"{r.peer_value:,.0f} {r.unit} ({r.peer})"
         met = "" if r.met is None else ("✔" if r.met else "✘")
-        print(f"| {r.metric} | {r.fedgate:,.0f} {r.unit} | {peer} | {r.ratio:.1f}× | "
-              f"{r.target} | {met} |")
+        vs = "—" if r.versus is None else f"{r.versus:.2f}×"
+        print(f"| {r.metric} | {r.value:,.0f} {r.unit} | {peer} | {vs} | {r.target} | {met} |")
     print(f"load average (1/5/15 min): before {before[0]:.1f}/{before[1]:.1f}/{before[2]:.1f}, "
           f"after {after[0]:.1f}/{after[1]:.1f}/{after[2]:.1f}")
-    return 0
+    return finish(rows, no_fail=args.no_fail)
 
 
 if __name__ == "__main__":

@@ -65,9 +65,9 @@ def _dataset_rows(name: str, data: RealDataset, cfg: Any, work: Path, digest: An
     from bench.federation import (
         DP_DELTA,
         DP_EPSILON,
-        BenchRow,
         _auc_row,
         _node_world,
+        _row,
         _slots,
         run_flower_job,
     )
@@ -120,7 +120,7 @@ def _dataset_rows(name: str, data: RealDataset, cfg: Any, work: Path, digest: An
     y_plat = plat[LABEL].to_numpy()[is_test]
     auc_f = float(auc(y_plat, est.platform_only))
     auc_fg = float(auc(y_plat, est.with_erp))
-    rows.append(BenchRow(name, "f_platform logistic (cross-fitted), test", auc_f, "AUC"))
+    rows.append(_row(name, "f_platform logistic (cross-fitted), test", auc_f, "AUC"))
     verdict = "open" if gated.open else "closed: f alone"
     rows.append(_auc_row(name, f"f + g, gated combiner on hold-out g (gate {verdict})", auc_fg,
                          "f", auc_f, "≥ f", auc_fg >= auc_f - 1e-12))

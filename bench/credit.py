@@ -65,6 +65,7 @@ import ledger
 from gateway import credit
 from gateway.db import create_schema, make_engine, make_sessionmaker
 
+from ._common import Row, add_exit_option, finish
 from .ledger import _check_postgres, _postgres
 
 DEFAULT_MERCHANTS = 20_000
@@ -106,7 +107,7 @@ class Result:
     merchants: int
     books: list[Book] = field(default_factory=list)
     auc: dict[str, float] = field(default_factory=dict)
-    throughput: list[tuple[str, str, float, float, str]] = field(default_factory=list)
+    throughput: list[Row] = field(default_factory=list)  # section: the database
     digests: dict[str, str] = field(default_factory=dict)
 
 
@@ -372,16 +373,12 @@ def throughput(
     result.digests[name] = digest
     n = len(events)
     result.throughput.append(
-        (f"import {n:,} loan events", name, t_import, t_peer, "bare multi-row INSERT, no checks")
+        _throughput_row(f"import {n:,} loan events", name, t_import, t_peer,
+                        "bare multi-row INSERT, no checks")
     )
     result.throughput.append(
-        (
-            f"close a month, {close.loans:,} active loans",
-            name,
-            t_close,
-            t_mem,
-            "accrual in memory, no database",
-        )
+        _throughput_row(f"close a month, {close.loans:,} active loans", name, t_close, t_mem,
+                        "accrual in memory, no database")
     )
 
 
@@ -401,6 +398,11 @@ def run(
     if len(set(result.digests.values())) != 1:
         raise SystemExit(f"accrual digests differ between databases: {result.digests}")
     return result
+
+
+def _throughput_row(metric: str, db: str, seconds: float, peer: float, peer_is: str) -> Row:
+    """A throughput row: fedgate's seconds against the peer's, target ≤ 60 s."""
+    return Row(metric, seconds, "s", peer_is, peer, "≤ 60 s", seconds <= 60, db, "ratio")
 
 
 def render(r: Result) -> str:
@@ -458,11 +460,11 @@ def render(r: Result) -> str:
         "| throughput | database | fedgate | peer | peer is | fedgate ÷ peer | target |",
         "|---|---|---:|---:|---|---:|---|",
     ]
-    for metric, db, t, peer, what in r.throughput:
-        mark = "✔" if t <= 60 else "✘"
+    for row in r.throughput:
+        mark = "✔" if row.met else "✘"
         out.append(
-            f"| {metric} | {db} | {t:.1f} s | {peer:.1f} s | {what} | {t / peer:.1f}× "
-            f"| ≤ 60 s {mark} |"
+            f"| {row.metric} | {row.section} | {row.value:.1f} s | {row.peer_value:.1f} s "
+            f"| {row.peer} | {row.versus:.1f}× | {row.target} {mark} |"
         )
     out.append("")
     out.append(f"accrual digest (equal everywhere): {next(iter(r.digests.values()))[:16]}…")
@@ -476,13 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loans", type=int, default=DEFAULT_LOANS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-postgres", action="store_true")
+    add_exit_option(ap)
     args = ap.parse_args(argv)
     url = None if args.no_postgres else os.environ.get("FEDGATE_BENCH_POSTGRES_URL", DEFAULT_PG_URL)
     started = time.perf_counter()
     result = run(args.merchants, args.loans, seed=args.seed, pg_url=url)
     print(render(result))
     print(f"\n(wall time {time.perf_counter() - started:.0f} s)")
-    return 0
+    return finish(result.throughput, no_fail=args.no_fail)
 
 
 if __name__ == "__main__":

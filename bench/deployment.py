@@ -40,6 +40,8 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
+from ._common import Row, add_exit_option, finish, require
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMES_KEY = "bench-times"
 
@@ -131,7 +133,9 @@ def _fedgate_timed_server() -> Any:
     def main(grid: Grid, context: Context) -> None:
         cfg = json.loads(Path(str(context.run_config["job-file"])).read_text())
         times: list[float] = []
-        server = make_server_app(run_config=cfg, on_round=lambda _log: times.append(time.perf_counter()))
+        server = make_server_app(
+            run_config=cfg, on_round=lambda _log: times.append(time.perf_counter())
+        )
         server(grid, context)
         Path(cfg[TIMES_KEY]).write_text(json.dumps(times))
 
@@ -155,13 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--out", type=Path, default=None)
+    add_exit_option(parser)
     args = parser.parse_args(argv)
     os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     sys.path.insert(0, str(ROOT))
-
-    from gateway.db import make_engine, make_sessionmaker
-    from gateway.migrate import ensure_schema
-    from tests.federation._flworld import grant_consents, make_world
 
     from federation.deploy import (
         LocalFederation,
@@ -171,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         sign_fab,
         store_signed_fab,
     )
+    from gateway.db import make_engine, make_sessionmaker
+    from gateway.migrate import ensure_schema
+    from tests.federation._flworld import grant_consents, make_world
 
     tmp = Path(tempfile.mkdtemp(prefix="fedgate-bench-deploy-")) if args.out is None else args.out
     db = f"sqlite:///{tmp / 'platform.db'}"
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     world = make_world(tmp / "world")
     grant_consents(world, sessions)
     fed = LocalFederation(tmp / "fed").up()
-    rows: list[tuple[str, list[float], str]] = []
+    timings: list[tuple[str, list[float], str]] = []
     try:
         def fab_hash(server: str, client: str, name: str) -> tuple[str, str]:
             fab = build_fab(fab_pyproject(serverapp=server, clientapp=client, name=name))
@@ -215,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
 
             times = tmp / f"{name}.times.json"
             cfg = {
-                **world.run_config(job_id=name, db_url=db, out=name, categories="cash_and_debt,margins"),
+                **world.run_config(
+                    job_id=name, db_url=db, out=name, categories="cash_and_debt,margins"
+                ),
                 "rounds": args.rounds, "min-nodes": 3, "timeout-s": 300, TIMES_KEY: str(times),
                 **extra,
             }
@@ -228,41 +234,44 @@ def main(argv: list[str] | None = None) -> int:
             per = _per_round(times)
             if fab == timed:
                 doc = json.loads((Path(str(cfg["out-dir"])) / "result.json").read_text())
-                assert doc["status"] == "succeeded", doc.get("failures")
-                assert len(doc["rounds"]) == args.rounds
-                assert len([r for r in doc["receipts"] if r["action"] == "train"]) == 3 * args.rounds
+                trains = [r for r in doc["receipts"] if r["action"] == "train"]
+                require(doc["status"] == "succeeded", f"{name}: {doc.get('failures')}")
+                require(len(doc["rounds"]) == args.rounds, f"{name}: {len(doc['rounds'])} rounds")
+                require(len(trains) == 3 * args.rounds, f"{name}: {len(trains)} train receipts")
             return per
 
         nodes("subprocess")
         t = time.perf_counter()
-        rows.append(("bare Flower app, Flower defaults (subprocess isolation) — peer",
-                     job("bare-sub", bare), ""))
-        rows.append(("fedgate apps, subprocess isolation", job("fg-sub", timed), ""))
+        timings.append(("bare Flower app, Flower defaults (subprocess isolation) — peer",
+                        job("bare-sub", bare), ""))
+        timings.append(("fedgate apps, subprocess isolation", job("fg-sub", timed), ""))
         nodes("process")
-        rows.append(("fedgate apps, process isolation + warm executor (default)",
-                     job("fg-proc", timed), "≤ 0.5×"))
-        rows.append(("fedgate apps + SecAgg+, default isolation",
-                     job("fg-secagg", timed, secagg=True), ""))
+        timings.append(("fedgate apps, process isolation + warm executor (default)",
+                        job("fg-proc", timed), "≤ 0.5×"))
+        timings.append(("fedgate apps + SecAgg+, default isolation",
+                        job("fg-secagg", timed, secagg=True), ""))
         total = time.perf_counter() - t
     finally:
         stray = fed.down()
-    peer = statistics.median(rows[0][1])
+    peer = statistics.median(timings[0][1])
+    rows = [
+        Row(name, statistics.median(per), "s/round", "bare Flower app", peer, target,
+            (statistics.median(per) / peer <= 0.5) if target else None, compare="ratio")
+        for name, per, target in timings
+    ]
     print(f"\n### Deployment — `python -m bench.deployment --rounds {args.rounds}` "
           f"(3 SuperNodes on loopback; {total:.0f} s)\n")
     print("| setting | s/round (median) | rounds timed | vs peer | target |")
     print("|---|---:|---:|---:|---|")
-    for name, per, target in rows:
-        med = statistics.median(per)
-        mark = ""
-        if target:
-            mark = f"{target} {'✔' if med / peer <= 0.5 else '✘'}"
-        print(f"| {name} | {med:.2f} | {len(per)} | {med / peer:.2f}× | {mark} |")
-    sec = statistics.median(rows[3][1]) - statistics.median(rows[2][1])
+    for row, (_, per, _) in zip(rows, timings, strict=True):
+        mark = "" if row.met is None else f"{row.target} {'✔' if row.met else '✘'}"
+        print(f"| {row.metric} | {row.value:.2f} | {len(per)} | {row.versus:.2f}× | {mark} |")
+    sec = rows[3].value - rows[2].value
     print(f"\nSecAgg+ cost per round: {sec:+.2f} s over the default setting.")
     if stray:
         print(f"stray processes after shutdown: {stray}")
         return 1
-    return 0
+    return finish(rows, no_fail=args.no_fail)
 
 
 if __name__ == "__main__":

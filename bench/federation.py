@@ -86,6 +86,8 @@ from federation.realdata import ISV_COLUMN, PAKDD_ERP, PAKDD_PLATFORM, load_gmsc
 from federation.schema import AS_OF, FAKE_LABEL, LABEL, MERCHANT_ID, erp_fields_for
 from federation.synth import SynthParams, generate_world, write_world
 
+from ._common import Compare, Row, add_exit_option, best_of, finish
+
 SECTIONS = ("gmsc", "pakdd", "synth", "scale", "dpcost")
 BYOD = "byod"
 ALL_SECTIONS = (*SECTIONS, BYOD)
@@ -187,44 +189,15 @@ class BenchConfig:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class BenchRow:
-    """One line of the table: a value against a named peer, and the target it must meet.
+def _row(section: str, metric: str, value: float, unit: str, peer: str = "—",
+         peer_value: float | None = None, compare: Compare = "diff", target: str = "",
+         met: bool | None = None) -> Row:
+    """A :class:`~bench._common.Row` of this benchmark's tables, its section first.
 
     ``compare`` is ``"diff"`` (value − peer, for scores) or ``"ratio"`` (value ÷ peer,
     for costs); ``met`` is None when the row has no target.
     """
-
-    section: str
-    metric: str
-    value: float
-    unit: str
-    peer: str = "—"
-    peer_value: float | None = None
-    compare: str = "diff"
-    target: str = ""
-    met: bool | None = None
-
-    @property
-    def versus(self) -> float | None:
-        """The difference or ratio against the peer, None without one."""
-        if self.peer_value is None or not math.isfinite(self.peer_value):
-            return None
-        if self.compare == "ratio":
-            return self.value / self.peer_value if self.peer_value else None
-        return self.value - self.peer_value
-
-    def __repr__(self) -> str:
-        vs = self.versus
-        if vs is None:
-            shown = ""
-        elif self.compare == "ratio":
-            shown = f", {vs:.2f}x {self.peer}"
-        else:
-            shown = f", {vs:+.4f} vs {self.peer}"
-        flag = "" if self.met is None else (" ok" if self.met else " MISSED")
-        return (f"BenchRow({self.section}: {self.metric} = {self.value:.4f} {self.unit}"
-                f"{shown}{flag})")
+    return Row(metric, value, unit, peer, peer_value, target, met, section, compare)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,22 +220,17 @@ class BenchResult:
     """Everything one run measured, keyed by section."""
 
     config: BenchConfig
-    rows: tuple[BenchRow, ...]
+    rows: tuple[Row, ...]
     jobs: tuple[JobTiming, ...]
     section_seconds: Mapping[str, float]
     digest: str
 
-    def row(self, section: str, metric: str) -> BenchRow:
+    def row(self, section: str, metric: str) -> Row:
         """The row named ``metric`` in ``section`` (KeyError if absent)."""
         for r in self.rows:
             if r.section == section and r.metric == metric:
                 return r
         raise KeyError((section, metric))
-
-    @property
-    def all_met(self) -> bool:
-        """Whether every row with a target met it."""
-        return all(r.met for r in self.rows if r.met is not None)
 
     def __repr__(self) -> str:
         secs = ", ".join(f"{k} {v:.0f}s" for k, v in self.section_seconds.items())
@@ -456,12 +424,14 @@ class AllConsented:
         now = datetime.now(UTC)
         self.start, self.expiry = now - timedelta(days=1), now + timedelta(days=30)
 
-    def entries(self, *, data_provider: str, data_consumer: str, purpose: str,
-                categories: Sequence[str], at: datetime) -> list[Any]:
-        """One entry per merchant in ``data_provider``'s ERP table."""
+    def entries(self, use: Any) -> list[Any]:
+        """One entry per merchant in ``use.data_provider``'s ERP table."""
+        return self._entries(use.data_provider)
+
+    def _entries(self, isv: str) -> list[Any]:
         from consent import ManifestEntry
 
-        ids = pq.read_table(self.erp_paths[data_provider], columns=[MERCHANT_ID])[
+        ids = pq.read_table(self.erp_paths[isv], columns=[MERCHANT_ID])[
             MERCHANT_ID].to_pylist()
         return [
             ManifestEntry(
@@ -482,8 +452,7 @@ class AllConsented:
         from federation.node import Approval
 
         cats = tuple(sorted(CATEGORIES))
-        for e in self.entries(data_provider=isv, data_consumer=CONSUMER, purpose="",
-                              categories=(), at=self.start):
+        for e in self._entries(isv):
             yield Approval(
                 consent_id=e.consent_id, merchant_id=e.merchant_id,
                 artefact_hash=e.artefact_hash, data_provider=isv, data_consumer=CONSUMER,
@@ -611,8 +580,8 @@ def load_job_model(model_path: Path, arch: str) -> tuple[torch.nn.Module, BinEnc
 
 
 def _auc_row(section: str, metric: str, value: float, peer: str, peer_value: float,
-             target: str = "", met: bool | None = None) -> BenchRow:
-    return BenchRow(section, metric, value, "AUC", peer, peer_value, "diff", target, met)
+             target: str = "", met: bool | None = None) -> Row:
+    return _row(section, metric, value, "AUC", peer, peer_value, "diff", target, met)
 
 
 def _subsample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
@@ -664,7 +633,7 @@ def _flower_model_auc(world: FlowerWorld, jobs: list[JobTiming], name: str, arch
         columns=dict(to_slot)))))
 
 
-def gmsc_section(cfg: BenchConfig, work: Path, digest: _Digest) -> tuple[list[BenchRow],
+def gmsc_section(cfg: BenchConfig, work: Path, digest: _Digest) -> tuple[list[Row],
                                                                           list[JobTiming]]:
     """Centralized, local-only, federated (Flower) and DP federated (Flower) on GMSC."""
     data = load_gmsc(seed=cfg.seed)
@@ -688,7 +657,7 @@ def gmsc_section(cfg: BenchConfig, work: Path, digest: _Digest) -> tuple[list[Be
     for col, e in encoder.edges.items():
         digest.add(f"gmsc.edges.{col}", e)
 
-    rows: list[BenchRow] = []
+    rows: list[Row] = []
     central: dict[str, float] = {}
     for arch in cfg.archs:
         central[arch] = auc(y_test, predict_proba(_train_pooled(arch, X_pool, y_pool, cfg),
@@ -727,7 +696,7 @@ def gmsc_section(cfg: BenchConfig, work: Path, digest: _Digest) -> tuple[list[Be
 
 
 def pakdd_section(cfg: BenchConfig, work: Path, digest: _Digest
-                  ) -> tuple[list[BenchRow], list[JobTiming]]:
+                  ) -> tuple[list[Row], list[JobTiming]]:
     """Pooled vs federated (Flower) vs each ISV alone on PAKDD's ERP group (ISVs = shops)."""
     data = load_pakdd(n_isvs=cfg.pakdd_isvs, seed=cfg.seed)
     columns = list(PAKDD_ERP)
@@ -750,7 +719,7 @@ def pakdd_section(cfg: BenchConfig, work: Path, digest: _Digest
     train_pool = pd.concat([_training_rows(t) for t in tables.values()])
     f_model = fit_f_platform(train_pool, train_pool[LABEL], kind="logistic",
                              features=list(PAKDD_PLATFORM), seed=cfg.seed)
-    rows = [BenchRow("PAKDD", "f_platform logistic on the platform group (context)",
+    rows = [_row("PAKDD", "f_platform logistic on the platform group (context)",
                      auc(y_test, f_model.predict_proba(test)), "AUC"),
             _auc_row("PAKDD", f"pooled {arch} (ERP group)", pooled, "—", float("nan"))]
     local = {}
@@ -776,7 +745,7 @@ def pakdd_section(cfg: BenchConfig, work: Path, digest: _Digest
 
 
 def synth_section(cfg: BenchConfig, work: Path, digest: _Digest
-                  ) -> tuple[list[BenchRow], list[JobTiming]]:
+                  ) -> tuple[list[Row], list[JobTiming]]:
     """Platform-only vs platform + federated ERP score: default AUC and fake-trade recall."""
     params = SynthParams(merchants=cfg.synth_merchants, isvs=cfg.synth_isvs, seed=cfg.seed)
     world = generate_world(params)
@@ -809,7 +778,7 @@ def synth_section(cfg: BenchConfig, work: Path, digest: _Digest
     flower = make_flower_world(work / "synth-flower", erp_paths, node_dir / "labels.parquet",
                                data_from=params.data_from, data_to=params.as_of)
 
-    rows: list[BenchRow] = []
+    rows: list[Row] = []
     jobs: list[JobTiming] = []
     for label, spec, arch in ((LABEL, "pd-erp", "logistic"), (FAKE_LABEL, "fake-trade", "mlp")):
         f_model = fit_f_platform(by_id.loc[fit_ids].reset_index(), by_id.loc[fit_ids, label],
@@ -844,15 +813,15 @@ def synth_section(cfg: BenchConfig, work: Path, digest: _Digest
         else:
             base = recall_at_alert_rate(y, pd_est.platform_only, ALERT_RATE)
             with_erp = recall_at_alert_rate(y, pd_est.with_erp, ALERT_RATE)
-            rows.append(BenchRow("synthetic", "fake-trade recall@5% platform only", base,
+            rows.append(_row("synthetic", "fake-trade recall@5% platform only", base,
                                  "recall"))
-            rows.append(BenchRow("synthetic", f"fake-trade recall@5% with ERP ({g_name})",
+            rows.append(_row("synthetic", f"fake-trade recall@5% with ERP ({g_name})",
                                  with_erp, "recall", "platform only", base, "diff",
                                  "> platform only", with_erp > base))
     return rows, jobs
 
 
-def scale_section(cfg: BenchConfig, work: Path) -> tuple[list[BenchRow], list[JobTiming]]:
+def scale_section(cfg: BenchConfig, work: Path) -> tuple[list[Row], list[JobTiming]]:
     """A Flower job on ``scale_merchants`` spread over ``scale_isvs``: s per round, peak RSS."""
     params = SynthParams(merchants=cfg.scale_merchants, isvs=cfg.scale_isvs,
                          seed=cfg.seed, no_isv_share=0.0)
@@ -877,20 +846,20 @@ def scale_section(cfg: BenchConfig, work: Path) -> tuple[list[BenchRow], list[Jo
     label = f"{cfg.scale_isvs} ISVs, {cfg.scale_merchants:,} merchants ({total:,} ERP rows)"
     gib = 1024**3
     return [
-        BenchRow("scale", f"seconds per round, {label}", per_round, "s",
+        _row("scale", f"seconds per round, {label}", per_round, "s",
                  "round 1 incl. statistics", rs[0], "ratio"),
-        BenchRow("scale", f"peak RSS of the process tree, {label}", peak.peak / gib, "GiB",
+        _row("scale", f"peak RSS of the process tree, {label}", peak.peak / gib, "GiB",
                  "bench process before the job", before / gib, "ratio", "≤ 6 GiB",
                  peak.peak / gib <= 6.0),
-        BenchRow("scale", "peak PSS of the process tree (shared pages split)", peak.peak_pss / gib,
+        _row("scale", "peak PSS of the process tree (shared pages split)", peak.peak_pss / gib,
                  "GiB"),
-        BenchRow("scale", "largest single child maxrss (getrusage)", children_max / gib, "GiB"),
-        BenchRow("scale", "job wall time (incl. Ray start)", timing.seconds, "s",
+        _row("scale", "largest single child maxrss (getrusage)", children_max / gib, "GiB"),
+        _row("scale", "job wall time (incl. Ray start)", timing.seconds, "s",
                  "world generation", gen_s, "ratio"),
     ], [timing]
 
 
-def dpcost_section(cfg: BenchConfig) -> list[BenchRow]:
+def dpcost_section(cfg: BenchConfig) -> list[Row]:
     """Seconds for one epoch of Opacus DP-SGD vs the same loop without it (same data)."""
     from federation.dp import train_dp_sgd, train_plain_sgd
     from federation.specs import DPBudget
@@ -915,21 +884,12 @@ def dpcost_section(cfg: BenchConfig) -> list[BenchRow]:
                              batch_size=cfg.dp_batch_size, lr=cfg.dp_lr, budget=budget,
                              history=[], rounds_left=cfg.rounds)
 
-            t_plain, t_dp = _best_of(plain, 3), _best_of(private, 3)
-            rows.append(BenchRow("DP cost", f"DP-SGD epoch {arch} ({len(y):,} rows)", t_dp, "s",
+            t_plain, t_dp = best_of(plain, 3)[0], best_of(private, 3)[0]
+            rows.append(_row("DP cost", f"DP-SGD epoch {arch} ({len(y):,} rows)", t_dp, "s",
                                  "plain SGD", t_plain, "ratio", "≤ 2.5×", t_dp / t_plain <= 2.5))
     finally:
         torch.set_num_threads(threads)
     return rows
-
-
-def _best_of(fn: Callable[[], None], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 # -- run and render ---------------------------------------------------------------------------
@@ -961,7 +921,7 @@ def run(cfg: BenchConfig, *, workdir: Path | None = None,
     if unknown:
         raise ValueError(f"unknown sections {sorted(unknown)}; known: {ALL_SECTIONS}")
     say = progress or (lambda _line: None)
-    rows: list[BenchRow] = []
+    rows: list[Row] = []
     jobs: list[JobTiming] = []
     seconds: dict[str, float] = {}
     digest = _Digest()
@@ -1036,7 +996,8 @@ def _positive(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: parse, run, print the table; exit 1 when a target is missed."""
+    """CLI entry point: parse, run, print the table; exit as :mod:`bench._common` says
+    (1 on a missed target unless ``--no-fail``)."""
     parser = argparse.ArgumentParser(prog="python -m bench.federation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke-test size")
@@ -1053,6 +1014,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale-rss-limit-gib", type=float, default=None)
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep node files and job outputs here (default: a temp folder)")
+    add_exit_option(parser)
     args = parser.parse_args(argv)
     sections = tuple(s for s in args.sections.split(",") if s)
     bad = set(sections) - set(ALL_SECTIONS)
@@ -1078,7 +1040,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                           flush=True))
     print(render(result))
     print(f"\n{result!r}\nwall {time.perf_counter() - started:.0f} s")
-    return 0 if result.all_met else 1
+    return finish(result.rows, no_fail=args.no_fail)
 
 
 if __name__ == "__main__":

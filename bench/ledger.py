@@ -41,11 +41,10 @@ import json
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,6 +59,8 @@ from sqlalchemy.orm import Session, sessionmaker
 import ledger
 from gateway.db import create_schema, make_engine, make_sessionmaker
 from gateway.witness import WitnessEndpoint, collect_cosignatures, make_app, serve_in_thread
+
+from ._common import Row, add_exit_option, finish, timed
 
 DEFAULT_ENTRIES = 1_000_000
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -76,36 +77,11 @@ EXPECTED_DIGESTS: dict[tuple[int, int], str] = {
 
 
 @dataclass(frozen=True, slots=True)
-class BenchRow:
-    """One measured line of the table."""
-
-    metric: str
-    fedgate: float
-    unit: str
-    peer: str = "—"
-    peer_value: float | None = None
-    target: str = ""
-    met: bool | None = None
-
-    @property
-    def ratio(self) -> float | None:
-        """Times better than the peer (higher is better), None without a peer."""
-        if self.peer_value is None or self.peer_value == 0 or self.fedgate == 0:
-            return None
-        per_second = self.unit.endswith("/s")
-        return self.fedgate / self.peer_value if per_second else self.peer_value / self.fedgate
-
-    def __repr__(self) -> str:
-        ratio = f"{self.ratio:.2f}x" if self.ratio is not None else "n/a"
-        return f"BenchRow({self.metric}: {self.fedgate:,.3f} {self.unit}, vs {self.peer} {ratio})"
-
-
-@dataclass(frozen=True, slots=True)
 class BenchResult:
     """Everything one run measured, keyed by the number of entries."""
 
     entries: int
-    rows: tuple[BenchRow, ...]
+    rows: tuple[Row, ...]
     root: bytes
     digest: str
 
@@ -119,12 +95,6 @@ def _items(count: int) -> list[tuple[str, dict[str, Any]]]:
         )
         for i in range(count)
     ]
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
 
 
 def _append_batched(
@@ -194,7 +164,7 @@ def _sqlite(path: Path) -> sessionmaker[Session]:
 
 def _proof_rows(
     factory: sessionmaker[Session], size: int, root: bytes, indices: Sequence[int], label: str
-) -> tuple[BenchRow, float, list[ledger.InclusionProof]]:
+) -> tuple[Row, float, list[ledger.InclusionProof]]:
     """Time proof generation (one session, as a server would hold) and check every proof."""
     with factory() as s:
         ledger.inclusion_proof(s, 0, size)  # warm the connection and statement cache
@@ -204,7 +174,7 @@ def _proof_rows(
     for p in proofs:
         if p.root != root:
             raise SystemExit(f"{label}: proof for {p.index} carries a wrong root")
-    return BenchRow(f"inclusion proof generation, {label}", gen * 1e3, "ms"), gen, proofs
+    return Row(f"inclusion proof generation, {label}", gen * 1e3, "ms"), gen, proofs
 
 
 WITNESSES = 3
@@ -224,7 +194,7 @@ def _median(values: Sequence[float]) -> float:
 
 def _witnessed(
     log: sessionmaker[Session], work: Path, batch: Sequence[tuple[str, dict[str, Any]]], rounds: int
-) -> BenchRow:
+) -> Row:
     """Median latency of sign + 3 loopback cosignatures vs signing alone, ``rounds`` times."""
     verifier = ledger.parse_vkey(ledger.make_vkey(ORIGIN, KEY.public_key()))
     witnesses = [
@@ -253,7 +223,7 @@ def _witnessed(
                 raise SystemExit(f"witnesses refused checkpoint {cp.size}: {outcome.refusals}")
             signing.append(signed - start)
             witnessed.append(done - start)
-    return BenchRow(
+    return Row(
         f"witnessed checkpoint: sign + {WITNESSES} cosignatures, loopback HTTP "
         f"(median of {rounds})",
         _median(witnessed[1:]) * 1e3,
@@ -297,15 +267,15 @@ def _book_log(path: Path, entries: int) -> tuple[sessionmaker[Session], dict[str
     return log, balances
 
 
-def _reconciled_audit(work: Path, entries: int) -> BenchRow:
+def _reconciled_audit(work: Path, entries: int) -> Row:
     """Offline audit of a book-only log with the book recomputed, vs the same audit without."""
     log, balances = _book_log(work / "book.db", entries)
     path = work / "book-export.jsonl"
     with log() as s:
         ledger.export_log(s, path, KEY.public_key(), origin=ORIGIN)
     vkey = ledger.make_vkey(ORIGIN, KEY.public_key())
-    plain_secs, plain = _timed(lambda: ledger.audit_export(path, vkey=vkey, book=False))
-    book_secs, report = _timed(lambda: ledger.audit_export(path, vkey=vkey))
+    plain_secs, plain = timed(lambda: ledger.audit_export(path, vkey=vkey, book=False))
+    book_secs, report = timed(lambda: ledger.audit_export(path, vkey=vkey))
     replay = ledger._reconcile.BookReplay()
     with path.open("rb") as fh:  # the balances, once more, to check the audit's arithmetic
         for line in fh:
@@ -316,7 +286,7 @@ def _reconciled_audit(work: Path, entries: int) -> BenchRow:
         raise SystemExit(f"book audit failed: {report.failure or plain.failure}")
     if {c: b for c, (b, _) in replay.balances().items()} != balances:
         raise SystemExit("recomputed balances differ from the generator's")
-    return BenchRow(
+    return Row(
         f"offline audit verify of {entries:,} book entries, with reconciliation",
         book_secs,
         "s",
@@ -363,7 +333,7 @@ def run(
 
     if pg_url is not None:
         _check_postgres(pg_url)
-    rows: list[BenchRow] = []
+    rows: list[Row] = []
     batch = _items(min(BATCH, entries))
     work = Path(tempfile.mkdtemp(prefix="fedgate-bench-"))
     rng = random.Random(9162)
@@ -375,9 +345,9 @@ def run(
     secs, leaves = _append_batched(log, entries, batch)
     peer = pymerkle.SqliteTree(str(work / "pymerkle.db"))
     chunks = [leaves[k : k + BATCH] for k in range(0, entries, BATCH)]
-    peer_secs, _ = _timed(lambda: [peer.append_entries(chunk) for chunk in chunks])
+    peer_secs, _ = timed(lambda: [peer.append_entries(chunk) for chunk in chunks])
     rows.append(
-        BenchRow(
+        Row(
             f"durable appends, batched x{BATCH}, SQLite",
             entries / secs,
             "entries/s",
@@ -392,9 +362,9 @@ def run(
     single_secs = _append_single(_sqlite(work / "single.db"), singles)
     peer_single = pymerkle.SqliteTree(str(work / "pymerkle-single.db"))
     single_data = [b"single-%d" % i for i in range(singles)]
-    peer_single_secs, _ = _timed(lambda: [peer_single.append_entry(d) for d in single_data])
+    peer_single_secs, _ = timed(lambda: [peer_single.append_entry(d) for d in single_data])
     rows.append(
-        BenchRow(
+        Row(
             "durable appends, single, SQLite",
             singles / single_secs,
             "entries/s",
@@ -405,13 +375,13 @@ def run(
 
     # 3. The same on PostgreSQL (pymerkle has no PostgreSQL backend).
     if pg_url is None:
-        rows.append(BenchRow("durable appends, PostgreSQL (--no-postgres)", 0.0, "skipped"))
+        rows.append(Row("durable appends, PostgreSQL (--no-postgres)", 0.0, "skipped"))
     else:
         with _postgres(pg_url) as pg:
             n_pg = min(pg_entries, entries)
             pg_secs, pg_leaves = _append_batched(pg, n_pg, batch)
             rows.append(
-                BenchRow(
+                Row(
                     f"durable appends, batched x{BATCH}, PostgreSQL ({n_pg:,})",
                     n_pg / pg_secs,
                     "entries/s",
@@ -420,7 +390,7 @@ def run(
                 )
             )
             rows.append(
-                BenchRow(
+                Row(
                     "durable appends, single, PostgreSQL",
                     singles / _append_single(pg, singles),
                     "entries/s",
@@ -441,8 +411,8 @@ def run(
 
     # 4. Cross-check: pymerkle's root over the same leaf bytes equals fedgate's.
     memory = pymerkle.InmemoryTree()
-    rebuild_secs, _ = _timed(lambda: [memory.append_entry(leaf) for leaf in leaves])
-    rebuild_secs += _timed(memory.get_root)[0]
+    rebuild_secs, _ = timed(lambda: [memory.append_entry(leaf) for leaf in leaves])
+    rebuild_secs += timed(memory.get_root)[0]
     root = memory.get_root()
     with log() as s:
         head = ledger.tree_head(s)
@@ -451,16 +421,16 @@ def run(
 
     # 5. Inclusion proofs at `entries`: generation and verification.
     gen_row, gen, fed_proofs = _proof_rows(log, entries, root, indices, f"SQLite at {entries:,}")
-    peer_gen_sql, peer_proofs_sql = _timed(
+    peer_gen_sql, peer_proofs_sql = timed(
         lambda: [peer.prove_inclusion(i + 1, entries) for i in indices[: min(proofs, 200)]]
     )
-    peer_gen_mem, peer_proofs = _timed(
+    peer_gen_mem, peer_proofs = timed(
         lambda: [memory.prove_inclusion(i + 1, entries) for i in indices]
     )
     rows.append(
-        BenchRow(
+        Row(
             gen_row.metric,
-            gen_row.fedgate,
+            gen_row.value,
             "ms",
             "pymerkle SqliteTree",
             peer_gen_sql / len(peer_proofs_sql) * 1e3,
@@ -469,9 +439,9 @@ def run(
         )
     )
     rows.append(
-        BenchRow(
+        Row(
             gen_row.metric,
-            gen_row.fedgate,
+            gen_row.value,
             "ms",
             "pymerkle InmemoryTree",
             peer_gen_mem / len(indices) * 1e3,
@@ -486,10 +456,10 @@ def run(
             ok += 1
         return ok
 
-    ver_secs, verified = _timed(verify_all)
+    ver_secs, verified = timed(verify_all)
     peer_inputs = [(leaves[i], p) for i, p in zip(indices, peer_proofs, strict=True)]
     bases = [memory.hash_buff(leaf) for leaf, _ in peer_inputs]
-    peer_ver_secs, _ = _timed(
+    peer_ver_secs, _ = timed(
         lambda: [
             pymerkle.verify_inclusion(base, root, p)
             for base, (_, p) in zip(bases, peer_inputs, strict=True)
@@ -498,7 +468,7 @@ def run(
     if verified != len(fed_proofs):
         raise SystemExit("not every fedgate proof verified")
     rows.append(
-        BenchRow(
+        Row(
             f"inclusion proof verification at {entries:,}",
             ver_secs / verified * 1e3,
             "ms",
@@ -514,16 +484,16 @@ def run(
         ledger.sign_checkpoint(s, KEY, ORIGIN)
     export_path = work / "export.jsonl"
     with log() as s:
-        export_secs, _ = _timed(
+        export_secs, _ = timed(
             lambda: ledger.export_log(s, export_path, KEY.public_key(), origin=ORIGIN)
         )
-    audit_secs, report = _timed(
+    audit_secs, report = timed(
         lambda: ledger.audit_export(export_path, vkey=ledger.make_vkey(ORIGIN, KEY.public_key()))
     )
     if not report.ok or report.root != root or report.size != entries:
         raise SystemExit(f"audit did not reproduce the log: {report.failure}")
     rows.append(
-        BenchRow(
+        Row(
             f"offline audit verify of {entries:,} entries",
             audit_secs,
             "s",
@@ -533,7 +503,7 @@ def run(
             audit_secs <= 20.0,
         )
     )
-    rows.append(BenchRow(f"export of {entries:,} entries (file write)", export_secs, "s"))
+    rows.append(Row(f"export of {entries:,} entries (file write)", export_secs, "s"))
 
     # 7. Witnessed checkpoints (3 witnesses, loopback) and 8. the audit that reconciles the book.
     rows.append(_witnessed(log, work, batch, witness_rounds))
@@ -561,17 +531,18 @@ def render(result: BenchResult) -> str:
     ]
     for r in result.rows:
         peer_value = f"{r.peer_value:,.3f} {r.unit}" if r.peer_value is not None else "—"
-        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "n/a"
+        ratio = f"{r.versus:.2f}x" if r.versus is not None else "n/a"
         met = "" if r.met is None else ("yes" if r.met else "**no**")
         lines.append(
-            f"| {r.metric} | {r.fedgate:,.3f} {r.unit} | {r.peer} | {peer_value} | {ratio} "
+            f"| {r.metric} | {r.value:,.3f} {r.unit} | {r.peer} | {peer_value} | {ratio} "
             f"| {r.target} | {met} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run and print the table; a failed correctness check exits non-zero."""
+    """Run and print the table; exit as :mod:`bench._common` says (1 on a failed check or a
+    missed target unless ``--no-fail``)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.ledger", description=__doc__.split("\n")[0]
     )
@@ -586,6 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-postgres", action="store_true", help="leave PostgreSQL out instead of failing"
     )
+    add_exit_option(parser)
     args = parser.parse_args(argv)
     if args.entries < 2 or args.singles < 1 or args.proofs < 1:
         parser.error("--entries must be >= 2, --singles and --proofs >= 1")
@@ -600,10 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pg_url=pg_url,
     )
     print(render(result))
-    missed = [r.metric for r in result.rows if r.met is False]
-    if missed:
-        print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
-    return 0
+    return finish(result.rows, no_fail=args.no_fail)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from federation.realdata import load_gmsc
 from federation.schema import LABEL
 from federation.specs import DPBudget
 
+from ._common import Row, add_exit_option, finish
+
 __all__ = ["MiaResult", "membership_inference", "main"]
 
 
@@ -138,10 +140,12 @@ def membership_inference(
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Print the membership-inference table."""
+def main(argv: list[str] | None = None) -> int:
+    """Print the membership-inference table; exit as :mod:`bench._common` says (1 when a
+    target is missed unless ``--no-fail``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller cohort, fewer epochs")
+    add_exit_option(parser)
     args = parser.parse_args(argv)
     kw: dict[str, object] = dict(n=300, epochs=100) if args.quick else {}
     kw["epsilons"] = (3.0, 1.0)
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     print("membership inference (loss threshold) on g_erp, GMSC ERP columns")
     print(f"{'model':<10} {'epsilon':>8} {'attack AUC':>11} {'advantage':>10} {'test AUC':>9}"
           f" {'target':>22} {'met':>4}")
+    rows = []
     for r in results:
         target = "advantage >= 0.2 (works)" if r.epsilon is None else "advantage <= 0.05"
         if r.epsilon is not None and r.epsilon != 3.0:
@@ -158,7 +163,11 @@ def main(argv: list[str] | None = None) -> None:
         eps = "none" if r.epsilon is None else f"{r.epsilon:g}"
         print(f"{r.name:<10} {eps:>8} {r.attack_auc:>11.3f} {r.advantage:>10.3f} "
               f"{r.test_auc:>9.3f} {target:>22} {'yes' if met else 'NO':>4}")
+        # A "(context)" row prints its verdict but has no target to miss.
+        rows.append(Row(f"{r.name} ε={eps}", r.advantage, "advantage", target=target,
+                        met=None if target == "(context)" else met))
+    return finish(rows, no_fail=args.no_fail)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

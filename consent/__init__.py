@@ -39,26 +39,12 @@ from ._manifest import (
     verify_manifest,
 )
 from ._models import ConsentBase
+from ._reads import ConsentView, check, get_consent, list_consents, require
 from ._receipt import ConsentReceipt, ReceiptNotice
-from ._store import (
-    ConsentView,
-    Grant,
-    activate,
-    check,
-    consent_ids_hash,
-    expire_due,
-    get_consent,
-    grant,
-    list_consents,
-    pause,
-    record_use,
-    record_uses,
-    reject,
-    require,
-    resume,
-    revoke,
-)
+from ._use import Use
+from ._uses import consent_ids_hash, record_use, record_uses
 from ._vocab import CATEGORIES, DENY_CODES, ID_PATTERN, PURPOSES, Purpose
+from ._writes import Grant, activate, expire_due, grant, pause, reject, resume, revoke
 
 metadata = ConsentBase.metadata
 
@@ -106,6 +92,7 @@ __all__ = [
     "get_consent",
     "list_consents",
     # checks
+    "Use",
     "Decision",
     "ConsentRecord",
     "evaluate",

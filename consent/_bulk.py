@@ -54,7 +54,8 @@ from ._errors import ConsentError, ImportRefused, InvalidConsentRequest
 from ._jose import ALGORITHM
 from ._lifecycle import Status
 from ._models import ArtefactRow, EventRow, StateRow
-from ._store import _now
+from ._reads import _now
+from ._writes import event_body
 
 __all__ = ["ImportResult", "import_consents"]
 
@@ -312,22 +313,12 @@ def import_consents(
     signed = [_sign(t, payload, key) for t, _, _, payload in parsed]
     items: list[tuple[str, dict[str, Any]]] = []
     for s, (_, signature, _, _) in zip(signed, parsed, strict=True):
-        a = s.artefact
-        base = {
-            "consent_id": a.consent_id,
-            "merchant_id": a.merchant_id,
-            "data_provider": a.data_provider,
-            "data_consumer": a.data_consumer,
-            "artefact_hash": s.hash,
-        }
         items.append(("consent.granted", {
-            **base, "event_version": 1, "from_status": None, "status": Status.PENDING.value,
-            "detail": {}, "artefact": s.token, "merchant_signature": signature,
+            **event_body(s, 1, None, Status.PENDING, {}),
+            "artefact": s.token, "merchant_signature": signature,
         }))
-        items.append(("consent.activated", {
-            **base, "event_version": 2, "from_status": Status.PENDING.value,
-            "status": Status.ACTIVE.value, "detail": {"merchant_approval": True},
-        }))
+        items.append(("consent.activated",
+                      event_body(s, 2, Status.PENDING, Status.ACTIVE, {"merchant_approval": True})))
     entries = append_entries(session, items, at=when)
     artefacts, events, states = [], [], []
     granted_detail = canonical_json({}).decode()

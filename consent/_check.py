@@ -28,6 +28,7 @@ from typing import NamedTuple
 from ._artefact import SignedArtefact
 from ._errors import ConsentDenied, InvalidConsentRequest
 from ._lifecycle import ConsentState, Status
+from ._use import Use
 
 __all__ = [
     "Decision",
@@ -261,17 +262,7 @@ def _relevance(record: ConsentRecord, purpose: str) -> tuple[bool, bool, int, da
     )
 
 
-def evaluate(
-    records: Sequence[ConsentRecord],
-    *,
-    merchant_id: str,
-    data_provider: str,
-    data_consumer: str,
-    purpose: str,
-    categories: Iterable[str],
-    at: datetime,
-    data_range: tuple[date, date] | None = None,
-) -> Decision:
+def evaluate(records: Sequence[ConsentRecord], use: Use) -> Decision:
     """Check a use against every consent a merchant gave; the pure core of ``check``.
 
     Records for other merchants, providers or consumers are ignored. If any
@@ -279,10 +270,21 @@ def evaluate(
     denial of the most relevant consent is returned (one covering the purpose,
     not superseded, highest version, newest, then highest consent id), or
     ``NO_CONSENT`` when there is none.
+
+    Parameters
+    ----------
+    records : Sequence[ConsentRecord]
+        The consents to consider.
+    use : Use
+        The use; it must name its merchant (``MALFORMED`` otherwise).
     """
+    merchant_id = use.merchant_id
+    if merchant_id is None:
+        raise InvalidConsentRequest("a single check names one merchant", code="MALFORMED")
+    at, purpose, data_range = use.at, use.purpose, use.data_range
     if at.tzinfo is None:
         raise InvalidConsentRequest("at must be timezone-aware", code="MALFORMED")
-    wanted = tuple(categories)
+    wanted = use.categories
     if not wanted:
         raise InvalidConsentRequest("a use reads at least one category", code="MALFORMED")
     check_range(data_range)
@@ -290,8 +292,8 @@ def evaluate(
         r
         for r in records
         if r.signed.artefact.merchant_id == merchant_id
-        and r.signed.artefact.data_provider == data_provider
-        and r.signed.artefact.data_consumer == data_consumer
+        and r.signed.artefact.data_provider == use.data_provider
+        and r.signed.artefact.data_consumer == use.data_consumer
     ]
     if not mine:
         return _NO_CONSENT
@@ -303,25 +305,6 @@ def evaluate(
     return decisions[0]
 
 
-def require_consent(
-    records: Sequence[ConsentRecord],
-    *,
-    merchant_id: str,
-    data_provider: str,
-    data_consumer: str,
-    purpose: str,
-    categories: Iterable[str],
-    at: datetime,
-    data_range: tuple[date, date] | None = None,
-) -> Decision:
+def require_consent(records: Sequence[ConsentRecord], use: Use) -> Decision:
     """:func:`evaluate`, raising :class:`ConsentDenied` (with the code) on denial."""
-    return evaluate(
-        records,
-        merchant_id=merchant_id,
-        data_provider=data_provider,
-        data_consumer=data_consumer,
-        purpose=purpose,
-        categories=categories,
-        at=at,
-        data_range=data_range,
-    ).require()
+    return evaluate(records, use).require()

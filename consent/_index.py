@@ -40,6 +40,7 @@ from ._errors import InvalidConsentRequest
 from ._lifecycle import Status
 from ._manifest import ManifestEntry
 from ._models import ArtefactRow
+from ._use import Use
 from ._vocab import CATEGORIES, PURPOSES
 
 __all__ = ["ConsentIndex", "Cohort", "cohort_entries"]
@@ -219,73 +220,36 @@ class ConsentIndex:
         With ``consent_manager_key=None`` signatures are NOT verified (only the
         stored hash is compared): for callers that trust the database itself.
         """
-        from ._store import snapshot_records  # _store imports this module
+        from ._reads import snapshot_records  # _reads imports this module's peers
 
         conditions = [] if data_provider is None else [ArtefactRow.data_provider == data_provider]
         return cls(snapshot_records(session, consent_manager_key, *conditions))
 
-    def check(
-        self,
-        *,
-        merchant_id: str,
-        data_provider: str,
-        data_consumer: str,
-        purpose: str,
-        categories: Iterable[str],
-        at: datetime,
-        data_range: tuple[date, date] | None = None,
-    ) -> Decision:
+    def check(self, use: Use) -> Decision:
         """One decision from the snapshot: :func:`consent.evaluate` on this merchant's records."""
-        key = (merchant_id, data_provider, data_consumer)
-        wanted = categories if type(categories) is tuple else tuple(categories)
+        key = (use.merchant_id, use.data_provider, use.data_consumer)
+        wanted, at, data_range = use.categories, use.at, use.data_range
         if wanted and at.tzinfo is not None:  # well formed; evaluate() refuses the rest
             if data_range is not None and data_range[0] > data_range[1]:
                 check_range(data_range)  # raises MALFORMED, as evaluate() would
-            one = self._single.get(key)
+            one = self._single.get(key)  # type: ignore[arg-type]
             if one is None and not self._compiled:  # the first check of this snapshot
                 self._compile()
-                one = self._single.get(key)
+                one = self._single.get(key)  # type: ignore[arg-type]
             if one is not None:
                 # One consent (the common case): evaluate() would return exactly its verdict.
-                return _decide(one, purpose, wanted, at, data_range)
-            if key not in self._by_key:
+                return _decide(one, use.purpose, wanted, at, data_range)
+            if key not in self._by_key and use.merchant_id is not None:
                 return _NO_CONSENT  # what evaluate() answers for no records
-        return evaluate(
-            self._by_key.get(key, ()),
-            merchant_id=merchant_id,
-            data_provider=data_provider,
-            data_consumer=data_consumer,
-            purpose=purpose,
-            categories=wanted,
-            at=at,
-            data_range=data_range,
-        )
+        return evaluate(self._by_key.get(key, ()), use)  # type: ignore[arg-type]
 
-    def cohort(
-        self,
-        *,
-        data_provider: str,
-        data_consumer: str,
-        purpose: str,
-        categories: Iterable[str],
-        at: datetime,
-        data_range: tuple[date, date] | None = None,
-        merchants: Iterable[str] | None = None,
-    ) -> Cohort:
+    def cohort(self, use: Use, *, merchants: Iterable[str] | None = None) -> Cohort:
         """Every merchant whose consent allows this use, in one vectorised pass.
 
         Parameters
         ----------
-        data_provider, data_consumer : str
-            The ISV whose data is read and the lender that uses it.
-        purpose : str
-            Purpose code.
-        categories : Iterable[str]
-            Categories read (all must be covered).
-        at : datetime
-            Time of the use, timezone-aware.
-        data_range : tuple[date, date] | None, default None
-            Data period read; ``None`` skips the range rule.
+        use : Use
+            The use, naming no merchant (a cohort query; ``MALFORMED`` otherwise).
         merchants : Iterable[str] | None, default None
             Restrict to these candidates (e.g. a job's applicants); ``None`` means all.
 
@@ -294,9 +258,16 @@ class ConsentIndex:
         Cohort
             Allowed merchants sorted by id, each with the consent ``check`` would cite.
         """
+        if use.merchant_id is not None:
+            raise InvalidConsentRequest(
+                "a cohort query names no merchant (pass candidates as merchants)",
+                code="MALFORMED",
+            )
+        data_provider, data_consumer, purpose = use.data_provider, use.data_consumer, use.purpose
+        at, data_range = use.at, use.data_range
         if at.tzinfo is None:
             raise InvalidConsentRequest("at must be timezone-aware", code="MALFORMED")
-        wanted = set(categories)
+        wanted = set(use.categories)
         if not wanted:
             raise InvalidConsentRequest("a use reads at least one category", code="MALFORMED")
         check_range(data_range)
@@ -353,18 +324,13 @@ def _period_start(unit: FrequencyUnit, at: datetime) -> datetime:
 
 def cohort_entries(
     session: Session,
+    use: Use,
     *,
-    data_provider: str,
-    data_consumer: str,
-    purpose: str,
-    categories: Iterable[str],
-    at: datetime,
-    data_range: tuple[date, date] | None = None,
     merchants: Iterable[str] | None = None,
     labels: dict[str, int] | None = None,
     consent_manager_key: Ed25519PublicKey,
 ) -> list[ManifestEntry]:
-    """Manifest entries for every merchant of ``data_provider`` allowed for this use, now.
+    """Manifest entries for every merchant of ``use.data_provider`` allowed for this use.
 
     A fresh :class:`ConsentIndex` snapshot (one query) and its cohort check;
     what the gateway runs before it builds each round's manifest, so a
@@ -374,7 +340,7 @@ def cohort_entries(
     ----------
     session : Session
         Reads committed consents.
-    data_provider, data_consumer, purpose, categories, at, data_range, merchants
+    use, merchants
         As :meth:`ConsentIndex.cohort`.
     labels : dict[str, int] | None, default None
         Training labels by merchant id, copied into the entries.
@@ -384,15 +350,6 @@ def cohort_entries(
         enters a manifest.
     """
     index = ConsentIndex.load(
-        session, consent_manager_key=consent_manager_key, data_provider=data_provider
+        session, consent_manager_key=consent_manager_key, data_provider=use.data_provider
     )
-    cohort = index.cohort(
-        data_provider=data_provider,
-        data_consumer=data_consumer,
-        purpose=purpose,
-        categories=categories,
-        at=at,
-        data_range=data_range,
-        merchants=merchants,
-    )
-    return cohort.manifest_entries(labels)
+    return index.cohort(use, merchants=merchants).manifest_entries(labels)

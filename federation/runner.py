@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from consent import Use
+
 from ._errors import BudgetExceeded, FederationError, JobFailed
 from .apps._node import SIM_NODES_KEY, NodeConfig
 from .apps._strategy import RoundLog
@@ -184,11 +186,13 @@ def check_budget(
     cohorts: dict[str, list[str]] = {}
     for node in nodes:
         entries = source.entries(
-            data_provider=node.isv_id,
-            data_consumer=str(run_config["data-consumer"]),
-            purpose=spec.purpose,
-            categories=spec.categories,
-            at=when,
+            Use(
+                data_provider=node.isv_id,
+                data_consumer=str(run_config["data-consumer"]),
+                purpose=spec.purpose,
+                categories=spec.categories,
+                at=when,
+            )
         )
         cohorts[node.isv_id] = [e.merchant_id for e in entries]
         del entries

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from federation.cohort import ConsentCohortSource
 
 from .keys import load_or_create_key, public_key_pem
 from .settings import Settings
@@ -37,7 +38,6 @@ from .settings import Settings
 if TYPE_CHECKING:  # the apps package pulls in Flower and Ray: imported when a job is built
     from collections.abc import Sequence
 
-    from consent import ManifestEntry
     from federation.apps import NodeConfig
     from federation.jobconfig import JobConfig
 
@@ -121,7 +121,7 @@ class WorldNodes:
         return (self.world / str(name)).resolve()
 
 
-class ConsentCohort:
+class ConsentCohort(ConsentCohortSource):
     """The live consent state as the ServerApp's cohort source, signatures verified.
 
     Each call opens a session and runs :func:`consent.cohort_entries`, so a
@@ -138,38 +138,8 @@ class ConsentCohort:
         from .db import make_engine, make_sessionmaker
 
         key = load_or_create_key(settings.resolved_key_dir, CONSENT_MANAGER_KEY)
-        self._public_key = key.public_key()
-        self._engine = make_engine(settings.resolved_database_url)
-        self._sessions = make_sessionmaker(self._engine)
-
-    def entries(
-        self,
-        *,
-        data_provider: str,
-        data_consumer: str,
-        purpose: str,
-        categories: Sequence[str],
-        at: datetime,
-    ) -> list[ManifestEntry]:
-        """Entries for every merchant of ``data_provider`` whose consent allows this use now."""
-        from consent import cohort_entries
-
-        with self._sessions() as session:
-            return list(
-                cohort_entries(
-                    session,
-                    data_provider=data_provider,
-                    data_consumer=data_consumer,
-                    purpose=purpose,
-                    categories=categories,
-                    at=at,
-                    consent_manager_key=self._public_key,
-                )
-            )
-
-    def close(self) -> None:
-        """Release the database connections."""
-        self._engine.dispose()
+        engine = make_engine(settings.resolved_database_url)
+        super().__init__(make_sessionmaker(engine), key.public_key(), engine=engine)
 
 
 def load_world(world: Path) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def consent_refusals(
         Every artefact's signature is verified.
     at : datetime | None, default now
     """
-    from consent import ConsentIndex
+    from consent import ConsentIndex, Use
 
     when = at or datetime.now(UTC)
     wanted = tuple(categories)
@@ -90,9 +90,10 @@ def consent_refusals(
                                   data_provider=isv)
         counts: Counter[str] = Counter()
         ok = 0
+        use = Use(data_provider=isv, data_consumer=data_consumer, purpose=purpose,
+                  categories=wanted, at=when)
         for m in ids:
-            d = index.check(merchant_id=m, data_provider=isv, data_consumer=data_consumer,
-                            purpose=purpose, categories=wanted, at=when)
+            d = index.check(use.for_merchant(m))
             if not d.allowed:
                 counts[str(d.code)] += 1
                 continue

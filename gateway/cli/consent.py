@@ -391,8 +391,7 @@ def check(
         data_range = (_date(data_from, "data-from"), _date(data_to, "data-to"))
     try:
         with session() as s:
-            decision = consent.check(
-                s,
+            use = consent.Use(
                 merchant_id=merchant,
                 data_provider=provider,
                 data_consumer=consumer,
@@ -400,8 +399,8 @@ def check(
                 categories=category,
                 at=_time(at, "at"),
                 data_range=data_range,
-                consent_manager_key=_cm_public_key(),
             )
+            decision = consent.check(s, use, consent_manager_key=_cm_public_key())
     except consent.ConsentError as exc:
         fail(exc.code, str(exc))
     _echo(

@@ -27,20 +27,13 @@ def covering_consents(
     consent_manager_key: Ed25519PublicKey,
 ) -> dict[tuple[str, str], str | None]:
     """``(merchant, isv) → consent id`` allowing the use now, or ``None`` (signatures checked)."""
-    from consent import check
+    from consent import Use, check
 
     cats = tuple(categories)
     out: dict[tuple[str, str], str | None] = {}
     for merchant, isv in pairs:
-        d = check(
-            session,
-            merchant_id=merchant,
-            data_provider=isv,
-            data_consumer=consumer,
-            purpose=purpose,
-            categories=cats,
-            at=at,
-            consent_manager_key=consent_manager_key,
-        )
+        use = Use(merchant_id=merchant, data_provider=isv, data_consumer=consumer,
+                  purpose=purpose, categories=cats, at=at)
+        d = check(session, use, consent_manager_key=consent_manager_key)
         out[(merchant, isv)] = d.consent_id if d.allowed else None
     return out

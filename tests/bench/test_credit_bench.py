@@ -23,6 +23,6 @@ def test_credit_bench_runs_small() -> None:
     f, w = result.books
     assert f.exposure > 0 and w.exposure <= f.exposure
     assert result.auc["f + ERP"] > result.auc["f only"]
-    assert {db for _, db, *_ in result.throughput} == {"SQLite", "PostgreSQL"}
+    assert {row.section for row in result.throughput} == {"SQLite", "PostgreSQL"}
     assert len(set(result.digests.values())) == 1
     assert "| at equal exposure |" in table and "| throughput |" in table

@@ -57,9 +57,9 @@ def test_import_writes_active_consents_the_cohort_check_sees(
     assert ledger_kinds(sessions) == ["consent.granted", "consent.activated"] * 6
     with sessions() as s:
         view = get_consent(s, "c-3")
-        entries = cohort_entries(s, data_provider=PROVIDER, data_consumer=CONSUMER,
-                                 purpose="model_training", categories=["margins"], at=at,
-                                 consent_manager_key=CM_KEY.public_key())
+        use = consent.Use(data_provider=PROVIDER, data_consumer=CONSUMER,
+                          purpose="model_training", categories=["margins"], at=at)
+        entries = cohort_entries(s, use, consent_manager_key=CM_KEY.public_key())
     assert view.state.status is consent.Status.ACTIVE
     with sessions() as s:
         row = s.get(ArtefactRow, "c-3")
@@ -151,9 +151,9 @@ def test_imported_consents_fold_from_the_log(sessions: sessionmaker[Session]) ->
     with sessions() as s, s.begin():
         import_consents(s, _lines([_line(i) for i in range(3)]), key=CM_KEY, at=at)
     with sessions() as s:
-        decision = check(s, merchant_id="m-1", data_provider=PROVIDER, data_consumer=CONSUMER,
-                         purpose="model_training", categories=["margins"], at=at,
-                         consent_manager_key=CM_KEY.public_key())
+        use = consent.Use(merchant_id="m-1", data_provider=PROVIDER, data_consumer=CONSUMER,
+                          purpose="model_training", categories=["margins"], at=at)
+        decision = check(s, use, consent_manager_key=CM_KEY.public_key())
         failure = verify_consent_log(s)
     assert decision.allowed, decision
     assert failure is None, failure

@@ -25,7 +25,7 @@ def _grant(s: Session, consent_id: str = "c-1", at: datetime = T0, **changes: An
     consent.grant(s, make_terms(consent_id, **changes), key=CM_KEY, at=at)
 
 
-def _query(**changes: Any) -> dict[str, Any]:
+def _query(**changes: Any) -> consent.Use:
     query: dict[str, Any] = {
         "merchant_id": "m-1",
         "data_provider": PROVIDER,
@@ -36,7 +36,7 @@ def _query(**changes: Any) -> dict[str, Any]:
         "data_range": (date(2025, 3, 1), date(2025, 9, 30)),
     }
     query.update(changes)
-    return query
+    return consent.Use(**query)
 
 
 def _use_up(s: Session) -> None:
@@ -107,12 +107,12 @@ def test_each_deny_code(
     query = _query(**changes)
 
     with sessions() as s:
-        decision = consent.check(s, consent_manager_key=CM_KEY.public_key(), **query)
+        decision = consent.check(s, query, consent_manager_key=CM_KEY.public_key())
         index = ConsentIndex.load(s, consent_manager_key=CM_KEY.public_key())
-    cohort = index.cohort(**{k: v for k, v in query.items() if k != "merchant_id"})
+    cohort = index.cohort(query.for_everyone())
 
     assert (decision.allowed, decision.code) == (False, code)
-    assert index.check(**query) == decision
+    assert index.check(query) == decision
     assert "m-1" not in cohort.merchant_ids.tolist()
     assert code in consent.DENY_CODES
     with pytest.raises(ConsentDenied) as info:
@@ -126,12 +126,12 @@ def test_allow_cites_consent_and_hash(sessions: sessionmaker[Session]) -> None:
         signed = consent.grant(s, make_terms(), key=CM_KEY, at=T0).signed
 
     with sessions() as s:
-        decision = consent.require(s, consent_manager_key=CM_KEY.public_key(), **_query())
+        decision = consent.require(s, _query(), consent_manager_key=CM_KEY.public_key())
         index = ConsentIndex.load(s, consent_manager_key=CM_KEY.public_key())
-    cohort = index.cohort(**{k: v for k, v in _query().items() if k != "merchant_id"})
+    cohort = index.cohort(_query().for_everyone())
 
     assert decision == Decision.allow("c-1", signed.hash)
-    assert index.check(**_query()) == decision
+    assert index.check(_query()) == decision
     assert cohort.consent_ids.tolist() == ["c-1"]
     assert cohort.artefact_hashes.tolist() == [signed.hash]
 
@@ -142,7 +142,7 @@ def test_wrong_consent_manager_key_denies_every_use(sessions: sessionmaker[Sessi
         _grant(s)
 
     with sessions() as s:
-        decision = consent.check(s, consent_manager_key=_OTHER.public_key(), **_query())
+        decision = consent.check(s, _query(), consent_manager_key=_OTHER.public_key())
 
     assert decision.code == "SIGNATURE_INVALID"
 
@@ -188,7 +188,7 @@ def test_resume_restores_and_newest_allowed_consent_is_cited(
         _grant(s, "c-0", at=T0 + timedelta(minutes=3), created_at="2026-05-01T00:00:00Z")
 
     with sessions() as s:
-        decision = consent.check(s, consent_manager_key=CM_KEY.public_key(), **_query())
+        decision = consent.check(s, _query(), consent_manager_key=CM_KEY.public_key())
 
     assert decision.allowed and decision.consent_id == "c-1"
 
@@ -196,7 +196,7 @@ def test_resume_restores_and_newest_allowed_consent_is_cited(
 def test_empty_categories_is_bad_input() -> None:
     """A check that reads no category is refused as malformed, not silently allowed."""
     with pytest.raises(consent.InvalidConsentRequest) as info:
-        consent.evaluate([], **_query(categories=[]))
+        consent.evaluate([], _query(categories=[]))
 
     assert info.value.code == "MALFORMED"
 
@@ -210,13 +210,13 @@ def test_inverted_data_range_is_malformed_not_a_denial(sessions: sessionmaker[Se
     with sessions() as s:
         index = ConsentIndex.load(s, consent_manager_key=CM_KEY.public_key())
         with pytest.raises(consent.InvalidConsentRequest) as db:
-            consent.check(s, consent_manager_key=CM_KEY.public_key(), **query)
+            consent.check(s, query, consent_manager_key=CM_KEY.public_key())
     with pytest.raises(consent.InvalidConsentRequest) as snapshot:
-        index.check(**query)
+        index.check(query)
     with pytest.raises(consent.InvalidConsentRequest) as cohort:
-        index.cohort(**{k: v for k, v in query.items() if k != "merchant_id"})
+        index.cohort(query.for_everyone())
     with pytest.raises(consent.InvalidConsentRequest) as unknown:
-        index.check(**{**query, "merchant_id": "m-nobody"})
+        index.check(query.for_merchant("m-nobody"))
 
     assert {db.value.code, snapshot.value.code, cohort.value.code, unknown.value.code} == {
         "MALFORMED"

@@ -16,7 +16,7 @@ EXPECTED = {
         "consent_lines",
         "ImportResult",
         "ImportRefused", "consent_ids_hash", "expire_due", "get_consent", "list_consents",
-    "Decision", "ConsentRecord", "evaluate", "require_consent", "check", "require",
+    "Use", "Decision", "ConsentRecord", "evaluate", "require_consent", "check", "require",
     "ConsentIndex", "Cohort", "cohort_entries",
     "DEFAULT_CLOCK_SKEW", "MAX_MANIFEST_TTL", "CohortManifest", "ManifestEntry",
     "ManifestReplayGuard", "build_manifest", "sign_manifest", "verify_manifest",

@@ -19,6 +19,7 @@ from consent import (
     InvalidConsentRequest,
     SignedArtefact,
     Status,
+    Use,
     evaluate,
 )
 
@@ -96,30 +97,30 @@ def test_cohort_equals_pure_check(
     if rng is not None:
         data_range = (date(2025, 1, 1) + timedelta(rng[0]), date(2025, 1, 1) + timedelta(rng[1]))
     index = ConsentIndex(recs)
-    query = {
-        "data_provider": provider,
-        "data_consumer": consumer,
-        "purpose": purpose,
-        "categories": sorted(cats),
-        "at": at,
-        "data_range": data_range,
-    }
+    query = Use(
+        data_provider=provider,
+        data_consumer=consumer,
+        purpose=purpose,
+        categories=sorted(cats),
+        at=at,
+        data_range=data_range,
+    )
 
     if data_range is not None and data_range[0] > data_range[1]:
         for run in (
-            lambda: index.cohort(**query),  # type: ignore[arg-type]
-            lambda: index.check(merchant_id="m-a", **query),  # type: ignore[arg-type]
-            lambda: evaluate(recs, merchant_id="m-a", **query),  # type: ignore[arg-type]
+            lambda: index.cohort(query),
+            lambda: index.check(query.for_merchant("m-a")),
+            lambda: evaluate(recs, query.for_merchant("m-a")),
         ):
             with pytest.raises(InvalidConsentRequest) as info:
                 run()
             assert info.value.code == "MALFORMED"
         return
-    cohort = index.cohort(**query)  # type: ignore[arg-type]
+    cohort = index.cohort(query)
     expected = {}
     for merchant in MERCHANTS:
-        decision = evaluate(recs, merchant_id=merchant, **query)  # type: ignore[arg-type]
-        assert index.check(merchant_id=merchant, **query) == decision  # type: ignore[arg-type]
+        decision = evaluate(recs, query.for_merchant(merchant))
+        assert index.check(query.for_merchant(merchant)) == decision
         if decision.allowed:
             expected[merchant] = decision.consent_id
 
@@ -158,14 +159,14 @@ def test_cohort_restricted_to_candidates() -> None:
     ]
     index = ConsentIndex(recs)
 
-    cohort = index.cohort(
+    use = Use(
         data_provider="p-1",
         data_consumer="p-2",
         purpose="credit_scoring",
         categories=["margins"],
         at=BASE + timedelta(days=1),
-        merchants=["m-c", "m-a", "m-unknown"],
     )
+    cohort = index.cohort(use, merchants=["m-c", "m-a", "m-unknown"])
 
     assert cohort.merchant_ids.tolist() == ["m-a", "m-c"]
     assert [e.merchant_id for e in cohort.manifest_entries()] == ["m-a", "m-c"]

@@ -240,16 +240,15 @@ def test_lifecycle_state_machine(sessions: sessionmaker[Session]) -> None:
             if not self.cid:
                 return
             with sessions() as s:
-                decision = consent.check(
-                    s,
+                use = consent.Use(
                     merchant_id=self.merchant,
                     data_provider=PROVIDER,
                     data_consumer=CONSUMER,
                     purpose="model_training",
                     categories=["margins"],
                     at=self.now,
-                    consent_manager_key=CM_KEY.public_key(),
                 )
+                decision = consent.check(s, use, consent_manager_key=CM_KEY.public_key())
             expected = self._code(self.status, self.start, self.expiry, self.uses)
             if expected is not None:
                 # Nothing allows: evaluate() reports the most relevant consent's denial

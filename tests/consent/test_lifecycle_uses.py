@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +29,10 @@ QUERY = {
 }
 
 
+def _use(at: datetime, merchant_id: str | None = None) -> consent.Use:
+    return consent.Use(at=at, merchant_id=merchant_id, **QUERY)  # type: ignore[arg-type]
+
+
 def _grant(sessions: sessionmaker[Session], uses: int = 2) -> None:
     with sessions() as s, s.begin():
         consent.grant(
@@ -51,18 +55,16 @@ def test_frequency_limit_drops_a_consent_from_the_cohort_after_n_uses(
         with sessions() as s, s.begin():
             ids = [
                 e.consent_id
-                for e in cohort_entries(s, at=at, consent_manager_key=CM_KEY.public_key(), **QUERY)
+                for e in cohort_entries(s, _use(at), consent_manager_key=CM_KEY.public_key())
             ]
             cohorts.append(ids)
             record_uses(s, ids, at=at, job_id="job-1", round=r, data_provider=PROVIDER)
     later = T0 + timedelta(hours=3)
     with sessions() as s:
-        after = cohort_entries(s, at=later, consent_manager_key=CM_KEY.public_key(), **QUERY)
-        decision = consent.check(
-            s, merchant_id="m-1", at=later, consent_manager_key=CM_KEY.public_key(), **QUERY
-        )
+        after = cohort_entries(s, _use(later), consent_manager_key=CM_KEY.public_key())
+        decision = consent.check(s, _use(later, "m-1"), consent_manager_key=CM_KEY.public_key())
         next_day = cohort_entries(
-            s, at=T0 + timedelta(days=1), consent_manager_key=CM_KEY.public_key(), **QUERY
+            s, _use(T0 + timedelta(days=1)), consent_manager_key=CM_KEY.public_key()
         )
         view = get_consent(s, "c-1")
 

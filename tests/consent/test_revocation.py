@@ -27,16 +27,16 @@ TTL = timedelta(minutes=10)
 def _round(sessions: sessionmaker[Session], round_: int, at: datetime) -> bytes:
     """What the gateway does per round: fresh snapshot, cohort check, manifest, signature."""
     with sessions() as s:
-        entries = cohort_entries(
-            s,
+        use = consent.Use(
             data_provider=PROVIDER,
             data_consumer=CONSUMER,
             purpose="model_training",
             categories=["margins"],
             at=at,
             data_range=(date(2025, 1, 1), date(2025, 6, 30)),
-            labels={"m-1": 0, "m-2": 1},
-            consent_manager_key=CM_KEY.public_key(),
+        )
+        entries = cohort_entries(
+            s, use, labels={"m-1": 0, "m-2": 1}, consent_manager_key=CM_KEY.public_key()
         )
     manifest = build_manifest(
         job_id="job-7",
@@ -92,16 +92,15 @@ def test_revoked_merchant_leaves_next_round_and_stale_manifest_is_refused(
             replay_guard=guard,
         )
     with sessions() as s:
-        after = consent.check(
-            s,
+        use = consent.Use(
             merchant_id="m-2",
             data_provider=PROVIDER,
             data_consumer=CONSUMER,
             purpose="model_training",
             categories=["margins"],
             at=revoked_at,
-            consent_manager_key=CM_KEY.public_key(),
         )
+        after = consent.check(s, use, consent_manager_key=CM_KEY.public_key())
 
     assert [e.merchant_id for e in first.entries] == ["m-1", "m-2", "m-3"]
     assert [e.label for e in first.entries] == [0, 1, None]
@@ -116,22 +115,22 @@ def test_cohort_entries_without_key_match_verified(sessions: sessionmaker[Sessio
     with sessions() as s, s.begin():
         for i in (1, 2):
             consent.grant(s, make_terms(f"c-{i}", f"m-{i}"), key=CM_KEY, at=T0)
-    query = {
-        "data_provider": PROVIDER,
-        "data_consumer": CONSUMER,
-        "purpose": "credit_scoring",
-        "categories": ["turnover"],
-        "at": T0 + timedelta(days=2),
-    }
+    query = consent.Use(
+        data_provider=PROVIDER,
+        data_consumer=CONSUMER,
+        purpose="credit_scoring",
+        categories=["turnover"],
+        at=T0 + timedelta(days=2),
+    )
 
     with sessions() as s:
-        verified = cohort_entries(s, consent_manager_key=CM_KEY.public_key(), **query)
+        verified = cohort_entries(s, query, consent_manager_key=CM_KEY.public_key())
         trusted = (
             consent.ConsentIndex.load(s, consent_manager_key=None, data_provider=PROVIDER)
-            .cohort(**query)
+            .cohort(query)
             .manifest_entries(None)
         )
-        wrong_key = cohort_entries(s, consent_manager_key=GATEWAY.public_key(), **query)
+        wrong_key = cohort_entries(s, query, consent_manager_key=GATEWAY.public_key())
 
     assert [e.merchant_id for e in verified] == ["m-1", "m-2"]
     assert trusted == verified

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import consent
 from consent import ConsentIndex, ReceiptNotice, record_uses, sign_artefact
-from consent import _store as store
+from consent import _reads as store
 from consent._models import ArtefactRow
 from consent._verified import VERIFIED, VerifiedArtefacts
 
@@ -68,23 +68,23 @@ def test_token_edited_after_verification_is_signature_invalid(
 ) -> None:
     """The memory is keyed by the token's hash: a token swapped in the database fails afresh."""
     _grant_many(sessions, 1)
-    query = {
-        "merchant_id": "m-0",
-        "data_provider": "isv-a",
-        "data_consumer": "lender-1",
-        "purpose": "credit_scoring",
-        "categories": ["margins"],
-        "at": T0 + timedelta(days=1),
-        "consent_manager_key": CM_KEY.public_key(),
-    }
+    query = consent.Use(
+        merchant_id="m-0",
+        data_provider="isv-a",
+        data_consumer="lender-1",
+        purpose="credit_scoring",
+        categories=["margins"],
+        at=T0 + timedelta(days=1),
+    )
     with sessions() as s:
-        before = consent.check(s, **query)  # verified and remembered
+        # verified and remembered
+        before = consent.check(s, query, consent_manager_key=CM_KEY.public_key())
     forged = sign_artefact(make_terms("c-0", "m-0"), Ed25519PrivateKey.generate())
     with sessions() as s, s.begin():
         s.execute(update(ArtefactRow).values(token=forged.token))
 
     with sessions() as s:
-        after = consent.check(s, **query)
+        after = consent.check(s, query, consent_manager_key=CM_KEY.public_key())
 
     assert before.allowed
     assert after.code == "SIGNATURE_INVALID"
@@ -200,14 +200,13 @@ def test_cohort_entries_carry_data_life_days(sessions: sessionmaker[Session]) ->
         consent.grant(s, make_terms("c-2", "m-2", data_life_days=0), key=CM_KEY, at=T0)
 
     with sessions() as s:
-        entries = consent.cohort_entries(
-            s,
+        use = consent.Use(
             data_provider="isv-a",
             data_consumer="lender-1",
             purpose="model_training",
             categories=["margins"],
             at=T0 + timedelta(days=1),
-            consent_manager_key=CM_KEY.public_key(),
         )
+        entries = consent.cohort_entries(s, use, consent_manager_key=CM_KEY.public_key())
 
     assert [(e.merchant_id, e.data_life_days) for e in entries] == [("m-1", 30), ("m-2", 0)]

@@ -21,7 +21,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import Context, Message, Metadata, RecordDict
 from sqlalchemy.orm import Session, sessionmaker
 
-from consent import CohortManifest, ManifestEntry, SignedArtefact, build_manifest, sign_manifest
+from consent import (
+    CohortManifest,
+    ManifestEntry,
+    SignedArtefact,
+    Use,
+    build_manifest,
+    sign_manifest,
+)
 from federation.apps._node import NodeConfig
 from federation.node import SAFE_DEFAULTS
 from federation.schema import AS_OF, ERP_FIELDS, LABEL, MERCHANT_ID
@@ -56,22 +63,15 @@ class WorldCohort:
     revoked: set[str] = field(default_factory=set)
     scoring_ok: set[str] = field(default_factory=set)
 
-    def entries(
-        self,
-        *,
-        data_provider: str,
-        data_consumer: str,
-        purpose: str,
-        categories: Sequence[str],
-        at: datetime,
-    ) -> list[ManifestEntry]:
-        """Entries whose consent is live at ``at`` and not revoked."""
+    def entries(self, use: Use) -> list[ManifestEntry]:
+        """Entries whose consent is live at ``use.at`` and not revoked."""
+        at = use.at
         out = [
             e
-            for e in self.by_isv.get(data_provider, [])
+            for e in self.by_isv.get(use.data_provider, [])
             if e.merchant_id not in self.revoked and e.consent_start <= at < e.consent_expiry
         ]
-        if purpose == "credit_scoring":
+        if use.purpose == "credit_scoring":
             out = [e for e in out if e.merchant_id in self.scoring_ok]
         return out
 
@@ -282,8 +282,8 @@ def signed_manifest(
     at = issued_at or datetime.now(UTC)
     if entries is None:
         entries = world.cohort.entries(
-            data_provider=isv, data_consumer=CONSUMER, purpose=purpose, categories=categories,
-            at=at,
+            Use(data_provider=isv, data_consumer=CONSUMER, purpose=purpose,
+                categories=categories, at=at)
         )
     if labels is not None:
         entries = [replace(e, label=labels.get(e.merchant_id)) for e in entries]

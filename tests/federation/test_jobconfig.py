@@ -168,16 +168,16 @@ def test_a_node_refuses_a_hold_out_rule_out_of_range(buckets: int) -> None:
 
     from flwr.app import ConfigRecord, RecordDict
 
+    from federation.apps._handling import holdout_split
     from federation.apps._keys import JOB_KEY, KEY_HOLDOUT_BUCKETS
-    from federation.apps.client_app import _split
 
-    def request(value: int) -> Any:  # what _split reads of a Flower message: its content
+    def request(value: int) -> Any:  # what holdout_split reads of a Flower message: its content
         return SimpleNamespace(content=RecordDict(
             {JOB_KEY: ConfigRecord({KEY_HOLDOUT_BUCKETS: value})}))
 
     with pytest.raises(DataError) as err:
-        _split(request(buckets), held_out=False)
+        holdout_split(request(buckets), held_out=False)
     assert err.value.code == "BAD_REQUEST"
     entry = SimpleNamespace(label=1, merchant_id="m0")
     held = hashlib.sha256(b"m0").digest()[0] % 4 == 0
-    assert _split(request(4), held_out=True)(entry) == held
+    assert holdout_split(request(4), held_out=True)(entry) == held

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from federation import BudgetExceeded, run_job
-from federation.apps.server_app import ServerSettings, _Job
+from federation.apps.server_app import Job, ServerSettings
 from federation.dp import PrivacyLedger
 from federation.lifetime import MerchantPrivacyAccount
 from federation.specs import DPBudget
@@ -101,7 +101,7 @@ def test_server_charges_each_dp_training_manifest_and_leaves_out_the_spent(
     account = MerchantPrivacyAccount(Path(str(rc["privacy-account"])))
     for isv in ("isv8", "isv9"):
         account.charge(job_id="elsewhere", budget=BUDGET, isv=isv, merchant_ids=["m0x002"])
-    job = _Job(settings=settings, grid=None, cohort=world.cohort)  # type: ignore[arg-type]
+    job = Job(settings=settings, grid=None, cohort=world.cohort)  # type: ignore[arg-type]
 
     _, _, stats_size = job.job_config(0, "isv0", "model_training")  # statistics: not DP
     charged_before_training = account.spent("m0x001")

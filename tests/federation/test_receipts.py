@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from federation import ReceiptInvalid
-from federation.apps.server_app import DATA_USED, ExpectedReceipt, record_receipt
+from federation.receipt_ledger import DATA_USED, ExpectedReceipt, record_receipt
 from federation.receipts import UsageReceipt, merchant_ids_hash, sign_receipt, verify_receipt
 from ledger._models import LogEntryRow
 

@@ -1,6 +1,6 @@
 """The ServerApp's consent duties without a runtime: verified cohorts and counted uses.
 
-A training job's per-node manifests are built by the real ``_Job`` from the real
+A training job's per-node manifests are built by the real ``Job`` from the real
 consent store (signatures verified with the ``consent-key``), and node receipts,
 signed with the node's real key, are recorded as they would be after a reply.
 """
@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 import consent
 from federation import FederationError
 from federation.apps.server_app import (
+    Job,
     ServerSettings,
-    _Job,
     cohort_source_from_run_config,
 )
 from federation.receipts import UsageReceipt, merchant_ids_hash, sign_receipt
@@ -33,12 +33,12 @@ ISV = "isv0"
 QUERY = {"purpose": "model_training", "categories": ["cash_and_debt", "margins"]}
 
 
-def _job(world: World, db_url: str, job_id: str) -> _Job:
+def _job(world: World, db_url: str, job_id: str) -> Job:
     rc = world.run_config(
         job_id=job_id, db_url=db_url, out=job_id, categories="cash_and_debt,margins"
     )
     # No Flower runtime here: the grid is only used to send messages, which these tests do not.
-    return _Job(
+    return Job(
         settings=ServerSettings.from_run_config(rc),
         grid=None,  # type: ignore[arg-type]
         cohort=cohort_source_from_run_config(rc),
@@ -46,7 +46,7 @@ def _job(world: World, db_url: str, job_id: str) -> _Job:
     )
 
 
-def _receipt(world: World, job: _Job, server_round: int, action: str, root: str) -> bytes:
+def _receipt(world: World, job: Job, server_round: int, action: str, root: str) -> bytes:
     size = job.manifest_sizes[(server_round, ISV)]
     ids = [f"m0x{i:03d}" for i in range(size)]
     receipt = UsageReceipt(
@@ -83,20 +83,15 @@ def test_frequency_limit_takes_consents_out_of_later_rounds(
         consent_ids[rnd] = np.char.decode(job.manifest_consents[(rnd, ISV)]).tolist()
         if size:  # train and evaluate replies of one round count one use
             for action in ("train", "evaluate"):
-                problems.append(
-                    job.check_token(_receipt(world, job, rnd, action, root), ISV, rnd, action, root)
-                )
+                token = _receipt(world, job, rnd, action, root)
+                problems.append(job.record_receipt_token(token, ISV, rnd, action, root))
         held.append(sorted(job.manifest_consents))
     with sessions() as s:
-        decision = consent.check(
-            s,
-            merchant_id="m0x000",
-            data_provider=ISV,
-            data_consumer=CONSUMER,
-            at=datetime.now(UTC),
-            consent_manager_key=world.consent_key.public_key(),
-            **QUERY,
+        use = consent.Use(
+            merchant_id="m0x000", data_provider=ISV, data_consumer=CONSUMER,
+            at=datetime.now(UTC), **QUERY,  # type: ignore[arg-type]
         )
+        decision = consent.check(s, use, consent_manager_key=world.consent_key.public_key())
         uses = [
             parse_canonical(row.leaf_data)["body"]
             for row in s.scalars(select(LogEntryRow).where(LogEntryRow.kind == "consent.uses"))
@@ -138,19 +133,15 @@ def test_forged_artefact_is_kept_out_of_the_manifest(
     merchants = {
         e.merchant_id
         for e in job.cohort.entries(
-            data_provider=ISV, data_consumer=CONSUMER, at=datetime.now(UTC), **QUERY
+            consent.Use(data_provider=ISV, data_consumer=CONSUMER, at=datetime.now(UTC), **QUERY)  # type: ignore[arg-type]
         )
     }
     with sessions() as s:
-        decision = consent.check(
-            s,
-            merchant_id="m0x004",
-            data_provider=ISV,
-            data_consumer=CONSUMER,
-            at=datetime.now(UTC),
-            consent_manager_key=world.consent_key.public_key(),
-            **QUERY,
+        use = consent.Use(
+            merchant_id="m0x004", data_provider=ISV, data_consumer=CONSUMER,
+            at=datetime.now(UTC), **QUERY,  # type: ignore[arg-type]
         )
+        decision = consent.check(s, use, consent_manager_key=world.consent_key.public_key())
     job.engine.dispose()
 
     assert size == 24 and "m0x004" not in merchants and len(merchants) == 24
