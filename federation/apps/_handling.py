@@ -31,6 +31,7 @@ from ..node import (
 )
 from ..schema import MERCHANT_ID
 from ..specs import DPBudget
+from ..standardise import StandardEncoder, encoder_from_arrays
 from ._keys import (
     ARRAYS_KEY,
     ENCODER_KEY,
@@ -108,8 +109,8 @@ def holdout_split(msg: Message, held_out: bool) -> Callable[[ManifestEntry], boo
     return lambda e: e.label is not None and is_holdout(e.merchant_id, buckets) == held_out
 
 
-def message_encoder(msg: Message, cohort: Cohort) -> BinEncoder:
-    encoder = BinEncoder.from_arrays(
+def message_encoder(msg: Message, cohort: Cohort) -> BinEncoder | StandardEncoder:
+    encoder = encoder_from_arrays(
         {k: v.numpy() for k, v in msg.content.array_records[ENCODER_KEY].items()}
     )
     return encoder
@@ -157,7 +158,9 @@ def only_merchants(cohort_frame: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
     return cohort_frame[cohort_frame[MERCHANT_ID].astype(str).isin(keep)].reset_index(drop=True)
 
 
-def checked_encoder(msg: Message, cohort: Cohort) -> tuple[BinEncoder | None, Message | None]:
+def checked_encoder(
+    msg: Message, cohort: Cohort
+) -> tuple[BinEncoder | StandardEncoder | None, Message | None]:
     """The message's encoder if the policy accepts it, else a refusal."""
     encoder = message_encoder(msg, cohort)
     problem = encoder_problem(encoder, cohort.features, request_policy().max_bins)

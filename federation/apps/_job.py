@@ -71,7 +71,7 @@ class Job:
     manifest_sizes: dict[tuple[int, str], int] = field(default_factory=dict)
     # How the updates were aggregated, from what actually ran (strategy, SecAgg+ evidence).
     aggregation: dict[str, Any] = field(default_factory=dict)
-    best_round: int | None = None  # the saved model's round (None: the last, e.g. SecAgg+)
+    best_round: int | None = None  # the saved model's round (None: the last; no round evaluated)
 
     def __post_init__(self) -> None:
         s = self.settings
