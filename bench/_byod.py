@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from federation.apps._node import is_holdout
+from federation import is_holdout
 from federation.metrics import auc
 from federation.models import fit_gated_combiner, platform_scores, predict_proba
 from federation.realdata import RealDataset

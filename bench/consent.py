@@ -467,7 +467,8 @@ def _logged_history(
         path = _PATHS[Status(st["status"])]
         for version, kind in enumerate(path, start=1):
             status = _next_status(status, kind)
-            assert status is not None
+            if status is None:
+                raise BenchFailure(f"no status after {kind} on the path to {st['status']}")
             seq, at = len(entries), st["updated_at"]
             body = {"consent_id": art["consent_id"], "event_version": version,
                     "status": status.value, "artefact_hash": art["artefact_hash"]}

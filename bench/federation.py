@@ -32,7 +32,7 @@ averages models itself.
 
 Splits and training rows. Every dataset is split 80/20 (stratified, seed 0);
 every model is scored on the same test rows. A Flower node trains on its
-merchants outside the fixed hash holdout (:func:`federation.apps._node.is_holdout`,
+merchants outside the fixed hash holdout (:func:`federation.is_holdout`,
 one in five) and evaluates on the holdout each round, so every in-process model
 here trains on exactly those rows too: the training set is the train split
 minus the holdout, for all rows of a table.
@@ -71,7 +71,8 @@ import pyarrow.parquet as pq
 import torch
 from sklearn.model_selection import train_test_split
 
-from federation.apps._node import NodeConfig, is_holdout
+from federation import is_holdout
+from federation.apps import NodeConfig
 from federation.features import BinEncoder, QuantileSketch
 from federation.metrics import auc, recall_at_alert_rate
 from federation.models import (
@@ -80,9 +81,9 @@ from federation.models import (
     fit_f_platform,
     predict_proba,
     set_weights,
-    train_local,
 )
 from federation.realdata import ISV_COLUMN, PAKDD_ERP, PAKDD_PLATFORM, load_gmsc, load_pakdd
+from federation.reference import train_centralized
 from federation.schema import AS_OF, FAKE_LABEL, LABEL, MERCHANT_ID, erp_fields_for
 from federation.synth import SynthParams, generate_world, write_world
 
@@ -380,12 +381,10 @@ def _seeded_model(arch: str, n_inputs: int, seed: int) -> torch.nn.Module:
 
 
 def _train_pooled(arch: str, X: np.ndarray, y: np.ndarray, cfg: BenchConfig) -> torch.nn.Module:
-    """One model on pooled rows: ``rounds`` epochs, the same optimiser as a node."""
-    model = _seeded_model(arch, X.shape[1], cfg.seed)
-    for epoch in range(1, cfg.rounds + 1):
-        # One epoch per call with the node's per-round seed: the same schedule a node runs.
-        train_local(model, X, y, epochs=1, batch_size=cfg.batch_size, lr=cfg.lr,
-                    seed=cfg.seed + epoch)
+    """One model on pooled rows: ``rounds`` one-epoch passes, a node's schedule
+    (:func:`federation.reference.train_centralized`)."""
+    model, _ = train_centralized(X, y, arch=arch, rounds=cfg.rounds, local_epochs=1,
+                                 batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
     return model
 
 

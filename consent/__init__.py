@@ -15,7 +15,7 @@ from ._artefact import (
     verify_artefact,
 )
 from ._bulk import ImportResult, consent_lines, import_consents
-from ._check import ConsentRecord, Decision, evaluate, require_consent
+from ._check import ConsentRecord, Decision, evaluate
 from ._errors import (
     ConsentDenied,
     ConsentError,
@@ -27,6 +27,7 @@ from ._errors import (
     TransitionRefused,
 )
 from ._index import Cohort, ConsentIndex, cohort_entries
+from ._integrity import verify_consent_log
 from ._lifecycle import ConsentEvent, ConsentState, Status, apply_event, fold_events
 from ._manifest import (
     DEFAULT_CLOCK_SKEW,
@@ -42,8 +43,8 @@ from ._models import ConsentBase
 from ._reads import ConsentView, check, get_consent, list_consents, require
 from ._receipt import ConsentReceipt, ReceiptNotice
 from ._use import Use
-from ._uses import consent_ids_hash, record_use, record_uses
-from ._vocab import CATEGORIES, DENY_CODES, ID_PATTERN, PURPOSES, Purpose
+from ._uses import consent_ids_hash, count_round_uses, record_use
+from ._vocab import CATEGORIES, CATEGORY_CODES, DENY_CODES, ID_PATTERN, PURPOSES, Purpose
 from ._writes import Grant, activate, expire_due, grant, pause, reject, resume, revoke
 
 metadata = ConsentBase.metadata
@@ -51,6 +52,7 @@ metadata = ConsentBase.metadata
 __all__ = [
     # vocabulary
     "CATEGORIES",
+    "CATEGORY_CODES",
     "DENY_CODES",
     "ID_PATTERN",
     "PURPOSES",
@@ -82,7 +84,7 @@ __all__ = [
     "resume",
     "revoke",
     "record_use",
-    "record_uses",
+    "count_round_uses",
     "import_consents",
     "consent_lines",
     "ImportResult",
@@ -91,12 +93,12 @@ __all__ = [
     "expire_due",
     "get_consent",
     "list_consents",
+    "verify_consent_log",
     # checks
     "Use",
     "Decision",
     "ConsentRecord",
     "evaluate",
-    "require_consent",
     "check",
     "require",
     "ConsentIndex",

@@ -3,7 +3,8 @@
 Shaped like a proof verifier: every input is an argument, nothing is read from
 a database or a clock here, and the answer is a :class:`Decision` value. A
 denial carries exactly one code from :data:`consent.DENY_CODES`; callers that
-prefer an exception use :meth:`Decision.require`.
+prefer an exception use :meth:`Decision.require` (``evaluate(records, use).require()``;
+:func:`consent.require` is the database check that raises).
 
 Precedence when several things are wrong with one consent (first wins)::
 
@@ -35,7 +36,6 @@ __all__ = [
     "ConsentRecord",
     "evaluate",
     "evaluate_one",
-    "require_consent",
     "check_range",
 ]
 
@@ -304,7 +304,3 @@ def evaluate(records: Sequence[ConsentRecord], use: Use) -> Decision:
             return decision
     return decisions[0]
 
-
-def require_consent(records: Sequence[ConsentRecord], use: Use) -> Decision:
-    """:func:`evaluate`, raising :class:`ConsentDenied` (with the code) on denial."""
-    return evaluate(records, use).require()

@@ -10,7 +10,7 @@
 
 REVOKED, EXPIRED, REJECTED and SUPERSEDED are terminal. ``used`` events keep
 the status (ACTIVE only) and advance the use counters. Batched uses
-(``consent.record_uses``, one ledger entry per job round and node) advance the
+(``consent.count_round_uses``, one ledger entry per job round and node) advance the
 stored counters without events, so stored counters may run ahead of this fold.
 Each event carries the next version of its consent; :func:`apply` refuses
 anything else, in the manner of eventsourcing's aggregate versioning.

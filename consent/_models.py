@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ._errors import ConsentIntegrityError
+
 __all__ = ["ConsentBase", "ArtefactRow", "EventRow", "StateRow", "UTCDateTime"]
 
 NAMING_CONVENTION = {
@@ -54,7 +56,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        assert isinstance(value, datetime)
+        if not isinstance(value, datetime):  # the column holds a time, or the row was altered
+            raise ConsentIntegrityError(f"stored time is a {type(value).__name__}")
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

@@ -228,7 +228,7 @@ def get_consent(session: Session, consent_id: str) -> ConsentView:
     except TransitionRefused as exc:  # a stored history no rule allows: not the caller's fault
         raise ConsentIntegrityError(f"history of {consent_id} is invalid: {exc}") from exc
     stored = _state_from_row(state_row)
-    # Batched uses (record_uses) advance the counters without event rows: the stored
+    # Batched uses (count_round_uses) advance the counters without event rows: the stored
     # counters may run ahead of the fold, never behind it; the lifecycle must match exactly.
     lifecycle = (state.status, state.version, state.updated_at)
     if lifecycle != (stored.status, stored.version, stored.updated_at) or not (

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from ._errors import ConsentIntegrityError, ManifestRejected
+from ._errors import ConsentError, ConsentIntegrityError, ManifestRejected
 
 __all__ = ["ManifestReplayGuard"]
 
@@ -132,7 +132,8 @@ class ManifestReplayGuard:
 
     @contextmanager
     def _locked(self, mode: int) -> Iterator[IO[bytes]]:
-        assert self._path is not None
+        if self._path is None:  # only file-backed guards lock
+            raise ConsentError("an in-memory replay guard has no file to lock", code="NO_FILE")
         self._path.parent.mkdir(parents=True, exist_ok=True)
         with self._path.open("a+b") as fh:
             fcntl.flock(fh.fileno(), mode)

@@ -1,7 +1,7 @@
 """Counting consent uses: one checked use (``consent.used``) or a round's batch (``consent.uses``).
 
 :func:`record_use` checks a use against one consent and writes its event like
-any transition; :func:`record_uses` is what the platform runs once per node and
+any transition; :func:`count_round_uses` is what the platform runs once per node and
 round, after the node's receipt verified, for every consent of that round's
 manifest — set-based counters and one ledger entry for the batch.
 """
@@ -34,10 +34,10 @@ from ._reads import _now, _state_from_row, _stored_artefact
 from ._receipt import DEFAULT_NOTICE, ConsentReceipt, ReceiptNotice
 from ._writes import _plan, _write
 
-__all__ = ["USES_KIND", "record_use", "record_uses", "consent_ids_hash"]
+__all__ = ["USES_KIND", "record_use", "count_round_uses", "consent_ids_hash"]
 
 USES_KIND = "consent.uses"
-"""Ledger kind of one :func:`record_uses` batch (``consent.used`` is one consent's event)."""
+"""Ledger kind of one :func:`count_round_uses` batch (``consent.used`` is one consent's event)."""
 _CHUNK = 5000  # ids per IN (...) list: under SQLite's and PostgreSQL's bind-parameter caps
 
 def record_use(
@@ -93,7 +93,7 @@ def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
     for i in range(0, len(ids), _CHUNK):
         yield ids[i : i + _CHUNK]
 
-def record_uses(
+def count_round_uses(
     session: Session,
     consent_ids: Iterable[str],
     *,

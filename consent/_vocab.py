@@ -18,6 +18,7 @@ __all__ = [
     "add_years",
     "PURPOSES",
     "CATEGORIES",
+    "CATEGORY_CODES",
     "DENY_CODES",
     "ID_PATTERN",
     "is_valid_id",
@@ -85,20 +86,22 @@ PURPOSES: MappingProxyType[str, Purpose] = MappingProxyType(
 )
 """Known purposes by code; an artefact naming any other code is refused."""
 
-CATEGORIES: frozenset[str] = frozenset(
-    {
-        "cost_of_goods",
-        "margins",
-        "turnover",
-        "inventory",
-        "receivables",
-        "labour_cost",
-        "logistics_cost",
-        "cash_and_debt",
-        "orders_and_shipping",
-        "tax",
-    }
+CATEGORY_CODES: tuple[str, ...] = (
+    "cost_of_goods",
+    "margins",
+    "turnover",
+    "inventory",
+    "receivables",
+    "labour_cost",
+    "logistics_cost",
+    "cash_and_debt",
+    "orders_and_shipping",
+    "tax",
 )
+"""The ERP field groups a consent can cover, in the ERP schema's order (the one list:
+``federation.schema`` and ``federation.specs`` read it)."""
+
+CATEGORIES: frozenset[str] = frozenset(CATEGORY_CODES)
 """ERP field groups a consent can cover."""
 
 DENY_CODES: tuple[str, ...] = (

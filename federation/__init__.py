@@ -14,6 +14,7 @@ from ._errors import (
     ReceiptInvalid,
     SpecError,
 )
+from .holdout import HOLDOUT_BUCKETS, is_holdout
 from .receipts import UsageReceipt, merchant_ids_hash, sign_receipt, verify_receipt
 from .specs import SPECS, DPBudget, ModelSpec, get_spec, spec_from_run_config, spec_to_run_config
 
@@ -59,6 +60,9 @@ __all__: list[str] = [
     "get_spec",
     "spec_from_run_config",
     "spec_to_run_config",
+    # the evaluation hold-out
+    "HOLDOUT_BUCKETS",
+    "is_holdout",
     # usage receipts
     "UsageReceipt",
     "merchant_ids_hash",

@@ -52,6 +52,7 @@ import pandas as pd
 
 from ._errors import DataError
 from .data import ColumnMapping, Connector, load_mapping, make_connector
+from .holdout import HOLDOUT_BUCKETS
 from .schema import ERP_OPTIONAL_FIELDS, MERCHANT_ID, FieldSpec
 
 __all__ = [
@@ -67,7 +68,7 @@ __all__ = [
     "read_platform",
 ]
 
-DEFAULT_HOLDOUT_BUCKETS = 5
+DEFAULT_HOLDOUT_BUCKETS = HOLDOUT_BUCKETS
 """One merchant in five (by the first byte of SHA-256 of its id) is a node's validation merchant."""
 
 _TOP = {"data", "platform", "holdout", "isvs"}

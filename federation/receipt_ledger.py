@@ -3,7 +3,7 @@
 :mod:`federation.receipts` defines what a node signs; this module is what the
 platform does with it after a reply: check that the receipt answers the request
 it was sent (:class:`ExpectedReceipt`), then append it to the ledger and, in the
-same transaction, count the consent uses it proves (:func:`consent.record_uses`).
+same transaction, count the consent uses it proves (:func:`consent.count_round_uses`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.orm import Session, sessionmaker
 
-from consent import record_uses
+from consent import count_round_uses
 from ledger import append_entry
 
 from ._errors import ReceiptInvalid
@@ -61,7 +61,7 @@ def record_receipt(
         The request the receipt must answer.
     uses : Sequence[str], default ()
         Consent ids of the request's manifest whose use this receipt proves; counted
-        with :func:`consent.record_uses` in the same transaction as ``data.used``.
+        with :func:`consent.count_round_uses` in the same transaction as ``data.used``.
 
     Returns
     -------
@@ -108,7 +108,7 @@ def record_receipt(
     with sessions() as session, session.begin():
         entry = append_entry(session, DATA_USED, body)
         if uses:
-            record_uses(
+            count_round_uses(
                 session,
                 uses,
                 at=datetime.now(UTC),

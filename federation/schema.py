@@ -30,6 +30,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from consent import CATEGORY_CODES
+
 from ._errors import DataError
 
 __all__ = [
@@ -147,21 +149,8 @@ ERP_OPTIONAL_FIELDS: tuple[FieldSpec, ...] = (
 ``net_profit`` is revenue minus every cost; ``cash_flow`` the net operating cash flow.
 """
 
-_CATEGORY_ORDER = (
-    "cost_of_goods",
-    "margins",
-    "turnover",
-    "inventory",
-    "receivables",
-    "labour_cost",
-    "logistics_cost",
-    "cash_and_debt",
-    "orders_and_shipping",
-    "tax",
-)
-
 ERP_CATEGORIES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
-    {c: tuple(f.name for f in ERP_FIELDS if f.category == c) for c in _CATEGORY_ORDER}
+    {c: tuple(f.name for f in ERP_FIELDS if f.category == c) for c in CATEGORY_CODES}
 )
 """Consent data category -> the ERP field names it covers (``tax`` covers none yet)."""
 

@@ -63,7 +63,14 @@ from types import MappingProxyType
 from typing import Any
 
 from ._errors import DataError, SpecError
-from .schema import FieldSpec, declare_field, extra_field, fields_from_json, fields_to_json
+from .schema import (
+    ERP_CATEGORIES,
+    FieldSpec,
+    declare_field,
+    extra_field,
+    fields_from_json,
+    fields_to_json,
+)
 
 __all__ = [
     "DPBudget",
@@ -214,18 +221,8 @@ class ModelSpec:
             raise SpecError(f"spec {self.name!r}: lr must be > 0, got {self.lr}")
 
 
-# Every consent category that covers an ERP field (``tax`` covers none yet).
-_ALL_FINANCIALS = (
-    "cost_of_goods",
-    "margins",
-    "turnover",
-    "inventory",
-    "receivables",
-    "labour_cost",
-    "logistics_cost",
-    "cash_and_debt",
-    "orders_and_shipping",
-)
+# Every consent category that covers an ERP field (``tax`` covers none yet), in schema order.
+_ALL_FINANCIALS = tuple(c for c, fields in ERP_CATEGORIES.items() if fields)
 
 SPECS: Mapping[str, ModelSpec] = MappingProxyType(
     {

@@ -12,7 +12,7 @@ SQLite database and keys (the user's database is never touched):
    them gone (their ``merchants_hash`` is recomputed here);
 4. collects the nodes' g-scores under ``credit_scoring`` manifests;
 5. fits ``f_platform`` and the combiner at the platform and measures AUCs on
-   the held-out merchants (:func:`federation.apps._node.is_holdout`), next to a
+   the held-out merchants (:func:`federation.is_holdout`), next to a
    *centralized reference*: the same g (bins, architecture, DP-SGD budget)
    trained on the pooled ERP rows — a number a real deployment could not
    compute, since ERP data never leaves the ISVs;
@@ -49,6 +49,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from . import jobs
+from ._errors import GatewayError
 from .db import create_schema, make_engine, make_sessionmaker
 from .demo_money import MoneyReport, run_money_loop
 from .keys import load_or_create_key
@@ -98,7 +99,7 @@ depends on that start (0.46-0.70 over init seeds here); this setting gave 0.69-0
 _CONSENT_BATCH = 200  # consents per progress tick (all in one transaction)
 
 
-class DemoError(Exception):
+class DemoError(GatewayError):
     """The demo could not finish or a check failed.
 
     Parameters
@@ -108,10 +109,6 @@ class DemoError(Exception):
         ``BAD_ARGUMENT``, ``JOB_FAILED`` (or the federation error's own code),
         ``REVOKED_STILL_USED`` or ``AUDIT_FAILED``.
     """
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,10 +326,11 @@ def _grant_consents(
                 ids[m] = f"c-{m}"
                 if (i + 1) % _CONSENT_BATCH == 0:
                     stages.advance(task, _CONSENT_BATCH)
+    from federation.node import register_approvals
+
     for node in nodes:
         register = node.approvals(node.node_policy())
-        for signed in approved.get(node.isv_id, []):
-            register.register_artefact(signed)
+        register_approvals(register, ((s.artefact, s.hash) for s in approved.get(node.isv_id, [])))
     return ids
 
 
@@ -340,7 +338,7 @@ def _pick_revocations(
     erp: Mapping[str, pd.DataFrame], seed: int, per_isv: int
 ) -> dict[str, list[str]]:
     """A few training (not held-out) merchants per ISV, chosen by the seed."""
-    from federation.apps._node import is_holdout
+    from federation import is_holdout
 
     rng = np.random.default_rng(seed + 1)
     out: dict[str, list[str]] = {}
@@ -362,8 +360,7 @@ def _usage(
     ``keys``: each node's merchant-set hashing key, which the ISV reveals to whoever
     checks its receipts (here the demo plays every role).
     """
-    from federation import merchant_ids_hash
-    from federation.apps._node import is_holdout
+    from federation import is_holdout, merchant_ids_hash
 
     train_sets = {
         isv: {m for m in f["merchant_id"].astype(str) if not is_holdout(m)}
@@ -421,10 +418,11 @@ def _central_g(
     """
     import torch
 
-    from federation.apps._node import is_holdout
+    from federation import is_holdout
     from federation.dp import epsilon_of
     from federation.features import BinEncoder, QuantileSketch
-    from federation.models import build_g_erp, predict_proba
+    from federation.models import predict_proba
+    from federation.reference import train_centralized
     from federation.schema import AS_OF, erp_fields_for
 
     features = erp_fields_for(spec.categories)
@@ -436,56 +434,22 @@ def _central_g(
     train = pooled[[not is_holdout(m) for m in pooled["merchant_id"]]]
     X = encoder.transform(train)
     y = np.asarray([labels[m] for m in train["merchant_id"]], dtype=np.float32)
-    torch.manual_seed(seed)
-    model = build_g_erp(spec.arch, encoder.n_outputs, hidden=spec.hidden)
     task = stages.add("centralized reference (pooled ERP)", rounds)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the nodes do: small batches gain nothing from more threads
     try:
         with warnings.catch_warnings():
             _ignore_library_warnings()
-            history = _central_rounds(model, X, y, spec, rounds, seed, stages, task)
+            model, history = train_centralized(
+                X, y, arch=spec.arch, rounds=rounds, local_epochs=spec.local_epochs,
+                batch_size=spec.batch_size, lr=spec.lr, seed=seed, hidden=spec.hidden,
+                dp=spec.dp, on_round=lambda _r: stages.advance(task),
+            )
     finally:
         torch.set_num_threads(threads)
     eps = epsilon_of(history, spec.dp.delta) if spec.dp is not None else 0.0
     scores = predict_proba(model, encoder.transform(pooled))
     return dict(zip(pooled["merchant_id"], scores.tolist(), strict=True)), eps
-
-
-def _central_rounds(
-    model: Any,
-    X: np.ndarray,
-    y: np.ndarray,
-    spec: Any,
-    rounds: int,
-    seed: int,
-    stages: _Stages,
-    task: TaskID | None,
-) -> list[tuple[float, float, int]]:
-    """One local pass per round, DP-SGD with noise sized for all rounds; the RDP history."""
-    from federation.dp import train_dp_sgd
-    from federation.models import train_local
-
-    history: list[tuple[float, float, int]] = []
-    for r in range(1, rounds + 1):
-        common: dict[str, Any] = dict(
-            epochs=spec.local_epochs, batch_size=spec.batch_size, lr=spec.lr, seed=seed + r
-        )
-        if spec.dp is None:
-            train_local(model, X, y, **common)
-        else:
-            result = train_dp_sgd(
-                model,
-                X,
-                y,
-                budget=spec.dp,
-                history=history,
-                rounds_left=rounds - r + 1,
-                **common,
-            )
-            history.extend(result.steps)
-        stages.advance(task)
-    return history
 
 
 def _evaluate(
@@ -495,7 +459,7 @@ def _evaluate(
     seed: int,
 ) -> tuple[list[AucRow], int, int, int]:
     """f_platform, the combiner with each g, and AUCs on the held-out merchants."""
-    from federation.apps._node import is_holdout
+    from federation import is_holdout
     from federation.models import Combiner, fit_f_platform, out_of_fold_f_scores
     from federation.schema import LABEL
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from federation.cohort import ConsentCohortSource
 
+from ._errors import GatewayError
 from .keys import load_or_create_key, public_key_pem
 from .settings import Settings
 
@@ -74,7 +75,7 @@ PRIVACY_DIR = "privacy"
 PRIVACY_ACCOUNT_FILE = "merchants.json"
 
 
-class JobSetupError(Exception):
+class JobSetupError(GatewayError):
     """A job cannot be assembled: a bad world directory or a bad model directory.
 
     Parameters
@@ -83,10 +84,6 @@ class JobSetupError(Exception):
     code : str
         ``BAD_WORLD`` or ``BAD_MODEL``.
     """
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +158,8 @@ def load_world(world: Path) -> dict[str, Any]:
 def world_nodes(settings: Settings, world: Path) -> WorldNodes:
     """Keys, node configs and the node-key registry for the ISVs of ``world``.
 
-    Keys are created on first use (mode 0600) under ``settings.resolved_key_dir``:
-    ``gateway.pem`` and ``nodes/<isv>.pem``; public halves are written beside them.
+    Writes the key files (:func:`_write_keys`): keys are created on first use (mode
+    0600) under ``settings.resolved_key_dir`` and their public halves written beside them.
 
     Raises
     ------
@@ -172,38 +169,38 @@ def world_nodes(settings: Settings, world: Path) -> WorldNodes:
     from federation.apps import NodeConfig
 
     doc = load_world(world)
-    key_dir = settings.resolved_key_dir
-    gateway_pub = key_dir / f"{GATEWAY_KEY}.pub.pem"
-    gateway_pub.write_text(public_key_pem(load_or_create_key(key_dir, GATEWAY_KEY)), "utf-8")
-    node_key_dir = key_dir / NODE_KEY_DIR
-    nodes: list[NodeConfig] = []
-    registry: dict[str, str] = {}
-    for isv, info in sorted(doc.get("isvs", {}).items()):
-        key = load_or_create_key(node_key_dir, isv)
-        pub = node_key_dir / f"{isv}.pub.pem"
-        pub.write_text(public_key_pem(key), "utf-8")
-        registry[isv] = str(pub.resolve())
-        nodes.append(
-            NodeConfig(
-                isv_id=isv,
-                erp_path=(world / str(info["file"])).resolve(),
-                node_key=(node_key_dir / f"{isv}.pem").resolve(),
-                gateway_key=gateway_pub.resolve(),
-                state_dir=(settings.data_dir / "nodes" / isv).resolve(),
-            )
-        )
-    if not nodes:
+    isvs = sorted(doc.get("isvs", {}).items())
+    if not isvs:
         raise JobSetupError(f"{world}/{WORLD_FILE} lists no ISVs", code="BAD_WORLD")
-    registry_path = key_dir / REGISTRY_FILE
-    registry_path.write_text(json.dumps(registry, indent=2), "utf-8")
+    gateway_pub, registry_path, private = _write_keys(settings, [isv for isv, _ in isvs])
+    nodes = [
+        NodeConfig(
+            isv_id=isv,
+            erp_path=(world / str(info["file"])).resolve(),
+            node_key=private[isv],
+            gateway_key=gateway_pub,
+            state_dir=(settings.data_dir / "nodes" / isv).resolve(),
+        )
+        for isv, info in isvs
+    ]
     return WorldNodes(world=world, doc=doc, nodes=tuple(nodes), registry=registry_path)
 
 
-def _node_keys(settings: Settings, isvs: Sequence[str]) -> tuple[Path, Path, dict[str, Path]]:
-    """Gateway public key, registry path and each ISV's private key (created on first use)."""
+def _write_keys(settings: Settings, isvs: Sequence[str]) -> tuple[Path, Path, dict[str, Path]]:
+    """Write the job's key files; return the gateway public key, registry and node keys.
+
+    Under ``settings.resolved_key_dir``, each created on first use (mode 0600) with its
+    public half beside it: ``gateway.pem`` (signs manifests), ``consent-manager.pem``
+    (its public half is the run config's ``consent-key``) and ``nodes/<isv>.pem``; plus
+    the node-key registry ``node-keys.json``.
+    """
     key_dir = settings.resolved_key_dir
     gateway_pub = key_dir / f"{GATEWAY_KEY}.pub.pem"
     gateway_pub.write_text(public_key_pem(load_or_create_key(key_dir, GATEWAY_KEY)), "utf-8")
+    consent_pub = key_dir / f"{CONSENT_MANAGER_KEY}.pub.pem"
+    consent_pub.write_text(
+        public_key_pem(load_or_create_key(key_dir, CONSENT_MANAGER_KEY)), "utf-8"
+    )
     node_key_dir = key_dir / NODE_KEY_DIR
     registry: dict[str, str] = {}
     private: dict[str, Path] = {}
@@ -226,7 +223,7 @@ def job_node_configs(settings: Settings, cfg: JobConfig) -> tuple[tuple[Any, ...
     """
     from federation.apps import NodeConfig
 
-    gateway_pub, registry, private = _node_keys(settings, [i.isv_id for i in cfg.isvs])
+    gateway_pub, registry, private = _write_keys(settings, [i.isv_id for i in cfg.isvs])
     nodes = tuple(
         NodeConfig(
             isv_id=isv.isv_id,
@@ -287,7 +284,10 @@ def base_run_config(
     consumer: str = DEFAULT_CONSUMER,
     out: Path | None = None,
 ) -> dict[str, Any]:
-    """The run-config keys every job needs (the database schema must already exist).
+    """The run-config keys every job needs; reads and writes nothing.
+
+    The database schema and the key files must already exist: :func:`world_nodes` and
+    :func:`config_nodes` write the keys (the consent manager's public key included).
 
     Parameters
     ----------
@@ -302,11 +302,7 @@ def base_run_config(
     """
     # The ServerApp verifies every consent artefact with the consent manager's public key
     # and, holding it, counts each round's uses against the consents' frequency limits.
-    key_dir = settings.resolved_key_dir
-    consent_pub = key_dir / f"{CONSENT_MANAGER_KEY}.pub.pem"
-    consent_pub.write_text(
-        public_key_pem(load_or_create_key(key_dir, CONSENT_MANAGER_KEY)), "utf-8"
-    )
+    consent_pub = settings.resolved_key_dir / f"{CONSENT_MANAGER_KEY}.pub.pem"
     return {
         "job-id": job_id,
         "mode": mode,

@@ -12,6 +12,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
+from .metadata import all_metadata
+
 __all__ = [
     "VERSION_TABLE",
     "alembic_config",
@@ -68,8 +70,6 @@ def stamp_head_if_unversioned(connection: Connection) -> None:
 
 
 def _fedgate_tables() -> set[str]:
-    from .db import all_metadata
-
     return {table.name for meta in all_metadata() for table in meta.tables.values()}
 
 

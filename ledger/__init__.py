@@ -4,7 +4,8 @@ Public surface only; implementation lives in private modules. Helpers: add
 names here with small edits and keep ``__all__`` sorted by section.
 """
 
-from ._audit import AuditFailure, AuditReport, audit_export, verify_log
+from ._audit import audit_export
+from ._audit_report import AuditFailure, AuditReport
 from ._book import (
     Account,
     AccountKind,
@@ -31,6 +32,12 @@ from ._cosignature import (
     make_cosigner_vkey,
     parse_cosigner_vkey,
     verify_cosignatures,
+)
+from ._engine import (
+    READ_ONLY_OPTION,
+    make_engine,
+    make_read_sessionmaker,
+    make_sessionmaker,
 )
 from ._errors import (
     AccountRejected,
@@ -90,7 +97,15 @@ from ._verify import (
     verify_consistency,
     verify_inclusion,
 )
-from ._witness import Witness, WitnessReply, WitnessView, add_checkpoint_body
+from ._verify_log import verify_log
+from ._witness import (
+    MAX_REQUEST_BYTES,
+    SIZE_CONTENT_TYPE,
+    Witness,
+    WitnessReply,
+    WitnessView,
+    add_checkpoint_body,
+)
 from ._witnessed import (
     Cosigned,
     cosignatures_of,
@@ -141,6 +156,8 @@ __all__ = [
     "make_cosigner_vkey",
     "parse_cosigner_vkey",
     "verify_cosignatures",
+    "MAX_REQUEST_BYTES",
+    "SIZE_CONTENT_TYPE",
     "Witness",
     "WitnessReply",
     "WitnessView",
@@ -162,6 +179,11 @@ __all__ = [
     "BookFailure",
     "BookReport",
     "reconcile_book",
+    # the database engine every package opens the platform database with
+    "READ_ONLY_OPTION",
+    "make_engine",
+    "make_read_sessionmaker",
+    "make_sessionmaker",
     # bounded parsing of outside input
     "MAX_JSON_DEPTH",
     "BoundedInputError",

@@ -1,4 +1,5 @@
-"""Verifying a whole log: offline from an export file, or in place in the database.
+"""Verifying a whole log: offline from an export file (here), or in place in the database
+(:mod:`ledger._verify_log`, which shares this module's replay).
 
 Both replay every entry in order through a compact range (the right frontier
 of perfect subtrees), so memory stays O(log n) and 10⁶ entries take seconds.
@@ -63,77 +64,35 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import json
-import re
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import and_, select
-from sqlalchemy.orm import Session
-
-from ._bounded import BoundedInputError, loads_bounded
+from ._audit_report import AuditFailure, AuditReport
 from ._canonical import parse_canonical
 from ._checkpoint import Checkpoint, parse_checkpoint_body
 from ._cosignature import Cosigner, split_note, verify_cosignatures
 from ._errors import ExportFormatError, NoteError, VerificationError
-from ._export import EXPORT_FORMAT, EXPORT_VERSION
+from ._export_lines import (
+    MAX_ENTRY_LINE_BYTES,
+    MAX_HEADER_BYTES,
+    Malformed,
+    bounded_line,
+    bounded_lines,
+    entry_lines,
+    read_header,
+    read_notes,
+    read_statement,
+)
 from ._hasher import EMPTY_ROOT, hash_children
-from ._models import CheckpointRow, LogEntryRow, LogHeadRow, TreeNodeRow
 from ._note import NoteVerifier, parse_vkey, verify_note
 from ._proof import consistency_ranges
 from ._reconcile import BookFailure, BookReplay
 from ._verify import verify_consistency
 
-__all__ = ["AuditFailure", "AuditReport", "audit_export", "verify_log"]
+__all__ = ["audit_export"]
 
 _BATCH = 10_000
-MAX_HEADER_BYTES = 64 * 1024
-"""Longest header line; unknown header fields are allowed only within it."""
-MAX_NOTE_LINE_BYTES = 256 * 1024
-"""Longest checkpoint line (a note with up to 100 signature lines fits easily)."""
-MAX_BOOK_LINE_BYTES = 4096
-MAX_ENTRY_LINE_BYTES = 4 * 1024 * 1024
-"""Longest entry line: base64 of a leaf far larger than any body the log writes."""
-MAX_CHECKPOINTS = 10_000_000
-MAX_BOOK_LINES = 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class AuditFailure:
-    """The first thing that does not hold: a reason ``code``, where, and why in words."""
-
-    code: str
-    index: int | None
-    message: str
-    checkpoint_size: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AuditReport:
-    """Outcome of a full replay: what was recomputed and the first failure, if any."""
-
-    size: int
-    root: bytes
-    checkpoints_verified: int
-    failure: AuditFailure | None = None
-    origin: str | None = None
-    checkpoint_sizes: tuple[int, ...] = field(default_factory=tuple)
-    cosigners: tuple[str, ...] = field(default_factory=tuple)
-    """Witness vkeys with a valid cosignature on the newest checkpoint (when asked)."""
-    book_accounts: int | None = None
-    book_transfers: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when every check held."""
-        return self.failure is None
-
-    @property
-    def first_bad_index(self) -> int | None:
-        """The entry index of the first failure (None when all is well)."""
-        return None if self.failure is None else self.failure.index
 
 
 @dataclass(slots=True)
@@ -144,14 +103,6 @@ class _Claim:
     root: bytes
     failure: AuditFailure | None = None
     note: str = ""
-
-
-class _Malformed(Exception):
-    """An entry line that cannot be read; carries its position."""
-
-    def __init__(self, index: int, message: str) -> None:
-        super().__init__(message)
-        self.index = index
 
 
 def _fold(stack: Sequence[bytes]) -> bytes:
@@ -350,7 +301,7 @@ def _replay(
                         count,
                     )
                 )
-    except _Malformed as exc:
+    except Malformed as exc:
         return report(AuditFailure("MALFORMED_LINE", exc.index, str(exc)))
 
     beyond = [c for c in claims if c.size > count]
@@ -421,84 +372,6 @@ def _fold_keys(part: Sequence[tuple[int, int]], nodes: dict[tuple[int, int], byt
     return acc
 
 
-def _bounded_line(fh: Any, cap: int, what: str) -> bytes:
-    """One line of at most ``cap`` bytes (newline included); longer is a format error."""
-    line: bytes = fh.readline(cap + 1)
-    if len(line) > cap:
-        raise ExportFormatError(f"{what} is longer than {cap} bytes", code="BAD_EXPORT")
-    return line
-
-
-def _read_header(line: bytes) -> dict[str, Any]:
-    try:
-        header = loads_bounded(line, what="export header", max_bytes=MAX_HEADER_BYTES)
-    except BoundedInputError as exc:
-        raise ExportFormatError(f"first line is not UTF-8 JSON: {exc}") from exc
-    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
-        raise ExportFormatError(f"not a {EXPORT_FORMAT} file")
-    if header.get("version") != EXPORT_VERSION:
-        raise ExportFormatError(f"unsupported export version {header.get('version')!r}")
-    for name, kind in (
-        ("origin", str),
-        ("vkey", str),
-        ("size", int),
-        ("root", str),
-        ("checkpoints", int),
-    ):
-        value = header.get(name)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ExportFormatError(f"header field {name!r} missing or not {kind.__name__}")
-        if isinstance(value, int) and value < 0:
-            raise ExportFormatError(f"header field {name!r} is negative")
-    book = header.setdefault("book", 0)
-    if type(book) is not int or not 0 <= book <= MAX_BOOK_LINES:
-        raise ExportFormatError(f"header field 'book' must be an integer in 0..{MAX_BOOK_LINES}")
-    if header["checkpoints"] > MAX_CHECKPOINTS:
-        raise ExportFormatError(f"header claims more than {MAX_CHECKPOINTS} checkpoints")
-    return header
-
-
-# The exact line the exporter writes; anything else goes through json.loads. The
-# file is read as bytes, so a line that is not UTF-8 fails at its own position.
-_ENTRY_LINE = re.compile(
-    rb'\{"seq":(0|[1-9][0-9]{0,18}),"leaf":"([A-Za-z0-9+/]*={0,2})","hash":"([A-Za-z0-9+/]*={0,2})"\}\n?'
-)
-
-
-def _bounded_lines(fh: Any, cap: int) -> Iterator[bytes]:
-    """The rest of ``fh`` line by line; a line over ``cap`` bytes is yielded cut (and fails)."""
-    readline = fh.readline
-    while line := readline(cap + 1):
-        yield line
-
-
-def _entries(lines: Iterator[bytes], first: int) -> Iterator[tuple[int, bytes, bytes, bytes]]:
-    """Parse entry lines strictly; a bad line raises :class:`_Malformed` at its position."""
-    loads, a2b, match = json.loads, binascii.a2b_base64, _ENTRY_LINE.fullmatch
-    i = first
-    for line in lines:
-        try:
-            fast = match(line)
-            if fast is None and len(line) > MAX_ENTRY_LINE_BYTES:
-                raise ValueError(f"line longer than {MAX_ENTRY_LINE_BYTES} bytes")
-            if fast is not None:
-                seq: Any = int(fast[1])
-                leaf, recorded = fast[2], fast[3]
-            else:
-                obj = loads(line.decode("utf-8"))
-                if not isinstance(obj, dict) or set(obj) != {"seq", "leaf", "hash"}:
-                    raise ValueError("entry lines have exactly seq, leaf, hash")
-                seq, leaf, recorded = obj["seq"], obj["leaf"], obj["hash"]
-                if type(seq) is not int:
-                    raise ValueError("seq is not an integer")
-            digest = a2b(recorded, strict_mode=True)
-            item = (seq, a2b(leaf, strict_mode=True), digest, digest)
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
-            raise _Malformed(i, f"entry line {i}: {exc}") from exc
-        yield item
-        i += 1
-
-
 def _quorum(
     claims: Sequence[_Claim], size: int, witnesses: Sequence[Cosigner], quorum: int
 ) -> tuple[tuple[str, ...], AuditFailure | None]:
@@ -517,43 +390,6 @@ def _quorum(
         f"given witnesses; {quorum} required",
         size,
     )
-
-
-def _read_notes(fh: Any, count: int) -> list[str]:
-    notes: list[str] = []
-    for n in range(count):
-        line = _bounded_line(fh, MAX_NOTE_LINE_BYTES, f"checkpoint line {n}")
-        try:
-            note = loads_bounded(
-                line, what=f"checkpoint line {n}", max_bytes=MAX_NOTE_LINE_BYTES, max_depth=2
-            )["checkpoint"]
-            if not isinstance(note, str):
-                raise TypeError("checkpoint is not a string")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ExportFormatError(f"checkpoint line {n}: {exc}") from exc
-        notes.append(note)
-    return notes
-
-
-def _read_statement(fh: Any, count: int) -> list[dict[str, Any]]:
-    lines: list[dict[str, Any]] = []
-    for n in range(count):
-        line = _bounded_line(fh, MAX_BOOK_LINE_BYTES, f"book line {n}")
-        try:
-            value = loads_bounded(
-                line, what=f"book line {n}", max_bytes=MAX_BOOK_LINE_BYTES, max_depth=1
-            )
-        except BoundedInputError as exc:
-            raise ExportFormatError(f"book line {n}: {exc}") from exc
-        if not isinstance(value, dict) or set(value) != {
-            "account",
-            "balance",
-            "currency",
-            "transfers",
-        }:
-            raise ExportFormatError(f"book line {n} is not an account statement")
-        lines.append(value)
-    return lines
 
 
 def audit_export(
@@ -610,7 +446,7 @@ def audit_export(
     if not 0 <= quorum <= len(witnesses):
         raise ValueError(f"quorum must be within 0..{len(witnesses)} (the witnesses given)")
     with Path(path).open("rb") as fh:
-        header = _read_header(_bounded_line(fh, MAX_HEADER_BYTES, "export header"))
+        header = read_header(bounded_line(fh, MAX_HEADER_BYTES, "export header"))
         try:
             trusted = parse_vkey(header["vkey"])
         except NoteError as exc:
@@ -636,8 +472,8 @@ def audit_export(
                 ),
                 origin=origin,
             )
-        notes = _read_notes(fh, header["checkpoints"])
-        statement = _read_statement(fh, header["book"])
+        notes = read_notes(fh, header["checkpoints"])
+        statement = read_statement(fh, header["book"])
         claims = _check_claims(notes, origin, trusted)
         try:
             head_root = binascii.a2b_base64(header["root"], strict_mode=True)
@@ -645,7 +481,7 @@ def audit_export(
             raise ExportFormatError(f"header root: {exc}") from exc
         replay = BookReplay() if book else None
         report = _replay(
-            _entries(_bounded_lines(fh, MAX_ENTRY_LINE_BYTES), 0),
+            entry_lines(bounded_lines(fh, MAX_ENTRY_LINE_BYTES), 0),
             claims,
             head_size=header["size"],
             head_root=head_root,
@@ -672,81 +508,3 @@ def audit_export(
         book_accounts=None if replay is None else len(replay.accounts),
         book_transfers=None if replay is None else replay.count,
     )
-
-
-def _db_entries(session: Session) -> Iterator[tuple[int, bytes, bytes, bytes]]:
-    """Entries in order, each with the stored leaf node (0, seq), ``b""`` when there is none."""
-    stmt = (
-        select(LogEntryRow.seq, LogEntryRow.leaf_data, LogEntryRow.leaf_hash, TreeNodeRow.hash)
-        .outerjoin(TreeNodeRow, and_(TreeNodeRow.level == 0, TreeNodeRow.index == LogEntryRow.seq))
-        .order_by(LogEntryRow.seq)
-        .execution_options(yield_per=_BATCH)
-    )
-    for part in session.execute(stmt).partitions():
-        for row in part:
-            yield row[0], row[1], row[2], row[3] or b""
-
-
-def _check_nodes(session: Session, leaves: list[bytes]) -> AuditFailure | None:
-    """Compare every stored perfect-subtree hash with the one recomputed from the leaves."""
-    level, current = 0, leaves
-    while current:
-        rows = session.execute(
-            select(TreeNodeRow.index, TreeNodeRow.hash)
-            .where(TreeNodeRow.level == level)
-            .order_by(TreeNodeRow.index)
-        ).all()
-        for k, (index, stored) in enumerate(rows):
-            if index != k or k >= len(current) or stored != current[k]:
-                where = min(index, k) << level
-                return AuditFailure(
-                    "NODE_MISMATCH", where, f"stored node (level {level}, index {index}) is wrong"
-                )
-        if len(rows) != len(current):
-            return AuditFailure(
-                "NODE_MISMATCH", len(rows) << level, f"level {level} lacks node {len(rows)}"
-            )
-        current = [hash_children(current[k], current[k + 1]) for k in range(0, len(current) - 1, 2)]
-        level += 1
-    return None
-
-
-def verify_log(session: Session, verifier: NoteVerifier | str | None = None) -> AuditReport:
-    """Verify the live log in the database the way :func:`audit_export` verifies a file.
-
-    Also checks the stored head, every stored subtree hash (the nodes proofs are
-    built from; leaf nodes during the replay, so the smallest bad index is the
-    one reported) and that each checkpoint row's columns match its signed note.
-    Entries after the newest checkpoint are normal in a live log and are not
-    reported. Use a read-only session so the whole check sees one snapshot.
-
-    Parameters
-    ----------
-    session : Session
-        A session on the ledger's database (read only).
-    verifier : NoteVerifier | str | None, default None
-        The log's key; without it checkpoint signatures are not checked (roots
-        and consistency still are).
-    """
-    trusted = parse_vkey(verifier) if isinstance(verifier, str) else verifier
-    rows = session.execute(select(CheckpointRow).order_by(CheckpointRow.size)).scalars().all()
-    claims = _check_claims([r.signed_note for r in rows], rows[0].origin if rows else None, trusted)
-    for row, claim in zip(rows, claims, strict=True):
-        if claim.failure is None and (row.size != claim.size or row.root != claim.root):
-            claim.failure = AuditFailure(
-                "CHECKPOINT_SIGNATURE",
-                max(row.size - 1, 0),
-                "row columns differ from the signed note",
-                row.size,
-            )
-    head = session.get(LogHeadRow, 1)
-    size, root = (head.size, head.root) if head is not None else (0, EMPTY_ROOT)
-    leaves: list[bytes] = []
-    report = _replay(
-        _db_entries(session), claims, head_size=size, head_root=root, leaf_hashes=leaves
-    )
-    if report.ok:
-        failure = _check_nodes(session, leaves)
-        if failure is not None:
-            return AuditReport(report.size, report.root, report.checkpoints_verified, failure)
-    return report

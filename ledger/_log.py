@@ -24,6 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ._canonical import canonical_json
+from ._errors import LogCorrupted
 from ._hasher import EMPTY_ROOT, hash_children, hash_leaf
 from ._models import LogEntryRow, LogHeadRow, TreeNodeRow
 
@@ -195,7 +196,8 @@ def append_entries(
         new_nodes.append({"level": 0, "index": seq, "hash": leaf})
         while index & 1:
             left_level, left_index, left = frontier.pop()
-            assert left_level == level and left_index == index - 1, "frontier out of order"
+            if left_level != level or left_index != index - 1:
+                raise LogCorrupted(f"stored frontier out of order at {left_level}/{left_index}")
             node = hash_children(left, node)
             level, index = level + 1, index >> 1
             new_nodes.append({"level": level, "index": index, "hash": node})

@@ -46,10 +46,9 @@ def evaluate(msg: Message, ctx: Context) -> Message:
     cfg = msg.content.config_records[JOB_KEY]
     job_id = str(cfg[KEY_JOB_ID])
     cohort = request_cohort(holdout_split(msg, held_out=True))  # labelled held-out merchants only
-    encoder, refusal = checked_encoder(msg, cohort)
-    if refusal is not None:
-        return refusal
-    assert encoder is not None
+    encoder = checked_encoder(msg, cohort)
+    if isinstance(encoder, Message):
+        return encoder  # the policy refused it
     registry = req.node.model_register()
     if job_id not in registry.trained_jobs():
         return refuse(msg, ERR.MODEL_UNKNOWN, "MODEL_UNKNOWN")

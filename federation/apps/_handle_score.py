@@ -40,10 +40,9 @@ def score(msg: Message, ctx: Context) -> Message:
     cohort = request_cohort()
     if len(cohort.frame) < policy.min_score_cohort:
         return refuse(msg, ERR.POLICY_REFUSED, "MIN_COHORT", {"min": policy.min_score_cohort})
-    encoder, refusal = checked_encoder(msg, cohort)
-    if refusal is not None:
-        return refusal
-    assert encoder is not None
+    encoder = checked_encoder(msg, cohort)
+    if isinstance(encoder, Message):
+        return encoder  # the policy refused it
     X = encoder.transform(cohort.frame)
     p = predict_proba(message_model(msg, X.shape[1]), X).astype(np.float64)
     ids = [str(m) for m in cohort.frame[MERCHANT_ID]]

@@ -54,10 +54,9 @@ def train(msg: Message, ctx: Context) -> Message:
     job_id = str(cfg[KEY_JOB_ID])
     # Read only what training uses: labelled merchants outside the held-out fifth.
     cohort = request_cohort(holdout_split(msg, held_out=False))
-    encoder, refusal = checked_encoder(msg, cohort)
-    if refusal is not None:
-        return refusal
-    assert encoder is not None
+    encoder = checked_encoder(msg, cohort)
+    if isinstance(encoder, Message):
+        return encoder  # the policy refused it
     budget = node_dp_budget(cfg)
     ledger = PrivacyLedger(req.node.privacy_ledger_path)
     ids_all = [str(m) for m in cohort.frame[MERCHANT_ID]]

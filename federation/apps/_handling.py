@@ -18,8 +18,9 @@ from flwr.app import ConfigRecord, Context, Error, Message
 
 from consent import ManifestEntry
 
-from .._errors import DataError
+from .._errors import DataError, FederationError
 from ..features import BinEncoder
+from ..holdout import HOLDOUT_BUCKETS, is_holdout
 from ..metrics import auc, brier, ks
 from ..models import build_g_erp, set_weights
 from ..node import (
@@ -46,7 +47,7 @@ from ._keys import (
     NUM_EXAMPLES,
 )
 from ._mods import refuse
-from ._node import HOLDOUT_BUCKETS, Cohort, is_holdout, label_vector, load_cohort
+from ._node import Cohort, label_vector, load_cohort
 from ._request import current_request
 
 __all__ = [
@@ -78,7 +79,8 @@ def error_reply(msg: Message, code: int, reason: str) -> Message:
 
 def request_cohort(select: Callable[[ManifestEntry], bool] | None = None) -> Cohort:
     req = current_request()
-    assert req.manifest is not None
+    if req.manifest is None:  # the manifest mod binds it before any handler runs
+        raise FederationError("no verified manifest for this request", code="NO_MANIFEST")
     return load_cohort(req.node, req.manifest, now=datetime.now(UTC), select=select)
 
 
@@ -139,7 +141,8 @@ def labelled(cohort: Cohort) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
 
 def request_policy() -> NodePolicy:
     policy = current_request().policy
-    assert policy is not None, "the manifest mod binds the node policy"
+    if policy is None:  # the manifest mod binds it before any handler runs
+        raise FederationError("no node policy for this request", code="NO_POLICY")
     return policy
 
 
@@ -160,13 +163,13 @@ def only_merchants(cohort_frame: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
 
 def checked_encoder(
     msg: Message, cohort: Cohort
-) -> tuple[BinEncoder | StandardEncoder | None, Message | None]:
-    """The message's encoder if the policy accepts it, else a refusal."""
+) -> BinEncoder | StandardEncoder | Message:
+    """The message's encoder if the policy accepts it, else the refusal reply."""
     encoder = message_encoder(msg, cohort)
     problem = encoder_problem(encoder, cohort.features, request_policy().max_bins)
     if problem is not None:
-        return None, refuse(msg, ERR.POLICY_REFUSED, problem)
-    return encoder, None
+        return refuse(msg, ERR.POLICY_REFUSED, problem)
+    return encoder
 
 
 def noisy_metrics(

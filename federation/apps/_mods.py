@@ -207,7 +207,8 @@ def make_manifest_mod(
             return _error(msg, ERR.MANIFEST_REJECTED, f"{exc.code}: {exc}")
         except ConsentError as exc:  # e.g. a corrupt replay-guard file
             return _error(msg, ERR.NODE_FAILURE, f"{exc.code}: {exc}")
-        assert cfg is not None
+        if cfg is None:  # the manifest was read from this record above
+            raise FederationError("the job record vanished", code="BAD_REQUEST")
         if cfg.get(KEY_JOB_ID) != manifest.job_id or cfg.get(KEY_ROUND) != manifest.round:
             return _error(
                 msg,
@@ -398,7 +399,8 @@ def _sketch_problem(record: ArrayRecord, request: VerifiedRequest) -> str | None
 def _scores_problem(content: object, request: VerifiedRequest) -> str | None:
     from flwr.app import RecordDict
 
-    assert isinstance(content, RecordDict)
+    if not isinstance(content, RecordDict):
+        return "a score reply carries a record dict"
     if SCORES_KEY not in content or SCORE_IDS_KEY not in content:
         return "a score reply carries scores and their merchant ids"
     scores = content.array_records[SCORES_KEY]

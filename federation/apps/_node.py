@@ -18,7 +18,6 @@ holds an exclusive ``flock`` on a file next to it (:meth:`NodeConfig.state_lock`
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,7 +41,6 @@ __all__ = [
     "NodeConfig",
     "Cohort",
     "load_cohort",
-    "is_holdout",
     "label_vector",
     "NODE_CONFIG_KEYS",
     "OPTIONAL_NODE_CONFIG_KEYS",
@@ -65,7 +63,6 @@ ISV's node TOML whose ``[policy]`` table is the node's privacy policy
 SIM_NODES_KEY = "sim-nodes"
 """Run-config key: JSON file listing one node config per simulated partition."""
 
-HOLDOUT_BUCKETS = 5  # one merchant in five (by id hash) is held out for evaluation
 
 
 def _private_key(path: Path) -> Ed25519PrivateKey:
@@ -279,11 +276,6 @@ class Cohort:
     def merchant_ids(self) -> list[str]:
         """Merchants present (sorted); also every merchant any read row belonged to."""
         return sorted(self.frame[MERCHANT_ID].astype(str))
-
-
-def is_holdout(merchant_id: str, buckets: int = HOLDOUT_BUCKETS) -> bool:
-    """Deterministic evaluation split: ``sha256(id)[0] % buckets == 0`` (a fifth by default)."""
-    return hashlib.sha256(merchant_id.encode()).digest()[0] % buckets == 0
 
 
 def load_cohort(

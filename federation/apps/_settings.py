@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import FederationError
+from ..holdout import HOLDOUT_BUCKETS
 from ..lifetime import PRIVACY_ACCOUNT_KEY
 from ..specs import ModelSpec, spec_from_run_config
 from ._keys import KEY_HOLDOUT_BUCKETS
@@ -92,7 +93,7 @@ class ServerSettings:
     secagg_num_shares: float = 0.0
     secagg_threshold: float = 0.0
     privacy_account: Path | None = None
-    holdout_buckets: int = 5
+    holdout_buckets: int = HOLDOUT_BUCKETS
 
     @classmethod
     def from_run_config(cls, rc: Mapping[str, Any]) -> ServerSettings:
@@ -126,7 +127,7 @@ class ServerSettings:
                 secagg_num_shares=float(rc.get("secagg-num-shares", 0.0)),
                 secagg_threshold=float(rc.get("secagg-threshold", 0.0)),
                 privacy_account=opt_path(PRIVACY_ACCOUNT_KEY),
-                holdout_buckets=int(rc.get(KEY_HOLDOUT_BUCKETS, 5)),
+                holdout_buckets=int(rc.get(KEY_HOLDOUT_BUCKETS, HOLDOUT_BUCKETS)),
             )
         except KeyError as exc:
             raise FederationError(f"run config lacks {exc}", code="BAD_CONFIG") from None

@@ -22,6 +22,7 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from .._errors import FederationError
 from ..node import error_guard_mod
 from ._handle_evaluate import evaluate
 from ._handle_score import score
@@ -54,7 +55,8 @@ def identify(msg: Message, ctx: Context) -> Message:
     """Prove this node's ISV identity by signing the server's nonce (reads no rows)."""
     node = current_request().node
     nonce = msg.content.config_records[JOB_KEY][KEY_NONCE]
-    assert isinstance(nonce, bytes)
+    if not isinstance(nonce, bytes):
+        raise FederationError("the identify nonce must be bytes", code="BAD_REQUEST")
     sig = node.signing_key().sign(identify_payload(nonce, node.isv_id))
     return Message(
         RecordDict({IDENTITY_KEY: ConfigRecord({KEY_ISV_ID: node.isv_id, KEY_SIGNATURE: sig})}),

@@ -16,7 +16,7 @@ Each phase of a job has its own module:
 4. every reply's usage receipt is verified with that node's key and written to
    the ledger as ``data.used`` (:mod:`federation.receipt_ledger`); in the same
    transaction, the first verified receipt of each node and round counts one use
-   of every consent in that round's manifest (``consent.record_uses``), so a
+   of every consent in that round's manifest (``consent.count_round_uses``), so a
    consent's frequency limit takes it out of later manifests;
 5. the model is saved with its lineage (:mod:`._lineage`: job, rounds, receipts,
    manifest roots, ε).

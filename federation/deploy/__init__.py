@@ -17,7 +17,7 @@ from ._local import LocalFederation, write_node_toml
 from ._nodeconf import NODE_POLICY_KEY, NodeSettings, load_node_settings
 from ._pki import issue_server_cert, make_ca
 from ._platform import PlatformLayout, make_certs, publish_release, start_proxy, start_superlink
-from ._procs import ManagedProcess, descendants, free_port
+from ._procs import ManagedProcess, descendants, free_port, serve_until_signal
 from ._runtime import DeploymentRuntime, job_status, run_deployed, run_job_deployed, submit_job
 from ._supernode import Finding, check_node, start_supernode
 
@@ -53,6 +53,7 @@ __all__ = [
     "release_keygen",
     "run_deployed",
     "run_job_deployed",
+    "serve_until_signal",
     "sign_fab",
     "start_proxy",
     "start_superlink",

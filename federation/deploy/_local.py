@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._errors import FederationError
 from ..apps._node import NodeConfig
 from ._control import ControlClient
 from ._keys import node_keygen
@@ -142,7 +143,8 @@ class LocalFederation:
 
     def restart_superlink(self) -> None:
         """Stop and start the SuperLink on the same state database."""
-        assert self.superlink is not None
+        if self.superlink is None:
+            raise FederationError("the local federation is not up", code="NOT_RUNNING")
         self.superlink.stop()
         self.superlink = start_superlink(self.layout, host=self.host, port=self.superlink_port)
 

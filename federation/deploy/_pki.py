@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .._errors import FederationError
+
 __all__ = ["CertPaths", "make_ca", "issue_server_cert", "write_private", "write_public"]
 
 CA_DAYS = 3650
@@ -130,7 +132,8 @@ def issue_server_cert(
     ca_cert_path, ca_key_path = make_ca(out_dir)
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise FederationError(f"{ca_key_path} is not an EC private key", code="BAD_CONFIG")
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     cert = (

@@ -9,7 +9,8 @@
 * :func:`torch_generator`, :func:`numpy_generator` — the node's own randomness;
 * :func:`check_request` — the policy check of a verified request;
 * :func:`field_problem` — the job's extra fields against the node's declarations;
-* :func:`approve_lines` — register merchants' signed approvals (``fedgate node approve``);
+* :func:`register_approvals` — the one way approvals enter the register;
+  :func:`approve_lines` verifies a file of signed approvals first (``fedgate node approve``);
 * :func:`models_shaped_by` — the models a (revoked) merchant's data shaped.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from ._approvals import Approval, ApprovalRegister, approval_payload
 from ._checks import check_request, node_budget
-from ._enrol import ApproveResult, approve_lines
+from ._enrol import ApproveResult, approve_lines, register_approvals
 from ._fields import field_problem
 from ._guard import REASON_GRAMMAR, error_guard_mod, safe_reason
 from ._lineage import models_shaped_by
@@ -47,6 +48,7 @@ __all__ = [
     "field_problem",
     "load_policy",
     "models_shaped_by",
+    "register_approvals",
     "node_budget",
     "node_seed",
     "numpy_generator",

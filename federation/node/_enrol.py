@@ -24,16 +24,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from consent import ConsentError, ImportRefused, consent_lines, parse_terms, verify_approval
+from consent import (
+    ConsentArtefact,
+    ConsentError,
+    ImportRefused,
+    consent_lines,
+    parse_terms,
+    verify_approval,
+)
 
 from .._errors import FederationError
 from ._approvals import Approval, ApprovalRegister
 
-__all__ = ["ApproveResult", "approve_lines"]
+__all__ = ["ApproveResult", "approve_lines", "register_approvals"]
 
 
 
@@ -62,8 +70,8 @@ def _merchant_key(pem: object, line: int) -> Ed25519PublicKey:
 
 
 def _parse(lines: Iterable[str | bytes], isv_id: str, now: datetime
-           ) -> tuple[list[Approval], int]:
-    mine: list[Approval] = []
+           ) -> tuple[list[tuple[ConsentArtefact, str]], int]:
+    mine: list[tuple[ConsentArtefact, str]] = []
     other = 0
     seen: set[str] = set()
     try:
@@ -86,8 +94,29 @@ def _parse(lines: Iterable[str | bytes], isv_id: str, now: datetime
         if terms.data_provider != isv_id:
             other += 1
             continue
-        mine.append(Approval.from_terms(terms, ""))  # bound to the signed terms
+        mine.append((terms, ""))  # bound to the signed terms, not a token the ISV lacks
     return mine, other
+
+
+def register_approvals(register: ApprovalRegister, approved: Iterable[tuple[Any, str]]) -> int:
+    """The one way approvals enter a node's register: what each merchant approved.
+
+    Parameters
+    ----------
+    register : ApprovalRegister
+        The node's own register (:meth:`federation.apps.NodeConfig.approvals`).
+    approved : Iterable[tuple[ConsentArtefact, str]]
+        The consent terms each merchant approved in the ISV's system, with the
+        consent manager's artefact hash, or ``""`` when the ISV holds only the
+        signed terms (``fedgate node approve``): the approval then binds every term
+        but not the hash.
+
+    Returns
+    -------
+    int
+        Approvals registered (streamed in one locked append).
+    """
+    return register.register_many(Approval.from_terms(t, h) for t, h in approved)
 
 
 def approve_lines(
@@ -111,5 +140,5 @@ def approve_lines(
         ``DUPLICATE_ID`` or a code of :func:`consent.parse_terms`); nothing is registered.
     """
     mine, other = _parse(lines, isv_id, datetime.now(UTC))
-    registered = register.register_many(mine)
+    registered = register_approvals(register, mine)
     return ApproveResult(registered=registered, other_isv=other)

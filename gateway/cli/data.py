@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from federation._errors import DataError
+from federation import DataError
 from federation.data import ColumnMapping, Connector, load_mapping, make_connector
 from federation.synth import SynthParams, write_world
 

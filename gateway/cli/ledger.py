@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 import ledger
-from consent._integrity import verify_consent_log
+from consent import verify_consent_log
 
 from ..keys import load_or_create_key
 from ..witness import collect_cosignatures, parse_endpoint

@@ -140,8 +140,7 @@ def approve(
 @app.command("run")
 def run(config: ConfigOpt) -> None:
     """Run the node's SuperNode until it exits or this command is stopped (SIGINT/SIGTERM)."""
-    from federation.deploy import DeploymentError, start_supernode
-    from federation.deploy._procs import serve_until_signal
+    from federation.deploy import DeploymentError, serve_until_signal, start_supernode
 
     settings = _settings(config)
     log = settings.node.state_dir / "supernode.log"

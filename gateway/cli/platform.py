@@ -80,8 +80,13 @@ def up(
     ] = "localhost",
 ) -> None:
     """Start the SuperLink and the Fleet-only proxy, publish the signed release, and wait."""
-    from federation.deploy import DeploymentError, publish_release, start_proxy, start_superlink
-    from federation.deploy._procs import serve_until_signal
+    from federation.deploy import (
+        DeploymentError,
+        publish_release,
+        serve_until_signal,
+        start_proxy,
+        start_superlink,
+    )
 
     layout = _layout()
     procs = []

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 import ledger
-from ledger._witness import MAX_REQUEST_BYTES
+from ledger import MAX_REQUEST_BYTES
 
 from ..witness import WitnessFolderError, init_witness, make_app, open_witness, trust_log
 from ._common import console, fail

@@ -1,6 +1,7 @@
 """The credit package's one exception tree.
 
-* :class:`CreditError` — root; carries a machine-readable ``code``.
+* :class:`CreditError` — root of this branch (under :class:`gateway.GatewayError`);
+  carries a machine-readable ``code``.
 
   * :class:`PolicyError` — a policy file that does not parse or breaks a range
     (``BAD_POLICY``); nothing took effect.
@@ -13,15 +14,13 @@
 
 from __future__ import annotations
 
+from .._errors import GatewayError
+
 __all__ = ["CreditError", "PolicyError", "ImportRefused", "PeriodError", "NotFound"]
 
 
-class CreditError(Exception):
+class CreditError(GatewayError):
     """Root of the credit errors; ``code`` says what went wrong for machines."""
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class PolicyError(CreditError):

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import ledger
-from ledger._witness import MAX_REQUEST_BYTES
+from ledger import MAX_REQUEST_BYTES
 
 __all__ = ["CODE_HEADER", "make_app"]
 

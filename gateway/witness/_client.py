@@ -21,7 +21,7 @@ import httpx
 from sqlalchemy.orm import Session
 
 import ledger
-from ledger._witness import SIZE_CONTENT_TYPE
+from ledger import SIZE_CONTENT_TYPE
 
 from ._app import CODE_HEADER
 

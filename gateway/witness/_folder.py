@@ -17,6 +17,7 @@ from pathlib import Path
 
 import ledger
 
+from .._errors import GatewayError
 from ..keys import load_or_create_key
 
 __all__ = ["WitnessFolderError", "init_witness", "open_witness", "trust_log"]
@@ -26,12 +27,8 @@ KEY_NAME = "witness"
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
-class WitnessFolderError(Exception):
+class WitnessFolderError(GatewayError):
     """The witness folder is missing, unreadable or inconsistent; ``code`` says which."""
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _write_config(folder: Path, config: dict[str, object]) -> None:

@@ -5,18 +5,19 @@ from __future__ import annotations
 import consent
 
 EXPECTED = {
-    "CATEGORIES", "DENY_CODES", "ID_PATTERN", "PURPOSES", "Purpose",
+    "CATEGORIES", "CATEGORY_CODES", "DENY_CODES", "ID_PATTERN", "PURPOSES", "Purpose",
     "ConsentArtefact", "Frequency", "SignedArtefact", "parse_terms", "sign_artefact",
     "verify_artefact", "approve_artefact", "verify_approval",
     "Status", "ConsentEvent", "ConsentState", "apply_event", "fold_events", "ConsentReceipt",
     "ReceiptNotice",
     "Grant", "ConsentView", "grant", "activate", "reject", "pause", "resume", "revoke",
-    "record_use", "record_uses",
+    "record_use", "count_round_uses",
         "import_consents",
         "consent_lines",
         "ImportResult",
         "ImportRefused", "consent_ids_hash", "expire_due", "get_consent", "list_consents",
-    "Use", "Decision", "ConsentRecord", "evaluate", "require_consent", "check", "require",
+        "verify_consent_log",
+    "Use", "Decision", "ConsentRecord", "evaluate", "check", "require",
     "ConsentIndex", "Cohort", "cohort_entries",
     "DEFAULT_CLOCK_SKEW", "MAX_MANIFEST_TTL", "CohortManifest", "ManifestEntry",
     "ManifestReplayGuard", "build_manifest", "sign_manifest", "verify_manifest",

@@ -213,7 +213,7 @@ def test_lifecycle_state_machine(sessions: sessionmaker[Session]) -> None:
         def use_in_a_round(self) -> None:
             # A round's batch counts the use whatever the status (the data was used).
             with sessions() as s, s.begin():
-                entry = consent.record_uses(s, [self.cid], at=self.now, job_id="job-sm")
+                entry = consent.count_round_uses(s, [self.cid], at=self.now, job_id="job-sm")
             assert entry is not None and self._new_entries() == [(entry.seq, "consent.uses")]
             self.entries += 1
             day = self.now.date()

@@ -1,4 +1,4 @@
-"""Batched use counting: record_uses advances the counters the checks read, set-based."""
+"""Batched use counting: count_round_uses advances the counters the checks read, set-based."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from consent import (
     InvalidConsentRequest,
     cohort_entries,
     consent_ids_hash,
+    count_round_uses,
     get_consent,
-    record_uses,
 )
 from ledger import parse_canonical
 from ledger._models import LogEntryRow
@@ -58,7 +58,7 @@ def test_frequency_limit_drops_a_consent_from_the_cohort_after_n_uses(
                 for e in cohort_entries(s, _use(at), consent_manager_key=CM_KEY.public_key())
             ]
             cohorts.append(ids)
-            record_uses(s, ids, at=at, job_id="job-1", round=r, data_provider=PROVIDER)
+            count_round_uses(s, ids, at=at, job_id="job-1", round=r, data_provider=PROVIDER)
     later = T0 + timedelta(hours=3)
     with sessions() as s:
         after = cohort_entries(s, _use(later), consent_manager_key=CM_KEY.public_key())
@@ -85,7 +85,7 @@ def test_one_ledger_entry_per_batch_with_a_hash_of_the_ids(sessions: sessionmake
     before = counts(sessions)
 
     with sessions() as s, s.begin():
-        entry = record_uses(
+        entry = count_round_uses(
             s,
             ["c-2", "c-1", "c-2"],
             at=T0 + timedelta(hours=1),
@@ -116,16 +116,16 @@ def test_unknown_or_out_of_order_uses_write_nothing(sessions: sessionmaker[Sessi
     """An unknown id or a use older than the last one is refused with a code; nothing is written."""
     _grant(sessions)
     with sessions() as s, s.begin():
-        record_uses(s, ["c-1"], at=T0 + timedelta(hours=5))
+        count_round_uses(s, ["c-1"], at=T0 + timedelta(hours=5))
     before = counts(sessions)
 
     with sessions() as s, s.begin(), pytest.raises(ConsentNotFound):
-        record_uses(s, ["c-1", "c-nope"], at=T0 + timedelta(hours=6))
+        count_round_uses(s, ["c-1", "c-nope"], at=T0 + timedelta(hours=6))
     with sessions() as s, s.begin(), pytest.raises(InvalidConsentRequest) as late:
-        record_uses(s, ["c-2", "c-1"], at=T0 + timedelta(hours=4))
+        count_round_uses(s, ["c-2", "c-1"], at=T0 + timedelta(hours=4))
     with sessions() as s:
         states = [get_consent(s, c).state.use_count for c in ("c-1", "c-2")]
-        empty = record_uses(s, [], at=T0 + timedelta(hours=7))
+        empty = count_round_uses(s, [], at=T0 + timedelta(hours=7))
 
     assert late.value.code == "OUT_OF_ORDER"
     assert counts(sessions) == before and states == [1, 0] and empty is None
@@ -134,11 +134,11 @@ def test_unknown_or_out_of_order_uses_write_nothing(sessions: sessionmaker[Sessi
 def test_single_use_after_batched_uses_keeps_the_history_consistent(
     sessions: sessionmaker[Session],
 ) -> None:
-    """record_use after record_uses counts on top of the batch and get_consent still verifies."""
+    """record_use after count_round_uses counts on top of the batch; get_consent still verifies."""
     _grant(sessions, uses=3)
     with sessions() as s, s.begin():
-        record_uses(s, ["c-1"], at=T0 + timedelta(hours=1))
-        record_uses(s, ["c-1"], at=T0 + timedelta(hours=2))
+        count_round_uses(s, ["c-1"], at=T0 + timedelta(hours=1))
+        count_round_uses(s, ["c-1"], at=T0 + timedelta(hours=2))
     with sessions() as s, s.begin():
         consent.record_use(
             s,

@@ -219,7 +219,9 @@ def _refusals_in_the_database() -> list[tuple[str, str, Attempt]]:
         (
             "record_uses_with_an_unknown_id",
             "NOT_FOUND",
-            lambda s: consent.record_uses(s, ["c-0", "c-1", "c-zz"], at=T0 + timedelta(hours=1)),
+            lambda s: consent.count_round_uses(
+                s, ["c-0", "c-1", "c-zz"], at=T0 + timedelta(hours=1)
+            ),
         ),
     ]
 

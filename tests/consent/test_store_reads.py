@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 import consent
-from consent import ConsentIndex, ReceiptNotice, record_uses, sign_artefact
+from consent import ConsentIndex, ReceiptNotice, count_round_uses, sign_artefact
 from consent import _reads as store
 from consent._models import ArtefactRow
 from consent._verified import VERIFIED, VerifiedArtefacts
@@ -127,13 +127,13 @@ def test_record_uses_reads_the_unit_column_not_the_tokens(
     _grant_many(sessions, 3, frequency={"uses": 5, "per": "month"})
 
     def unreadable(token: str) -> None:
-        raise AssertionError("record_uses parsed a token")
+        raise AssertionError("count_round_uses parsed a token")
 
     monkeypatch.setattr(store, "read_artefact_unverified", unreadable)
     with sessions() as s, s.begin():
-        record_uses(s, ["c-0", "c-1", "c-2"], at=T0 + timedelta(days=1))
+        count_round_uses(s, ["c-0", "c-1", "c-2"], at=T0 + timedelta(days=1))
     with sessions() as s, s.begin():
-        record_uses(s, ["c-0"], at=T0 + timedelta(days=3))  # same month: second use
+        count_round_uses(s, ["c-0"], at=T0 + timedelta(days=3))  # same month: second use
     monkeypatch.undo()
 
     with sessions() as s:

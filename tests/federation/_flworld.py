@@ -30,7 +30,7 @@ from consent import (
     sign_manifest,
 )
 from federation.apps._node import NodeConfig
-from federation.node import SAFE_DEFAULTS
+from federation.node import SAFE_DEFAULTS, register_approvals
 from federation.schema import AS_OF, ERP_FIELDS, LABEL, MERCHANT_ID
 
 CONSUMER = "platform"
@@ -220,15 +220,17 @@ def approve_at_node(
     scoring_ok: set[str] | frozenset[str] = frozenset(),
     categories: Sequence[str] = ALL_CATEGORIES,
 ) -> None:
-    """Register each entry's consent in the node's own approval register (the ISV's system)."""
-    from federation.node import Approval, load_policy
+    """Register each entry's consent in the node's own approval register (the ISV's system):
+    the terms the merchant approved (training, and scoring for ``scoring_ok``), through the
+    node's one approval path."""
+    from consent import ConsentArtefact, Frequency
+    from federation.node import load_policy
 
     register = node.approvals(load_policy(node.policy))
-    register.register_many(
-        Approval(
+    register_approvals(register, (
+        (ConsentArtefact(
             consent_id=e.consent_id,
             merchant_id=e.merchant_id,
-            artefact_hash=e.artefact_hash,
             data_provider=node.isv_id,
             data_consumer=CONSUMER,
             purposes=("credit_scoring", "model_training")
@@ -237,12 +239,14 @@ def approve_at_node(
             categories=tuple(categories),
             data_from=e.data_from,
             data_to=e.data_to,
+            frequency=Frequency(1000, "day"),
+            data_life_days=90,
             consent_start=e.consent_start,
             consent_expiry=e.consent_expiry,
-            data_life_days=90,
-        )
+            created_at=e.consent_start,
+        ), e.artefact_hash)
         for e in entries
-    )
+    ))
 
 
 def training_manifest(
@@ -381,6 +385,5 @@ def grant_consents(
     # (the latest record per consent id wins, so these replace the world's placeholders).
     for node in world.nodes if key is world.consent_key else ():  # a forger's: never approved
         register = node.approvals(node.node_policy())
-        for artefact in signed.get(node.isv_id, []):
-            register.register_artefact(artefact)
+        register_approvals(register, ((a.artefact, a.hash) for a in signed.get(node.isv_id, [])))
     return ids

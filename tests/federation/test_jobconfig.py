@@ -142,7 +142,7 @@ def test_mapping_file_round_trip(tmp_path: Path) -> None:
 
 def test_holdout_rule_matches_the_nodes_rule() -> None:
     """The platform's hold-out mask and the node's is_holdout agree for any bucket count."""
-    from federation.apps._node import is_holdout
+    from federation import is_holdout
 
     ids = [f"m{i}" for i in range(500)]
     for buckets in (2, 5, 7):

@@ -12,6 +12,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from federation import is_holdout
 from federation.apps import (
     ERR,
     NodeConfig,
@@ -34,7 +35,6 @@ from federation.apps._keys import (
     SCORE_IDS_KEY,
     SCORES_KEY,
 )
-from federation.apps._node import is_holdout
 from federation.apps._request import current_request
 from federation.dp import PrivacyLedger
 from federation.features import DEFAULT_MIN_BUCKET_ROWS, BinEncoder, QuantileSketch

@@ -21,9 +21,10 @@ import sqlalchemy as sa
 
 import federation.data._connectors as connectors
 from consent import CohortManifest
+from federation import is_holdout
 from federation.apps import build_client_app, load_cohort
 from federation.apps._keys import KEY_RECEIPT, RECEIPT_KEY
-from federation.apps._node import NodeConfig, _public_key, is_holdout
+from federation.apps._node import NodeConfig, _public_key
 from federation.receipts import hash_key, merchant_ids_hash, verify_receipt
 from federation.schema import AS_OF, MERCHANT_ID
 

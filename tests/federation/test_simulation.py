@@ -21,9 +21,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from consent import ManifestReplayGuard, get_consent, revoke
-from federation import JobFailed, JobResult, SimulationRuntime, merchant_ids_hash, run_job, run_jobs
+from federation import (
+    JobFailed,
+    JobResult,
+    SimulationRuntime,
+    is_holdout,
+    merchant_ids_hash,
+    run_job,
+    run_jobs,
+)
 from federation.apps import RoundLog
-from federation.apps._node import is_holdout
 from federation.dp import PrivacyLedger
 from federation.lifetime import MerchantPrivacyAccount
 from federation.models import build_g_erp, get_weights

@@ -16,8 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from federation import merchant_ids_hash
-from federation.apps._node import is_holdout
+from federation import is_holdout, merchant_ids_hash
 from federation.receipts import hash_key
 from gateway.demo import DemoError, DemoReport, run_demo
 from gateway.settings import Settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from federation.apps._node import is_holdout
+from federation import is_holdout
 from federation.dp import PrivacyLedger
 from federation.specs import DPBudget
 

@@ -8,9 +8,9 @@ import pytest
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from federation import is_holdout
 from federation.apps import ERR, egress_guard_mod, manifest_mod, usage_receipt_mod
 from federation.apps._keys import METRICS_KEY
-from federation.apps._node import is_holdout
 from federation.apps._request import current_usage
 from federation.metrics import auc
 from federation.models import build_g_erp, get_weights, predict_proba

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from federation.apps._node import is_holdout
+from federation import is_holdout
 from federation.dp import round_noise, train_dp_sgd
 from federation.models import build_g_erp, get_weights, set_weights
 from federation.schema import MERCHANT_ID

@@ -1,6 +1,6 @@
 """consent: copy each artefact's frequency unit into consent_artefacts.frequency_unit
 
-``consent.record_uses`` counts a round's uses with one UPDATE per frequency
+``consent.count_round_uses`` counts a round's uses with one UPDATE per frequency
 unit; reading the unit from a column spares it parsing every signed token.
 Existing rows are filled from their tokens (the signed payload is the truth).
 
