@@ -255,7 +255,9 @@ def _insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
         columns = list(rows[0])
         cols = ", ".join(f'"{c}"' for c in columns)
         raw = conn.connection.driver_connection
-        assert raw is not None, "an open PostgreSQL connection"
+        if raw is None:
+            raise ConsentError("the session's PostgreSQL connection is closed",
+                               code="NO_CONNECTION")
         with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({cols}) FROM STDIN') as copy:
             for row in rows:
                 copy.write_row([row[c] for c in columns])
