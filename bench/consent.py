@@ -702,7 +702,8 @@ def render(result: BenchResult) -> str:
     ]
     for row in result.rows:
         peer = "—" if row.peer_value is None else f"{row.peer_value:,.3f} {row.unit}"
-        ratio = "—" if row.versus is None else f"{row.versus:,.0f}×"
+        ratio = "—" if row.versus is None else (
+            f"{row.versus:,.0f}×" if row.versus >= 10 else f"{row.versus:.2f}×")
         met = "" if row.met is None else ("✔" if row.met else "✘")
         lines.append(
             f"| {row.metric} | {row.value:,.3f} {row.unit} | {peer} | {ratio} | "

@@ -29,13 +29,13 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from joserfc.util import json_b64encode, urlsafe_b64encode
-from sqlalchemy import insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from ledger import append_entries, canonical_json
@@ -60,6 +60,7 @@ from ._writes import event_body
 __all__ = ["ImportResult", "import_consents"]
 
 _CHUNK = 5000
+_VERIFY_CHUNK = 1000  # lines per task (parsed and verified in a worker when workers > 1)
 _LINE_KEYS = {"terms", "merchant_signature", "merchant_key"}
 
 
@@ -72,7 +73,10 @@ class ImportResult:
     last_seq: int | None
 
 
-def _key(pem: object, line: int) -> Ed25519PublicKey:
+def _key(pem: object, line: int, cache: dict[str, Ed25519PublicKey]) -> Ed25519PublicKey:
+    """The merchant's public key object; a PEM seen before in the file is parsed once."""
+    if isinstance(pem, str) and pem in cache:
+        return cache[pem]
     if not isinstance(pem, str):
         raise ImportRefused("merchant_key must be a PEM string", code="SIGNATURE_INVALID",
                             line=line)
@@ -83,6 +87,7 @@ def _key(pem: object, line: int) -> Ed25519PublicKey:
                             line=line) from exc
     if not isinstance(key, Ed25519PublicKey):
         raise ImportRefused("merchant_key is not Ed25519", code="SIGNATURE_INVALID", line=line)
+    cache[pem] = key
     return key
 
 
@@ -123,6 +128,24 @@ def _sign(artefact: ConsentArtefact, payload: bytes, key: Ed25519PrivateKey) -> 
     return SignedArtefact(artefact=artefact, token=token, hash=artefact_hash(token))
 
 
+def _line_doc(n: int, raw: str | bytes) -> dict[str, Any] | None:
+    """One line of a consent JSON Lines file, shape-checked; ``None`` for a blank line."""
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    if not text.strip():
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ImportRefused(f"not JSON: {exc}", code="MALFORMED_JSON", line=n) from exc
+    if not isinstance(doc, dict) or set(doc) != _LINE_KEYS:
+        raise ImportRefused(f"a line has exactly the keys {sorted(_LINE_KEYS)}",
+                            code="MALFORMED", line=n)
+    if not isinstance(doc["terms"], dict) or "created_at" not in doc["terms"]:
+        raise ImportRefused("terms must be an object with created_at", code="MALFORMED",
+                            line=n)
+    return doc
+
+
 def consent_lines(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
     """The ``(line number, document)`` pairs of a consent JSON Lines file, shape-checked.
 
@@ -132,54 +155,115 @@ def consent_lines(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict[str,
     ``MALFORMED``) with the 1-based line number.
     """
     for n, raw in enumerate(lines, start=1):
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        if not text.strip():
-            continue
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise ImportRefused(f"not JSON: {exc}", code="MALFORMED_JSON", line=n) from exc
-        if not isinstance(doc, dict) or set(doc) != _LINE_KEYS:
-            raise ImportRefused(f"a line has exactly the keys {sorted(_LINE_KEYS)}",
-                                code="MALFORMED", line=n)
-        if not isinstance(doc["terms"], dict) or "created_at" not in doc["terms"]:
-            raise ImportRefused("terms must be an object with created_at", code="MALFORMED",
-                                line=n)
-        yield n, doc
+        doc = _line_doc(n, raw)
+        if doc is not None:
+            yield n, doc
 
 
-def _parse(lines: Iterable[str | bytes], now: datetime
-           ) -> list[tuple[ConsentArtefact, str, str, bytes]]:
-    out: list[tuple[ConsentArtefact, str, str, bytes]] = []
-    seen: set[str] = set()
-    for n, doc in consent_lines(lines):
-        terms_doc = doc["terms"]
+_Parsed = tuple[ConsentArtefact, str, str, bytes]  # terms, approval, merchant key, payload
+_Failure = tuple[int, str, str]  # line, code, message
+
+
+def _prepare(chunk: list[tuple[int, str | bytes]], now: datetime
+             ) -> tuple[list[tuple[int, _Parsed]], _Failure | None]:
+    """Parse, check and verify a run of lines, in order, up to the first bad one.
+
+    Pure (its arguments are all it reads), so it runs in the importing process or
+    in a worker. Returns the good lines before the first failure and that failure
+    as ``(line, code, message)``.
+    """
+    out: list[tuple[int, _Parsed]] = []
+    keys: dict[str, Ed25519PublicKey] = {}
+    for n, raw in chunk:
         try:
-            terms = parse_terms(terms_doc, now=now)
+            doc = _line_doc(n, raw)
+            if doc is None:
+                continue
+            terms = parse_terms(doc["terms"], now=now)
             if terms.supersedes is not None:
                 raise InvalidConsentRequest("bulk import takes first grants only; supersede "
                                             "with consent grant", code="SUPERSEDE_INVALID")
             if now >= terms.consent_expiry:
                 raise InvalidConsentRequest("consent would expire before it is granted",
                                             code="ALREADY_EXPIRED")
-            key = _key(doc["merchant_key"], n)
+            key = _key(doc["merchant_key"], n, keys)
             signature = doc["merchant_signature"]
             if not isinstance(signature, str):
                 raise InvalidConsentRequest("merchant_signature must be a string",
                                             code="SIGNATURE_INVALID")
             payload = canonical_json(artefact_body(terms))  # once: verified, then signed
             _verify_approval(signature, payload, key)
-        except ImportRefused:
-            raise
         except ConsentError as exc:
-            raise ImportRefused(str(exc), code=exc.code, line=n) from exc
-        if terms.consent_id in seen:
-            raise ImportRefused(f"consent id {terms.consent_id!r} twice in the file",
-                                code="DUPLICATE_ID", line=n)
-        seen.add(terms.consent_id)
-        pem = doc["merchant_key"]
-        out.append((terms, signature, pem, payload))
+            return out, (n, exc.code, str(exc).removeprefix(f"line {n}: "))
+        out.append((n, (terms, signature, doc["merchant_key"], payload)))
+    return out, None
+
+
+def _chunks(lines: Iterable[str | bytes]) -> Iterator[list[tuple[int, str | bytes]]]:
+    chunk: list[tuple[int, str | bytes]] = []
+    for n, raw in enumerate(lines, start=1):
+        chunk.append((n, raw))
+        if len(chunk) >= _VERIFY_CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _parse(lines: Iterable[str | bytes], now: datetime, workers: int) -> list[_Parsed]:
+    """Every line parsed and its approval verified, or the lowest bad line refused.
+
+    With ``workers > 1``, runs of lines are parsed and verified in forked worker
+    processes while this one reads the rest; results are taken in file order, so
+    the refused line and the code are the same as with one process.
+    """
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers,
+                                 mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(_prepare, c, now) for c in _chunks(lines)]
+            results: Iterable[tuple[list[tuple[int, _Parsed]], _Failure | None]] = [
+                f.result() for f in futures]
+    else:
+        results = (_prepare(c, now) for c in _chunks(lines))
+    out: list[_Parsed] = []
+    seen: set[str] = set()
+    for good, failure in results:
+        for n, parsed in good:
+            if parsed[0].consent_id in seen:
+                raise ImportRefused(f"consent id {parsed[0].consent_id!r} twice in the file",
+                                    code="DUPLICATE_ID", line=n)
+            seen.add(parsed[0].consent_id)
+            out.append(parsed)
+        if failure is not None:
+            line, code, message = failure
+            raise ImportRefused(message, code=code, line=line)
     return out
+
+
+def _insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Rows into ``table`` on the session's connection (its transaction).
+
+    PostgreSQL: one ``COPY … FROM STDIN`` (every value is a str, int, None or a
+    timezone-aware UTC datetime, which psycopg writes as ``timestamptz`` text);
+    SQLite: Core ``executemany`` (its datetime storage stays SQLAlchemy's).
+    """
+    conn = session.connection()
+    if conn.dialect.name == "postgresql" and rows:
+        columns = list(rows[0])
+        cols = ", ".join(f'"{c}"' for c in columns)
+        raw = conn.connection.driver_connection
+        if raw is None:
+            raise ConsentError("the session's PostgreSQL connection is closed",
+                               code="NO_CONNECTION")
+        with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({cols}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+        return
+    for i in range(0, len(rows), _CHUNK):
+        conn.execute(table.insert(), rows[i:i + _CHUNK])
 
 
 def import_consents(
@@ -188,6 +272,7 @@ def import_consents(
     *,
     key: Ed25519PrivateKey,
     at: datetime | None = None,
+    workers: int = 1,
 ) -> ImportResult:
     """Import every consent of a JSON Lines file, or none (see the module docstring).
 
@@ -201,6 +286,10 @@ def import_consents(
         The consent manager's signing key.
     at : datetime | None, default now (UTC)
         Time of every ``granted`` and ``activated`` event.
+    workers : int, default 1
+        Processes that parse lines and verify merchant approvals (forked; ``1``:
+        this process). Every approval is verified either way, and the refused line
+        is the same; this process signs and writes.
 
     Raises
     ------
@@ -208,8 +297,10 @@ def import_consents(
         The first bad line (its ``code`` as :func:`consent.grant` would give, or
         ``DUPLICATE_ID`` for an id already stored or repeated); nothing is written.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     when = _now(at)
-    parsed = _parse(lines, when)
+    parsed = _parse(lines, when, workers)
     if not parsed:
         return ImportResult(0, None, None)
     ids = [p[0].consent_id for p in parsed]
@@ -253,8 +344,7 @@ def import_consents(
                        "data_provider": t.data_provider, "data_consumer": t.data_consumer,
                        "status": Status.ACTIVE.value, "version": 2, "use_count": 0,
                        "period_uses": 0, "last_used_at": None, "updated_at": when})
-    for table, rows in ((ArtefactRow, artefacts), (EventRow, events), (StateRow, states)):
-        for i in range(0, len(rows), _CHUNK):
-            session.execute(insert(table), rows[i:i + _CHUNK])
+    for model, rows in ((ArtefactRow, artefacts), (EventRow, events), (StateRow, states)):
+        _insert(session, cast(Table, model.__table__), rows)
     session.flush()
     return ImportResult(len(parsed), entries[0].seq, entries[-1].seq)

@@ -30,6 +30,12 @@ of rules, and a bad configuration fails before any Flower or Ray start-up.
 Errors are :class:`~federation._errors.DataError` with a ``code`` (``BAD_CONFIG``
 for the file itself, the validator's codes for a table) and the ISV or key in
 the message.
+
+Extra fields (:mod:`federation.schema`): each ISV's mapping may declare fields
+of its own (``[declared.<name>]``); a field declared by several ISVs must be
+declared identically at each, and a job whose spec uses a declared field needs
+that exact declaration at every ISV — ``FIELD_MISMATCH`` / ``FIELD_NOT_DECLARED``
+name the ISV before any Ray start-up (the nodes check it again themselves).
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ import pandas as pd
 from ._errors import DataError
 from .data import ColumnMapping, Connector, load_mapping, make_connector
 from .holdout import HOLDOUT_BUCKETS
-from .schema import ERP_FEATURES, MERCHANT_ID
+from .schema import ERP_OPTIONAL_FIELDS, MERCHANT_ID, FieldSpec
 
 __all__ = [
     "DEFAULT_HOLDOUT_BUCKETS",
@@ -58,6 +64,7 @@ __all__ = [
     "SourceReport",
     "load_job_config",
     "check_job_config",
+    "check_declarations",
     "read_platform",
 ]
 
@@ -330,14 +337,60 @@ def read_platform(cfg: JobConfig) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def check_job_config(cfg: JobConfig) -> list[SourceReport]:
+def check_declarations(cfg: JobConfig, extras: Sequence[FieldSpec] = ()) -> None:
+    """Every ISV declares each shared field identically, and every field the job uses.
+
+    Parameters
+    ----------
+    cfg : JobConfig
+    extras : Sequence[FieldSpec], default ()
+        The job's extra fields (its spec's); the schema's optional fields need no
+        declaration, every other one must be declared by every ISV exactly so.
+
+    Raises
+    ------
+    DataError
+        ``FIELD_MISMATCH`` (two declarations differ) or ``FIELD_NOT_DECLARED``,
+        naming the ISV(s) and the field.
+    """
+    first: dict[str, tuple[str, FieldSpec]] = {}
+    for isv in cfg.isvs:
+        for name, spec in isv.mapping.declared.items():
+            if name not in first:
+                first[name] = (isv.isv_id, spec)
+            elif first[name][1].declaration() != spec.declaration():
+                other, ref = first[name]
+                raise DataError(
+                    f"ISV {isv.isv_id} declares {name!r} as {spec.declaration()}, ISV {other} "
+                    f"as {ref.declaration()}: a field must mean the same at every node",
+                    code="FIELD_MISMATCH", column=name)
+    for f in extras:
+        if f in ERP_OPTIONAL_FIELDS:
+            continue
+        for isv in cfg.isvs:
+            mine = isv.mapping.declared.get(f.name)
+            if mine is None:
+                raise DataError(f"ISV {isv.isv_id} does not declare {f.name!r}, which the job "
+                                f"uses; add [declared.{f.name}] to its mapping (or list it "
+                                "under absent there as well)", code="FIELD_NOT_DECLARED",
+                                column=f.name)
+            if mine.declaration() != f.declaration():
+                raise DataError(f"ISV {isv.isv_id} declares {f.name!r} as "
+                                f"{mine.declaration()}, the job as {f.declaration()}",
+                                code="FIELD_MISMATCH", column=f.name)
+
+
+def check_job_config(cfg: JobConfig, extras: Sequence[FieldSpec] = ()) -> list[SourceReport]:
     """Read every table of ``cfg`` through the node's validator; one report each.
+
+    ``extras``: the job's extra fields (:func:`check_declarations` runs first).
 
     Raises
     ------
     DataError
         The first table that breaks a rule; the message names the ISV.
     """
+    check_declarations(cfg, extras)
     reports: list[SourceReport] = []
     plat = read_platform(cfg)
     feats = [c for c in plat.columns if c not in (MERCHANT_ID, "label")]
@@ -349,7 +402,8 @@ def check_job_config(cfg: JobConfig) -> list[SourceReport]:
         except DataError as exc:
             raise type(exc)(f"ISV {isv.isv_id}: {exc}", code=exc.code,
                             column=exc.column) from exc
-        present = tuple(isv.mapping.present(ERP_FEATURES))
+        fields = [c for c in df.columns if c not in (MERCHANT_ID, "as_of")]
+        present = tuple(f for f in fields if f not in isv.mapping.absent)
         reports.append(SourceReport(
             isv.isv_id, len(df), present, tuple(sorted(isv.mapping.absent)),
             {f: float(df[f].isna().mean()) for f in present},

@@ -39,7 +39,7 @@ from .apps._strategy import RoundLog
 from .apps.server_app import RESULT_FILE, CohortSource, cohort_source_from_run_config
 from .dp import PrivacyLedger, check_job_budget
 from .lifetime import PRIVACY_ACCOUNT_KEY, MerchantPrivacyAccount
-from .specs import spec_from_run_config
+from .specs import spec_from_run_config, with_extra_fields
 
 if TYPE_CHECKING:
     from .deploy import DeploymentRuntime
@@ -357,7 +357,8 @@ def run_job(
     sim_nodes = out_dir / "sim-nodes.json"
     sim_nodes.write_text(json.dumps([node_entry(n) for n in nodes], indent=2), "utf-8")
     (out_dir / RESULT_FILE).unlink(missing_ok=True)
-    config = {"min-nodes": len(nodes), **dict(run_config), SIM_NODES_KEY: str(sim_nodes)}
+    config = {"min-nodes": len(nodes), **with_extra_fields(run_config),
+              SIM_NODES_KEY: str(sim_nodes)}
 
     round_times: list[float] = []
     started = time.perf_counter()

@@ -8,11 +8,25 @@ never loads a column that no consent covers.
 
 The category codes are exactly the consent vocabulary (``consent.CATEGORIES``);
 ``tax`` is a consentable category that has no ERP field yet.
+
+Beyond the fourteen core fields a job may use **extra fields**
+(:func:`extra_field`, :func:`declare_field`, :func:`job_features`):
+
+* the schema's optional, **signed** money fields (:data:`ERP_OPTIONAL_FIELDS`:
+  ``net_profit``, ``cash_flow``), where a negative value is meaningful; an ISV
+  table without such a column reads it as missing for every merchant;
+* fields an ISV declares itself (name, unit, integer or not, signed or not,
+  consent category), the same declaration at every node.
+
+A job's features are the core fields its consented categories cover, then the
+extra fields the job names whose category is consented, in the job's order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -33,8 +47,14 @@ __all__ = [
     "ERP_CATEGORIES",
     "PLATFORM_FIELDS",
     "PLATFORM_FEATURES",
+    "ERP_OPTIONAL_FIELDS",
+    "extra_field",
+    "declare_field",
+    "job_features",
     "erp_field",
     "erp_fields_for",
+    "fields_to_json",
+    "fields_from_json",
 ]
 
 MERCHANT_ID = "merchant_id"
@@ -77,7 +97,11 @@ class FieldSpec:
     category : str
         Consent data category (ERP) or ``platform`` (platform fields).
     nonnegative : bool
-        Whether a negative value is invalid (costs, counts, days).
+        Whether a negative value is invalid (costs, counts, days); ``False`` for
+        signed amounts (margins, net profit, cash flow).
+    optional : bool, default False
+        An extra field (not one of the core ERP fields): a job uses it only when
+        it names it, and a table without its column reads it as missing.
     """
 
     name: str
@@ -85,6 +109,12 @@ class FieldSpec:
     dtype: str
     category: str
     nonnegative: bool
+    optional: bool = False
+
+    def declaration(self) -> dict[str, object]:
+        """The declaration two nodes must agree on (canonical, JSON-ready)."""
+        return {"name": self.name, "unit": self.unit, "dtype": self.dtype,
+                "category": self.category, "signed": not self.nonnegative}
 
 
 ERP_FIELDS: tuple[FieldSpec, ...] = (
@@ -110,6 +140,14 @@ A node's table also carries :data:`MERCHANT_ID` (string) and :data:`AS_OF` (date
 
 ERP_FEATURES: tuple[str, ...] = tuple(f.name for f in ERP_FIELDS)
 
+ERP_OPTIONAL_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("net_profit", MONEY, "int64", "margins", False, optional=True),
+    FieldSpec("cash_flow", MONEY, "int64", "cash_and_debt", False, optional=True),
+)
+"""Signed money fields (12-month averages; negative allowed), used only by jobs that name them.
+
+``net_profit`` is revenue minus every cost; ``cash_flow`` the net operating cash flow.
+"""
 
 ERP_CATEGORIES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
     {c: tuple(f.name for f in ERP_FIELDS if f.category == c) for c in CATEGORY_CODES}
@@ -131,15 +169,126 @@ PLATFORM_FIELDS: tuple[FieldSpec, ...] = (
 
 PLATFORM_FEATURES: tuple[str, ...] = tuple(f.name for f in PLATFORM_FIELDS)
 
-_ERP_BY_NAME = {f.name: f for f in ERP_FIELDS}
+_ERP_BY_NAME = {f.name: f for f in (*ERP_FIELDS, *ERP_OPTIONAL_FIELDS)}
+_RESERVED = {MERCHANT_ID, AS_OF, LABEL, FAKE_LABEL, *PLATFORM_FEATURES}
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_DTYPES = {True: "int64", False: "float64"}
 
 
-def erp_field(name: str) -> FieldSpec:
-    """The :class:`FieldSpec` of ERP field ``name``; raises ``DataError`` (``UNKNOWN_FIELD``)."""
+def erp_field(name: str, extras: Iterable[FieldSpec] = ()) -> FieldSpec:
+    """The :class:`FieldSpec` of field ``name`` (core, optional, or one of ``extras``).
+
+    Raises ``DataError`` (``UNKNOWN_FIELD``).
+    """
+    for f in extras:
+        if f.name == name:
+            return f
     try:
         return _ERP_BY_NAME[name]
     except KeyError:
         raise DataError(f"unknown ERP field {name!r}", code="UNKNOWN_FIELD") from None
+
+
+def extra_field(name: str) -> FieldSpec:
+    """The schema's optional field ``name`` (:data:`ERP_OPTIONAL_FIELDS`).
+
+    Raises ``DataError`` (``UNKNOWN_FIELD``) for any other name.
+    """
+    for f in ERP_OPTIONAL_FIELDS:
+        if f.name == name:
+            return f
+    known = [f.name for f in ERP_OPTIONAL_FIELDS]
+    raise DataError(f"{name!r} is not an optional ERP field; known: {known}",
+                    code="UNKNOWN_FIELD")
+
+
+def declare_field(
+    name: str, *, unit: str, category: str, signed: bool = False, integer: bool = False
+) -> FieldSpec:
+    """An ISV-declared numeric field.
+
+    Parameters
+    ----------
+    name : str
+        Lower-case identifier (``[a-z][a-z0-9_]*``), not a schema or platform field.
+    unit : str
+        The unit values are stored in after the node's scale and offset
+        (``CNY_fen``, ``days``, ``ratio`` …; free text, compared verbatim across nodes).
+    category : str
+        The consent data category that covers it; a job reads it only when consented.
+    signed : bool, default False
+        Whether negative values are meaningful; otherwise a negative is ``NEGATIVE_VALUE``.
+    integer : bool, default False
+        Stored as a whole number (money in fen, counts); values are rounded.
+
+    Raises
+    ------
+    DataError
+        ``BAD_FIELD`` for a bad name, a clash with a schema field, an empty unit or
+        an unknown category.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DataError(f"declared field name {name!r} must match [a-z][a-z0-9_]*",
+                        code="BAD_FIELD", column=str(name))
+    if name in _ERP_BY_NAME or name in _RESERVED:
+        raise DataError(f"declared field {name!r} clashes with a schema field",
+                        code="BAD_FIELD", column=name)
+    if not isinstance(unit, str) or not unit.strip():
+        raise DataError(f"declared field {name!r} needs a unit", code="BAD_FIELD", column=name)
+    if category not in ERP_CATEGORIES:
+        raise DataError(f"declared field {name!r}: unknown consent category {category!r}",
+                        code="BAD_FIELD", column=name)
+    if not isinstance(signed, bool) or not isinstance(integer, bool):
+        raise DataError(f"declared field {name!r}: signed and integer are true or false",
+                        code="BAD_FIELD", column=name)
+    return FieldSpec(name, unit, _DTYPES[integer], category, not signed, optional=True)
+
+
+def job_features(categories: Iterable[str], extras: Sequence[FieldSpec] = ()) -> list[str]:
+    """A job's feature columns: the core fields ``categories`` cover, then the consented extras.
+
+    Raises ``DataError`` (``UNKNOWN_CATEGORY``) like :func:`erp_fields_for`.
+    """
+    wanted = set(categories)
+    return [*erp_fields_for(wanted), *(f.name for f in extras if f.category in wanted)]
+
+
+def fields_to_json(extras: Sequence[FieldSpec]) -> str:
+    """The extra fields as canonical JSON (the ``extra-fields`` run-config value)."""
+    return json.dumps([f.declaration() for f in extras], sort_keys=True, separators=(",", ":"))
+
+
+def fields_from_json(text: str) -> tuple[FieldSpec, ...]:
+    """Parse :func:`fields_to_json` output; optional schema fields must match the schema.
+
+    Raises ``DataError`` (``BAD_FIELD``) on malformed input.
+    """
+    try:
+        items = json.loads(text or "[]")
+    except ValueError as exc:
+        raise DataError(f"extra fields are not JSON: {exc}", code="BAD_FIELD") from exc
+    if not isinstance(items, list) or not all(
+        isinstance(d, dict) and set(d) == {"name", "unit", "dtype", "category", "signed"}
+        for d in items
+    ):
+        raise DataError("extra fields must be a list of declarations", code="BAD_FIELD")
+    out: list[FieldSpec] = []
+    for d in items:
+        if d["name"] in _ERP_BY_NAME:
+            f = _ERP_BY_NAME[d["name"]]
+            if not f.optional or f.declaration() != d:
+                raise DataError(f"extra field {d['name']!r} differs from the schema's",
+                                code="FIELD_MISMATCH", column=str(d["name"]))
+        else:
+            if d["dtype"] not in ("int64", "float64"):
+                raise DataError(f"extra field {d['name']!r}: bad dtype", code="BAD_FIELD")
+            f = declare_field(d["name"], unit=d["unit"], category=d["category"],
+                              signed=d["signed"], integer=d["dtype"] == "int64")
+        out.append(f)
+    names = [f.name for f in out]
+    if len(set(names)) != len(names):
+        raise DataError(f"extra fields named twice: {names}", code="BAD_FIELD")
+    return tuple(out)
 
 
 def erp_fields_for(categories: Iterable[str]) -> list[str]:

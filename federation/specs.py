@@ -12,6 +12,13 @@ A user spec is a TOML file (:func:`load_spec_file`; examples in
     name = "credit-erp"
     label = "default"                 # the label a training manifest carries
     categories = ["turnover", "cost_of_goods", "cash_and_debt"]
+    optional_fields = ["net_profit"]  # the schema's signed extras (net_profit, cash_flow)
+
+    [declared.net_worth]              # a field of the ISVs' own: every node must declare
+    unit = "CNY_fen"                  # exactly this in its mapping (FIELD_MISMATCH otherwise)
+    category = "cash_and_debt"
+    signed = true
+    integer = true
 
     [model]
     family = "logistic"               # or "mlp"
@@ -19,6 +26,9 @@ A user spec is a TOML file (:func:`load_spec_file`; examples in
 
     [preprocessing]
     bins = 10                         # quantile bins per field (+ one missing-value bin)
+    scaling = "bins"                  # or "standardise": one z value per field (rounded to
+                                      # `bins` levels) + a missing indicator, mean and scale
+                                      # read off the nodes' DP sketches (no extra ε)
 
     [training]
     rounds = 10
@@ -34,6 +44,12 @@ A user spec is a TOML file (:func:`load_spec_file`; examples in
     max_grad_norm = 1.0
     lifetime_epsilon = 10.0
 
+Extra fields (optional schema fields first, then declared ones) follow the
+core fields the categories cover, each only when its category is consented;
+they travel as the run-config value ``extra-fields`` (canonical JSON,
+:func:`federation.schema.fields_to_json`), which each node compares with its
+own mapping before it reads a row.
+
 Run-config values (``fedgate fl run`` options) override the file's. A
 finished job's lineage keeps every value, so scoring needs no file.
 """
@@ -46,8 +62,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ._errors import SpecError
-from .schema import ERP_CATEGORIES
+from ._errors import DataError, SpecError
+from .schema import (
+    ERP_CATEGORIES,
+    FieldSpec,
+    declare_field,
+    extra_field,
+    fields_from_json,
+    fields_to_json,
+)
 
 __all__ = [
     "DPBudget",
@@ -58,8 +81,13 @@ __all__ = [
     "spec_to_run_config",
     "load_spec_file",
     "SPEC_FILE_KEY",
+    "EXTRA_FIELDS_KEY",
+    "with_extra_fields",
     "DEFAULT_LIFETIME_EPSILON",
 ]
+
+EXTRA_FIELDS_KEY = "extra-fields"
+"""Run-config key: the job's extra fields as canonical JSON (empty list: none)."""
 
 SPEC_FILE_KEY = "spec-file"
 """Run-config key: a user spec TOML file (:func:`load_spec_file`) instead of a named spec."""
@@ -72,6 +100,7 @@ DEFAULT_LIFETIME_EPSILON = 10.0
 _ARCHS = ("logistic", "mlp")
 _STRATEGIES = ("fedavg", "fedprox")
 _PURPOSES = ("model_training",)
+_SCALINGS = ("bins", "standardise")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +163,12 @@ class ModelSpec:
         Quantile bins per feature, edges from federated sketches.
     purpose : str, default "model_training"
         The consent purpose a training manifest names.
+    scaling : str, default "bins"
+        ``"bins"`` (quantile bins + missing bin) or ``"standardise"``
+        (:mod:`federation.standardise`; ``n_bins`` is then the number of levels).
+    extras : tuple[FieldSpec, ...], default ()
+        Extra feature fields beyond the core ERP fields (optional schema fields and
+        ISV-declared ones), used where their category is consented.
     """
 
     name: str
@@ -150,8 +185,17 @@ class ModelSpec:
     dp: DPBudget | None = field(default=None)
     n_bins: int = 10
     purpose: str = "model_training"
+    scaling: str = "bins"
+    extras: tuple[FieldSpec, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.scaling not in _SCALINGS:
+            raise SpecError(
+                f"spec {self.name!r}: scaling must be one of {_SCALINGS}, got {self.scaling!r}"
+            )
+        names = [f.name for f in self.extras]
+        if len(set(names)) != len(names):
+            raise SpecError(f"spec {self.name!r}: extra fields named twice: {names}")
         if not self.categories:
             raise SpecError(f"spec {self.name!r}: categories must not be empty")
         if self.arch not in _ARCHS:
@@ -245,19 +289,22 @@ def spec_to_run_config(spec: ModelSpec) -> dict[str, Any]:
         "strategy": spec.strategy,
         "proximal-mu": spec.proximal_mu,
         "n-bins": spec.n_bins,
+        "scaling": spec.scaling,
         "purpose": spec.purpose,
         "dp-epsilon": dp.epsilon if dp else 0.0,
         "dp-delta": dp.delta if dp else DEFAULT_DELTA,
         "dp-max-grad-norm": dp.max_grad_norm if dp else DEFAULT_MAX_GRAD_NORM,
         "dp-lifetime-epsilon": dp.lifetime_epsilon if dp else DEFAULT_LIFETIME_EPSILON,
+        EXTRA_FIELDS_KEY: fields_to_json(spec.extras),
     }
 
 
 _SPEC_TABLES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
-        "": {"name": "name", "label": "label", "categories": "categories", "purpose": "purpose"},
+        "": {"name": "name", "label": "label", "categories": "categories", "purpose": "purpose",
+             "optional_fields": "optional_fields"},
         "model": {"family": "arch", "size": "hidden"},
-        "preprocessing": {"bins": "n_bins"},
+        "preprocessing": {"bins": "n_bins", "scaling": "scaling"},
         "training": {
             "rounds": "rounds",
             "local_epochs": "local_epochs",
@@ -287,7 +334,7 @@ def load_spec_file(path: str | Path) -> ModelSpec:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SpecError(f"cannot read spec file {path}: {exc}") from exc
     kwargs: dict[str, Any] = {}
-    tables = set(_SPEC_TABLES) - {""} | {"dp"}
+    tables = set(_SPEC_TABLES) - {""} | {"dp", "declared"}
     for key, value in data.items():
         if isinstance(value, dict):
             if key not in tables:
@@ -316,6 +363,7 @@ def load_spec_file(path: str | Path) -> ModelSpec:
     ):
         raise SpecError(f"{path}: categories must be a list of consent category codes")
     kwargs["categories"] = tuple(kwargs["categories"])
+    kwargs["extras"] = _extras(path, kwargs.pop("optional_fields", []), data.get("declared", {}))
     types = {"rounds": int, "local_epochs": int, "batch_size": int, "n_bins": int, "hidden": int,
              "lr": float, "proximal_mu": float}
     for key, kind in types.items():
@@ -327,7 +375,7 @@ def load_spec_file(path: str | Path) -> ModelSpec:
                 what = "an integer" if kind is int else "a number"
                 raise SpecError(f"{path}: {key} must be {what}")
             kwargs[key] = kind(value)
-    for key in ("name", "label", "arch", "strategy", "purpose"):
+    for key in ("name", "label", "arch", "strategy", "purpose", "scaling"):
         if key in kwargs and not isinstance(kwargs[key], str):
             raise SpecError(f"{path}: {key} must be a string")
     try:
@@ -346,6 +394,27 @@ def load_spec_file(path: str | Path) -> ModelSpec:
     return spec
 
 
+def _extras(path: str | Path, optional: Any, declared: Any) -> tuple[FieldSpec, ...]:
+    """A spec file's ``optional_fields`` list and ``[declared.<name>]`` tables as field specs."""
+    if not isinstance(optional, list) or not all(isinstance(n, str) for n in optional):
+        raise SpecError(f"{path}: optional_fields must be a list of field names")
+    out: list[FieldSpec] = []
+    try:
+        out += [extra_field(n) for n in optional]
+        for name, decl in declared.items():
+            if not isinstance(decl, dict) or set(decl) - {"unit", "category", "signed",
+                                                            "integer"}:
+                raise SpecError(f"{path}: [declared.{name}] takes unit, category, signed, "
+                                "integer")
+            out.append(declare_field(name, **decl))
+    except (DataError, TypeError) as exc:
+        raise SpecError(f"{path}: {exc}") from exc
+    return tuple(out)
+
+
+_LATER_KEYS = (EXTRA_FIELDS_KEY, "scaling")  # absent from lineages written before them
+
+
 def _base_spec(run_config: Mapping[str, Any]) -> ModelSpec:
     """The spec a run config starts from: its spec file, a named spec, or a complete record."""
     spec_file = run_config.get(SPEC_FILE_KEY)
@@ -356,7 +425,7 @@ def _base_spec(run_config: Mapping[str, Any]) -> ModelSpec:
         return SPECS[name]
     # A finished job's lineage (or a node's job record) carries every value: no file needed.
     template = spec_to_run_config(SPECS["pd-erp"])
-    if name and all(k in run_config for k in template):
+    if name and all(k in run_config for k in template if k not in _LATER_KEYS):
         categories = tuple(c for c in str(run_config["categories"]).split(",") if c)
         return ModelSpec(name=name, categories=categories, label=str(run_config["label"]))
     return get_spec(name)  # raises UNKNOWN_SPEC
@@ -397,8 +466,24 @@ def spec_from_run_config(run_config: Mapping[str, Any]) -> ModelSpec:
             strategy=str(merged["strategy"]),
             proximal_mu=float(merged["proximal-mu"]),
             n_bins=int(merged["n-bins"]),
+            scaling=str(merged.get("scaling", "bins")),
             purpose=str(merged["purpose"]),
             dp=dp,
+            extras=fields_from_json(str(merged.get(EXTRA_FIELDS_KEY, "[]"))),
         )
+    except DataError as exc:
+        raise SpecError(f"bad run config for spec {base.name!r}: {exc}") from exc
     except (TypeError, ValueError) as exc:
         raise SpecError(f"bad run config for spec {base.name!r}: {exc}") from exc
+
+
+def with_extra_fields(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """``run_config`` with its spec's ``extra-fields`` spelled out (what each node compares).
+
+    A run config that names a spec file carries only its path; the nodes never read
+    a file the platform names, so the job's extra fields travel as a value.
+    """
+    out = dict(run_config)
+    if EXTRA_FIELDS_KEY not in out:
+        out[EXTRA_FIELDS_KEY] = fields_to_json(spec_from_run_config(out).extras)
+    return out

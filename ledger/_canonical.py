@@ -39,7 +39,10 @@ def _plain(value: Any) -> bool:
         return bool(-_MAX_SAFE_INT <= value <= _MAX_SAFE_INT)
     if kind is dict:
         for k, v in value.items():
-            if type(k) is not str or (k and max(k) >= _SURROGATE_START) or not _plain(v):
+            # ASCII keys (the flag CPython keeps per string: O(1)) need no scan for surrogates.
+            if type(k) is not str or (
+                not k.isascii() and max(k) >= _SURROGATE_START
+            ) or not _plain(v):
                 return False
         return True
     if kind is list:

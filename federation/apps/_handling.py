@@ -32,6 +32,7 @@ from ..node import (
 )
 from ..schema import MERCHANT_ID
 from ..specs import DPBudget
+from ..standardise import StandardEncoder, encoder_from_arrays
 from ._keys import (
     ARRAYS_KEY,
     ENCODER_KEY,
@@ -110,8 +111,8 @@ def holdout_split(msg: Message, held_out: bool) -> Callable[[ManifestEntry], boo
     return lambda e: e.label is not None and is_holdout(e.merchant_id, buckets) == held_out
 
 
-def message_encoder(msg: Message, cohort: Cohort) -> BinEncoder:
-    encoder = BinEncoder.from_arrays(
+def message_encoder(msg: Message, cohort: Cohort) -> BinEncoder | StandardEncoder:
+    encoder = encoder_from_arrays(
         {k: v.numpy() for k, v in msg.content.array_records[ENCODER_KEY].items()}
     )
     return encoder
@@ -160,7 +161,9 @@ def only_merchants(cohort_frame: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
     return cohort_frame[cohort_frame[MERCHANT_ID].astype(str).isin(keep)].reset_index(drop=True)
 
 
-def checked_encoder(msg: Message, cohort: Cohort) -> BinEncoder | Message:
+def checked_encoder(
+    msg: Message, cohort: Cohort
+) -> BinEncoder | StandardEncoder | Message:
     """The message's encoder if the policy accepts it, else the refusal reply."""
     encoder = message_encoder(msg, cohort)
     problem = encoder_problem(encoder, cohort.features, request_policy().max_bins)

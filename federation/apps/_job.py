@@ -76,7 +76,7 @@ class Job:
     manifest_sizes: dict[tuple[int, str], int] = field(default_factory=dict)
     # How the updates were aggregated, from what actually ran (strategy, SecAgg+ evidence).
     aggregation: dict[str, Any] = field(default_factory=dict)
-    best_round: int | None = None  # the saved model's round (None: the last, e.g. SecAgg+)
+    best_round: int | None = None  # the saved model's round (None: the last; no round evaluated)
     # Merchant ids of each (round, node) DP training manifest charged to the platform's
     # ε account, in manifest order, until the node's receipts settle the charge.
     charged_ids: dict[tuple[int, str], list[str]] = field(default_factory=dict)

@@ -9,8 +9,9 @@ import numpy as np
 from flwr.app import ArrayRecord
 
 from ..features import BinEncoder
-from ..schema import erp_fields_for
+from ..schema import job_features
 from ..specs import spec_to_run_config
+from ..standardise import StandardEncoder
 from ._outputs import LINEAGE_FILE, MODEL_FILE
 
 if TYPE_CHECKING:
@@ -20,7 +21,8 @@ __all__ = ["save_model"]
 
 
 def save_model(
-    job: Job, final: ArrayRecord, encoder: BinEncoder, rounds: dict[int, dict[str, Any]]
+    job: Job, final: ArrayRecord, encoder: BinEncoder | StandardEncoder,
+    rounds: dict[int, dict[str, Any]],
 ) -> None:
     """Write ``model.npz`` (weights and encoder) and ``lineage.json`` (job, rounds,
     manifest roots, receipts, ε, aggregation, best round) to the job's ``out_dir``."""
@@ -41,7 +43,7 @@ def save_model(
         "receipts": [{k: v for k, v in rc.items() if k != "receipt"} for rc in job.receipts],
         "epsilon": job.epsilon,
         "delta": spec.dp.delta if spec.dp else 0.0,
-        "features": erp_fields_for(spec.categories),
+        "features": job_features(spec.categories, spec.extras),
         "aggregation": job.aggregation,
         "best_round": job.best_round,
     }

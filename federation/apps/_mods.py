@@ -31,9 +31,10 @@ from consent import ConsentError, ManifestRejected, verify_manifest
 
 from .._errors import DataError, FederationError
 from ..features import QuantileSketch
-from ..node import PUBLIC_GRID, SKETCH_SIZE, check_request
+from ..node import PUBLIC_GRID, SKETCH_SIZE, check_request, field_problem
 from ..receipts import UsageReceipt, entry_bitmap, hash_key, merchant_ids_hash, sign_receipt
-from ..schema import erp_fields_for
+from ..schema import fields_from_json, job_features
+from ..specs import EXTRA_FIELDS_KEY
 from ._keys import (
     ACTION_IDENTIFY,
     ACTION_MANIFEST,
@@ -194,8 +195,9 @@ def make_manifest_mod(
     def manifest_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:
         """Verify the message's cohort manifest before any handler may read a row."""
         action = _action(msg)
+        run_config = {**defaults, **dict(ctx.run_config)}
         try:
-            node = NodeConfig.from_context(ctx.node_config, {**defaults, **dict(ctx.run_config)})
+            node = NodeConfig.from_context(ctx.node_config, run_config)
         except (ValueError, OSError, KeyError) as exc:
             return _error(msg, ERR.NODE_FAILURE, f"node misconfigured: {exc}")
         content = msg.content
@@ -302,7 +304,20 @@ def make_manifest_mod(
                 ERR.CONSENT_NOT_APPROVED if rule == "CONSENT_NOT_APPROVED" else ERR.POLICY_REFUSED
             )
             return refuse(msg, code, rule, counts, request=request)
-        with bind(request=replace(request, policy=policy)):
+        # The job's extra fields must match the node's own declarations before a row is read.
+        try:
+            extras = fields_from_json(str(run_config.get(EXTRA_FIELDS_KEY, "[]")))
+        except DataError:
+            return refuse(msg, ERR.POLICY_REFUSED, "FIELD_MISMATCH", {"fields": 1},
+                          request=request)
+        if extras:
+            try:
+                declared = node.erp_connector().mapping.declared
+            except DataError as exc:
+                return _error(msg, ERR.NODE_FAILURE, f"DATA_ERROR: {exc.code}")
+            if mismatch := field_problem(extras, declared, manifest.categories):
+                return refuse(msg, ERR.POLICY_REFUSED, *mismatch, request=request)
+        with bind(request=replace(request, policy=policy, extras=extras)):
             return call_next(msg, ctx)
 
     return manifest_mod
@@ -390,7 +405,7 @@ def _sketch_problem(record: ArrayRecord, request: VerifiedRequest) -> str | None
     mean of rows) and whole, non-negative counts.
     """
     manifest = request.manifest
-    features = erp_fields_for(manifest.categories) if manifest is not None else []
+    features = job_features(manifest.categories, request.extras) if manifest is not None else []
     if len(record) > 4 * len(features) + 1:
         return (
             f"sketch has {len(record)} arrays; {len(features)} declared features allow "

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +35,7 @@ from consent import CohortManifest, ManifestEntry, ManifestReplayGuard
 
 from ..data import Connector, RowSelection, load_mapping, make_connector
 from ..node import ApprovalRegister, ModelRegister, NodePolicy, load_policy
-from ..schema import AS_OF, MERCHANT_ID, erp_fields_for
+from ..schema import AS_OF, MERCHANT_ID, FieldSpec, job_features
 
 __all__ = [
     "NodeConfig",
@@ -284,6 +284,7 @@ def load_cohort(
     *,
     now: datetime,
     select: Callable[[ManifestEntry], bool] | None = None,
+    extras: Sequence[FieldSpec] | None = None,
 ) -> Cohort:
     """Read exactly the rows a verified manifest allows (and the handler needs).
 
@@ -297,6 +298,9 @@ def load_cohort(
     select : Callable[[ManifestEntry], bool] | None, default None
         Narrow the read further to the entries a handler uses (training reads only
         its labelled training merchants); ``None`` reads every live entry.
+    extras : Sequence[FieldSpec] | None, default None
+        The job's extra fields (already checked against the node's mapping by the
+        manifest mod); ``None`` takes them from the current verified request.
 
     Returns
     -------
@@ -314,7 +318,12 @@ def load_cohort(
         for e in manifest.entries
         if e.consent_start <= at < e.consent_expiry and (select is None or select(e))
     ]
-    features = tuple(erp_fields_for(manifest.categories))
+    if extras is None:
+        from ._request import _request  # the manifest mod's verified request, if bound
+
+        req = _request.get()
+        extras = req.extras if req is not None else ()
+    features = tuple(job_features(manifest.categories, extras))
     selection = RowSelection(
         [e.merchant_id for e in live], [e.data_from for e in live], [e.data_to for e in live]
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from consent import CohortManifest
 
 from ..node import NodePolicy
+from ..schema import FieldSpec
 from ._node import NodeConfig
 
 __all__ = [
@@ -37,6 +38,7 @@ class VerifiedRequest:
     manifest: CohortManifest | None  # None only for the identification handshake
     action: str  # "train", "evaluate", "query.sketch", "query.score", "query.identify"
     policy: NodePolicy | None = None  # the node's own policy (None only for identify)
+    extras: tuple[FieldSpec, ...] = ()  # the job's extra fields, checked against the node's
 
 
 @dataclass(slots=True)

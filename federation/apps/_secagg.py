@@ -330,6 +330,7 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         check_token: TokenCheck,
         encoder: Mapping[str, np.ndarray],
         on_round: Callable[[RoundLog], None] | None,
+        evaluate_fn: Callable[[int, ArrayRecord], Any] | None = None,
     ) -> None:
         n = len(nodes)
         super().__init__(
@@ -343,6 +344,7 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         self.check_token = check_token
         self.encoder = _npz(encoder)
         self.on_round = on_round
+        self.capture = evaluate_fn  # not `evaluate_fn`: legacy FedAvg calls that one itself
         self.rounds: dict[int, RoundLog] = {}
         self._configs: RoundConfigs[dict[str, Scalar]] = RoundConfigs()
         self.masked_rounds: list[int] = []
@@ -395,8 +397,17 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        """One EvaluateIns per identified node, reusing the round's manifests."""
+        """One EvaluateIns per identified node, reusing the round's manifests.
+
+        ``parameters`` is the round's unmasked global model (SecAgg+ masks only the
+        fit updates); ``evaluate_fn`` sees exactly the weights the nodes validate, so
+        the best round can be kept as without SecAgg+.
+        """
         self._params = parameters
+        if self.capture is not None and server_round >= 1:
+            weights = parameters_to_ndarrays(parameters)
+            self.capture(server_round, ArrayRecord(
+                {str(i): Array(np.ascontiguousarray(w)) for i, w in enumerate(weights)}))
         return self._instructions(server_round, client_manager, EvaluateIns)
 
     def _screen(
@@ -477,6 +488,7 @@ def run_secagg_rounds(
     timeout: float | None = None,
     clipping_range: float = DEFAULT_CLIPPING_RANGE,
     check_refusal: RefusalCheck | None = None,
+    evaluate_fn: Callable[[int, ArrayRecord], Any] | None = None,
 ) -> tuple[list[np.ndarray], dict[int, RoundLog], list[int]]:
     """Run ``rounds`` of SecAgg+ FedAvg over the identified nodes.
 
@@ -507,6 +519,9 @@ def run_secagg_rounds(
         :func:`secagg_ranges` and ``max_weight`` from each round's largest manifest.
     check_refusal : RefusalCheck | None, default None
         Verifies and records a node's signed refusal in a failure.
+    evaluate_fn : Callable[[int, ArrayRecord], Any] | None, default None
+        Called with each round's global weights as the nodes receive them for
+        validation (:meth:`federation.bestround.BestRound.capture`).
 
     Returns
     -------
@@ -521,6 +536,7 @@ def run_secagg_rounds(
         check_token=check_token,
         encoder=encoder,
         on_round=on_round,
+        evaluate_fn=evaluate_fn,
     )
     legacy = LegacyContext(
         context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy

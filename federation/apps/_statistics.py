@@ -1,4 +1,5 @@
-"""Round 0 of a training job: the nodes' feature sketches merged into bin edges."""
+"""Round 0 of a training job: the nodes' feature sketches merged into the job's encoder
+(quantile bins, or standardisation read off the same DP sketches)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from flwr.app import Message, RecordDict
 
 from .._errors import JobFailed
 from ..features import BinEncoder, QuantileSketch
+from ..standardise import StandardEncoder, make_encoder
 from ._keys import ACTION_SKETCH, JOB_KEY, SKETCH_KEY
 
 if TYPE_CHECKING:
@@ -16,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["statistics"]
 
 
-def statistics(job: Job) -> BinEncoder:
+def statistics(job: Job) -> BinEncoder | StandardEncoder:
     """Ask every identified node for its sketch; merge them into the job's bin edges.
 
     Each sketch is taken under its own round-0 manifest and its receipt recorded;
@@ -53,4 +55,4 @@ def statistics(job: Job) -> BinEncoder:
         sketches.append(QuantileSketch.from_arrays({k: v.numpy() for k, v in arrays.items()}))
     if not sketches:
         raise JobFailed("no node returned a sketch", code="NO_STATISTICS", reasons=job.failures)
-    return BinEncoder(QuantileSketch.merge(sketches).bin_edges(spec.n_bins))
+    return make_encoder(QuantileSketch.merge(sketches), scaling=spec.scaling, n_bins=spec.n_bins)

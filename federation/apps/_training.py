@@ -3,7 +3,8 @@
 The rounds run either through :class:`ConsentedStrategy` around FedAvg/FedProx
 (each round's updates evaluated on the nodes' hold-out; :class:`BestRound`
 keeps the best round's model) or, with three or more nodes by default, under
-SecAgg+ (:mod:`._secagg`; the last round's model is kept). Either way every
+SecAgg+ (:mod:`._secagg`; it masks only the updates, the round's global model the
+nodes validate is unmasked, so the best round is kept there too). Either way every
 node gets its own consent manifest per round (:meth:`Job.job_config`) and every
 reply's receipt is recorded (:meth:`Job.record_reply_receipt`).
 """
@@ -21,6 +22,7 @@ from .._errors import FederationError
 from ..bestround import BestRound
 from ..features import BinEncoder
 from ..models import build_g_erp, get_weights
+from ..standardise import StandardEncoder
 from ._identify import identify
 from ._keys import ARRAYS_KEY
 from ._lineage import save_model
@@ -89,7 +91,7 @@ def _strategy(job: Job) -> Strategy:
 
 def _rounds_plain(
     job: Job,
-    encoder: BinEncoder,
+    encoder: BinEncoder | StandardEncoder,
     initial: ArrayRecord,
     manifest_for: ManifestFor,
     roots: dict[tuple[int, str], str],
@@ -129,7 +131,7 @@ def _rounds_plain(
 
 def _rounds_secagg(
     job: Job,
-    encoder: BinEncoder,
+    encoder: BinEncoder | StandardEncoder,
     initial: ArrayRecord,
     manifest_for: ManifestFor,
     roots: dict[tuple[int, str], str],
@@ -149,6 +151,7 @@ def _rounds_secagg(
     reconstruction = s.secagg_threshold or threshold
     if job.context is None:
         raise FederationError("SecAgg+ needs the ServerApp context", code="BAD_CONFIG")
+    keeper = BestRound()  # evaluation is not masked: keep the best round here too
     weights, logs, _ = run_secagg_rounds(
         job.grid,
         job.context,
@@ -165,6 +168,7 @@ def _rounds_secagg(
         reconstruction_threshold=reconstruction,
         timeout=s.timeout,
         check_refusal=job.check_refusal,
+        evaluate_fn=keeper.capture,
     )
     rounds: Rounds = {
         r: {
@@ -201,4 +205,5 @@ def _rounds_secagg(
             f"SECAGG_NOT_APPLIED: in rounds {unsigned} some node's signed receipt "
             "does not say its update was masked"
         )
-    return weights_record(weights), rounds
+    final, job.best_round, _ = keeper.select(rounds, weights_record(weights))
+    return final, rounds

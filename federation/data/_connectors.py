@@ -29,7 +29,7 @@ import pyarrow.dataset as pads
 import sqlalchemy as sa
 
 from .._errors import DataError, DataValidationError
-from ..schema import AS_OF, ERP_FEATURES, MERCHANT_ID
+from ..schema import AS_OF, ERP_FEATURES, ERP_OPTIONAL_FIELDS, MERCHANT_ID
 from ._mapping import ColumnMapping
 from ._validate import check_columns, coerce_and_validate, coerce_frame
 
@@ -57,13 +57,36 @@ def _day(value: date) -> date:
 
 
 
-def _known_fields(fields: Sequence[str]) -> list[str]:
-    """``fields`` as a list; ``DataError`` (``UNKNOWN_FIELD``) if any is not an ERP field."""
+_OPTIONAL = tuple(f.name for f in ERP_OPTIONAL_FIELDS)
+
+
+def _known_fields(fields: Sequence[str], mapping: ColumnMapping) -> list[str]:
+    """``fields`` as a list; ``DataError`` (``UNKNOWN_FIELD``) if any is not a known field.
+
+    Known: the core ERP fields, the schema's optional fields and the mapping's declared ones.
+    """
     wanted = list(fields)
-    unknown = [f for f in wanted if f not in ERP_FEATURES]
+    known = {*ERP_FEATURES, *_OPTIONAL, *mapping.declared}
+    unknown = [f for f in wanted if f not in known]
     if unknown:
         raise DataError(f"unknown ERP fields {unknown}", code="UNKNOWN_FIELD")
     return wanted
+
+
+def _layout(mapping: ColumnMapping, present: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The fields that must have a column, and field -> column for every field held.
+
+    Optional schema fields that ``[columns]`` does not map are held when the table
+    has a column of their name, and read as missing otherwise.
+    """
+    required = mapping.required()
+    held = {f: mapping.source(f) for f in required}
+    have = set(present)
+    for name in _OPTIONAL:
+        col = mapping.optional_source(name)
+        if col is not None and col in have:
+            held[name] = col
+    return required, held
 
 def _with_absent(raw: pd.DataFrame, keys: Sequence[str], fields: Sequence[str]) -> pd.DataFrame:
     """``raw`` with every field it lacks (declared absent) added as missing values, in order."""
@@ -193,21 +216,26 @@ class Connector(ABC):
         DataError
             ``SOURCE_UNREADABLE`` when the file or table cannot be opened.
         """
-        wanted = _known_fields(ERP_FEATURES if fields is None else fields)
         m = self.mapping
         keys = [MERCHANT_ID, AS_OF]
+        present = self.source_columns()
+        required, columns = _layout(m, present)
+        if fields is None:  # everything the table holds or must hold
+            fields = [*ERP_FEATURES, *m.declared, *(f for f in _OPTIONAL if f in columns)]
+        wanted = _known_fields(fields, m)
         # The whole mapped schema must be present even when a job reads fewer fields,
         # so a table that lost a column fails every job, not only some.
-        all_sources = [m.source(f) for f in (*keys, *m.present(ERP_FEATURES))]
-        check_columns(self.source_columns(), all_sources, [*all_sources, *m.ignore])
-        held = m.present(wanted)
-        raw = self._read_columns([m.source(f) for f in (*keys, *held)])
+        all_sources = [m.source(f) for f in (*keys, *required)]
+        check_columns(present, all_sources, [*all_sources, *columns.values(), *m.ignore])
+        held = [f for f in wanted if f in columns]
+        raw = self._read_columns([m.source(f) for f in keys] + [columns[f] for f in held])
         raw.columns = [*keys, *held]
         raw = _with_absent(raw, keys, wanted)
         return coerce_and_validate(raw, wanted, data_from=data_from, data_to=data_to,
                                    scales={f: m.scale(f) for f in wanted},
                                    offsets={f: m.offset(f) for f in wanted},
-                                   absent=m.absent)
+                                   absent=[f for f in wanted if f not in columns],
+                                   extras=m.extra_fields)
 
     def read_selected(
         self, selection: RowSelection, fields: Sequence[str], *, coerce: bool = True
@@ -242,15 +270,18 @@ class Connector(ABC):
         DataError
             ``SOURCE_UNREADABLE``, ``UNKNOWN_FIELD``.
         """
-        requested = _known_fields(fields)
         m = self.mapping
+        requested = _known_fields(fields, m)
         keys = [MERCHANT_ID, AS_OF]
-        wanted = m.present(requested)  # declared-absent fields come back as missing values
-        sources = [m.source(f) for f in (*keys, *wanted)]
         present = self.source_columns()
+        required, columns = _layout(m, present)
+        # Declared-absent fields (and optional ones the table lacks) come back as missing.
+        wanted = [f for f in requested if f in columns or (
+            not self.strict and f not in _OPTIONAL and f not in m.absent)]
+        sources = [m.source(f) for f in keys] + [columns.get(f, f) for f in wanted]
         if self.strict:
-            all_sources = [m.source(f) for f in (*keys, *m.present(ERP_FEATURES))]
-            check_columns(present, all_sources, [*all_sources, *m.ignore])
+            all_sources = [m.source(f) for f in (*keys, *required)]
+            check_columns(present, all_sources, [*all_sources, *columns.values(), *m.ignore])
         else:
             check_columns(present, sources, present)
         names = [*keys, *wanted]
@@ -267,7 +298,8 @@ class Connector(ABC):
         wanted = requested
         if coerce:
             return coerce_frame(raw, wanted, scales={f: m.scale(f) for f in wanted},
-                                offsets={f: m.offset(f) for f in wanted})
+                                offsets={f: m.offset(f) for f in wanted},
+                                extras=m.extra_fields)
         out = raw.assign(**{MERCHANT_ID: raw[MERCHANT_ID].astype(str).str.strip(),
                             AS_OF: as_of[keep].reset_index(drop=True)})
         for f in wanted:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import DataValidationError
-from ..schema import AS_OF, MERCHANT_ID, erp_field
+from ..schema import AS_OF, MERCHANT_ID, FieldSpec, erp_field
 
 __all__ = ["check_columns", "coerce_frame", "coerce_and_validate"]
 
@@ -79,6 +79,7 @@ def coerce_frame(
     *,
     scales: dict[str, float] | None = None,
     offsets: dict[str, float] | None = None,
+    extras: Sequence[FieldSpec] = (),
 ) -> pd.DataFrame:
     """Type and scale a frame already renamed to schema names (no duplicate or range check).
 
@@ -107,7 +108,7 @@ def coerce_frame(
     out[AS_OF] = _as_dates(df[AS_OF])
 
     for name in fields:
-        spec = erp_field(name)
+        spec = erp_field(name, extras)
         raw = df[name]
         num = pd.to_numeric(raw, errors="coerce")
         bad = num.isna() & raw.notna()
@@ -135,6 +136,7 @@ def coerce_and_validate(
     scales: dict[str, float] | None = None,
     offsets: dict[str, float] | None = None,
     absent: Iterable[str] = (),
+    extras: Sequence[FieldSpec] = (),
 ) -> pd.DataFrame:
     """Type, scale and check a frame already renamed to schema names.
 
@@ -152,6 +154,8 @@ def coerce_and_validate(
         Per-field value added after scaling.
     absent : Iterable[str], default ()
         Fields the ISV declared absent (all missing by design, not ``EMPTY_COLUMN``).
+    extras : Sequence[FieldSpec], default ()
+        The ISV's declared fields (their unit, sign and dtype rules apply as for core fields).
 
     Returns
     -------
@@ -161,7 +165,7 @@ def coerce_and_validate(
     """
     if data_from > data_to:
         raise ValueError(f"data_from {data_from} is after data_to {data_to}")
-    out = coerce_frame(df, fields, scales=scales, offsets=offsets)
+    out = coerce_frame(df, fields, scales=scales, offsets=offsets, extras=extras)
     skip = set(absent)
     empty = [f for f in fields if f not in skip and len(out) and out[f].isna().all()]
     if empty:

@@ -129,13 +129,14 @@ def run_job_deployed(
     from .._errors import JobFailed
     from ..apps.server_app import RESULT_FILE
     from ..runner import _read_result  # one reader of result.json for both runtimes
+    from ..specs import with_extra_fields
 
     out_dir = Path(str(run_config["out-dir"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     result_file = out_dir / RESULT_FILE
     result_file.unlink(missing_ok=True)
     min_nodes = runtime.min_nodes or len(nodes) or 1
-    config = {"min-nodes": min_nodes, **dict(run_config)}
+    config = {"min-nodes": min_nodes, **with_extra_fields(run_config)}
     started = time.perf_counter()
     state = run_deployed(config, runtime)
     seconds = time.perf_counter() - started

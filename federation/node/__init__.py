@@ -8,6 +8,7 @@
 * :func:`error_guard_mod` — error replies leave as codes and counts only;
 * :func:`torch_generator`, :func:`numpy_generator` — the node's own randomness;
 * :func:`check_request` — the policy check of a verified request;
+* :func:`field_problem` — the job's extra fields against the node's declarations;
 * :func:`register_approvals` — the one way approvals enter the register;
   :func:`approve_lines` verifies a file of signed approvals first (``fedgate node approve``);
 * :func:`models_shaped_by` — the models a (revoked) merchant's data shaped.
@@ -18,6 +19,7 @@ from __future__ import annotations
 from ._approvals import Approval, ApprovalRegister, approval_payload
 from ._checks import check_request, node_budget
 from ._enrol import ApproveResult, approve_lines, register_approvals
+from ._fields import field_problem
 from ._guard import REASON_GRAMMAR, error_guard_mod, safe_reason
 from ._lineage import models_shaped_by
 from ._models import ModelRegister, encoder_hash, weights_hash
@@ -43,6 +45,7 @@ __all__ = [
     "encoder_hash",
     "encoder_problem",
     "error_guard_mod",
+    "field_problem",
     "load_policy",
     "models_shaped_by",
     "register_approvals",

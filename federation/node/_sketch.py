@@ -37,6 +37,7 @@ import pandas as pd
 from ..features import BinEncoder, QuantileSketch
 from ..features import _column_values as column_values  # noqa: PLC2701 - same package
 from ..features import _ColumnSketch as ColumnSketch  # noqa: PLC2701
+from ..standardise import StandardEncoder, standard_problem
 
 __all__ = ["PUBLIC_GRID", "dp_sketch", "encoder_problem", "snap_edges", "SKETCH_SIZE"]
 
@@ -98,12 +99,17 @@ def snap_edges(edges: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def encoder_problem(encoder: BinEncoder, features: Sequence[str], max_bins: int) -> str | None:
+def encoder_problem(
+    encoder: BinEncoder | StandardEncoder, features: Sequence[str], max_bins: int
+) -> str | None:
     """Why the node refuses ``encoder`` (a code), or ``None``.
 
     The encoder must cover exactly the job's ``features``, use only grid values
-    as edges and at most ``max_bins - 1`` of them per feature.
+    as edges and at most ``max_bins - 1`` of them per feature (a standardiser:
+    :func:`federation.standardise.standard_problem`).
     """
+    if isinstance(encoder, StandardEncoder):
+        return standard_problem(encoder, features, max_bins)
     if list(encoder.columns) != list(features):
         return "ENCODER_COLUMNS"
     grid = set(PUBLIC_GRID.tolist())

@@ -13,7 +13,6 @@ from rich.table import Table
 
 from federation import DataError
 from federation.data import ColumnMapping, Connector, load_mapping, make_connector
-from federation.schema import ERP_FEATURES
 from federation.synth import SynthParams, write_world
 
 from ._common import console, fail
@@ -86,6 +85,11 @@ def check(
     ] = None,
     mapping: Annotated[Path | None, typer.Option("--mapping", help="Column-mapping TOML.")] = None,
     table: Annotated[str | None, typer.Option("--table", help="SQL table name.")] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option("--spec", help="With --config: a spec TOML whose extra fields every ISV "
+                     "must declare identically."),
+    ] = None,
 ) -> None:
     """Validate tables against the schema: every table of a job config, or one ISV table.
 
@@ -94,11 +98,14 @@ def check(
     if config_file is not None:
         if source is not None:
             fail("BAD_ARGUMENT", "give --config or a source, not both")
+        from federation import SpecError
         from federation.jobconfig import check_job_config, load_job_config
+        from federation.specs import load_spec_file
 
         try:
-            reports = check_job_config(load_job_config(config_file))
-        except DataError as exc:
+            extras = load_spec_file(spec).extras if spec is not None else ()
+            reports = check_job_config(load_job_config(config_file), extras)
+        except (DataError, SpecError) as exc:
             fail(exc.code, str(exc))
         out = Table("table", "rows", "fields present", "declared absent", "missing values")
         for r in reports:
@@ -108,6 +115,8 @@ def check(
         console.print(out)
         console.print(f"ok: {config_file} ({len(reports) - 1} ISV tables and the platform table)")
         return
+    if spec is not None:
+        fail("BAD_ARGUMENT", "--spec goes with --config")
     if source is None or data_from is None or data_to is None:
         fail("BAD_ARGUMENT", "give --config, or a source with --from and --to")
     try:
@@ -119,7 +128,7 @@ def check(
         df = _connector(source, table, cmap).read(data_from=lo, data_to=hi)
     except DataError as exc:
         fail(exc.code, str(exc))
-    present = cmap.present(ERP_FEATURES)
+    present = cmap.present([c for c in df.columns if c not in ("merchant_id", "as_of")])
     absent = f" ({len(cmap.absent)} declared absent: {', '.join(sorted(cmap.absent))})" \
         if cmap.absent else ""
     console.print(f"ok: {len(df)} merchants, {len(present)} ERP fields present{absent}, "

@@ -39,10 +39,11 @@ def _nodes(world: Path) -> jobs.WorldNodes:
         fail(exc.code, str(exc))
 
 
-def _job_config(path: Path, *, check: bool = True) -> Any:
+def _job_config(path: Path, *, check: bool = True, extras: Any = ()) -> Any:
     """Load (and, by default, validate every table of) a job config; exits on any error.
 
-    Runs before any Flower or Ray start-up, with the validator ``fedgate data check`` uses.
+    Runs before any Flower or Ray start-up, with the validator ``fedgate data check`` uses;
+    ``extras`` are the job's extra fields, which every ISV must declare identically.
     """
     from federation import DataError
     from federation.jobconfig import check_job_config, load_job_config
@@ -50,7 +51,7 @@ def _job_config(path: Path, *, check: bool = True) -> Any:
     try:
         cfg = load_job_config(path)
         if check:
-            check_job_config(cfg)
+            check_job_config(cfg, extras)
     except DataError as exc:
         fail(exc.code, str(exc))
     return cfg
@@ -65,13 +66,13 @@ _ConfigOption = Annotated[
 
 
 def _job_nodes(world: Path | None, config: Path | None, *, label: str | None,
-               out_dir: Path) -> jobs.WorldNodes:
+               out_dir: Path, extras: Any = ()) -> jobs.WorldNodes:
     """Nodes of a job config (validated first; labels under ``out_dir``) or of a world."""
     if (world is None) == (config is None):
         fail("BAD_ARGUMENT", "give exactly one of --config (job TOML) or --world (data synth)")
     if config is None:
         return _nodes(world)  # type: ignore[arg-type]
-    cfg = _job_config(config)  # every table validated before any Ray start-up
+    cfg = _job_config(config, extras=extras)  # every table validated before any Ray start-up
     try:
         return jobs.config_nodes(settings(), cfg, label=str(label), labels_dir=out_dir)
     except jobs.JobSetupError as exc:
@@ -175,6 +176,10 @@ def run(
     local_epochs: Annotated[int | None, typer.Option("--local-epochs", min=1)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
     bins: Annotated[int | None, typer.Option("--bins", min=2, help="Quantile bins.")] = None,
+    scaling: Annotated[
+        str | None,
+        typer.Option("--scaling", help="Preprocessing: bins or standardise (levels = --bins)."),
+    ] = None,
     family: Annotated[
         str | None, typer.Option("--family", help="Model family: logistic or mlp.")
     ] = None,
@@ -196,14 +201,15 @@ def run(
     from federation import SpecError, spec_from_run_config
 
     spec_opts = _spec_options(spec)
-    label = spec_opts.pop("_model").label
+    chosen = spec_opts.pop("_model")
     job = job_id or f"train-{uuid.uuid4().hex[:12]}"
     out_dir = (out or settings().data_dir / "jobs" / job).resolve()
-    wn = _job_nodes(world, config_file, label=label, out_dir=out_dir)
+    wn = _job_nodes(world, config_file, label=chosen.label, out_dir=out_dir,
+                    extras=chosen.extras)
     sessions()  # creates the schema on first use
     overrides = {
         "rounds": rounds, "lr": lr, "local-epochs": local_epochs, "batch-size": batch_size,
-        "n-bins": bins, "arch": family, "hidden": size, "strategy": strategy,
+        "n-bins": bins, "scaling": scaling, "arch": family, "hidden": size, "strategy": strategy,
         "dp-epsilon": dp_epsilon,
         "holdout-buckets": _holdout_buckets(config_file),
     }

@@ -92,16 +92,42 @@ def test_bulk_tokens_equal_single_grant_tokens() -> None:
         (lambda d: d["terms"].pop("created_at"), "MALFORMED"),
     ],
 )
+@pytest.mark.parametrize("workers", [1, 2])
 def test_one_bad_line_refuses_the_whole_file(
-    sessions: sessionmaker[Session], bad: Any, code: str,
+    sessions: sessionmaker[Session], bad: Any, code: str, workers: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A tampered, unsigned, duplicated or malformed line: nothing of the file is written."""
-    docs = [_line(i) for i in range(5)]
+    """A tampered, unsigned, duplicated or malformed line: nothing of the file is written.
+
+    With worker processes (runs of two lines each here) the same line and code are refused,
+    even when a later run's worker finds its own bad line first.
+    """
+    monkeypatch.setattr("consent._bulk._VERIFY_CHUNK", 2)
+    docs = [_line(i) for i in range(7)]
     bad(docs[3])
+    docs[5]["merchant_signature"] = docs[6]["merchant_signature"]  # a later bad line too
     with pytest.raises(ImportRefused) as err, sessions() as s, s.begin():
-        import_consents(s, _lines(docs), key=CM_KEY, at=T0 + timedelta(hours=2))
+        import_consents(s, _lines(docs), key=CM_KEY, at=T0 + timedelta(hours=2),
+                        workers=workers)
     assert err.value.line == 4 and err.value.code == code
+    assert str(err.value).count("line 4") == 1
     assert counts(sessions) == (0, 0, 0, 0)
+
+
+def test_workers_verify_every_approval(sessions: sessionmaker[Session],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forked verifiers import the same consents; a lone bad approval in the last run refuses."""
+    monkeypatch.setattr("consent._bulk._VERIFY_CHUNK", 2)
+    at = T0 + timedelta(hours=2)
+    docs = [_line(i) for i in range(7)]
+    docs[6]["merchant_key"] = _pem(_KEYS[5])  # line 7 was approved with key 0
+    with pytest.raises(ImportRefused) as err, sessions() as s, s.begin():
+        import_consents(s, _lines(docs), key=CM_KEY, at=at, workers=2)
+    assert err.value.line == 7 and err.value.code == "SIGNATURE_INVALID"
+    assert counts(sessions) == (0, 0, 0, 0)
+    with sessions() as s, s.begin():
+        result = import_consents(s, _lines(docs[:6]), key=CM_KEY, at=at, workers=2)
+    assert result.count == 6 and counts(sessions) == (6, 12, 6, 12)
 
 
 def test_an_id_already_stored_refuses_the_file(sessions: sessionmaker[Session]) -> None:

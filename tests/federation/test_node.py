@@ -37,6 +37,7 @@ def test_public_surface_is_pinned() -> None:
             "NodePolicy", "POLICY_TABLE",
             "PUBLIC_GRID", "REASON_GRAMMAR", "SAFE_DEFAULTS", "SKETCH_SIZE", "approval_payload",
             "check_request", "dp_sketch", "encoder_hash", "encoder_problem", "error_guard_mod",
+            "field_problem",
             "load_policy", "models_shaped_by", "node_budget", "register_approvals", "node_seed",
             "numpy_generator",
             "safe_reason", "snap_edges", "torch_generator", "weights_hash",

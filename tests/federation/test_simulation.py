@@ -128,6 +128,9 @@ def test_dp_job_on_three_nodes_honours_a_revocation_between_rounds(
             "node_signed_rounds": {"1": nodes, "2": nodes},
         }
     assert lineage["aggregation"] == dict(result.aggregation) == expected_agg
+    # The kept round is the best by the nodes' hold-out AUC, with SecAgg+ as without.
+    best = max(result.rounds, key=lambda r: r.weighted("auc")).round
+    assert lineage["best_round"] == best
     if secagg:
         return
     # Scoring (one more runtime start, on one backend): only credit_scoring consents.

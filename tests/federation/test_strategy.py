@@ -117,7 +117,9 @@ class _Proxy(ClientProxy):
         raise NotImplementedError
 
 
-def _legacy(calls: list[tuple[int, str]]) -> tuple[_ConsentedLegacyStrategy, SimpleClientManager]:
+def _legacy(
+    calls: list[tuple[int, str]], evaluate_fn: Any = None
+) -> tuple[_ConsentedLegacyStrategy, SimpleClientManager]:
     """The SecAgg+ strategy over two registered, identified nodes."""
 
     def manifest_for(server_round: int, isv: str) -> tuple[ConfigRecord, str, int]:
@@ -136,6 +138,7 @@ def _legacy(calls: list[tuple[int, str]]) -> tuple[_ConsentedLegacyStrategy, Sim
         check_token=lambda *_: None,
         encoder={"e": np.zeros(1)},
         on_round=None,
+        evaluate_fn=evaluate_fn,
     )
     return strategy, manager
 
@@ -220,3 +223,39 @@ def test_a_refusal_in_an_error_reply_is_handed_to_the_refusal_check() -> None:
     assert any(f.startswith("train@isv0") and f.endswith("(REFUSAL_RECORDED ledger=7)")
                for f in failures)
     assert any(f.startswith("train@isv1") and "REFUSAL" not in f for f in failures)
+
+
+def test_secagg_jobs_keep_the_best_round_by_the_nodes_validation() -> None:
+    """Under SecAgg+ the evaluated global model is unmasked: the best round is kept.
+
+    Each round's weights reach ``evaluate_fn`` exactly as the nodes get them for
+    validation; the round with the best example-weighted node AUC (round 2 here, not
+    the last) is selected, with its own weights.
+    """
+    from flwr.common import EvaluateRes
+
+    from federation.bestround import BestRound
+
+    keeper = BestRound()
+    strategy, manager = _legacy([], keeper.capture)
+    proxies = list(manager.all().values())
+    ok = Status(code=Code.OK, message="")
+    aucs = {1: (0.60, 0.62), 2: (0.75, 0.71), 3: (0.66, 0.64)}
+    for rnd, (a0, a1) in aucs.items():
+        weights = [np.full(2, float(rnd), dtype=np.float32)]
+        strategy.configure_fit(rnd, ndarrays_to_parameters(weights), manager)
+        # The legacy workflow's centralised evaluation runs first; it must not call the hook.
+        assert strategy.evaluate(rnd, ndarrays_to_parameters(weights)) is None
+        instructions = strategy.configure_evaluate(rnd, ndarrays_to_parameters(weights), manager)
+        assert len(instructions) == 2
+        results = [
+            (p, EvaluateRes(status=ok, loss=0.5, num_examples=50,
+                            metrics={"auc": auc, "num-examples": 50.0}))
+            for p, auc in zip(proxies, (a0, a1), strict=True)
+        ]
+        strategy.aggregate_evaluate(rnd, results, [])
+    rounds = {r: {"evaluate": lg.evaluate} for r, lg in strategy.rounds.items()}
+    last = ArrayRecord([np.full(2, 3.0, dtype=np.float32)])
+    arrays, best, auc = keeper.select(rounds, last)
+    assert best == 2 and auc == pytest.approx(0.73)
+    assert arrays.to_numpy_ndarrays()[0].tolist() == [2.0, 2.0]

@@ -60,7 +60,9 @@ def test_book_names_are_exported() -> None:
 
 def test_book_modules_export_nothing_unpinned() -> None:
     """Every public name of the book's modules that the package re-exports is pinned."""
-    module_names = set(_book.__all__) | set(_bulk.__all__) | set(_money.__all__) | set(_payout.__all__)
+    module_names = (
+        set(_book.__all__) | set(_bulk.__all__) | set(_money.__all__) | set(_payout.__all__)
+    )
 
     reexported = module_names & set(ledger.__all__)
 
