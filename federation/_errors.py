@@ -67,15 +67,26 @@ class ReceiptInvalid(FederationError):
 
 
 class JobFailed(FederationError):
-    """A federated job did not complete; ``reasons`` lists ``CODE: detail`` lines."""
+    """A federated job did not complete; ``reasons`` lists ``CODE: detail`` lines.
+
+    ``scores_path`` names the scores a scoring job did collect from the nodes that
+    answered (``None`` when it wrote none), so a caller that treats a node's verified
+    policy refusal as an expected outcome can keep the others' scores.
+    """
 
     code = "JOB_FAILED"
 
     def __init__(
-        self, message: str, *, code: str | None = None, reasons: Sequence[str] = ()
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        reasons: Sequence[str] = (),
+        scores_path: str | None = None,
     ) -> None:
         super().__init__(message, code=code)
         self.reasons: tuple[str, ...] = tuple(reasons)
+        self.scores_path = scores_path
 
 
 class DataError(FederationError):

@@ -401,5 +401,6 @@ def run_job(
             f"job {doc.get('job_id')} failed: {'; '.join(reasons)[:2000]}",
             code=code or "JOB_FAILED",
             reasons=reasons,
+            scores_path=doc.get("scores_path"),
         )
     return _read_result(out_dir, seconds, round_times)

@@ -20,6 +20,10 @@ import pandas as pd
 from ._consents import MONITORING_PURPOSE
 from ._errors import CreditError
 
+REFUSAL_RECORDED = "(REFUSAL_RECORDED ledger="
+"""How a failure line ends when the node's signed refusal was verified and ledgered
+(:func:`federation.refusals.refusal_note`)."""
+
 __all__ = ["OpenLoanCohort", "rescore_open_loans"]
 
 
@@ -79,25 +83,37 @@ def rescore_open_loans(
     Raises
     ------
     CreditError
-        ``RESCORE_FAILED`` when the job leaves no scores, ``RESCORE_OUTSIDE_COHORT`` when a
+        ``RESCORE_FAILED`` when the job leaves no scores (a node's verified policy
+        refusal is not an error: its merchants are left out), ``RESCORE_OUTSIDE_COHORT`` when a
         score names a merchant without an open loan.
     """
-    from federation import run_job
+    from federation import JobFailed, run_job
 
     from .. import jobs
 
     config = jobs.score_run_config(
         settings, wn, job_id=job_id, model_dir=model_dir, purpose=MONITORING_PURPOSE
     )
-    result = run_job(
-        config,
-        list(wn.nodes),
-        cohort_source=OpenLoanCohort(cohort_source, merchants),
-        runtime=runtime,
-    )
-    if result.scores_path is None:
+    try:
+        result = run_job(
+            config,
+            list(wn.nodes),
+            cohort_source=OpenLoanCohort(cohort_source, merchants),
+            runtime=runtime,
+        )
+        scores_path = result.scores_path
+    except JobFailed as exc:
+        # A node may refuse under its own policy (e.g. fewer open-loan merchants than its
+        # minimum scoring cohort). Once its signed refusal is verified and ledgered, that
+        # is an expected outcome: its merchants keep their last PD, the others' scores
+        # stand. Any other failure (or an unverified refusal) fails the pass.
+        verified = [r for r in exc.reasons if REFUSAL_RECORDED in r and r.endswith(")")]
+        if not exc.reasons or len(verified) != len(exc.reasons):
+            raise
+        scores_path = exc.scores_path
+    if scores_path is None:
         raise CreditError("the monitoring scoring job left no scores", code="RESCORE_FAILED")
-    scores = pd.read_csv(result.scores_path, dtype={"merchant_id": str, "isv_id": str})
+    scores = pd.read_csv(scores_path, dtype={"merchant_id": str, "isv_id": str})
     outside = set(scores["merchant_id"]) - set(merchants)
     if outside:
         raise CreditError(
