@@ -57,7 +57,6 @@ from joserfc.jwk import OKPKey
 from ledger import canonical_json, parse_canonical
 
 from ._entries import (
-    MAX_INT,
     ManifestEntry,
     encode_entries,
     entry_line,
@@ -65,6 +64,7 @@ from ._entries import (
     merkle_root,
     parse_entries,
 )
+from ._entry_line import MAX_INT
 from ._errors import InvalidConsentRequest, ManifestRejected
 from ._jose import ALGORITHM, make_registry
 from ._replay import ManifestReplayGuard

@@ -31,17 +31,15 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from ._book import (
-    _IDENT,
-    TRANSFER_POSTED,
-    TransferRequest,
+from ._book_models import TransferRow
+from ._book_types import _IDENT, TRANSFER_POSTED, TransferRequest
+from ._log import _lock_head, append_encoded, copy_text, pg_copy
+from ._transfers import (
     _accounts_of,
     _check_funds,
     _encode,
     _reject,
 )
-from ._book_models import TransferRow
-from ._log import _lock_head, append_encoded, copy_text, pg_copy
 
 __all__ = ["BulkPosting", "MAX_BULK", "post_many"]
 

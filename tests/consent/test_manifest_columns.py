@@ -10,12 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consent import InvalidConsentRequest, ManifestEntry, ManifestRejected, build_manifest
-from consent._entries import (
-    _encode_one_by_one,
-    _parse_one_by_one,
-    encode_entries,
-    parse_entries,
-)
+from consent._entries import encode_entries, parse_entries
+from consent._entries_encode import _encode_one_by_one
+from consent._entries_parse import _parse_one_by_one
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 ZONES = [

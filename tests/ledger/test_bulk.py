@@ -31,11 +31,11 @@ from ledger import (
     trial_balance,
     verify_log,
 )
-from ledger._book import _body
 from ledger._book_models import TransferRow
 from ledger._bulk import _body_bytes
 from ledger._log import leaf_bytes
 from ledger._models import LogEntryRow, LogHeadRow, TreeNodeRow
+from ledger._transfers import _body
 
 ORIGIN = "fedgate.test/bulk"
 KEY = Ed25519PrivateKey.from_private_bytes(b"\x0c" * 32)
