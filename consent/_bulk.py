@@ -38,7 +38,7 @@ from joserfc.util import json_b64encode, urlsafe_b64encode
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from ledger import append_entries, canonical_json
+from ledger import append_many, canonical_json
 
 from ._artefact import (
     APPROVAL_TYPE,
@@ -55,7 +55,6 @@ from ._jose import ALGORITHM
 from ._lifecycle import Status
 from ._models import ArtefactRow, EventRow, StateRow
 from ._reads import _now
-from ._writes import event_body
 
 __all__ = ["ImportResult", "import_consents"]
 
@@ -243,6 +242,37 @@ def _parse(lines: Iterable[str | bytes], now: datetime, workers: int) -> list[_P
     return out
 
 
+# A string's RFC 8785 form: the stdlib encoder without ASCII escaping writes the same
+# escapes (``canonical_json`` takes this path too); a lone surrogate fails at ``encode``.
+_str = json.JSONEncoder(ensure_ascii=False).encode
+_PENDING, _ACTIVE = _str(Status.PENDING.value), _str(Status.ACTIVE.value)
+
+
+def _event_bodies(s: SignedArtefact, signature: str) -> tuple[bytes, bytes]:
+    """The canonical bytes of the ``granted`` and ``activated`` ledger bodies of one consent.
+
+    Equal to ``canonical_json`` of the bodies :func:`consent.grant` writes
+    (:func:`event_body`, plus ``artefact`` and ``merchant_signature`` on the grant; a test
+    holds them equal), spliced from the JSON strings with the keys in RFC 8785 order.
+    """
+    a = s.artefact
+    common = (
+        f'"artefact_hash":{_str(s.hash)},"consent_id":{_str(a.consent_id)},'
+        f'"data_consumer":{_str(a.data_consumer)},"data_provider":{_str(a.data_provider)},'
+        '"detail":'
+    )
+    merchant = _str(a.merchant_id)
+    granted = (
+        f'{{"artefact":{_str(s.token)},{common}{{}},"event_version":1,"from_status":null,'
+        f'"merchant_id":{merchant},"merchant_signature":{_str(signature)},"status":{_PENDING}}}'
+    )
+    activated = (
+        f'{{{common}{{"merchant_approval":true}},"event_version":2,"from_status":{_PENDING},'
+        f'"merchant_id":{merchant},"status":{_ACTIVE}}}'
+    )
+    return granted.encode("utf-8"), activated.encode("utf-8")
+
+
 def _insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
     """Rows into ``table`` on the session's connection (its transaction).
 
@@ -313,15 +343,12 @@ def import_consents(
             raise ImportRefused(f"consent id {taken!r} is taken", code="DUPLICATE_ID",
                                 line=line)
     signed = [_sign(t, payload, key) for t, _, _, payload in parsed]
-    items: list[tuple[str, dict[str, Any]]] = []
+    bodies: list[tuple[str, bytes]] = []
     for s, (_, signature, _, _) in zip(signed, parsed, strict=True):
-        items.append(("consent.granted", {
-            **event_body(s, 1, None, Status.PENDING, {}),
-            "artefact": s.token, "merchant_signature": signature,
-        }))
-        items.append(("consent.activated",
-                      event_body(s, 2, Status.PENDING, Status.ACTIVE, {"merchant_approval": True})))
-    entries = append_entries(session, items, at=when)
+        granted, activated = _event_bodies(s, signature)
+        bodies.append(("consent.granted", granted))
+        bodies.append(("consent.activated", activated))
+    first = append_many(session, bodies, at=when)
     artefacts, events, states = [], [], []
     granted_detail = canonical_json({}).decode()
     active_detail = canonical_json({"merchant_approval": True}).decode()
@@ -335,11 +362,11 @@ def import_consents(
             "created_at": t.created_at, "frequency_unit": t.frequency.unit,
         })
         events.append({"consent_id": t.consent_id, "version": 1, "kind": "granted", "at": when,
-                       "status": Status.PENDING.value, "ledger_seq": entries[2 * i].seq,
+                       "status": Status.PENDING.value, "ledger_seq": first + 2 * i,
                        "detail": granted_detail})
         events.append({"consent_id": t.consent_id, "version": 2, "kind": "activated",
                        "at": when, "status": Status.ACTIVE.value,
-                       "ledger_seq": entries[2 * i + 1].seq, "detail": active_detail})
+                       "ledger_seq": first + 2 * i + 1, "detail": active_detail})
         states.append({"consent_id": t.consent_id, "merchant_id": t.merchant_id,
                        "data_provider": t.data_provider, "data_consumer": t.data_consumer,
                        "status": Status.ACTIVE.value, "version": 2, "use_count": 0,
@@ -347,4 +374,4 @@ def import_consents(
     for model, rows in ((ArtefactRow, artefacts), (EventRow, events), (StateRow, states)):
         _insert(session, cast(Table, model.__table__), rows)
     session.flush()
-    return ImportResult(len(parsed), entries[0].seq, entries[-1].seq)
+    return ImportResult(len(parsed), first, first + len(bodies) - 1)

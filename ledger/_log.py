@@ -38,6 +38,7 @@ __all__ = [
     "append_encoded",
     "append_entry",
     "append_entries",
+    "append_many",
     "compact_range",
     "format_time",
 ]
@@ -221,23 +222,41 @@ def append_encoded(
 ) -> int:
     """Append entries of one ``kind`` whose bodies are already canonical JSON bytes.
 
-    The bulk path of :func:`ledger.post_many`: each leaf is spliced from the body's
-    bytes (RFC 8785 is compositional, so the leaf equals :func:`leaf_bytes` of the
-    parsed body; a test holds the two together) instead of serialising every body
-    again. Returns the sequence number of the first entry; the rest follow it.
-    The caller guarantees that every body is canonical.
+    The bulk path of :func:`ledger.post_many`; see :func:`append_many`. Returns the
+    sequence number of the first entry; the rest follow it.
     """
     if not bodies:
         raise ValueError("append_encoded needs at least one body")
-    head = b'{"at":"'
-    tail = b',"kind":' + _json_text(kind) + b',"seq":'
+    return append_many(session, [(kind, body) for body in bodies], at=at)
+
+
+def append_many(
+    session: Session,
+    entries: Sequence[tuple[str, bytes]],
+    *,
+    at: datetime | None = None,
+) -> int:
+    """Append ``(kind, body)`` entries whose bodies are already canonical JSON bytes.
+
+    One head lock, one Merkle frontier read and root, one insert per table for the
+    whole batch, in the caller's transaction. Each leaf is spliced from the body's
+    bytes (RFC 8785 is compositional, so the leaf equals :func:`leaf_bytes` of the
+    parsed body; tests hold the two together) instead of serialising every body
+    again. The caller guarantees that every body is canonical (``canonical_json``
+    of an object). Returns the sequence number of the first entry; the rest follow
+    it in order. All entries share the recorded time ``at`` (default now, UTC).
+    """
+    if not entries:
+        raise ValueError("append_many needs at least one entry")
+    kinds = [kind for kind, _ in entries]
+    tails = {k: b',"kind":' + _json_text(k) + b',"seq":' for k in set(kinds)}
+    when = at or datetime.now(UTC)
+    start = b'{"at":"' + format_time(when).encode("ascii") + b'","body":'
     first, _, _ = _append(
         session,
-        [kind] * len(bodies),
-        lambda i, seq, stamp: (
-            b'%s%s","body":%s%s%d}' % (head, stamp.encode("ascii"), bodies[i], tail, seq)
-        ),
-        at or datetime.now(UTC),
+        kinds,
+        lambda i, seq, _stamp: b"%s%s%s%d}" % (start, entries[i][1], tails[kinds[i]], seq),
+        when,
     )
     return first
 

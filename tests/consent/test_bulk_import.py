@@ -136,10 +136,14 @@ def test_an_id_already_stored_refuses_the_file(sessions: sessionmaker[Session]) 
     with sessions() as s, s.begin():
         import_consents(s, _lines([_line(1)]), key=CM_KEY, at=at)
     before = counts(sessions)
+    with sessions() as s:
+        log_before = _log_state(s)
     with pytest.raises(ImportRefused) as err, sessions() as s, s.begin():
         import_consents(s, _lines([_line(0), _line(1)]), key=CM_KEY, at=at)
     assert err.value.code == "DUPLICATE_ID" and err.value.line == 2
     assert counts(sessions) == before
+    with sessions() as s:
+        assert _log_state(s) == log_before
 
 
 def test_imported_consents_fold_from_the_log(sessions: sessionmaker[Session]) -> None:
@@ -157,3 +161,94 @@ def test_imported_consents_fold_from_the_log(sessions: sessionmaker[Session]) ->
         failure = verify_consent_log(s)
     assert decision.allowed, decision
     assert failure is None, failure
+
+
+def test_spliced_event_bodies_equal_the_grant_bodies() -> None:
+    """The bulk path's ledger bodies are ``canonical_json`` of the bodies ``grant`` writes.
+
+    Ids with quotes, backslashes, control characters and non-ASCII letters are escaped as
+    RFC 8785 escapes them.
+    """
+    from dataclasses import replace
+
+    from consent._artefact import SignedArtefact
+    from consent._bulk import _event_bodies
+    from consent._lifecycle import Status
+    from consent._writes import event_body
+    from ledger import canonical_json
+
+    odd = replace(parse_terms(terms_dict()), consent_id='c-"1\\\n\x01', merchant_id="m-ü\u2028",
+                  data_provider="isv-é", data_consumer="l\t1")
+    for terms in (parse_terms(terms_dict()), odd):
+        s = SignedArtefact(artefact=terms, token="h.p.s", hash="ab" * 32)
+        granted, activated = _event_bodies(s, 'sig"\\é')
+        assert granted == canonical_json({**event_body(s, 1, None, Status.PENDING, {}),
+                                          "artefact": s.token, "merchant_signature": 'sig"\\é'})
+        assert activated == canonical_json(
+            event_body(s, 2, Status.PENDING, Status.ACTIVE, {"merchant_approval": True}))
+
+
+def _log_state(s: Session) -> tuple[int, bytes, list[tuple[Any, ...]]]:
+    from sqlalchemy import select
+
+    from ledger import tree_head
+    from ledger._models import LogEntryRow
+
+    head = tree_head(s)
+    rows = s.execute(select(LogEntryRow.seq, LogEntryRow.kind, LogEntryRow.leaf_data,
+                            LogEntryRow.leaf_hash).order_by(LogEntryRow.seq)).all()
+    return head.size, head.root, [(q, k, bytes(d), bytes(h)) for q, k, d, h in rows]
+
+
+def test_batch_log_equals_the_per_entry_log(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
+) -> None:
+    """One batch append writes the same leaves, head and root as appending entry by entry.
+
+    The same file is imported twice into a fresh database: once with each body appended
+    by itself through ``ledger.append_entry`` (rolled back), once through the batch. Then
+    the live-log check, the offline audit of an export and the consent refold pass.
+    """
+    import ledger
+    from consent._integrity import verify_consent_log
+
+    at = T0 + timedelta(hours=2)
+    lines = _lines([_line(i) for i in range(5)])
+    with sessions() as s, s.begin():  # an earlier entry, so the batch starts mid-tree
+        ledger.append_entry(s, "test.before", {"n": 1}, at=at)
+
+    def one_at_a_time(session: Session, entries: Any, *, at: Any = None) -> int:
+        seqs = [ledger.append_entry(session, kind, json.loads(body), at=at).seq
+                for kind, body in entries]
+        return seqs[0]
+
+    s = sessions()
+    s.begin()
+    with monkeypatch.context() as m:
+        m.setattr("consent._bulk.append_many", one_at_a_time)
+        import_consents(s, lines, key=CM_KEY, at=at)
+    per_entry = _log_state(s)
+    s.rollback()
+    s.close()
+    assert counts(sessions) == (0, 0, 0, 1)
+
+    with sessions() as s, s.begin():
+        result = import_consents(s, lines, key=CM_KEY, at=at)
+    with sessions() as s:
+        batch = _log_state(s)
+    assert (result.first_seq, result.last_seq) == (1, 10)
+    assert batch == per_entry and batch[0] == 11
+
+    log_key = Ed25519PrivateKey.from_private_bytes(b"\x0c" * 32)
+    with sessions() as s, s.begin():
+        ledger.sign_checkpoint(s, log_key, "fedgate.test/bulk")
+    path = tmp_path / "log.jsonl"
+    with sessions() as s:
+        live = ledger.verify_log(s, ledger.make_vkey("fedgate.test/bulk", log_key.public_key()))
+        ledger.export_log(s, path, log_key.public_key())
+        refold = verify_consent_log(s)
+    audit = ledger.audit_export(path, vkey=ledger.make_vkey("fedgate.test/bulk",
+                                                             log_key.public_key()))
+    assert live.ok and live.size == 11, live
+    assert audit.ok and audit.root == batch[1] and audit.checkpoints_verified == 1, audit
+    assert refold is None, refold

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger import EMPTY_ROOT, append_entries, append_entry, hash_children, hash_leaf
+from ledger import (
+    EMPTY_ROOT,
+    append_entries,
+    append_entry,
+    append_many,
+    canonical_json,
+    hash_children,
+    hash_leaf,
+)
 from ledger._models import LogEntryRow, LogHeadRow
 
 
@@ -46,6 +55,32 @@ def test_batch_equals_singles(sessions: sessionmaker[Session]) -> None:
         head = s.get(LogHeadRow, 1)
         assert head is not None
         assert head.root == _reference_root([e.leaf_hash for e in entries])
+
+
+def test_encoded_batch_writes_the_leaves_of_singles(sessions: sessionmaker[Session]) -> None:
+    """``append_many`` of canonical bodies (mixed kinds) stores the leaves of ``append_entry``."""
+    at = datetime(2026, 6, 1, 9, 0, 0, 123456, tzinfo=UTC)
+    items = [(("test.a", "test.kind-é")[i % 2], {"i": i, "s": f'x"\\é{i}', "l": [i, None]})
+             for i in range(13)]
+    with sessions() as s, s.begin():
+        append_entry(s, "test.first", {"n": 0}, at=at)  # the batch starts mid-tree
+        first = append_many(s, [(k, canonical_json(b)) for k, b in items], at=at)
+        stored = s.execute(select(LogEntryRow.kind, LogEntryRow.leaf_data)
+                           .order_by(LogEntryRow.seq)).all()
+        head = s.get(LogHeadRow, 1)
+        assert head is not None
+        batch = (head.root, [(k, bytes(d)) for k, d in stored])
+        s.rollback()
+    with sessions() as s, s.begin():
+        append_entry(s, "test.first", {"n": 0}, at=at)
+        singles = [append_entry(s, k, b, at=at) for k, b in items]
+    with sessions() as s:
+        head = s.get(LogHeadRow, 1)
+        assert head is not None
+        rows = s.execute(select(LogEntryRow.kind, LogEntryRow.leaf_data)
+                         .order_by(LogEntryRow.seq)).all()
+        assert batch == (head.root, [(k, bytes(d)) for k, d in rows])
+    assert first == singles[0].seq == 1
 
 
 def test_rollback_leaves_no_entry(sessions: sessionmaker[Session]) -> None:

@@ -7,6 +7,7 @@ import ledger
 LOG_NAMES = {
     "append_entries",
     "append_entry",
+    "append_many",
     "tree_head",
     "inclusion_proof",
     "consistency_proof",
