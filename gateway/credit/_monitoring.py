@@ -250,6 +250,16 @@ def monitor_pass(
     if seen:
         return MonitorReport(pid, as_of, 0, (), True)
     positions = loan_positions(session, as_of, rules.term_days)
+    # Repayments and write-offs the lending system has already reported after ``as_of``
+    # (a replayed or simulated history) are owed out of the same balance: an early
+    # collection takes only what they leave, so no loan is ever paid back twice.
+    later: dict[str, int] = defaultdict(int)
+    for loan, amount in session.execute(
+        select(LoanEventRow.loan_id, LoanEventRow.amount).where(
+            LoanEventRow.day > as_of, LoanEventRow.kind.in_(("repayment", "write_off"))
+        )
+    ):
+        later[loan] += int(amount)
     loans = (
         {
             r.loan_id: r
@@ -306,7 +316,7 @@ def monitor_pass(
                 else:
                     action = "none"
             elif action == "early_collection":
-                amount = min(balance, obs.payment_balance if obs else 0)
+                amount = min(balance - later[loan_id], obs.payment_balance if obs else 0)
                 if amount > 0 and collect_ok:
                     key = f"collect:{loan_id}:{as_of.isoformat()}"
                     payload = {

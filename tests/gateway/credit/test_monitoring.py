@@ -106,6 +106,24 @@ def test_each_rule_fires_on_its_merchant(sessions: sessionmaker[Session]) -> Non
     assert late["before"]["balance"] == 10_000_000 and late["after"]["balance"] == 7_000_000
 
 
+def test_collection_leaves_what_later_reported_events_owe(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A write-off already reported for January is owed out of the same balance.
+
+    ``L-late`` has 10,000,000 drawn and a 9,000,000 write-off on record for 2027-01-15
+    (a replayed history): the collection on 31 December takes 1,000,000, not the 3,000,000
+    the payment account holds, so the loan is never paid back twice.
+    """
+    with sessions() as s, s.begin():
+        v, pol = _book(s)
+        import_rows(s, [event("w-late", "L-late", "write_off", "2027-01-15", 9_000_000)])
+        _pass(s, v, pol)
+        collected = s.get(LoanEventRow, "collect:L-late:2026-12-31")
+
+    assert collected is not None and collected.amount == 1_000_000
+
+
 def test_same_pass_twice_is_a_no_op(sessions: sessionmaker[Session]) -> None:
     """A pass over the same inputs writes no second alert or collection."""
     with sessions() as s, s.begin():
