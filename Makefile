@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml Makefile
 	command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 		(apt-get update -qq && apt-get install -y -qq nginx) || \
 		echo "warning: nginx missing; install it (apt-get install -y nginx) for tests/deployment"
+	# Debian's chromium: the real browser the HTML report is checked in (Playwright drives it).
+	test -x /usr/bin/chromium || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+		echo "warning: chromium missing; install it (apt-get install -y chromium) for tests/gateway/test_demo.py"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -17,6 +17,11 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _caption(title: str) -> str:
+    # The title is HTML, not SVG text: HTML wraps a long title, SVG would clip it at the edge.
+    return f'<figure><figcaption>{_e(title)}</figcaption>'
+
+
 def bar_chart(
     title: str,
     labels: Sequence[str],
@@ -27,16 +32,16 @@ def bar_chart(
 ) -> str:
     """Horizontal grouped bars: one group per label, one bar per series."""
     names = list(series)
-    bar, gap, top = 16, 10, 28
+    bar, gap, top = 16, 10, 6
     left = int(min(360, max(120, 12 + 6.2 * max(len(x) for x in labels))))
     group = bar * len(names) + gap
     height = top + group * len(labels) + 24 + 18 * len(names)
     vmax = xmax if xmax is not None else max([abs(v) for s in series.values() for v in s] + [1e-12])
     span = _W - left - 90
     parts = [
+        _caption(title),
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{height}" '
         f'role="img" aria-label="{_e(title)}">',
-        f'<text x="0" y="16" font-weight="bold">{_e(title)}</text>',
     ]
     for i, label in enumerate(labels):
         y0 = top + i * group
@@ -71,11 +76,12 @@ def bar_chart(
 def histogram(title: str, values: Sequence[float], *, bins: int = 24, unit: str = "") -> str:
     """A vertical histogram; negative bins red, positive blue."""
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="260" role="img" '
-        f'aria-label="{_e(title)}"><text x="0" y="16" font-weight="bold">{_e(title)}</text>'
+        _caption(title),
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="240" role="img" '
+        f'aria-label="{_e(title)}">',
     ]
     if not values:
-        parts.append('<text x="10" y="60">no values</text></svg>')
+        parts.append('<text x="10" y="40">no values</text></svg></figure>')
         return "".join(parts)
     lo, hi = min(values), max(values)
     if lo == hi:
@@ -85,7 +91,7 @@ def histogram(title: str, values: Sequence[float], *, bins: int = 24, unit: str 
     for v in values:
         counts[min(int((v - lo) / width), bins - 1)] += 1
     cmax = max(counts)
-    left, base, plot_w, plot_h = 40, 220, _W - 60, 180
+    left, base, plot_w, plot_h = 40, 200, _W - 60, 180
     bw = plot_w / bins
     for i, c in enumerate(counts):
         h = plot_h * c / cmax
@@ -105,7 +111,7 @@ def histogram(title: str, values: Sequence[float], *, bins: int = 24, unit: str 
         f'<text x="{left - 4}" y="{base - plot_h + 10}" font-size="11" '
         f'text-anchor="end">{cmax}</text>'
     )
-    parts.append("</svg>")
+    parts.append("</svg></figure>")
     return "".join(parts)
 
 
@@ -122,6 +128,7 @@ def write_report(path: Path, title: str, sections: Sequence[tuple[str, str]]) ->
         "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;"
         "padding:3px 8px;font-size:13px;text-align:right}th{background:#f3f3f3}"
         "td:first-child{text-align:left}h2{margin-top:1.6em}.note{color:#666;font-size:13px}"
+        "figure{margin:.5em 0 1em}figcaption{font-weight:bold;margin-bottom:4px}"
     )
     body = "".join(f"<h2>{_e(h)}</h2>{frag}" for h, frag in sections)
     doc = (

@@ -21,6 +21,7 @@ from federation.receipts import hash_key
 from gateway.demo import DemoError, DemoReport, run_demo
 from gateway.settings import Settings
 from ledger import parse_canonical
+from tests.utils.browser import DRAWN_MARKS_JS, OVERFLOWING_TEXT_JS, open_in_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -194,3 +195,26 @@ def test_html_report_is_self_contained(report: DemoReport) -> None:
         "Privacy: ε spent per node",
     ):
         assert heading in page
+
+
+
+def test_html_report_renders_in_a_real_browser(report: DemoReport) -> None:
+    """Debian Chromium opens the report offline: charts draw, text fits, nothing is fetched.
+
+    The string checks above cannot tell a chart that renders from one that parses to
+    nothing (a zero-width bar, an unclosed element swallowing the rest of the page) or
+    a title clipped at the chart's edge; the browser's layout can.
+    """
+    assert report.html_path is not None
+    with open_in_chromium(report.html_path) as opened:
+        page = opened.page
+        marks = page.evaluate(DRAWN_MARKS_JS)
+        assert len(marks) >= 6 and all(m > 0 for m in marks), marks
+        assert page.evaluate(OVERFLOWING_TEXT_JS) == []
+        for heading in ("Default AUC with and without ISV data", "Fees and shares per ISV"):
+            assert page.get_by_role("heading", name=heading).is_visible()
+        body = page.locator("body").inner_text()
+        assert all(isv in body for isv in report.isvs)  # every ISV has its row
+        page.screenshot(path=str(report.html_path.with_suffix(".png")), full_page=True)
+    assert opened.requested == [report.html_path.resolve().as_uri()]
+    assert opened.problems == []
