@@ -42,6 +42,7 @@ from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.serverapp import Grid
 
 from ..refusals import RefusalCheck
+from ._secagg_masks import install as _install_full_seed_masks
 from ._secagg_node import legacy_bridge_mod, remember_policy, secagg_mod
 from ._secagg_ranges import (
     DEFAULT_CLIPPING_RANGE,
@@ -51,6 +52,9 @@ from ._secagg_ranges import (
 )
 from ._secagg_strategy import TokenCheck, _ConsentedLegacyStrategy
 from ._strategy import ManifestFn, RoundLog
+
+# Masks from the whole shared secret on this side too (Flower's own folds it to 32 bits).
+_install_full_seed_masks()
 
 __all__ = [
     "secagg_mod",

@@ -44,7 +44,11 @@ from ._keys import (
     RECEIPT_KEY,
 )
 from ._request import secagg_scope
+from ._secagg_masks import install as _install_full_seed_masks
 from ._secagg_ranges import secagg_setup_problem
+
+# Masks from the whole shared secret on this side too (Flower's own folds it to 32 bits).
+_install_full_seed_masks()
 
 _ENCODER_CONFIG = "fedgate-encoder"  # npz bytes of the encoder inside a legacy config
 _RECEIPT_METRIC = "fedgate-receipt"  # the receipt token inside legacy FitRes/EvaluateRes metrics
