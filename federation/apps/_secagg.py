@@ -50,7 +50,7 @@ from ._secagg_ranges import (
     secagg_setup_problem,
 )
 from ._secagg_strategy import TokenCheck, _ConsentedLegacyStrategy
-from ._strategy import ManifestFn, RoundLog
+from ._strategy import ManifestFn, PrepareFn, RoundLog
 
 __all__ = [
     "secagg_mod",
@@ -82,6 +82,7 @@ def run_secagg_rounds(
     clipping_range: float = DEFAULT_CLIPPING_RANGE,
     check_refusal: RefusalCheck | None = None,
     evaluate_fn: Callable[[int, ArrayRecord], Any] | None = None,
+    prepare: PrepareFn | None = None,
 ) -> tuple[list[np.ndarray], dict[int, RoundLog], list[int]]:
     """Run ``rounds`` of SecAgg+ FedAvg over the identified nodes.
 
@@ -115,6 +116,8 @@ def run_secagg_rounds(
     evaluate_fn : Callable[[int, ArrayRecord], Any] | None, default None
         Called with each round's global weights as the nodes receive them for
         validation (:meth:`federation.bestround.BestRound.capture`).
+    prepare : PrepareFn | None, default None
+        As for :class:`ConsentedStrategy`.
 
     Returns
     -------
@@ -130,6 +133,7 @@ def run_secagg_rounds(
         encoder=encoder,
         on_round=on_round,
         evaluate_fn=evaluate_fn,
+        prepare=prepare,
     )
     legacy = LegacyContext(
         context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy

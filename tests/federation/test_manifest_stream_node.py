@@ -14,6 +14,7 @@ from operator import attrgetter
 
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
 
 from consent import ManifestEntry, ManifestStream, Use, build_manifest, stream_manifest
 from federation.apps import ERR, job_record, make_manifest_mod
@@ -57,15 +58,17 @@ def _entries(world: World, isv: str) -> list[ManifestEntry]:
     )  # fmt: skip
 
 
-def _stream(world: World, job_id: str, *, round: int = 1, drop: int = 0) -> ManifestStream:
+def _stream(
+    world: World, job_id: str, *, round: int = 1, drop: int = 0, isv: str = "isv0"
+) -> ManifestStream:
     return stream_manifest(
         job_id=job_id,
         round=round,
-        data_provider="isv0",
+        data_provider=isv,
         data_consumer=CONSUMER,
         purpose="model_training",
         categories=CATS,
-        entries=_entries(world, "isv0")[drop:],
+        entries=_entries(world, isv)[drop:],
         issued_at=datetime.now(UTC),
         ttl=timedelta(minutes=5),
         key=world.gateway_key,
@@ -76,8 +79,8 @@ def _stream(world: World, job_id: str, *, round: int = 1, drop: int = 0) -> Mani
 class _Node:
     """The node's ClientApp mod chain as far as the manifest mod, with a fake handler."""
 
-    def __init__(self, world: World) -> None:
-        self.ctx = node_context(world.node("isv0"))
+    def __init__(self, world: World, isv: str = "isv0") -> None:
+        self.ctx = node_context(world.node(isv))
         self.mod = make_manifest_mod()
         self.seen: list[tuple[ManifestEntry, ...]] = []
 
@@ -196,3 +199,55 @@ def test_chunk_message_must_carry_only_chunks(world: World) -> None:
         reply = node.send(incoming(content, f"query.{ACTION_MANIFEST}"))
 
     assert reply.error.code == ERR.MANIFEST_MISSING
+
+
+def test_streams_go_to_the_nodes_side_by_side_within_the_bound(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``send_streams``: every wave carries the next message of each node still owed chunks,
+    one unacknowledged message per node (so each node's chunks arrive in order), never more
+    than ``max_in_flight`` chunks; a node that refuses gets nothing more, the others finish."""
+    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)  # as a ServerApp process sets them
+    nodes = {1: _Node(world, "isv0"), 2: _Node(world, "isv1"), 3: _Node(world, "isv2")}
+    waves: list[list[tuple[int, int]]] = []  # per send call: (node id, chunks in its message)
+
+    def send(messages: list[Message]) -> list[Message]:
+        waves.append([(m.metadata.dst_node_id,
+                       len(m.content.config_records[JOB_KEY][KEY_MANIFEST_CHUNKS]))
+                      for m in messages])  # fmt: skip
+        return [nodes[m.metadata.dst_node_id].send(
+                    incoming(m.content, m.metadata.message_type,
+                             dst_node_id=m.metadata.dst_node_id))
+                for m in messages]  # fmt: skip
+
+    job = "stream-side-by-side"
+    with (
+        _stream(world, job, isv="isv0") as s0,
+        _stream(world, job, isv="isv1", drop=16) as s1,  # a shorter stream: fewer messages
+        _stream(world, job, isv="isv0", drop=1) as foreign,  # isv0's, sent to isv2
+    ):
+        outcome = streaming.send_streams(
+            send, {1: s0, 2: s1, 3: foreign}, job_id=job, round=1,
+            max_in_flight=2 * streaming.CHUNKS_PER_MESSAGE,
+        )  # fmt: skip
+        work = [nodes[1].work(s0, job), nodes[2].work(s1, job)]
+
+    per_node = {nid: sum(n for w in waves for i, n in w if i == nid) for nid in nodes}
+    assert outcome[1] is None and outcome[2] is None
+    assert outcome[3] is not None and outcome[3].startswith(f"[{ERR.MANIFEST_REJECTED}]")
+    assert per_node[1] == s0.chunks and per_node[2] == s1.chunks
+    assert per_node[3] == streaming.CHUNKS_PER_MESSAGE  # refused at once, sent nothing more
+    assert all(len(w) <= 2 and len({i for i, _ in w}) == len(w) for w in waves)
+    assert all(sum(n for _, n in w) <= 2 * streaming.CHUNKS_PER_MESSAGE for w in waves)
+    assert any(len(w) == 2 for w in waves)  # nodes side by side, not one after another
+    # as many waves as the longest stream needs plus one per bound-deferred message
+    assert len(waves) < sum(-(-c // streaming.CHUNKS_PER_MESSAGE) for c in (s0.chunks, s1.chunks))
+    assert not any(r.has_error() for r in work)
+    assert [len(n.seen[0]) for n in (nodes[1], nodes[2])] == [s0.count, s1.count]
+
+
+def test_send_streams_refuses_a_bound_below_one_message(world: World) -> None:
+    """The in-flight bound must hold at least one message's chunks."""
+    with pytest.raises(ValueError, match="max_in_flight"):
+        streaming.send_streams(lambda m: [], {}, job_id="x", round=1, max_in_flight=1)
