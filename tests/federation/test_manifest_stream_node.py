@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
+from pathlib import Path
 
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -251,3 +252,53 @@ def test_send_streams_refuses_a_bound_below_one_message(world: World) -> None:
     """The in-flight bound must hold at least one message's chunks."""
     with pytest.raises(ValueError, match="max_in_flight"):
         streaming.send_streams(lambda m: [], {}, job_id="x", round=1, max_in_flight=1)
+
+
+class _Grid:
+    """A grid whose nodes are real manifest mods; records each ``send_and_receive`` call."""
+
+    def __init__(self, nodes: dict[int, _Node]) -> None:
+        self.nodes = nodes
+        self.calls: list[list[int]] = []  # destination node ids per call
+
+    def send_and_receive(self, messages: list[Message], timeout: float | None = None
+                         ) -> list[Message]:  # fmt: skip
+        self.calls.append([m.metadata.dst_node_id for m in messages])
+        return [self.nodes[m.metadata.dst_node_id].send(
+                    incoming(m.content, m.metadata.message_type,
+                             dst_node_id=m.metadata.dst_node_id))
+                for m in messages]  # fmt: skip
+
+
+def test_job_streams_a_rounds_manifests_side_by_side(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Job.prepare_configs``: every node's stream of a round goes out in shared waves, then
+    ``job_config`` hands each node its header-only record once, which its node accepts."""
+    from federation.apps.server_app import Job, ServerSettings
+
+    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+    isvs = ("isv0", "isv1", "isv2")
+    grid = _Grid({i + 1: _Node(world, isv) for i, isv in enumerate(isvs)})
+    rc = world.run_config(job_id="job-side-by-side", db_url=f"sqlite:///{tmp_path / 'p.db'}",
+                          out="job-side-by-side", categories=",".join(CATS),
+                          **{streaming.STREAM_ABOVE_KEY: 0})  # fmt: skip
+    job = Job(settings=ServerSettings.from_run_config(rc), grid=grid,  # type: ignore[arg-type]
+              cohort=world.cohort, nodes={i + 1: isv for i, isv in enumerate(isvs)})  # fmt: skip
+
+    job.prepare_configs(1, isvs, "model_training")
+    sent = list(grid.calls)
+    configs = {isv: job.job_config(1, isv, "model_training") for isv in isvs}
+
+    assert sent and all(sorted(c) == [1, 2, 3] for c in sent)  # every wave carries all three
+    assert grid.calls == sent  # handed out what was prepared: nothing sent again
+    for nid, isv in enumerate(isvs, start=1):
+        cfg, root, count = configs[isv]
+        assert KEY_MANIFEST not in cfg and isinstance(cfg[KEY_MANIFEST_HEADER], bytes)
+        node = grid.nodes[nid]  # the work message finds the node's whole verified stream
+        reply = node.send(incoming(RecordDict({JOB_KEY: cfg}), "query.sketch", dst_node_id=nid))
+        assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+        assert len(node.seen[-1]) == count == len(_entries(world, isv)) and len(root) == 64
+    job.job_config(1, "isv0", "model_training")  # not held any more: built and sent anew
+    assert len(grid.calls) > len(sent) and set(grid.calls[-1]) == {1}
