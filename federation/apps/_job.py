@@ -22,10 +22,12 @@ The phases themselves live in their own modules: :mod:`._identify`,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from logging import WARNING
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -33,7 +35,15 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from consent import ConsentError, ManifestEntry, Use, build_manifest, sign_manifest
+from consent import (
+    ConsentError,
+    ManifestEntry,
+    ManifestStream,
+    Use,
+    build_manifest,
+    sign_manifest,
+    stream_manifest,
+)
 
 from .._errors import FederationError, JobFailed, ReceiptInvalid
 from ..cohort import CohortSource
@@ -47,7 +57,7 @@ from ._labels import LabelLookup
 from ._outputs import write_result
 from ._settings import ServerSettings
 from ._strategy import RoundLog
-from ._stream import stream_to_node, with_header
+from ._stream import send_streams, with_header
 from ._wire import job_record
 
 __all__ = ["Job"]
@@ -80,6 +90,11 @@ class Job:
     # Merchant ids of each (round, node) DP training manifest charged to the platform's
     # ε account, in manifest order, until the node's receipts settle the charge.
     charged_ids: dict[tuple[int, str], list[str]] = field(default_factory=dict)
+    # Job records built ahead by :meth:`prepare_configs`, by (round, node, purpose), each
+    # handed out once by :meth:`job_config`.
+    _prepared: dict[tuple[int, str, str], tuple[ConfigRecord, str, int]] = field(
+        default_factory=dict, repr=False
+    )
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -119,7 +134,69 @@ class Job:
     def job_config(
         self, server_round: int, isv: str, purpose: str
     ) -> tuple[ConfigRecord, str, int]:
-        """The per-node job record: settings plus a freshly built, signed manifest."""
+        """The per-node job record: settings plus a freshly built, signed manifest.
+
+        A config :meth:`prepare_configs` built for this round, node and purpose is
+        handed out (once) instead of building another.
+        """
+        held = self._prepared.pop((server_round, isv, purpose), None)
+        if held is not None:
+            return held
+        return self.job_configs(server_round, [isv], purpose)[isv]
+
+    def prepare_configs(self, server_round: int, isvs: Iterable[str], purpose: str) -> None:
+        """Build the job records of ``isvs`` now, so their streamed manifests go out side by
+        side; :meth:`job_config` then hands each out. An earlier round's are dropped."""
+        for key in [k for k in self._prepared if k[0] < server_round]:
+            del self._prepared[key]
+        todo = [i for i in dict.fromkeys(isvs) if (server_round, i, purpose) not in self._prepared]
+        for isv, held in self.job_configs(server_round, todo, purpose).items():
+            self._prepared[(server_round, isv, purpose)] = held
+
+    def job_configs(
+        self, server_round: int, isvs: Iterable[str], purpose: str
+    ) -> dict[str, tuple[ConfigRecord, str, int]]:
+        """Each node's job record with its freshly built, signed manifest: ``(record, root,
+        merchants)`` per ISV.
+
+        A cohort above ``manifest-stream-above`` entries is streamed: every such node's
+        stream is built first (one cohort in memory at a time; the chunks wait in an
+        unlinked spool file), then all of them are sent together, the nodes side by side
+        (:func:`._stream.send_streams`), and the record carries only the signed header.
+        A node that refuses a chunk is logged and refuses the work message too
+        (``CHUNK_MISSING``), which the round records.
+        """
+        out: dict[str, tuple[ConfigRecord, str, int]] = {}
+        with ExitStack() as spools:
+            streams: dict[str, ManifestStream] = {}
+            for isv in isvs:
+                built = self._build_config(server_round, isv, purpose)
+                if isinstance(built[0], ManifestStream):
+                    streams[isv] = spools.enter_context(built[0])
+                    out[isv] = (ConfigRecord(), built[0].root, built[2])
+                else:
+                    out[isv] = built  # type: ignore[assignment]
+            if streams:
+                by_node = {nid: streams[isv] for nid, isv in self.nodes.items() if isv in streams}
+                refused = send_streams(self.send, by_node, job_id=self.settings.job_id,
+                                       round=server_round)  # fmt: skip
+                for nid, problem in refused.items():
+                    if problem is not None:
+                        log(WARNING, "node %s (%s) refused manifest chunks: %s", nid,
+                            self.nodes[nid], problem)  # fmt: skip
+            for isv, stream in streams.items():
+                bare = job_record(spec=self.settings.spec, job_id=self.settings.job_id,
+                                  round=server_round, manifest=b"", seed=self.settings.seed)
+                cfg = with_header(bare, stream.header)
+                cfg[KEY_HOLDOUT_BUCKETS] = self.settings.holdout_buckets
+                out[isv] = (cfg, stream.root, out[isv][2])
+        return out
+
+    def _build_config(
+        self, server_round: int, isv: str, purpose: str
+    ) -> tuple[ConfigRecord | ManifestStream, str, int]:
+        """One node's cohort, relabelled and charged: a signed job record, or a built (not
+        yet sent) :class:`consent.ManifestStream` when the cohort is to be streamed."""
         s, spec = self.settings, self.settings.spec
         now = datetime.now(UTC)
         use = Use(
@@ -160,30 +237,24 @@ class Job:
         if count > s.manifest_stream_above:
             # A large cohort goes ahead in acknowledged chunk messages; the job record
             # carries only the signed header (federation/apps/_stream.py).
-            node_id = next(nid for nid, name in self.nodes.items() if name == isv)
-            signed, root = stream_to_node(
-                self.send, node_id=node_id, entries=entries, key=self.gateway_key, **header
-            )
-            if charges:  # positions in the stream: ``entries`` is now in merchant-id order
+            entries.sort(key=attrgetter("merchant_id"))  # a stream needs merchant-id order
+            if charges:  # positions in the stream: merchant-id order
                 self.charged_ids[(server_round, isv)] = [e.merchant_id for e in entries]
+            stream = stream_manifest(entries=entries, key=self.gateway_key, **header)
             del entries
-            bare = job_record(spec=spec, job_id=s.job_id, round=server_round, manifest=b"",
-                              seed=s.seed)  # fmt: skip
-            cfg = with_header(bare, signed)
-        else:
-            manifest = build_manifest(**header, entries=entries)
-            root = manifest.root
-            if charges:  # positions in the manifest, which sorts its entries by merchant
-                self.charged_ids[(server_round, isv)] = [e.merchant_id for e in manifest.entries]
-            cfg = job_record(
-                spec=spec,
-                job_id=s.job_id,
-                round=server_round,
-                manifest=sign_manifest(manifest, self.gateway_key),
-                seed=s.seed,
-            )
+            return stream, stream.root, count
+        manifest = build_manifest(**header, entries=entries)
+        if charges:  # positions in the manifest, which sorts its entries by merchant
+            self.charged_ids[(server_round, isv)] = [e.merchant_id for e in manifest.entries]
+        cfg = job_record(
+            spec=spec,
+            job_id=s.job_id,
+            round=server_round,
+            manifest=sign_manifest(manifest, self.gateway_key),
+            seed=s.seed,
+        )
         cfg[KEY_HOLDOUT_BUCKETS] = s.holdout_buckets
-        return cfg, root, count
+        return cfg, manifest.root, count
 
     def _charges(self, server_round: int) -> bool:
         s = self.settings

@@ -40,6 +40,7 @@ def score(job: Job) -> dict[str, Any]:
     weights = [stored[f"w{i}"] for i in range(sum(1 for k in stored.files if k.startswith("w")))]
     encoder = arrays_record({k[5:]: stored[k] for k in stored.files if k.startswith("enc::")})
     msgs, roots = [], {}
+    job.prepare_configs(0, job.nodes.values(), s.score_purpose)  # streamed ones side by side
     for nid, isv in job.nodes.items():
         cfg, root, _ = job.job_config(0, isv, s.score_purpose)
         roots[isv] = root

@@ -51,7 +51,7 @@ from ._secagg_ranges import (
     secagg_setup_problem,
 )
 from ._secagg_strategy import TokenCheck, _ConsentedLegacyStrategy
-from ._strategy import ManifestFn, RoundLog
+from ._strategy import ManifestFn, PrepareFn, RoundLog
 
 # Masks from the whole shared secret on this side too (Flower's own folds it to 32 bits).
 _install_full_seed_masks()
@@ -86,6 +86,7 @@ def run_secagg_rounds(
     clipping_range: float = DEFAULT_CLIPPING_RANGE,
     check_refusal: RefusalCheck | None = None,
     evaluate_fn: Callable[[int, ArrayRecord], Any] | None = None,
+    prepare: PrepareFn | None = None,
 ) -> tuple[list[np.ndarray], dict[int, RoundLog], list[int]]:
     """Run ``rounds`` of SecAgg+ FedAvg over the identified nodes.
 
@@ -119,6 +120,8 @@ def run_secagg_rounds(
     evaluate_fn : Callable[[int, ArrayRecord], Any] | None, default None
         Called with each round's global weights as the nodes receive them for
         validation (:meth:`federation.bestround.BestRound.capture`).
+    prepare : PrepareFn | None, default None
+        As for :class:`ConsentedStrategy`.
 
     Returns
     -------
@@ -134,6 +137,7 @@ def run_secagg_rounds(
         encoder=encoder,
         on_round=on_round,
         evaluate_fn=evaluate_fn,
+        prepare=prepare,
     )
     legacy = LegacyContext(
         context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy

@@ -24,7 +24,7 @@ from flwr.server.strategy import FedAvg as LegacyFedAvg
 from ..refusals import RefusalCheck, parse_refusal
 from ._keys import ERR
 from ._secagg_node import _ENCODER_CONFIG, _RECEIPT_METRIC, _npz
-from ._strategy import ManifestFn, RoundConfigs, RoundLog
+from ._strategy import ManifestFn, PrepareFn, RoundConfigs, RoundLog
 
 # (token, isv, round, action) -> None if good, else a reason
 TokenCheck = Callable[[bytes | None, str, int, str], str | None]
@@ -43,6 +43,7 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         encoder: Mapping[str, np.ndarray],
         on_round: Callable[[RoundLog], None] | None,
         evaluate_fn: Callable[[int, ArrayRecord], Any] | None = None,
+        prepare: PrepareFn | None = None,
     ) -> None:
         n = len(nodes)
         super().__init__(
@@ -53,6 +54,7 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         )
         self.nodes = dict(nodes)
         self.manifest_for = manifest_for
+        self.prepare = prepare
         self.check_token = check_token
         self.encoder = _npz(encoder)
         self.on_round = on_round
@@ -86,8 +88,14 @@ class _ConsentedLegacyStrategy(LegacyFedAvg):
         self, rnd: int, client_manager: ClientManager, kind: type
     ) -> list[tuple[ClientProxy, Any]]:
         client_manager.wait_for(len(self.nodes))
+        proxies = list(client_manager.all().values())
+        if self.prepare is not None:
+            missing = [self.nodes[p.node_id] for p in proxies if p.node_id in self.nodes
+                       and (rnd, self.nodes[p.node_id]) not in self._configs]  # fmt: skip
+            if missing:
+                self.prepare(rnd, missing)
         out = []
-        for proxy in client_manager.all().values():
+        for proxy in proxies:
             isv = self.nodes.get(proxy.node_id)
             if isv is not None:  # never instruct a node that did not prove its identity
                 out.append((proxy, kind(self._params, self._config(rnd, isv))))

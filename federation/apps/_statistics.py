@@ -26,6 +26,7 @@ def statistics(job: Job) -> BinEncoder | StandardEncoder:
     """
     spec = job.settings.spec
     msgs = []
+    job.prepare_configs(0, job.nodes.values(), spec.purpose)  # streamed ones side by side
     for nid, isv in job.nodes.items():
         cfg, root, _ = job.job_config(0, isv, spec.purpose)
         job.stats_roots[isv] = root

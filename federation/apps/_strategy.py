@@ -66,6 +66,9 @@ class RoundConfigs(dict[tuple[int, str], V]):
 
 # (round, isv, purpose) -> (job-config record for that node, manifest root, merchant count)
 ManifestFn = Callable[[int, str], tuple[ConfigRecord, str, int]]
+# (round, isvs) -> None: build those nodes' manifests at once (streamed ones go out side by
+# side) before ``ManifestFn`` hands each out
+PrepareFn = Callable[[int, list[str]], None]
 # (reply, isv, round, action) -> None if the receipt is good, else a reason
 ReceiptFn = Callable[[Message, str, int, str], str | None]
 
@@ -91,6 +94,10 @@ class ConsentedStrategy(Strategy):
     check_refusal : RefusalCheck | None, default None
         Verifies and records a node's signed refusal in an error reply
         (:func:`federation.refusals.refusal_note`); its note joins the failure line.
+    prepare : PrepareFn | None, default None
+        Called once per round with every node about to get a manifest, before
+        ``manifest_for`` is asked for each, so that their streamed manifests go out
+        together (:meth:`federation.apps._job.Job.prepare_configs`).
     """
 
     def __init__(
@@ -103,9 +110,11 @@ class ConsentedStrategy(Strategy):
         encoder: ArrayRecord,
         on_round: Callable[[RoundLog], None] | None = None,
         check_refusal: RefusalCheck | None = None,
+        prepare: PrepareFn | None = None,
     ) -> None:
         self.inner = inner
         self.check_refusal = check_refusal
+        self.prepare = prepare
         self.nodes = dict(nodes)
         self.manifest_for = manifest_for
         self.check_receipt = check_receipt
@@ -132,6 +141,13 @@ class ConsentedStrategy(Strategy):
         rlog = self._round(server_round)
         # A round without evaluation never reaches aggregate_evaluate: release here too.
         self._configs.release(server_round - 1)
+        messages = list(messages)
+        if self.prepare is not None:
+            isvs = [self.nodes[m.metadata.dst_node_id] for m in messages
+                    if m.metadata.dst_node_id in self.nodes]  # fmt: skip
+            missing = [i for i in isvs if (server_round, i) not in self._configs]
+            if missing:
+                self.prepare(server_round, missing)
         for msg in messages:
             isv = self.nodes.get(msg.metadata.dst_node_id)
             if isv is None:

@@ -4,10 +4,12 @@ The wire format and its checks are :mod:`consent._stream`'s. This module carries
 them over Flower:
 
 * the ServerApp builds a :class:`consent.ManifestStream` per node and round
-  (:func:`consent.stream_manifest`, reading the cohort once) and sends its chunks
-  in ``query.manifest`` messages of at most :data:`CHUNKS_PER_MESSAGE` chunks each
-  (:func:`send_stream`), waiting for each acknowledgement; the train / evaluate /
-  query message then carries only the signed header (``KEY_MANIFEST_HEADER``);
+  (:func:`consent.stream_manifest`, reading the cohort once), then sends every node
+  its chunks side by side in ``query.manifest`` messages of at most
+  :data:`CHUNKS_PER_MESSAGE` chunks each (:func:`send_streams`: one unacknowledged
+  message per node, at most :data:`MAX_CHUNKS_IN_FLIGHT` chunks in flight in all);
+  the train / evaluate / query message then carries only the signed header
+  (``KEY_MANIFEST_HEADER``);
 * the node (:func:`receive_chunks`, called by the manifest mod for a
   ``query.manifest`` message) re-verifies the header, resumes the stream where its
   own spool says it stopped, verifies each chunk against the signed root and
@@ -31,22 +33,18 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import ConfigRecord, Error, Message, RecordDict
 
 from consent import (
     DEFAULT_CLOCK_SKEW,
     CohortManifest,
-    ManifestEntry,
     ManifestRejected,
     ManifestStream,
     StreamVerifier,
     open_stream,
-    stream_manifest,
 )
 from consent._entries import parse_entries
 
@@ -69,13 +67,14 @@ __all__ = [
     "CHUNKS_PER_MESSAGE",
     "chunk_content",
     "send_stream",
+    "send_streams",
+    "MAX_CHUNKS_IN_FLIGHT",
     "receive_chunks",
     "load_stream",
     "SPOOL_DIR",
     "DEFAULT_STREAM_ABOVE",
     "STREAM_ABOVE_KEY",
     "stream_above",
-    "stream_to_node",
     "with_header",
 ]
 
@@ -111,30 +110,89 @@ def send_stream(
     job_id: str,
     round: int,
 ) -> str | None:
-    """Send every chunk of ``stream`` to one node, one message at a time, each acknowledged.
-
-    An empty cohort still sends one message (no chunks), which finishes the stream.
-
-    Parameters
-    ----------
-    send : Callable[[list[Message]], list[Message]]
-        Sends messages and returns the replies (the job's ``grid.send_and_receive``).
+    """Send every chunk of ``stream`` to one node (:func:`send_streams` with one node).
 
     Returns
     -------
     str | None
         ``None`` when the node acknowledged the whole stream, else the reason it did not.
     """
-    for start in range(0, max(stream.chunks, 1), CHUNKS_PER_MESSAGE):
-        content = chunk_content(stream, start, job_id=job_id, round=round)
-        msg = Message(content, dst_node_id=node_id, message_type=f"query.{ACTION_MANIFEST}")
-        replies = send([msg])
-        del msg, content
-        if not replies:
-            return "no reply to a manifest chunk message"
-        if replies[0].has_error():
-            return f"[{replies[0].error.code}] {replies[0].error.reason}"
-    return None
+    return send_streams(send, {node_id: stream}, job_id=job_id, round=round)[node_id]
+
+
+MAX_CHUNKS_IN_FLIGHT = 8 * CHUNKS_PER_MESSAGE
+"""Chunks sent and not yet acknowledged, over all nodes (128 ≈ 96 MB of entry lines at the
+default chunk size): the gateway's memory bound while it streams a round's manifests."""
+
+
+def send_streams(
+    send: Callable[[list[Message]], list[Message]],
+    streams: Mapping[int, ManifestStream],
+    *,
+    job_id: str,
+    round: int,
+    max_in_flight: int = MAX_CHUNKS_IN_FLIGHT,
+) -> dict[int, str | None]:
+    """Send every node its own stream, the nodes side by side, each message acknowledged.
+
+    The chunks go in waves: each wave sends the next ``query.manifest`` message of
+    every node that still has chunks to receive (at most ``max_in_flight //
+    CHUNKS_PER_MESSAGE`` nodes per wave, taken in turn) in one ``send`` call and waits
+    for every reply. A node therefore has at most one message in flight, so its chunks
+    arrive in order (the node refuses any other order, ``CHUNK_ORDER``), and the
+    gateway holds at most ``max_in_flight`` chunks at once whatever the number of
+    nodes — a round costs ``⌈chunks / CHUNKS_PER_MESSAGE⌉`` round trips of the largest
+    stream rather than their sum over nodes. A node that refuses or does not answer a
+    message gets no further chunks (its stream is refused as a whole); the others go on.
+    An empty cohort still sends one message (no chunks), which finishes the stream.
+
+    Parameters
+    ----------
+    send : Callable[[list[Message]], list[Message]]
+        Sends messages and returns the replies (the job's ``grid.send_and_receive``).
+    streams : Mapping[int, ManifestStream]
+        Node id → that node's stream.
+    max_in_flight : int, default ``MAX_CHUNKS_IN_FLIGHT`` (128)
+        Chunks in unacknowledged messages at once; at least ``CHUNKS_PER_MESSAGE``.
+
+    Returns
+    -------
+    dict[int, str | None]
+        Node id → ``None`` when the node acknowledged its whole stream, else the reason
+        it did not.
+    """
+    if max_in_flight < CHUNKS_PER_MESSAGE:
+        raise ValueError(
+            f"max_in_flight must be >= CHUNKS_PER_MESSAGE ({CHUNKS_PER_MESSAGE}), "
+            f"got {max_in_flight}"
+        )
+    per_wave = max_in_flight // CHUNKS_PER_MESSAGE
+    outcome: dict[int, str | None] = {}
+    next_start = {node_id: 0 for node_id in streams}  # the next chunk each node is owed
+    while next_start:
+        wave = list(next_start)[:per_wave]
+        msgs = [
+            Message(
+                chunk_content(streams[node_id], next_start[node_id], job_id=job_id, round=round),
+                dst_node_id=node_id,
+                message_type=f"query.{ACTION_MANIFEST}",
+            )
+            for node_id in wave
+        ]
+        replies = {r.metadata.src_node_id: r for r in send(msgs)}
+        del msgs  # the wave's chunks: only ``max_in_flight`` are ever held
+        for node_id in wave:
+            start = next_start.pop(node_id)
+            reply = replies.get(node_id)
+            if reply is None:
+                outcome[node_id] = "no reply to a manifest chunk message"
+            elif reply.has_error():
+                outcome[node_id] = f"[{reply.error.code}] {reply.error.reason}"
+            elif start + CHUNKS_PER_MESSAGE < streams[node_id].chunks:
+                next_start[node_id] = start + CHUNKS_PER_MESSAGE  # to the back: nodes in turn
+            else:
+                outcome[node_id] = None
+    return outcome
 
 
 DEFAULT_STREAM_ABOVE = 1 << 16
@@ -150,31 +208,6 @@ def stream_above(run_config: Mapping[str, Any]) -> int:
     if value < 0:
         raise ValueError(f"{STREAM_ABOVE_KEY} must be >= 0, got {value}")
     return value
-
-
-def stream_to_node(
-    send: Callable[[list[Message]], list[Message]],
-    *,
-    node_id: int,
-    entries: list[ManifestEntry],
-    key: Ed25519PrivateKey,
-    **header: Any,
-) -> tuple[bytes, str]:
-    """Build, sign and send one node's streamed manifest; returns ``(signed header, root)``.
-
-    ``entries`` is sorted in place (a stream needs merchant-id order); ``header`` holds
-    :func:`consent.stream_manifest`'s header arguments (job id, round, ISV, consumer,
-    purpose, categories, issued-at, ttl). A node that refuses a chunk is logged here
-    and refuses the work message too (``CHUNK_MISSING``), which the round records.
-    """
-    entries.sort(key=attrgetter("merchant_id"))
-    with stream_manifest(entries=entries, key=key, **header) as stream:
-        problem = send_stream(
-            send, stream, node_id=node_id, job_id=header["job_id"], round=header["round"]
-        )
-        if problem is not None:
-            log.warning("node %s refused manifest chunks: %s", node_id, problem)
-        return stream.header, stream.root
 
 
 def with_header(record: ConfigRecord, header: bytes) -> ConfigRecord:

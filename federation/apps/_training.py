@@ -39,6 +39,7 @@ __all__ = ["train"]
 
 Rounds = dict[int, dict[str, Any]]
 ManifestFor = Callable[[int, str], tuple[ConfigRecord, str, int]]
+Prepare = Callable[[int, list[str]], None]
 
 
 def train(job: Job) -> dict[str, Any]:
@@ -58,11 +59,14 @@ def train(job: Job) -> dict[str, Any]:
         roots[(server_round, isv)] = root
         return cfg, root, count
 
+    def prepare(server_round: int, isvs: list[str]) -> None:
+        job.prepare_configs(server_round, isvs, spec.purpose)
+
     use_secagg = s.secagg == "on" or (s.secagg == "auto" and len(job.nodes) >= 3)
     if use_secagg:
-        final, rounds = _rounds_secagg(job, encoder, initial, manifest_for, roots)
+        final, rounds = _rounds_secagg(job, encoder, initial, manifest_for, roots, prepare)
     else:
-        final, rounds = _rounds_plain(job, encoder, initial, manifest_for, roots)
+        final, rounds = _rounds_plain(job, encoder, initial, manifest_for, roots, prepare)
     for r in rounds.values():
         job.failures.extend(f"round: {f}" for f in r["failures"])
     save_model(job, final, encoder, rounds)
@@ -95,6 +99,7 @@ def _rounds_plain(
     initial: ArrayRecord,
     manifest_for: ManifestFor,
     roots: dict[tuple[int, str], str],
+    prepare: Prepare | None = None,
 ) -> tuple[ArrayRecord, Rounds]:
     """FedAvg/FedProx through :class:`ConsentedStrategy`; the best hold-out round is kept."""
     s, spec = job.settings, job.settings.spec
@@ -119,6 +124,7 @@ def _rounds_plain(
         encoder=arrays_record(encoder.to_arrays()),
         on_round=job.on_round,
         check_refusal=job.check_refusal,
+        prepare=prepare,
     )
     keeper = BestRound()  # the saved model is the best round on the nodes' hold-out
     result = wrapper.start(job.grid, initial, num_rounds=spec.rounds, timeout=s.timeout,
@@ -135,6 +141,7 @@ def _rounds_secagg(
     initial: ArrayRecord,
     manifest_for: ManifestFor,
     roots: dict[tuple[int, str], str],
+    prepare: Prepare | None = None,
 ) -> tuple[ArrayRecord, Rounds]:
     """The training rounds under SecAgg+ (Flower's legacy workflow, see ``secagg``).
 
@@ -169,6 +176,7 @@ def _rounds_secagg(
         timeout=s.timeout,
         check_refusal=job.check_refusal,
         evaluate_fn=keeper.capture,
+        prepare=prepare,
     )
     rounds: Rounds = {
         r: {

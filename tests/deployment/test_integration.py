@@ -3,7 +3,10 @@
 One topology for every check (it takes tens of seconds to start on 2 cores), the same
 processes that ``docker/compose.yaml`` runs as containers: a 2-round training job
 and a scoring job through :func:`federation.run_job`, checked against the same jobs
-on the simulation runtime (the AUC of the scores both return on the same merchants);
+on the simulation runtime (the AUC of the scores both return on the same merchants)
+and against what the saved model gives each merchant here and a centralized reference
+(so an inverted label, scores paired with the wrong merchants or the wrong model kept
+fail the test);
 refusals played by a curious platform (unsigned and wrongly signed bundles) and by a
 curious node (Control API through the proxy, an unregistered key); a SuperLink
 restart; a node killed mid-round; a clean shutdown. (A node on a skewed clock has its
@@ -21,8 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,8 +45,11 @@ from federation.deploy import (
     sign_fab,
     store_signed_fab,
 )
+from federation.holdout import is_holdout
 from federation.metrics import auc
+from federation.models import build_g_erp, predict_proba, set_weights
 from federation.schema import LABEL, MERCHANT_ID
+from federation.standardise import encoder_from_arrays
 from ledger import parse_canonical
 from ledger._models import LogEntryRow
 
@@ -51,8 +59,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.parametrize("db_url", ["postgres"], 
 
 CATS = "cash_and_debt,margins"
 POLICY = {"min-cohort": 5, "min-score-cohort": 5, "test-seed": 7}
-"""Every node's own policy, deployed and simulated alike: small cohorts for a world of 60
-merchants per ISV, and a tests-only node seed so both runtimes draw the same DP noise."""
+"""Every node's own policy, deployed and simulated alike: small cohorts for a small world,
+and a tests-only node seed so both runtimes draw the same DP noise."""
+PER_ISV = 200
+"""Merchants per ISV. At 60 the nodes' DP sketches put every merchant in one bin of every
+feature but debt and two DP-SGD rounds leave the model at its random start, whose score
+AUC (0.34) both runtimes then returned alike; at 200 the debt split survives and the job
+learns it (the centralized reference's AUC on the same encoding, 0.67)."""
+TRAIN = {"lr": 1.0}
+"""DP-SGD is plain SGD under Opacus: at the test world's default 0.1, two rounds barely move
+the model off its seeded start."""
 
 
 class _Phases:
@@ -100,6 +116,37 @@ def _score_auc(scores_path: Path, labels: pd.DataFrame, merchants: set[str]) -> 
     return auc(both[LABEL].to_numpy(), both["g"].to_numpy())
 
 
+def _local_scores(model_dir: Path, erp: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``g`` of the job's saved model and encoder for each row of ``erp``, computed here,
+    and the encoded rows (``model.npz`` as the ServerApp writes it)."""
+    stored = np.load(model_dir / "model.npz")
+    weights = [stored[f"w{i}"] for i in range(sum(k.startswith("w") for k in stored.files))]
+    encoder = encoder_from_arrays(
+        {k[5:]: stored[k] for k in stored.files if k.startswith("enc::")}
+    )
+    model = build_g_erp("logistic", encoder.n_outputs)
+    set_weights(model, weights)
+    X = encoder.transform(erp)
+    return predict_proba(model, X), X
+
+
+def _check_scores(scores_path: Path, model_dir: Path, erp: pd.DataFrame, labels: pd.DataFrame,
+                  merchants: set[str]) -> tuple[float, float]:
+    """The returned scores are the saved model's on each merchant's own row; returns their
+    AUC and that of a centralized logistic regression on the same encoding of the nodes'
+    training rows (both over ``merchants``)."""
+    g_here, X = _local_scores(model_dir, erp)
+    y = labels.set_index(MERCHANT_ID).loc[erp[MERCHANT_ID], LABEL].to_numpy()
+    here = pd.DataFrame({MERCHANT_ID: erp[MERCHANT_ID].to_numpy(), "g_here": g_here})
+    scores = pd.read_csv(scores_path, dtype={MERCHANT_ID: str}).merge(here, on=MERCHANT_ID)
+    assert len(scores) == len(merchants)
+    assert np.abs(scores["g"] - scores["g_here"]).max() < 1e-5  # each score is its merchant's
+    train = ~erp[MERCHANT_ID].map(is_holdout).to_numpy(dtype=bool)
+    ref = LogisticRegression(max_iter=1000).fit(X[train], y[train]).predict_proba(X)[:, 1]
+    scored = erp[MERCHANT_ID].isin(merchants).to_numpy()
+    return _score_auc(scores_path, labels, merchants), auc(y[scored], ref[scored])
+
+
 def _procs_under(path: Path) -> list[int]:
     """Live processes whose command line mentions ``path`` (ours, by construction)."""
     out = []
@@ -120,7 +167,7 @@ def test_deployment_end_to_end(
 ) -> None:
     """Train + score on 3 real SuperNodes behind the proxy; every refusal holds; clean stop."""
     phases = _Phases()
-    world = make_world(tmp_path / "world")
+    world = make_world(tmp_path / "world", per_isv=PER_ISV)
     grant_consents(world, sessions)
     sim_nodes = _sim_nodes(world.nodes, tmp_path / "sim")
     for node in world.nodes:
@@ -152,7 +199,8 @@ def test_deployment_end_to_end(
 
     # -- a 2-round training job, then scoring, through the one fedgate function --------------
     train_cfg = world.run_config(
-        job_id="dep-train", db_url=db_url, out="dep-train", categories=CATS, **{"timeout-s": 120}
+        job_id="dep-train", db_url=db_url, out="dep-train", categories=CATS,
+        **{"timeout-s": 120}, **TRAIN,
     )
     result = run_job(train_cfg, world.nodes, deployment=runtime)
     assert result.nodes == ("isv0", "isv1", "isv2")
@@ -197,7 +245,7 @@ def test_deployment_end_to_end(
     # state, so they train the same model up to SecAgg+'s stochastic quantisation; the
     # nodes' own evaluation metrics are noised on purpose and are not compared.
     sim_cfg = world.run_config(job_id="sim-train", db_url=db_url, out="sim-train",
-                               categories=CATS)
+                               categories=CATS, **TRAIN)
     sim_cfg["privacy-account"] = str(tmp_path / "sim" / "privacy-account.json")
     sim = run_job(sim_cfg, sim_nodes)
     assert [r.round for r in sim.rounds] == [1, 2] and sim.nodes == result.nodes
@@ -213,11 +261,17 @@ def test_deployment_end_to_end(
     )
     assert sim_scored.scores_path is not None
     labels = pd.read_parquet(world.labels_path)
-    dep_auc = _score_auc(scored.scores_path, labels, world.cohort.scoring_ok)
-    sim_auc = _score_auc(sim_scored.scores_path, labels, world.cohort.scoring_ok)
+    erp = pd.concat(world.erp.values(), ignore_index=True)
+    dep_auc, ref_auc = _check_scores(scored.scores_path, result.out_dir, erp, labels,
+                                     world.cohort.scoring_ok)  # fmt: skip
+    sim_auc, _ = _check_scores(sim_scored.scores_path, sim.out_dir, erp, labels,
+                               world.cohort.scoring_ok)  # fmt: skip
     print(f"score AUC on {len(world.cohort.scoring_ok)} merchants: deployment {dep_auc:.4f}, "
-          f"simulation {sim_auc:.4f}")
+          f"simulation {sim_auc:.4f}, centralized reference {ref_auc:.4f}")
     assert abs(dep_auc - sim_auc) <= 0.02
+    # The job learnt the label's direction: an inverted label, the random start or scores
+    # paired with other merchants land near 1 − 0.67, 0.33 or 0.5.
+    assert ref_auc >= 0.6 and dep_auc >= ref_auc - 0.05
     phases.done("simulation: training + scoring jobs")
 
     # -- a SuperNode killed mid-round: the run ends (cleanly), the dead node is not paid -------

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
+from pathlib import Path
 
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
 
 from consent import ManifestEntry, ManifestStream, Use, build_manifest, stream_manifest
 from federation.apps import ERR, job_record, make_manifest_mod
@@ -57,15 +59,17 @@ def _entries(world: World, isv: str) -> list[ManifestEntry]:
     )  # fmt: skip
 
 
-def _stream(world: World, job_id: str, *, round: int = 1, drop: int = 0) -> ManifestStream:
+def _stream(
+    world: World, job_id: str, *, round: int = 1, drop: int = 0, isv: str = "isv0"
+) -> ManifestStream:
     return stream_manifest(
         job_id=job_id,
         round=round,
-        data_provider="isv0",
+        data_provider=isv,
         data_consumer=CONSUMER,
         purpose="model_training",
         categories=CATS,
-        entries=_entries(world, "isv0")[drop:],
+        entries=_entries(world, isv)[drop:],
         issued_at=datetime.now(UTC),
         ttl=timedelta(minutes=5),
         key=world.gateway_key,
@@ -76,8 +80,8 @@ def _stream(world: World, job_id: str, *, round: int = 1, drop: int = 0) -> Mani
 class _Node:
     """The node's ClientApp mod chain as far as the manifest mod, with a fake handler."""
 
-    def __init__(self, world: World) -> None:
-        self.ctx = node_context(world.node("isv0"))
+    def __init__(self, world: World, isv: str = "isv0") -> None:
+        self.ctx = node_context(world.node(isv))
         self.mod = make_manifest_mod()
         self.seen: list[tuple[ManifestEntry, ...]] = []
 
@@ -196,3 +200,105 @@ def test_chunk_message_must_carry_only_chunks(world: World) -> None:
         reply = node.send(incoming(content, f"query.{ACTION_MANIFEST}"))
 
     assert reply.error.code == ERR.MANIFEST_MISSING
+
+
+def test_streams_go_to_the_nodes_side_by_side_within_the_bound(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``send_streams``: every wave carries the next message of each node still owed chunks,
+    one unacknowledged message per node (so each node's chunks arrive in order), never more
+    than ``max_in_flight`` chunks; a node that refuses gets nothing more, the others finish."""
+    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)  # as a ServerApp process sets them
+    nodes = {1: _Node(world, "isv0"), 2: _Node(world, "isv1"), 3: _Node(world, "isv2")}
+    waves: list[list[tuple[int, int]]] = []  # per send call: (node id, chunks in its message)
+
+    def send(messages: list[Message]) -> list[Message]:
+        waves.append([(m.metadata.dst_node_id,
+                       len(m.content.config_records[JOB_KEY][KEY_MANIFEST_CHUNKS]))
+                      for m in messages])  # fmt: skip
+        return [nodes[m.metadata.dst_node_id].send(
+                    incoming(m.content, m.metadata.message_type,
+                             dst_node_id=m.metadata.dst_node_id))
+                for m in messages]  # fmt: skip
+
+    job = "stream-side-by-side"
+    with (
+        _stream(world, job, isv="isv0") as s0,
+        _stream(world, job, isv="isv1", drop=16) as s1,  # a shorter stream: fewer messages
+        _stream(world, job, isv="isv0", drop=1) as foreign,  # isv0's, sent to isv2
+    ):
+        outcome = streaming.send_streams(
+            send, {1: s0, 2: s1, 3: foreign}, job_id=job, round=1,
+            max_in_flight=2 * streaming.CHUNKS_PER_MESSAGE,
+        )  # fmt: skip
+        work = [nodes[1].work(s0, job), nodes[2].work(s1, job)]
+
+    per_node = {nid: sum(n for w in waves for i, n in w if i == nid) for nid in nodes}
+    assert outcome[1] is None and outcome[2] is None
+    assert outcome[3] is not None and outcome[3].startswith(f"[{ERR.MANIFEST_REJECTED}]")
+    assert per_node[1] == s0.chunks and per_node[2] == s1.chunks
+    assert per_node[3] == streaming.CHUNKS_PER_MESSAGE  # refused at once, sent nothing more
+    assert all(len(w) <= 2 and len({i for i, _ in w}) == len(w) for w in waves)
+    assert all(sum(n for _, n in w) <= 2 * streaming.CHUNKS_PER_MESSAGE for w in waves)
+    assert any(len(w) == 2 for w in waves)  # nodes side by side, not one after another
+    # as many waves as the longest stream needs plus one per bound-deferred message
+    assert len(waves) < sum(-(-c // streaming.CHUNKS_PER_MESSAGE) for c in (s0.chunks, s1.chunks))
+    assert not any(r.has_error() for r in work)
+    assert [len(n.seen[0]) for n in (nodes[1], nodes[2])] == [s0.count, s1.count]
+
+
+def test_send_streams_refuses_a_bound_below_one_message(world: World) -> None:
+    """The in-flight bound must hold at least one message's chunks."""
+    with pytest.raises(ValueError, match="max_in_flight"):
+        streaming.send_streams(lambda m: [], {}, job_id="x", round=1, max_in_flight=1)
+
+
+class _Grid:
+    """A grid whose nodes are real manifest mods; records each ``send_and_receive`` call."""
+
+    def __init__(self, nodes: dict[int, _Node]) -> None:
+        self.nodes = nodes
+        self.calls: list[list[int]] = []  # destination node ids per call
+
+    def send_and_receive(self, messages: list[Message], timeout: float | None = None
+                         ) -> list[Message]:  # fmt: skip
+        self.calls.append([m.metadata.dst_node_id for m in messages])
+        return [self.nodes[m.metadata.dst_node_id].send(
+                    incoming(m.content, m.metadata.message_type,
+                             dst_node_id=m.metadata.dst_node_id))
+                for m in messages]  # fmt: skip
+
+
+def test_job_streams_a_rounds_manifests_side_by_side(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Job.prepare_configs``: every node's stream of a round goes out in shared waves, then
+    ``job_config`` hands each node its header-only record once, which its node accepts."""
+    from federation.apps.server_app import Job, ServerSettings
+
+    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+    isvs = ("isv0", "isv1", "isv2")
+    grid = _Grid({i + 1: _Node(world, isv) for i, isv in enumerate(isvs)})
+    rc = world.run_config(job_id="job-side-by-side", db_url=f"sqlite:///{tmp_path / 'p.db'}",
+                          out="job-side-by-side", categories=",".join(CATS),
+                          **{streaming.STREAM_ABOVE_KEY: 0})  # fmt: skip
+    job = Job(settings=ServerSettings.from_run_config(rc), grid=grid,  # type: ignore[arg-type]
+              cohort=world.cohort, nodes={i + 1: isv for i, isv in enumerate(isvs)})  # fmt: skip
+
+    job.prepare_configs(1, isvs, "model_training")
+    sent = list(grid.calls)
+    configs = {isv: job.job_config(1, isv, "model_training") for isv in isvs}
+
+    assert sent and all(sorted(c) == [1, 2, 3] for c in sent)  # every wave carries all three
+    assert grid.calls == sent  # handed out what was prepared: nothing sent again
+    for nid, isv in enumerate(isvs, start=1):
+        cfg, root, count = configs[isv]
+        assert KEY_MANIFEST not in cfg and isinstance(cfg[KEY_MANIFEST_HEADER], bytes)
+        node = grid.nodes[nid]  # the work message finds the node's whole verified stream
+        reply = node.send(incoming(RecordDict({JOB_KEY: cfg}), "query.sketch", dst_node_id=nid))
+        assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+        assert len(node.seen[-1]) == count == len(_entries(world, isv)) and len(root) == 64
+    job.job_config(1, "isv0", "model_training")  # not held any more: built and sent anew
+    assert len(grid.calls) > len(sent) and set(grid.calls[-1]) == {1}
