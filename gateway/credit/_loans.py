@@ -273,7 +273,8 @@ def _positions(
 
     Principal is Σdrawdowns − Σrepayments − Σwrite-offs of closed periods + the interest
     their repayments paid instead of principal; interest due is what closed periods
-    accrued and repayments have not yet paid (see gateway.credit._accrual).
+    accrued and repayments have not yet paid nor a write-off taken (see
+    gateway.credit._accrual).
     """
     out: dict[str, list[int]] = {}
     later: list[tuple[date, int, str, str, int]] = []
@@ -292,15 +293,18 @@ def _positions(
         pos[0] += int(amount) if kind == "drawdown" else -int(amount)
     accrued = session.execute(
         select(
-            AccrualRow.loan_id, func.sum(AccrualRow.interest), func.sum(AccrualRow.interest_paid)
+            AccrualRow.loan_id,
+            func.sum(AccrualRow.interest),
+            func.sum(AccrualRow.interest_paid),
+            func.sum(AccrualRow.interest_written_off),
         )
         .where(among(session, AccrualRow.loan_id, ids))
         .group_by(AccrualRow.loan_id)
     )
-    for loan, interest, paid in accrued:
+    for loan, interest, paid, written_off in accrued:
         pos = out.setdefault(loan, [0, 0])
         pos[0] += int(paid)
-        pos[1] += int(interest) - int(paid)
+        pos[1] += int(interest) - int(paid) - int(written_off)
     return out, later
 
 
