@@ -343,9 +343,7 @@ def close_period(
     if interest_reqs:
         ledger.post_many(session, interest_reqs, link_id=f"interest:{period}", at=now)
     if write_off_reqs:  # after the accruals they write off
-        ledger.post_many(
-            session, write_off_reqs, link_id=f"interest-write-off:{period}", at=now
-        )
+        ledger.post_many(session, write_off_reqs, link_id=f"interest-write-off:{period}", at=now)
     copy_rows(
         session,
         "credit_accruals",
