@@ -469,13 +469,13 @@ def import_events(
     if stored:  # the new rows alone are in date order already
         replay.sort(key=lambda r: (r[0], r[1]))
     limits = {ev.loan_id: ev.amount for _, ev in in_date_order if ev.kind == "line_change"}
-    blame: dict[str, int] = {}  # the loan's latest new row so far: a stored row never errs
-    for day, line, loan, kind, amount in replay:
-        if line >= 0:
-            blame[loan] = line
+    for lid in loan_ids:  # one list per loan up front, not one per row
+        if lid not in position:
+            position[lid] = [0, 0]
+    for i, (day, _line, loan, kind, amount) in enumerate(replay):
         if kind == "line_change":
             continue
-        pos = position.setdefault(loan, [0, 0])
+        pos = position[loan]
         if kind == "drawdown":
             pos[0] += amount
             continue
@@ -483,7 +483,11 @@ def import_events(
         pos[1] -= to_interest
         pos[0] -= amount - to_interest
         if pos[0] < 0:
-            line_no = blame.get(loan) or min(ev.line for _, ev in new if ev.loan_id == loan)
+            # Blame the loan's latest new row so far (a stored row never errs), else its first.
+            line_no = next(
+                (r[1] for r in reversed(replay[: i + 1]) if r[2] == loan and r[1] >= 0),
+                0,
+            ) or min(ev.line for _, ev in new if ev.loan_id == loan)
             raise ImportRefused(
                 f"line {line_no}: loan {loan} would owe {pos[0]} fen on {day} (repaid or written "
                 "off more than the principal and, for a repayment, the interest accrued to "
