@@ -59,7 +59,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +119,9 @@ def _lr(model: Any) -> list[float]:
     return [float(model.intercept_[0]), *(float(c) for c in model.coef_[0])]
 
 
-def _document(combiner: Any, merchant_ids: Sequence[str], f_scores: np.ndarray) -> bytes:
+def _document(
+    combiner: Any, merchant_ids: Sequence[str] | np.ndarray, f_scores: np.ndarray
+) -> bytes:
     platform = getattr(combiner, "_platform", None)
     if platform is None:
         raise CreditError("the combiner is not fitted", code="COMBINER_NOT_FITTED")
@@ -169,7 +171,7 @@ def save_combiner(
     session: Session,
     directory: Path,
     combiner: Any,
-    merchant_ids: Sequence[str],
+    merchant_ids: Sequence[str] | np.ndarray,
     f_scores: np.ndarray,
     *,
     at: datetime | None = None,

@@ -245,7 +245,7 @@ def parse_events(data: bytes, *, fmt: str) -> list[LoanEvent]:
         # The C scanner on the whole line (what json.loads runs after two Python-level
         # wrappers); anything it does not take whole goes through json.loads for the
         # same result or the same error.
-        scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[attr-defined]
+        scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
         loads = json.loads
         for n, raw in enumerate(text.splitlines(), start=1):
             try:
