@@ -302,17 +302,23 @@ def _memory_close(events: list[dict[str, Any]], lines: dict[str, tuple[int, int]
     """The first month's accrual digest, computed without a database (the peer)."""
     sign = {"drawdown": 1, "repayment": -1, "write_off": -1}
     moves: dict[str, list[tuple[date, int]]] = defaultdict(list)
+    written: set[str] = set()
     for e in events:
         day = date.fromisoformat(e["date"])
         if START.first <= day <= START.last:
             moves[e["loan_id"]].append((day, sign[e["kind"]] * e["amount"]))
+            if e["kind"] == "write_off":
+                written.add(e["loan_id"])
     out = []
     for loan in sorted(moves):
         line_f, uplift = lines[loan]
         bd, ubd, i, u, c = credit.accrue(
             0, moves[loan], START.first, START.last, rate_bp=1800, line_f=line_f, uplift=uplift
         )
-        out.append(f"{loan},{START},{bd},{ubd},{i},{u},{c},0")  # first month: no interest due
+        # First month: no interest due, none paid; a write-off that leaves no principal
+        # writes the month's interest off with it.
+        wo = i if loan in written and c == 0 else 0
+        out.append(f"{loan},{START},{bd},{ubd},{i},{u},{c},0,{wo}")
     return hashlib.sha256("\n".join(out).encode()).hexdigest()
 
 

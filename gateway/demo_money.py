@@ -15,7 +15,8 @@ Called by :func:`gateway.demo.run_demo` after scoring. Everything goes through
   ``RESCORE_MONTH`` the PDs are real instead: one scoring job under
   ``post_loan_monitoring`` (:func:`gateway.credit.rescore_open_loans`) over the
   merchants with an open loan whose consent covers it, mapped to a PD by the
-  origination combiner. The nodes' ERP-signal query under that purpose is not built.
+  origination combiner as stored (:func:`gateway.credit.save_combiner`). The nodes'
+  ERP-signal query under that purpose is not built.
 * off-platform merchants: 3 % of the ISV merchants are treated as having no platform
   sales; their PD is their ERP-only g score (the ``pd-erp`` job's, calibrated on the
   platform's labels: training the ``pd-erp-only`` spec too would double the demo's
@@ -128,20 +129,6 @@ def _periods(today: date) -> list[credit.Period]:
     return out
 
 
-def _rescored_pds(scores: pd.DataFrame, pds: credit.PlatformPds) -> dict[str, float]:
-    """PD now of each re-scored on-platform merchant: the origination combiner on its f and
-    the new g (off-platform merchants have no f; their PD stays simulated)."""
-    index = {str(m): i for i, m in enumerate(pds.merchant_id)}
-    comb: Any = pds.combiner
-    out: dict[str, float] = {}
-    for m, g in zip(scores["merchant_id"].astype(str), scores["g"].astype(float), strict=True):
-        i = index.get(m)
-        if i is not None:
-            est = comb.predict(pds.f_scores[i : i + 1], np.asarray([g]))
-            out[m] = float(est.with_erp[0])
-    return out
-
-
 def _off_platform(ids: list[str], seed: int) -> set[str]:
     return {m for m in ids if zlib.crc32(f"{seed}:{m}".encode()) % 1000 < OFF_PLATFORM_SHARE * 1000}
 
@@ -236,6 +223,11 @@ def run_money_loop(
                 lambda m, k: allowed.get((m, k)),
             )
         with sessions() as s, s.begin():
+            # Stored with its hash in the ledger, as `fedgate credit decide` does, so a later
+            # `fedgate monitor run --rescore` maps g to a PD the same way.
+            stored = credit.save_combiner(
+                s, out_dir / credit.COMBINER_SUBDIR, pds.combiner, pds.merchant_id, pds.f_scores
+            )
             decisions = credit.decide_lines(
                 s,
                 version,
@@ -244,7 +236,7 @@ def run_money_loop(
                 models={
                     "f": f"hgb-oof-seed{seed}",
                     "g": g_version,
-                    "combiner": "logit2",
+                    "combiner": stored.model_id,
                     "g_only": f"{g_version}+calibration",
                 },
             )
@@ -308,7 +300,7 @@ def run_money_loop(
                 with sessions() as s:
                     open_loans = credit.loan_positions(s, per.last, pol.monitoring.term_days)
                 open_merchants = sorted(loan[2:] for loan in open_loans)  # loan ids: L-<merchant>
-                pd_rescored = _rescored_pds(rescore(open_merchants), pds)
+                pd_rescored = stored.pds_now(rescore(open_merchants))
                 rescored = len(pd_rescored)
             obs: dict[str, credit.Observation] = {}
             for d in lent:

@@ -102,12 +102,17 @@ def decide(
             merchants = credit.merchant_scores(
                 pds, platform["sales"].to_numpy(), lambda m, k: allowed.get((m, k))
             )
+            # Persisted (hash in the ledger) so monitoring can map a re-scored g to a PD.
+            stored = credit.save_combiner(
+                s, cfg.data_dir / credit.COMBINER_SUBDIR, pds.combiner, pds.merchant_id,
+                pds.f_scores,
+            )
             decisions = credit.decide_lines(
                 s,
                 version,
                 pol,
                 merchants,
-                models={"f": f"hgb-oof-seed{seed}", "g": g_version, "combiner": "logit2"},
+                models={"f": f"hgb-oof-seed{seed}", "g": g_version, "combiner": stored.model_id},
             )
     except credit.CreditError as exc:
         fail(exc.code, str(exc))
@@ -118,6 +123,10 @@ def decide(
         f"{len(decisions)} merchants decided under policy v{version}: {up} raised, {down} "
         f"lowered, {new} given a line they did not have; {len(g) - len(gated)} g scores "
         "without a covering consent were not used"
+    )
+    console.print(
+        f"combiner v{stored.version} ({stored.model_id}) stored for monitoring's re-scoring",
+        highlight=False,
     )
 
 

@@ -4,11 +4,20 @@ Observations (re-scored PDs, the nodes' ERP signals, payment-account balances) c
 as a JSON Lines file, one object per merchant: ``merchant_id``, ``isv`` (whose
 consent must cover ``post_loan_monitoring``), optional ``pd_now``, ``erp_then``,
 ``erp_now``, ``payment_balance``. Without a file only the overdue rule runs.
+
+``--rescore --world W --model-dir M`` first runs a real scoring job under
+``post_loan_monitoring`` for the merchants with an open loan
+(:func:`gateway.credit.rescore_open_loans`) and turns each new g into a PD with the
+combiner persisted when the lines were computed (:func:`gateway.credit.load_combiner`,
+its file checked against the ledger's hash); that PD feeds the ``pd_rise`` rule unless
+the observations file gives one. No combiner yet: ``error[NO_COMBINER]``, exit 1, before
+any job starts.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,6 +56,71 @@ def _observations(path: Path) -> tuple[dict[str, credit.Observation], dict[str, 
     return obs, isv
 
 
+def _rescore(
+    cfg: Any,
+    day: date,
+    world: Path,
+    model_dir: Path,
+    obs: dict[str, credit.Observation],
+    isv: dict[str, str],
+) -> str:
+    """Run the monitoring scoring job; add each re-scored PD to ``obs``; the combiner's id.
+
+    A PD from the observations file wins over the re-scored one (the operator's input).
+    """
+    from dataclasses import replace
+
+    from federation import FederationError
+
+    from .. import jobs
+
+    try:
+        with session() as s:
+            stored = credit.load_combiner(s, cfg.data_dir / credit.COMBINER_SUBDIR)
+            _, pol = policy_in_force(s)
+            merchants = credit.open_loan_merchants(s, day, pol.monitoring.term_days)
+    except credit.CreditError as exc:
+        fail(exc.code, str(exc))
+    if not merchants:
+        console.print("re-score: no open loans, no scoring job run")
+        return stored.model_id
+    try:
+        jobs.read_lineage(model_dir)  # a bad model dir is refused before any runtime starts
+        wn = jobs.world_nodes(cfg, world)
+    except jobs.JobSetupError as exc:
+        fail(exc.code, str(exc))
+    cohort = jobs.ConsentCohort(cfg)
+    try:
+        scores = credit.rescore_open_loans(
+            cfg,
+            wn,
+            model_dir=model_dir,
+            merchants=merchants,
+            cohort_source=cohort,
+            job_id=f"monitor-rescore-{uuid.uuid4().hex[:12]}",
+        )
+    except (credit.CreditError, FederationError, jobs.JobSetupError) as exc:
+        fail(getattr(exc, "code", "RESCORE_FAILED"), str(exc))
+    finally:
+        cohort.close()
+    pds = stored.pds_now(scores)
+    for m, isv_id in zip(scores["merchant_id"], scores["isv_id"], strict=True):
+        isv.setdefault(str(m), str(isv_id))
+    for m, p in pds.items():
+        o = obs.get(m)
+        if o is None:
+            obs[m] = credit.Observation(merchant_id=m, pd_now=p)
+        elif o.pd_now is None:
+            obs[m] = replace(o, pd_now=p)
+    console.print(
+        f"re-score: {len(merchants)} merchants with an open loan, {len(scores)} scores back "
+        f"under post_loan_monitoring, {len(pds)} PDs from combiner v{stored.version} "
+        f"({stored.model_id})",
+        highlight=False,
+    )
+    return stored.model_id
+
+
 @app.command("run")
 def run(
     as_of: Annotated[
@@ -56,6 +130,19 @@ def run(
         Path | None, typer.Option("--observations", help="JSON Lines of merchant observations.")
     ] = None,
     model_version: Annotated[str, typer.Option("--model-version")] = "g",
+    rescore: Annotated[
+        bool,
+        typer.Option(
+            "--rescore",
+            help="Re-score open-loan merchants with a post_loan_monitoring scoring job first.",
+        ),
+    ] = False,
+    world: Annotated[
+        Path | None, typer.Option("--world", help="World directory (with --rescore).")
+    ] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option("--model-dir", help="A training job's output dir (--rescore).")
+    ] = None,
 ) -> None:
     """Run every monitoring rule over the open loans, act, and print what was done."""
     from .. import jobs
@@ -65,9 +152,13 @@ def run(
         day = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
     except ValueError:
         fail("BAD_DATE", f"--as-of must be YYYY-MM-DD, got {as_of!r}")
+    if rescore and (world is None or model_dir is None):
+        fail("BAD_ARGUMENT", "--rescore needs --world and --model-dir")
     obs, isv = _observations(observations) if observations else ({}, {})
     cfg = settings()
     key = load_or_create_key(cfg.resolved_key_dir, jobs.CONSENT_MANAGER_KEY).public_key()
+    if rescore:
+        model_version = _rescore(cfg, day, world, model_dir, obs, isv)  # type: ignore[arg-type]
     try:
         with session() as s:
             version, pol = policy_in_force(s)

@@ -8,6 +8,13 @@ fen with a currency; each module's docstring states its rounding rule.
 
 from ._accrual import CLOSE_ENTRY, CloseSummary, accrue, close_period, collect_interest
 from ._chart import CREDIT_LOSS, INTEREST_RECEIVABLE, open_credit_chart
+from ._combiner_store import (
+    COMBINER_ENTRY,
+    COMBINER_SUBDIR,
+    StoredCombiner,
+    load_combiner,
+    save_combiner,
+)
 from ._consents import (
     MONITORING_CATEGORIES,
     MONITORING_PURPOSE,
@@ -61,7 +68,7 @@ from ._policy import (
     parse_policy,
     policy_version,
 )
-from ._rescore import OpenLoanCohort, rescore_open_loans
+from ._rescore import OpenLoanCohort, open_loan_merchants, rescore_open_loans
 from ._scoring import (
     PlatformPds,
     consented_scores,
@@ -164,8 +171,14 @@ __all__ = [
     "merchant_scores",
     "offplatform_scores",
     "consented_scores",
+    "COMBINER_ENTRY",
+    "COMBINER_SUBDIR",
+    "StoredCombiner",
+    "save_combiner",
+    "load_combiner",
     # simulation
     "OpenLoanCohort",
+    "open_loan_merchants",
     "rescore_open_loans",
     "SimulatedLoans",
     "simulate_loans",

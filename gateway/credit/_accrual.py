@@ -20,6 +20,14 @@ Rules (integers throughout):
   ``loans:<period>:interest-collected`` transfer (platform cash ← interest
   receivable); the month's repayment transfer carries the principal part only.
   So the drawn balance is Σdrawdowns − Σrepayments − Σwrite-offs + Σinterest paid.
+* **Interest of a written-off loan.** When the month's write-offs leave a loan with
+  no principal at the month's end, its whole interest receivable — earlier months'
+  interest not yet paid (after this month's repayments) plus this month's accrual,
+  which runs to the write-off date — is written off with it:
+  ``interest-write-off:<loan>:<period>`` (credit-loss expense ← interest receivable),
+  stored as ``credit_accruals.interest_written_off`` and never due again. A partial
+  write-off (principal left) writes off no interest: the merchant still owes it.
+  Interest due = Σinterest − Σinterest paid − Σinterest written off.
 
 :func:`close_period` computes this in one pass over the month's events (no event
 per day per loan), stores one ``credit_accruals`` row per loan, and posts:
@@ -64,6 +72,7 @@ _ACCRUAL_COLUMNS = (
     "uplift_interest",
     "closing_balance",
     "interest_paid",
+    "interest_written_off",
 )
 DAYS_PER_YEAR = 365
 BP = 10_000
@@ -193,17 +202,21 @@ def close_period(
     # Interest of closed periods: what is still due, and what earlier repayments paid
     # (those parts did not reduce the principal, so they go back onto the opening).
     due: dict[str, int] = {}
-    for loan, accrued, paid in session.execute(
+    for loan, accrued, paid, written_off in session.execute(
         select(
-            AccrualRow.loan_id, func.sum(AccrualRow.interest), func.sum(AccrualRow.interest_paid)
+            AccrualRow.loan_id,
+            func.sum(AccrualRow.interest),
+            func.sum(AccrualRow.interest_paid),
+            func.sum(AccrualRow.interest_written_off),
         )
         .where(AccrualRow.period < str(period))
         .group_by(AccrualRow.loan_id)
     ):
         opening[loan] += int(paid)
-        if int(accrued) > int(paid):
-            due[loan] = int(accrued) - int(paid)
+        if int(accrued) > int(paid) + int(written_off):
+            due[loan] = int(accrued) - int(paid) - int(written_off)
     moves: dict[str, list[tuple[date, int, bool]]] = defaultdict(list)
+    written: set[str] = set()  # loans with a write-off in the period
     flows: dict[str, list[Any]] = {k: [0, 0, hashlib.sha256()] for k in sign}
     for key, loan, kind, day, amount in session.execute(
         select(
@@ -219,6 +232,8 @@ def close_period(
         .order_by(LoanEventRow.key)
     ):
         moves[loan].append((day, sign[kind] * int(amount), kind == "repayment"))
+        if kind == "write_off":
+            written.add(loan)
         f = flows[kind]
         f[0] += 1
         f[1] += int(amount)
@@ -233,7 +248,8 @@ def close_period(
     rows: list[dict[str, Any]] = []
     lines: list[str] = []
     interest_reqs: list[ledger.TransferRequest] = []
-    total_i = total_u = total_paid = 0
+    write_off_reqs: list[ledger.TransferRequest] = []
+    total_i = total_u = total_paid = total_wo = 0
     for loan in sorted(active):
         rate, line_f, uplift = terms[loan]
         principal, paid = collect_interest(moves.get(loan, []), due.get(loan, 0))
@@ -251,6 +267,9 @@ def close_period(
             line_f=line_f,
             uplift=uplift,
         )
+        # A write-off that leaves no principal takes the interest receivable with it:
+        # earlier periods' unpaid interest and this period's accrual (see the docstring).
+        wo = due.get(loan, 0) - paid + i if loan in written and closing == 0 else 0
         rows.append(
             {
                 "loan_id": loan,
@@ -261,11 +280,23 @@ def close_period(
                 "uplift_interest": u,
                 "closing_balance": closing,
                 "interest_paid": paid,
+                "interest_written_off": wo,
             }
         )
-        lines.append(f"{loan},{period},{bd},{ubd},{i},{u},{closing},{paid}")
+        lines.append(f"{loan},{period},{bd},{ubd},{i},{u},{closing},{paid},{wo}")
         total_i += i
         total_u += u
+        total_wo += wo
+        if wo > 0:
+            write_off_reqs.append(
+                ledger.TransferRequest(
+                    f"interest-write-off:{loan}:{period}",
+                    CREDIT_LOSS,
+                    INTEREST_RECEIVABLE,
+                    ledger.Money(wo, currency),
+                    {"loan": loan, "period": str(period), "reason": "principal written off"},
+                )
+            )
         if i > 0:
             interest_reqs.append(
                 ledger.TransferRequest(
@@ -311,6 +342,8 @@ def close_period(
         ledger.post_linked(session, flow_reqs, link_id=f"loans:{period}")
     if interest_reqs:
         ledger.post_many(session, interest_reqs, link_id=f"interest:{period}", at=now)
+    if write_off_reqs:  # after the accruals they write off
+        ledger.post_many(session, write_off_reqs, link_id=f"interest-write-off:{period}", at=now)
     copy_rows(
         session,
         "credit_accruals",
@@ -326,6 +359,7 @@ def close_period(
             "loans": len(rows),
             "interest": total_i,
             "uplift_interest": total_u,
+            "interest_written_off": total_wo,
             "accruals_sha256": digest,
             "currency": currency,
             "policy_version": policy_version,

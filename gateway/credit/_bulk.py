@@ -114,7 +114,7 @@ def copy_rows(
     values = (
         [tuple(v.isoformat() if i in dated else v for i, v in enumerate(r)) for r in rows]
         if dated
-        else list(map(tuple, rows))
+        else rows
     )
     # A page cache large enough for the table's indexes while they grow (SQLite's default
     # is 2 MB; a 10⁶-row import then rereads index pages from disk), for this statement.

@@ -178,6 +178,11 @@ class AccrualRow(CreditBase):
     closing_balance: Mapped[int] = mapped_column(BigInteger, nullable=False)
     # Earlier periods' interest that this period's repayments paid (interest first).
     interest_paid: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    # Interest receivable written off at this period's close (the write-off took the whole
+    # principal): never due again.
+    interest_written_off: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default="0"
+    )
 
     __table_args__ = (Index("ix_credit_accruals_period", "period"),)
 

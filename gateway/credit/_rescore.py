@@ -12,19 +12,24 @@ origination's calibration (the demo: its combiner, with the merchant's ``f``).
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ._consents import MONITORING_PURPOSE
 from ._errors import CreditError
+from ._models import LoanRow
+from ._monitoring import loan_positions
 
 REFUSAL_RECORDED = "(REFUSAL_RECORDED ledger="
 """How a failure line ends when the node's signed refusal was verified and ledgered
 (:func:`federation.refusals.refusal_note`)."""
 
-__all__ = ["OpenLoanCohort", "rescore_open_loans"]
+__all__ = ["OpenLoanCohort", "open_loan_merchants", "rescore_open_loans"]
 
 
 class OpenLoanCohort:
@@ -45,6 +50,19 @@ class OpenLoanCohort:
     def entries(self, use: Any) -> list[Any]:
         """The inner source's entries for ``use``, narrowed to the open-loan merchants."""
         return [e for e in self._inner.entries(use) if e.merchant_id in self._merchants]
+
+
+def open_loan_merchants(session: Session, as_of: date, term_days: int) -> list[str]:
+    """Merchants with a positive drawn balance on ``as_of``, sorted."""
+    ids = sorted(loan_positions(session, as_of, term_days))
+    out: set[str] = set()
+    for start in range(0, len(ids), 5000):
+        out.update(
+            session.scalars(
+                select(LoanRow.merchant_id).where(LoanRow.loan_id.in_(ids[start : start + 5000]))
+            )
+        )
+    return sorted(out)
 
 
 def rescore_open_loans(

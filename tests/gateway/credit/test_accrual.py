@@ -178,3 +178,82 @@ def test_repaying_more_than_principal_and_interest_is_refused(
         import_rows(s, [event("r1", "L1", "repayment", "2026-02-10", 1_031_001)])
 
     assert info.value.code == "NEGATIVE_BALANCE"
+
+
+def test_write_off_takes_the_interest_receivable_by_hand(sessions: sessionmaker[Session]) -> None:
+    """Two loans at 36.5 % (interest = balance / 1,000 a day), checked by hand to the fen.
+
+    L1 (m1): 1,000,000 drawn on Jan 1 → Jan 31,000. Feb 10: 20,000 repaid, all of it
+    interest (11,000 of Jan's still due); Feb 20: the whole 1,000,000 written off. Feb accrues
+    19 days × 1,000,000 → 19,000; written off 31,000 − 20,000 + 19,000 = 30,000.
+    L2 (m2): 500,000 drawn on Jan 1 → 15,500; Feb 15: 100,000 written off (partial), Feb
+    14 × 500,000 + 14 × 400,000 → 12,600, nothing written off: still owed, 28,100 receivable.
+    """
+    jan, feb, mar = (credit.parse_period(p) for p in ("2026-01", "2026-02", "2026-03"))
+    with sessions() as s, s.begin():
+        v, pol = setup_book(s)
+        decide(
+            s,
+            v,
+            pol,
+            [merchant("m1", 600_000_00, 0.06, 0.03), merchant("m2", 600_000_00, 0.06, 0.03)],
+        )
+        cash0 = ledger.balance(s, ledger.PLATFORM_CASH).amount
+        import_rows(
+            s,
+            [
+                event("d1", "L1", "drawdown", "2026-01-01", 1_000_000, merchant="m1", rate_bp=3650),
+                event("d2", "L2", "drawdown", "2026-01-01", 500_000, merchant="m2", rate_bp=3650),
+            ],
+        )
+        credit.close_period(s, jan, currency="CNY", policy_version=v)
+        import_rows(
+            s,
+            [
+                event("r1", "L1", "repayment", "2026-02-10", 20_000),
+                event("w1", "L1", "write_off", "2026-02-20", 1_000_000),
+                event("w2", "L2", "write_off", "2026-02-15", 100_000),
+            ],
+        )
+        credit.close_period(s, feb, currency="CNY", policy_version=v)
+        again = credit.close_period(s, feb, currency="CNY", policy_version=v)
+        accounts = (
+            credit.INTEREST_RECEIVABLE,
+            ledger.LOANS_RECEIVABLE,
+            ledger.INTEREST_INCOME,
+            credit.CREDIT_LOSS,
+        )
+        after_feb = {a: ledger.balance(s, a).amount for a in accounts}
+        wo = ledger.get_transfer(s, "interest-write-off:L1:2026-02")
+        none_l2 = ledger.get_transfer(s, "interest-write-off:L2:2026-02")
+        credit.close_period(s, mar, currency="CNY", policy_version=v)
+        rows = {
+            (r.loan_id, r.period): (r.interest, r.interest_paid, r.closing_balance,
+                                    r.interest_written_off)
+            for r in s.execute(select(AccrualRow)).scalars()
+        }  # fmt: skip
+        end = {a: ledger.balance(s, a).amount for a in accounts}
+        cash = ledger.balance(s, ledger.PLATFORM_CASH).amount
+        tb = ledger.trial_balance(s)
+        book = ledger.reconcile_book(s)
+
+    assert rows == {
+        ("L1", "2026-01"): (31_000, 0, 1_000_000, 0),
+        ("L2", "2026-01"): (15_500, 0, 500_000, 0),
+        ("L1", "2026-02"): (19_000, 20_000, 0, 30_000),
+        ("L2", "2026-02"): (12_600, 0, 400_000, 0),
+        ("L2", "2026-03"): (12_400, 0, 400_000, 0),  # L1: nothing left, no row
+    }
+    assert wo is not None and wo.amount.amount == 30_000
+    assert (wo.debit, wo.credit) == (credit.CREDIT_LOSS, credit.INTEREST_RECEIVABLE)
+    assert none_l2 is None and again.already_closed
+    assert after_feb == {
+        credit.INTEREST_RECEIVABLE: 28_100,  # L2's only: 15,500 + 12,600
+        ledger.LOANS_RECEIVABLE: 400_000,
+        ledger.INTEREST_INCOME: 31_000 + 15_500 + 19_000 + 12_600,
+        credit.CREDIT_LOSS: 1_000_000 + 100_000 + 30_000,
+    }
+    assert end[credit.INTEREST_RECEIVABLE] == 28_100 + 12_400
+    assert end[credit.CREDIT_LOSS] == after_feb[credit.CREDIT_LOSS]
+    assert cash0 - cash == 1_500_000 - 20_000
+    assert tb.balanced and book.ok

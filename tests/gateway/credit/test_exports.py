@@ -24,7 +24,8 @@ EXPECTED = {
     "evaluate_rules", "monitor_pass",
     "SCORING_PURPOSE", "MONITORING_PURPOSE", "MONITORING_CATEGORIES", "covering_consents",
     "PlatformPds", "platform_pds", "merchant_scores", "offplatform_scores", "consented_scores",
-    "OpenLoanCohort", "rescore_open_loans",
+    "COMBINER_ENTRY", "COMBINER_SUBDIR", "StoredCombiner", "save_combiner", "load_combiner",
+    "OpenLoanCohort", "open_loan_merchants", "rescore_open_loans",
     "SimulatedLoans", "simulate_loans",
     "CreditBase", "metadata",
 }  # fmt: skip

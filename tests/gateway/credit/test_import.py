@@ -140,6 +140,36 @@ def test_conflicting_repeat_is_refused(decided: sessionmaker[Session]) -> None:
             "NEGATIVE_BALANCE",
             2,
         ),
+        # Ids that are not strings (unhashable ones too) and a bad id after good rows.
+        (
+            2,
+            '{"key":"b","loan_id":["L1"],"kind":"drawdown","date":"2026-07-02","amount":5,'
+            '"currency":"CNY"}',
+            "BAD_ROW",
+            2,
+        ),
+        (
+            3,
+            '{"key":"b","loan_id":"L1","kind":"drawdown","date":"2026-07-02","amount":5,'
+            '"currency":"CNY","merchant":{"m":1}}',
+            "BAD_ROW",
+            3,
+        ),
+        (
+            3,
+            '{"key":"b","loan_id":"L 1","kind":"drawdown","date":"2026-07-02","amount":5,'
+            '"currency":"CNY"}',
+            "BAD_ROW",
+            3,
+        ),
+        # Trailing text after the object: not one JSON value.
+        (
+            2,
+            '{"key":"b","loan_id":"L1","kind":"drawdown","date":"2026-07-02","amount":5,'
+            '"currency":"CNY"} {}',
+            "BAD_ROW",
+            2,
+        ),
     ],
 )
 def test_bad_row_refuses_the_whole_file(

@@ -131,10 +131,20 @@ def _closed_principal(s: Session) -> int:
 
 
 def _interest_due(s: Session) -> int:
-    """Σ interest accrued − Σ interest paid over every closed loan-month."""
-    return sum(
-        int(r.interest) - int(r.interest_paid) for r in s.execute(select(AccrualRow)).scalars()
-    )
+    """Σ interest accrued − Σ interest paid − Σ interest written off over every closed
+    loan-month; a loan whose write-offs took its whole principal owes no interest."""
+    rows = list(s.execute(select(AccrualRow)).scalars())
+    last: dict[str, AccrualRow] = {}
+    for r in sorted(rows, key=lambda r: r.period):
+        last[r.loan_id] = r
+    gone = {k for k, r in last.items() if r.closing_balance == 0 and r.interest_written_off > 0}
+    owed: dict[str, int] = {}
+    for r in rows:
+        owed[r.loan_id] = owed.get(r.loan_id, 0) + (
+            int(r.interest) - int(r.interest_paid) - int(r.interest_written_off)
+        )
+    assert all(owed[k] == 0 for k in gone)
+    return sum(owed.values())
 
 
 def _has(s: Session, isv: str) -> bool:
