@@ -1,4 +1,4 @@
-"""Keep the best training round -- but only on evidence larger than the nodes' metric noise.
+r"""Keep the best training round -- but only on evidence larger than the nodes' metric noise.
 
 Each round the nodes evaluate the new global model on their held-out merchants
 (never trained on, see :class:`~federation.jobconfig.HoldoutRule`) and release a
