@@ -161,6 +161,7 @@ def membership_inference(
     dp_epochs: int | None = None,
     dp_lr: float = DP_LR,
     max_grad_norm: float = 1.0,
+    train_seed: int | None = None,
 ) -> list[MiaResult]:
     """Train ``g_erp`` on ``n`` members without and with DP; attack both.
 
@@ -173,10 +174,15 @@ def membership_inference(
     epsilons : tuple[float, ...], default (3.0,)
         One DP model per ε (δ = 1e-5), after the model without DP.
     seed : int, default 0
+        Data sample, encoder and (unless ``train_seed``) training seed.
     dp_batch_size, dp_epochs, dp_lr, max_grad_norm
         DP-SGD's expected (Poisson) batch, epochs (default ``epochs``), step size and
         clipping norm; the model without DP always trains with batch 32, ``epochs``
         epochs and step 0.2 (the leaky setting the attack must work in).
+    train_seed : int | None, default None
+        Seed of the models' initialisation, batches and DP noise (default ``seed``):
+        another value retrains on the *same* members and non-members, which separates
+        the mechanism's own randomness from the sample's.
     """
     data = load_gmsc(seed=seed)
     rng = np.random.default_rng(seed)
@@ -200,15 +206,16 @@ def membership_inference(
     out = []
     runs: list[tuple[str, float | None]] = [("no DP", None)]
     runs += [("DP-SGD", e) for e in epsilons]
+    ts = seed if train_seed is None else train_seed
     for name, eps in runs:
-        torch.manual_seed(seed)
+        torch.manual_seed(ts)
         model = build_g_erp("mlp", encoder.n_outputs, hidden=hidden)
         if eps is None:
-            train_plain_sgd(model, Xm, ym, epochs=epochs, batch_size=32, lr=0.2, seed=seed)
+            train_plain_sgd(model, Xm, ym, epochs=epochs, batch_size=32, lr=0.2, seed=ts)
         else:
             train_dp_sgd(model, Xm, ym, epochs=dp_epochs or epochs, batch_size=dp_batch_size,
                          lr=dp_lr, budget=DPBudget(epsilon=eps, max_grad_norm=max_grad_norm),
-                         history=[], rounds_left=1, seed=seed)
+                         history=[], rounds_left=1, seed=ts)
         lm, lo = _losses(model, Xm, ym), _losses(model, Xo, yo)
         labels = np.concatenate([np.ones(n), np.zeros(n)])
         attack = auc(labels, -np.concatenate([lm, lo]))
