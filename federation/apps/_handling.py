@@ -35,6 +35,7 @@ from ..specs import DPBudget
 from ..standardise import StandardEncoder, encoder_from_arrays
 from ._keys import (
     ARRAYS_KEY,
+    AUC_STD,
     ENCODER_KEY,
     ERR,
     JOB_KEY,
@@ -172,19 +173,40 @@ def checked_encoder(
     return encoder
 
 
+STD_BOUND_Z = 2.0
+"""How many count-noise standard deviations the released ``auc-std`` bound allows for."""
+
+
 def noisy_metrics(
     y: np.ndarray, p: np.ndarray, sigma: float, rng: np.random.Generator
 ) -> dict[str, float]:
-    """AUC, KS, Brier and the count, each with Gaussian noise scaled to its sensitivity.
+    """AUC, KS, Brier, the count and a bound on the AUC noise, one Gaussian mechanism.
 
     Adding or removing one held-out merchant moves AUC and KS by at most
-    ``1 / min(n_pos, n_neg)``, Brier by at most ``1 / n`` and the count by 1; the
-    four values scaled by those bounds form a vector of L2 sensitivity 2, so noise
-    of ``sigma · 2 · bound`` each makes the release the Gaussian mechanism with
-    multiplier ``sigma``. (The bounds use the node's own class counts.)
+    ``1 / min(n_pos, n_neg)``, Brier by at most ``1 / n`` and exactly one of the
+    class counts ``n_pos``, ``n_neg`` by 1; the five values scaled by those bounds
+    form a vector of L2 sensitivity ``sqrt(1 + 1 + 1 + 1) = 2`` (the two counts
+    together contribute one unit, since one merchant is in one class), so noise of
+    ``sigma · 2 · bound`` each makes the release the Gaussian mechanism with
+    multiplier ``sigma`` -- the same charge as the count alone. (The bounds use the
+    node's own class counts.)
+
+    Released (everything after the noise is post-processing, free of charge):
+
+    * ``auc``, ``ks``, ``brier`` clipped to ``[0, 1]``;
+    * ``num-examples = round(ñ_pos + ñ_neg)``;
+    * ``auc-std``: an upper bound on the standard deviation of the noise added to
+      AUC and KS, ``2σ / max(1, min(ñ_pos, ñ_neg) - z · 2σ)`` with ``z =``
+      :data:`STD_BOUND_Z`. The true one is ``2σ / n_min``; since
+      ``min(ñ_pos, ñ_neg) - n_min`` is at most the minority count's noise
+      ``N(0, (2σ)²)``, the bound holds with probability ``Φ(z)`` (97.7 %). The
+      exact value would reveal ``n_min``; the bound reveals only released noise.
+      It lets the platform weigh a node's AUC by its noise
+      (:mod:`federation.bestround`) instead of trusting a noise-dominated value.
     """
     n = len(y)
-    n_min = max(1, int(min(y.sum(), n - y.sum())))
+    n_pos = int(y.sum())
+    n_min = max(1, min(n_pos, n - n_pos))
     scale = 2.0 * sigma
     out = {
         "auc": float(auc(y, p)) + rng.normal(0, scale / n_min),
@@ -192,7 +214,10 @@ def noisy_metrics(
         "brier": float(brier(y, p)) + rng.normal(0, scale / n),
     }
     clipped = {k: float(np.clip(v, 0.0, 1.0)) for k, v in out.items()}
-    clipped[NUM_EXAMPLES] = float(max(1, int(round(n + rng.normal(0, scale)))))
+    noisy_pos = n_pos + rng.normal(0, scale)
+    noisy_neg = (n - n_pos) + rng.normal(0, scale)
+    clipped[NUM_EXAMPLES] = float(max(1, int(round(noisy_pos + noisy_neg))))
+    clipped[AUC_STD] = float(scale / max(1.0, min(noisy_pos, noisy_neg) - STD_BOUND_Z * scale))
     return clipped
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "KEY_MERCHANT_IDS",
     "SKETCH_KEY",
     "NUM_EXAMPLES",
+    "AUC_STD",
     "MAX_SKETCH_ARRAY_SIZE",
 ]
 
@@ -96,6 +97,7 @@ KEY_ISV_ID = "isv-id"
 KEY_SIGNATURE = "signature"
 KEY_MERCHANT_IDS = "merchant-ids"
 NUM_EXAMPLES = "num-examples"  # the weighting key of Flower's FedAvg
+AUC_STD = "auc-std"  # a bound on the noise of a node's released AUC (federation.bestround)
 
 # --- message actions (``query.<action>``) ----------------------------------------------------
 ACTION_IDENTIFY = "identify"
@@ -105,12 +107,13 @@ ACTION_MANIFEST = "manifest"  # chunks of a streamed manifest (federation.apps._
 
 # --- egress whitelist ------------------------------------------------------------------------
 ALLOWED_METRIC_KEYS: frozenset[str] = frozenset(
-    {NUM_EXAMPLES, "auc", "ks", "brier", "epsilon", "delta"}
+    {NUM_EXAMPLES, "auc", AUC_STD, "ks", "brier", "epsilon", "delta"}
 )
 """The only metric names a node's reply may carry; each must be a single scalar.
 
 The node's policy (``allowed-metrics``) may narrow it further. No training loss
-and no raw class count leave: on a small cohort they are functions of a few rows."""
+and no raw class count leave: on a small cohort they are functions of a few rows
+(``auc-std`` is computed from noisy class counts only, see ``noisy_metrics``)."""
 
 MAX_SKETCH_ARRAY_SIZE = 4096
 """Largest array a sketch reply may carry: a sketch summarises, it never lists rows."""

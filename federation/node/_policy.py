@@ -20,7 +20,7 @@ Keys (kebab-case, all optional)::
     allowed-specs = ["pd-erp", "pd-erp-only"]
     allowed-archs = ["logistic", "mlp"]
     allowed-categories = [...]    # consent categories the node serves (default: all ERP ones)
-    allowed-metrics = ["num-examples", "epsilon", "delta", "auc", "ks", "brier"]
+    allowed-metrics = ["num-examples", "epsilon", "delta", "auc", "auc-std", "ks", "brier"]
     max-bins = 20                 # bin edges per feature an encoder may carry, plus one
     sketch-noise-multiplier = 8.0 # Gaussian noise of a DP sketch, per unit of L2 sensitivity
     eval-noise-multiplier = 4.0   # floor for the Gaussian noise on evaluation metrics
@@ -47,7 +47,7 @@ POLICY_TABLE = "policy"
 
 # Every consent category that covers an ERP field (``tax`` covers none yet).
 _ERP_CATEGORIES = tuple(c for c, names in ERP_CATEGORIES.items() if names)
-_DEFAULT_METRICS = ("num-examples", "epsilon", "delta", "auc", "ks", "brier")
+_DEFAULT_METRICS = ("num-examples", "epsilon", "delta", "auc", "auc-std", "ks", "brier")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,12 +1,10 @@
-"""The gated combiner (out-of-sample g only), cross-fitted platform scores, best-round choice."""
+"""The gated combiner (out-of-sample g only) and cross-fitted platform scores."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from flwr.app import Array, ArrayRecord
 
-from federation.bestround import BestRound, weighted_auc
 from federation.models import fit_gated_combiner, platform_scores
 
 
@@ -61,26 +59,3 @@ def test_platform_scores_are_out_of_fold_for_labelled_merchants() -> None:
     out = platform_scores(frame, folds=3)
     assert out["labelled"].sum() == 500 and out["f"].notna().all()
     assert 0.7 < out.attrs["oof_auc"] < 0.95
-
-
-def _rec(v: float) -> ArrayRecord:
-    return ArrayRecord({"0": Array(np.array([v]))})
-
-
-def test_best_round_keeps_the_highest_weighted_validation_auc() -> None:
-    """The kept round maximises example-weighted node AUC, not the last round."""
-    keeper = BestRound()
-    for r in (1, 2, 3):
-        keeper.capture(r, _rec(float(r)))
-    rounds = {
-        1: {"evaluate": {"a": {"auc": 0.6, "num-examples": 10}}},
-        2: {"evaluate": {"a": {"auc": 0.8, "num-examples": 10}, "b": {"auc": 0.7,
-                                                                      "num-examples": 30}}},
-        3: {"evaluate": {"a": {"auc": 0.9, "num-examples": 10}, "b": {"auc": 0.6,
-                                                                      "num-examples": 30}}},
-    }
-    arrays, best, score = keeper.select(rounds, _rec(-1.0))
-    assert best == 2 and abs(score - weighted_auc(rounds[2]["evaluate"])) < 1e-12
-    assert arrays["0"].numpy().tolist() == [2.0]
-    fallback, none, _ = BestRound().select({1: {"evaluate": {}}}, _rec(-1.0))
-    assert none is None and fallback["0"].numpy().tolist() == [-1.0]

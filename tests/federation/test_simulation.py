@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from flwr.app import ArrayRecord
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +32,7 @@ from federation import (
     run_jobs,
 )
 from federation.apps import RoundLog
+from federation.bestround import BestRound
 from federation.dp import PrivacyLedger
 from federation.lifetime import MerchantPrivacyAccount
 from federation.models import build_g_erp, get_weights
@@ -128,8 +130,14 @@ def test_dp_job_on_three_nodes_honours_a_revocation_between_rounds(
             "node_signed_rounds": {"1": nodes, "2": nodes},
         }
     assert lineage["aggregation"] == dict(result.aggregation) == expected_agg
-    # The kept round is the best by the nodes' hold-out AUC, with SecAgg+ as without.
-    best = max(result.rounds, key=lambda r: r.weighted("auc")).round
+    # The kept round follows the nodes' hold-out AUC weighed by its released noise bound,
+    # with SecAgg+ as without (federation.bestround).
+    assert all(m["auc-std"] > 0 for r in result.rounds for m in r.per_node.values())
+    keeper = BestRound()
+    for r in result.rounds:
+        keeper.capture(r.round, ArrayRecord())
+    _, best, _ = keeper.select({r.round: {"evaluate": r.per_node} for r in result.rounds},
+                               ArrayRecord())
     assert lineage["best_round"] == best
     if secagg:
         return

@@ -76,8 +76,8 @@ def test_the_walkthrough_runs_and_f_plus_g_reaches_080(tmp_path: Path) -> None:
     assert len(joined) == len(test) == 891
     assert auc_fg >= 0.80 and auc_fg >= auc_f, (auc_f, auc_fg)
     # Quiet output: Flower's log lines went to the job's log file, not the terminal.
-    # Four nodes: SecAgg+ by default; the evaluated model is unmasked, so the best round
-    # by the nodes' hold-out AUC is kept (marked in the table and named in the summary).
+    # Four nodes: SecAgg+ by default; the evaluated model is unmasked, so a round is kept by
+    # the nodes' hold-out AUC and its noise bound (marked in the table, named in the summary).
     shown = " ".join(outputs["fl run"].split())  # the terminal wraps long lines
     kept = re.search(r"model \(round (\d+)\)", shown)
     assert "INFO :" not in outputs["fl run"] and kept is not None, shown[-400:]
