@@ -120,6 +120,17 @@ class RoundMetrics:
         total = sum(w for _, w in pairs)
         return sum(v * w for v, w in pairs) / total if total else float("nan")
 
+    def pooled_auc(self) -> tuple[float, float]:
+        """The nodes' AUCs pooled by inverse noise variance, and that pool's noise std.
+
+        What :class:`~federation.bestround.BestRound` compares rounds by: a node's
+        noised AUC counts by ``1 / auc-std²``, so a node whose hold-out is too small
+        for its noise barely moves it (``nan, inf`` when no node released ``auc-std``).
+        """
+        from .bestround import pooled_auc
+
+        return pooled_auc(self.per_node)
+
 
 @dataclass(frozen=True, slots=True)
 class JobResult:

@@ -177,7 +177,7 @@ class DemoReport:
     consents_revoked: int
     revoked: tuple[str, ...]
     usage: tuple[RoundUsage, ...]
-    round_auc: tuple[float, ...]
+    round_auc: tuple[tuple[float, float], ...]  # (pooled AUC, its noise std) per round
     revoked_absent: bool
     n_scores: int
     revoked_scored: int
@@ -787,7 +787,7 @@ def run_demo(
         consents_revoked=revoked_count[0],
         revoked=tuple(sorted(all_revoked)),
         usage=tuple(usage),
-        round_auc=tuple(r.weighted("auc") for r in trained.rounds),
+        round_auc=tuple(r.pooled_auc() for r in trained.rounds),
         revoked_absent=absent,
         n_scores=len(scores),
         revoked_scored=int(scores["merchant_id"].isin(all_revoked).sum()),

@@ -68,8 +68,9 @@ def _print_report(r: demo_service.DemoReport) -> None:
         )
     console.print(rounds)
     console.print(
-        "federated g AUC on the nodes' held-out merchants, by round: "
-        + ", ".join(_num(a) for a in r.round_auc)
+        "federated g AUC on the nodes' held-out merchants, by round (± the nodes' release "
+        "noise; round kept: the last unless an earlier one is better beyond it): "
+        + ", ".join(f"{_num(a)} ± {_num(s)}" for a, s in r.round_auc)
     )
 
     summary = Table(show_header=False, title="Summary")

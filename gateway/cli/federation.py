@@ -16,15 +16,19 @@ print ``error[CODE]: …`` and exit non-zero.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from .. import jobs
 from ._common import console, fail, session, sessions, settings
+
+if TYPE_CHECKING:
+    from federation.runner import RoundMetrics
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -96,6 +100,17 @@ def _spec_options(spec: str) -> dict[str, Any]:
         return {"spec": spec, "_model": get_spec(spec)}
     except SpecError as exc:
         fail(exc.code, str(exc))
+
+
+def _round_json(r: RoundMetrics) -> dict[str, object]:
+    """One round for ``--json``: the pooled AUC and its noise std (null if unknown)."""
+    pooled, noise = r.pooled_auc()
+    return {
+        "round": r.round,
+        "per_node": r.per_node,
+        "auc": None if math.isnan(pooled) else pooled,
+        "auc_std": None if math.isinf(noise) else noise,
+    }
 
 
 def _refusals(wn: jobs.WorldNodes, config: dict[str, Any], mode: str) -> Any:
@@ -235,8 +250,7 @@ def run(
                     "job_id": result.job_id,
                     "label": model.label,
                     "rounds": [
-                        {"round": r.round, "per_node": r.per_node, "auc": r.weighted("auc")}
-                        for r in result.rounds
+                        _round_json(r) for r in result.rounds
                     ],
                     "best_round": best,
                     "epsilon": result.epsilon,
@@ -248,13 +262,14 @@ def run(
             )
         )
         return
-    table = Table("round", "AUC", "KS", "Brier", *result.nodes,
+    table = Table("round", "AUC ± noise", "KS", "Brier", *result.nodes,
                   title=f"{job} ({model.name}, {model.label}): validation on the nodes' hold-out")
     for r in result.rounds:
         per = [f"{r.per_node[n]['auc']:.3f}" if n in r.per_node else "-" for n in result.nodes]
+        pooled, noise = r.pooled_auc()
         table.add_row(
             f"{r.round}{' (kept)' if r.round == best else ''}",
-            f"{r.weighted('auc'):.3f}",
+            f"{pooled:.3f} ± {noise:.3f}",
             f"{r.weighted('ks'):.3f}",
             f"{r.weighted('brier'):.4f}",
             *per,

@@ -107,7 +107,7 @@ def test_aucs_and_epsilon_are_in_range(report: DemoReport) -> None:
     assert len(names) == 3 and [row.reference for row in report.aucs] == [False, False, True]
     for row in report.aucs:
         assert 0.0 <= row.auc_all <= 1.0 and 0.0 <= row.auc_erp <= 1.0
-    assert all(not math.isnan(a) and 0.0 <= a <= 1.0 for a in report.round_auc)
+    assert all(not math.isnan(a) and 0.0 <= a <= 1.0 and s > 0 for a, s in report.round_auc)
     assert set(report.epsilon) == set(report.isvs)
     assert all(0 < e <= report.epsilon_budget + 1e-6 for e in report.epsilon.values())
     assert 0 < report.central_epsilon <= report.epsilon_budget + 1e-6
