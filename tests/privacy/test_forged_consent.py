@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -97,8 +99,9 @@ def test_revoked_and_unsigned_approvals_do_not_count(
     # Someone who can append to the register but lacks the node's key adds an approval.
     terms = next(iter(register.current().values())).body()
     forged = {**terms, "consent_id": "c-m9x001", "merchant_id": "m9x001", "revoked": False}
-    with register.path.open("a") as fh:
-        fh.write(json.dumps({"terms": forged, "mac": "0" * 64}) + "\n")
+    with closing(sqlite3.connect(register.path)) as db, db:
+        db.execute("INSERT INTO approvals (consent_id, terms, mac) VALUES (?, ?, ?)",
+                    ("c-m9x001", json.dumps(forged, sort_keys=True).encode(), b"\0" * 32))
     extra = replace(entries[1], merchant_id="m9x001", consent_id="c-m9x001")
     token = manifest(world, "isv2", [*entries[1:], extra], job_id="job-unsigned", round=1)
     reply = send(node, model_message(token, job_id="job-unsigned", round=1,
