@@ -206,8 +206,6 @@ class ApprovalRegister:
     # -- storage ---------------------------------------------------------------
 
     def _check_not_legacy(self) -> None:
-        from .._errors import FederationError
-
         legacy: Path | None = None
         if self.path.is_file() and self.path.stat().st_size:
             with self.path.open("rb") as fh:
@@ -216,6 +214,8 @@ class ApprovalRegister:
         elif not self.path.exists() and _is_jsonl_register(self.path.parent / "approvals.jsonl"):
             legacy = self.path.parent / "approvals.jsonl"
         if legacy is not None:
+            from .._errors import FederationError  # lazily: federation imports torch
+
             raise FederationError(
                 f"{legacy} is a JSON-lines approval register (or not a register at all); the "
                 f"register is now an SQLite database ({self.path}). Import it once with "
