@@ -119,3 +119,22 @@ def test_approved_manifest_is_served(world: World, tmp_path: Path) -> None:
                                      encoder=grid_encoder(world, "isv0")))
 
     assert not reply.has_error(), reply.error.reason if reply.has_error() else None
+
+
+@pytest.mark.parametrize("how", ["corrupt-database", "json-lines-register"])
+def test_unreadable_approval_register_refuses_and_reads_no_row(
+    world: World, tmp_path: Path, reads: list[int], how: str
+) -> None:
+    """A damaged register, or a JSON-lines one not yet imported, refuses: no row is read."""
+    node = own_node(world, "isv0", tmp_path, "min-cohort = 5")
+    register = node.approvals(node.node_policy())
+    if how == "corrupt-database":  # an SQLite header over garbage
+        register.path.write_bytes(b"SQLite format 3\0" + b"\xff" * 4096)
+    else:
+        register.path.write_text('{"mac": "00", "terms": {}}\n', "utf-8")
+    entries = list(world.cohort.by_isv["isv0"])
+    token = manifest(world, "isv0", entries, job_id=f"job-{how}", round=1)
+    reply = send(node, model_message(token, job_id=f"job-{how}", round=1,
+                                     encoder=grid_encoder(world, "isv0")))
+    assert reply.has_error() and reply.error.code == ERR.NODE_FAILURE
+    assert "BAD_POLICY" in reply.error.reason and reads == []
