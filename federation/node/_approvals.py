@@ -45,8 +45,9 @@ no longer holds a dict of every approval (2.5 kB each; ~23 GiB per Ray actor at
 configured path holds a JSON-lines file, or the database does not exist yet but
 an ``approvals.jsonl`` lies beside it, opening the register raises
 :class:`~federation.FederationError` ``LEGACY_APPROVALS``. The operator imports
-it once, explicitly, with :meth:`ApprovalRegister.import_jsonl` (HMAC-checked
-line by line under the node's key; lines failing it are not imported), so no
+it once, explicitly, with :meth:`ApprovalRegister.import_jsonl` on a register
+opened with ``check_legacy=False`` (HMAC-checked line by line under the node's
+key; lines failing it are not imported), so no
 approval silently disappears and none is forged in by a changed file.
 """
 
@@ -188,6 +189,9 @@ class ApprovalRegister:
         The node key: countersigns approvals for the platform.
     mac_key : bytes
         The node's secret hashing key: authenticates every stored record.
+    check_legacy : bool, default True
+        ``False`` only to :meth:`import_jsonl` a JSON-lines register lying beside
+        ``path`` (once imported, the database exists and the check passes).
 
     Raises
     ------
@@ -196,12 +200,15 @@ class ApprovalRegister:
         database) is a JSON-lines register: import it with :meth:`import_jsonl`.
     """
 
-    def __init__(self, path: Path, key: Ed25519PrivateKey, mac_key: bytes) -> None:
+    def __init__(
+        self, path: Path, key: Ed25519PrivateKey, mac_key: bytes, *, check_legacy: bool = True
+    ) -> None:
         self.path = Path(path)
         self._key = key
         self._pub: Ed25519PublicKey = key.public_key()
         self._mac_key = mac_key
-        self._check_not_legacy()
+        if check_legacy:
+            self._check_not_legacy()
 
     # -- storage ---------------------------------------------------------------
 
@@ -219,7 +226,8 @@ class ApprovalRegister:
             raise FederationError(
                 f"{legacy} is a JSON-lines approval register (or not a register at all); the "
                 f"register is now an SQLite database ({self.path}). Import it once with "
-                "ApprovalRegister.import_jsonl (HMAC-checked), then remove or rename it.",
+                "ApprovalRegister(db, key, mac_key, check_legacy=False).import_jsonl(legacy) "
+                "(HMAC-checked), with db a new file that is not the JSON-lines one.",
                 code="LEGACY_APPROVALS",
             )
 

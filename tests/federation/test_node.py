@@ -210,9 +210,10 @@ def test_a_jsonl_register_is_refused_until_imported(tmp_path: Path) -> None:
         with pytest.raises(FederationError, match="import_jsonl") as err:
             ApprovalRegister(path, key, b"k" * 32)
         assert err.value.code == "LEGACY_APPROVALS"
-    db = ApprovalRegister(tmp_path / "new" / "approvals.sqlite", key, b"k" * 32)
+    db = ApprovalRegister(tmp_path / "approvals.sqlite", key, b"k" * 32, check_legacy=False)
     assert db.import_jsonl(legacy) == (1, 1)
-    assert set(db.current()) == {"c-m1"} and db.current()["c-m1"] == good
+    reopened = ApprovalRegister(tmp_path / "approvals.sqlite", key, b"k" * 32)  # db exists now
+    assert set(reopened.current()) == {"c-m1"} and reopened.current()["c-m1"] == good
 
 
 def test_error_reasons_keep_codes_and_counts_only() -> None:
