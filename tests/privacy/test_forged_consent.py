@@ -97,7 +97,8 @@ def test_revoked_and_unsigned_approvals_do_not_count(
     assert reply.has_error() and reply.error.code == ERR.CONSENT_NOT_APPROVED
 
     # Someone who can append to the register but lacks the node's key adds an approval.
-    terms = next(iter(register.current().values())).body()
+    # (Copied from an approval the forged entry would otherwise match: only the MAC fails.)
+    terms = register.lookup([entries[1].consent_id])[entries[1].consent_id].body()
     forged = {**terms, "consent_id": "c-m9x001", "merchant_id": "m9x001", "revoked": False}
     with closing(sqlite3.connect(register.path)) as db, db:
         db.execute("INSERT INTO approvals (consent_id, terms, mac) VALUES (?, ?, ?)",
