@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -286,7 +287,7 @@ def make_manifest_mod(
                 if policy.require_approval
                 else 0
             )
-        except (FederationError, OSError, ValueError) as exc:
+        except (FederationError, OSError, ValueError, sqlite3.Error) as exc:  # refuse, clearly
             return _error(msg, ERR.NODE_FAILURE, f"BAD_POLICY: {exc}")
         refusal = check_request(
             policy,

@@ -20,28 +20,49 @@ manifest entry against it before a row is read:
 * the merchant revokes in the ISV's system: :meth:`revoke` (append-only; the
   latest record per consent wins).
 
-The register is a JSON-lines file in the node's state directory. Each line
-carries an HMAC-SHA256 under the node's secret hashing key
-(:func:`federation.receipts.hash_key`), checked on read, so a line written by
-anyone without that key does not count; checking an HMAC costs about a
-microsecond, where an Ed25519 verification costs ~100 µs (10⁷ approvals at
-the bench's scale). The Ed25519 countersignature the ISV hands to the platform
+The register is an SQLite file in the node's state directory (WAL, synchronous
+FULL, as :mod:`ledger._engine` sets up the project's SQLite databases; stdlib
+:mod:`sqlite3`, as this is the node's own local state). It is append-only: one
+row per record, holding the canonical terms (:func:`approval_payload` less the
+context) and an HMAC-SHA256 over :func:`approval_payload` under the node's
+secret hashing key (:func:`federation.receipts.hash_key`), checked on read, so
+a row written by anyone without that key (the curious platform editing the
+file) does not count. The latest **authentic** row per consent id wins, so a
+revocation (a newer authentic row with ``revoked``) beats the approval it
+revokes, and a forged newer row is skipped as if absent. Checking an HMAC costs
+about a microsecond, where an Ed25519 verification costs ~100 µs (10⁷ approvals
+at the bench's scale). The Ed25519 countersignature the ISV hands to the platform
 is made by :meth:`ApprovalRegister.register` (one approval, as a merchant
 approves) or on demand by :meth:`ApprovalRegister.countersign`.
+
+Lookups never load the register: :meth:`ApprovalRegister.unmatched` queries the
+manifest entries' consent ids in chunks of :data:`CHUNK` through the
+``(consent_id, seq)`` index, so memory is O(chunk), not O(register) — a process
+no longer holds a dict of every approval (2.5 kB each; ~23 GiB per Ray actor at
+10⁷ approvals).
+
+**Legacy JSON-lines registers are refused, not imported implicitly**: if the
+configured path holds a JSON-lines file, or the database does not exist yet but
+an ``approvals.jsonl`` lies beside it, opening the register raises
+:class:`~federation.FederationError` ``LEGACY_APPROVALS``. The operator imports
+it once, explicitly, with :meth:`ApprovalRegister.import_jsonl` on a register
+opened with ``check_legacy=False`` (HMAC-checked line by line under the node's
+key; lines failing it are not imported), so no
+approval silently disappears and none is forged in by a changed file.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
@@ -52,7 +73,19 @@ from consent import CohortManifest, ManifestEntry, SignedArtefact
 __all__ = ["Approval", "ApprovalRegister", "approval_payload"]
 
 _CONTEXT = b"fedgate-node-approval\n"
-_CACHE: dict[str, tuple[tuple[str, int, int, bytes], dict[str, Approval]]] = {}
+_T = TypeVar("_T")
+CHUNK = 500
+"""Consent ids per lookup query (below SQLite's 999 bound-parameter floor)."""
+_MAGIC = b"SQLite format 3\x00"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS approvals (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    consent_id TEXT NOT NULL,
+    terms BLOB NOT NULL,
+    mac BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS approvals_consent ON approvals (consent_id, seq);
+"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,45 +179,96 @@ def approval_payload(approval: Approval) -> bytes:
 
 
 class ApprovalRegister:
-    """The node's append-only register of merchant approvals (JSON lines, locked on write).
+    """The node's append-only register of merchant approvals (an SQLite file).
 
     Parameters
     ----------
     path : Path
-        The register file.
+        The register database (created on first write).
     key : Ed25519PrivateKey
-        The node key: countersigns new records and checks the stored ones.
+        The node key: countersigns approvals for the platform.
+    mac_key : bytes
+        The node's secret hashing key: authenticates every stored record.
+    check_legacy : bool, default True
+        ``False`` only to :meth:`import_jsonl` a JSON-lines register lying beside
+        ``path`` (once imported, the database exists and the check passes).
+
+    Raises
+    ------
+    FederationError
+        ``LEGACY_APPROVALS`` if ``path`` (or an ``approvals.jsonl`` beside a missing
+        database) is a JSON-lines register: import it with :meth:`import_jsonl`.
     """
 
-    def __init__(self, path: Path, key: Ed25519PrivateKey, mac_key: bytes) -> None:
+    def __init__(
+        self, path: Path, key: Ed25519PrivateKey, mac_key: bytes, *, check_legacy: bool = True
+    ) -> None:
         self.path = Path(path)
         self._key = key
         self._pub: Ed25519PublicKey = key.public_key()
         self._mac_key = mac_key
+        if check_legacy:
+            self._check_not_legacy()
 
-    def _mac(self, approval: Approval) -> str:
-        return hmac.new(self._mac_key, approval_payload(approval), hashlib.sha256).hexdigest()
+    # -- storage ---------------------------------------------------------------
 
-    def _line(self, approval: Approval) -> str:
-        return json.dumps({"terms": approval.body(), "mac": self._mac(approval)}, sort_keys=True)
+    def _check_not_legacy(self) -> None:
+        legacy: Path | None = None
+        if self.path.is_file() and self.path.stat().st_size:
+            with self.path.open("rb") as fh:
+                if fh.read(len(_MAGIC)) != _MAGIC:
+                    legacy = self.path
+        elif not self.path.exists() and _is_jsonl_register(self.path.parent / "approvals.jsonl"):
+            legacy = self.path.parent / "approvals.jsonl"
+        if legacy is not None:
+            from .._errors import FederationError  # lazily: federation imports torch
 
-    @contextmanager
-    def _append(self) -> Iterator[Any]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield fh
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+            raise FederationError(
+                f"{legacy} is a JSON-lines approval register (or not a register at all); the "
+                f"register is now an SQLite database ({self.path}). Import it once with "
+                "ApprovalRegister(db, key, mac_key, check_legacy=False).import_jsonl(legacy) "
+                "(HMAC-checked), with db a new file that is not the JSON-lines one.",
+                code="LEGACY_APPROVALS",
+            )
 
-    def _write(self, lines: Iterable[str]) -> None:
-        with self._append() as fh:
-            fh.write("".join(line + "\n" for line in lines))
+    def _connect(self, *, create: bool) -> sqlite3.Connection | None:
+        if not create and not self.path.exists():
+            return None
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves (see ledger._engine).
+        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=60000")
+        if create:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    def _terms(self, approval: Approval) -> bytes:
+        return rfc8785.dumps(approval.body())
+
+    def _mac(self, terms: bytes) -> bytes:
+        return hmac.new(self._mac_key, _CONTEXT + terms, hashlib.sha256).digest()
+
+    def _row(self, approval: Approval) -> tuple[str, bytes, bytes]:
+        terms = self._terms(approval)
+        return approval.consent_id, terms, self._mac(terms)
+
+    def _authentic(self, terms: bytes, mac: bytes) -> Approval | None:
+        """The approval a stored row holds, or ``None`` if it fails the HMAC or parse."""
+        if not isinstance(mac, bytes) or not hmac.compare_digest(mac, self._mac(bytes(terms))):
+            return None
+        try:
+            return Approval.from_body(json.loads(terms))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    # -- writing ---------------------------------------------------------------
 
     def register(self, approval: Approval) -> bytes:
         """Record a merchant's approval; returns the node's Ed25519 countersignature."""
-        self._write([self._line(approval)])
+        self.register_many([approval])
         return self.countersign(approval)
 
     def countersign(self, approval: Approval) -> bytes:
@@ -204,53 +288,187 @@ class ApprovalRegister:
         return self.register(Approval.from_terms(signed.artefact, signed.hash))
 
     def register_many(self, approvals: Iterable[Approval]) -> int:
-        """Record several approvals at once (a bulk import); returns how many."""
+        """Record several approvals in one transaction (a bulk import); returns how many.
+
+        Streamed through ``executemany``: the import never holds all rows at once, and
+        either every approval is recorded or (on any error) none is.
+        """
+        conn = self._connect(create=True)
+        assert conn is not None
         count = 0
-        with self._append() as fh:  # streamed: a bulk import never holds all lines at once
+
+        def rows() -> Iterator[tuple[str, bytes, bytes]]:
+            nonlocal count
             for a in approvals:
-                fh.write(self._line(a) + "\n")
                 count += 1
+                yield self._row(a)
+
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO approvals (consent_id, terms, mac) VALUES (?, ?, ?)", rows()
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
         return count
 
     def revoke(self, consent_id: str) -> None:
         """Record that the merchant revoked ``consent_id`` in the ISV's system."""
-        current = self.current().get(consent_id)
-        if current is None:
-            raise KeyError(f"no approval {consent_id!r} in the node's register")
         from dataclasses import replace
 
-        self._write([self._line(replace(current, revoked=True))])
+        current = self.lookup([consent_id]).get(consent_id)
+        if current is None:
+            raise KeyError(f"no approval {consent_id!r} in the node's register")
+        self.register_many([replace(current, revoked=True)])
 
-    def current(self) -> dict[str, Approval]:
-        """The latest authentic record per consent id (lines failing the HMAC are skipped).
+    def import_jsonl(self, legacy: Path) -> tuple[int, int]:
+        """Import a JSON-lines register (the format before SQLite) once; HMAC-checked.
 
-        Parsed once per process and file state (size, mtime), then served from memory.
+        Lines whose HMAC (hex, over :func:`approval_payload`) fails under this node's
+        key, or that do not parse, are skipped; the rest are recorded in file order, so
+        the latest authentic line per consent still wins. Returns (imported, skipped).
+        The legacy file is left in place: the operator removes or renames it.
         """
-        if not self.path.exists():
-            return {}
-        st = self.path.stat()
-        key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns, self._mac_key)
-        cached = _CACHE.get(key[0])
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        skipped = 0
+
+        def authentic() -> Iterator[Approval]:
+            nonlocal skipped
+            with Path(legacy).open(encoding="utf-8") as fh:
+                for raw in fh:
+                    if not raw.strip():
+                        continue
+                    try:
+                        line = json.loads(raw)
+                        approval = Approval.from_body(line["terms"])
+                        want = hmac.new(self._mac_key, approval_payload(approval),
+                                        hashlib.sha256).hexdigest()
+                        ok = hmac.compare_digest(str(line["mac"]), want)
+                    except (ValueError, KeyError, TypeError):
+                        ok = False
+                    if ok:
+                        yield approval
+                    else:
+                        skipped += 1
+
+        return self.register_many(authentic()), skipped
+
+    # -- reading ---------------------------------------------------------------
+
+    def lookup(self, consent_ids: Iterable[str]) -> dict[str, Approval]:
+        """The latest authentic record for each of ``consent_ids`` that has one.
+
+        Queried :data:`CHUNK` ids at a time through the ``(consent_id, seq)`` index;
+        rows failing the HMAC are skipped, so a forged newer row does not hide an
+        authentic older one and a forged row never counts.
+        """
         out: dict[str, Approval] = {}
-        for raw in self.path.read_text("utf-8").splitlines():
-            try:
-                line = json.loads(raw)
-                approval = Approval.from_body(line["terms"])
-                ok = hmac.compare_digest(str(line["mac"]), self._mac(approval))
-            except (ValueError, KeyError, TypeError):
-                continue
-            if ok:
-                out[approval.consent_id] = approval
-        _CACHE[key[0]] = (key, out)
+        with self._reader() as query:
+            for chunk in _chunks(consent_ids):
+                out.update(query(chunk))
         return out
 
-    def unmatched(self, manifest: CohortManifest, entries: Sequence[ManifestEntry]) -> int:
-        """How many of ``entries`` no live approval in the register covers."""
-        held = self.current()
-        return sum(
-            1
-            for e in entries
-            if (a := held.get(e.consent_id)) is None or not a.covers(e, manifest)
-        )
+    @contextmanager
+    def _reader(self) -> Iterator[Callable[[Sequence[str]], dict[str, Approval]]]:
+        """One read connection; yields ``query(ids) -> {id: latest authentic approval}``."""
+        conn = self._connect(create=False)
+        if conn is None:
+            yield lambda ids: {}
+            return
+        tables = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'approvals'"
+        ).fetchone()
+
+        def query(ids: Sequence[str]) -> dict[str, Approval]:
+            if tables is None or not ids:
+                return {}
+            uniq = sorted(set(ids))
+            cur = conn.execute(
+                "SELECT consent_id, terms, mac FROM approvals WHERE consent_id IN "
+                f"({','.join('?' * len(uniq))}) ORDER BY consent_id, seq DESC",
+                uniq,
+            )
+            return self._latest(cur)
+
+        try:
+            yield query
+        finally:
+            conn.close()
+
+    def _latest(self, rows: Iterable[tuple[str, bytes, bytes]]) -> dict[str, Approval]:
+        """First authentic row per consent id of rows ordered by (consent_id, seq DESC)."""
+        out: dict[str, Approval] = {}
+        for cid, terms, mac in rows:
+            if cid in out:
+                continue
+            approval = self._authentic(terms, mac)
+            # The id column is not authenticated: trust only the id inside the MAC'd terms.
+            if approval is not None and approval.consent_id == cid:
+                out[cid] = approval
+        return out
+
+    def current(self) -> dict[str, Approval]:
+        """Every consent's latest authentic record: loads the whole register.
+
+        For inspection and tests only; matching uses :meth:`lookup` /
+        :meth:`unmatched`, which never hold more than a chunk.
+        """
+        conn = self._connect(create=False)
+        if conn is None:
+            return {}
+        try:
+            cur = conn.execute(
+                "SELECT consent_id, terms, mac FROM approvals ORDER BY consent_id, seq DESC"
+            )
+            return self._latest(cur)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return {}
+            raise
+        finally:
+            conn.close()
+
+    def unmatched(self, manifest: CohortManifest, entries: Iterable[ManifestEntry]) -> int:
+        """How many of ``entries`` no live approval in the register covers.
+
+        Memory is O(:data:`CHUNK`): entries are matched a chunk at a time.
+        """
+        missing = 0
+        with self._reader() as query:
+            for chunk in _chunks(entries):
+                held = query([e.consent_id for e in chunk])
+                missing += sum(
+                    1
+                    for e in chunk
+                    if (a := held.get(e.consent_id)) is None or not a.covers(e, manifest)
+                )
+        return missing
+
+
+def _chunks(items: Iterable[_T]) -> Iterator[list[_T]]:
+    """``items`` in lists of :data:`CHUNK`."""
+    chunk: list[_T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _is_jsonl_register(path: Path) -> bool:
+    """Is ``path`` a JSON-lines approval register (first line ``{"mac": …, "terms": …}``)?"""
+    if not path.is_file():
+        return False
+    with path.open("rb") as fh:
+        first = fh.readline(1 << 16)
+    try:
+        line = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(line, dict) and {"mac", "terms"} <= line.keys()

@@ -25,7 +25,7 @@ Keys (kebab-case, all optional)::
     sketch-noise-multiplier = 8.0 # Gaussian noise of a DP sketch, per unit of L2 sensitivity
     eval-noise-multiplier = 4.0   # floor for the Gaussian noise on evaluation metrics
     secagg-max-clipping-range = 8.0  # widest SecAgg+ clipping range (±) a setup may ask for
-    approvals = "approvals.jsonl" # the register of merchant approvals (relative: state dir)
+    approvals = "approvals.sqlite" # the register of merchant approvals (relative: state dir)
     require-approval = true       # every manifest entry must match an approval the node holds
     test-seed = -1                # tests only: a node-local seed (never from a message)
 """
@@ -69,7 +69,7 @@ class NodePolicy:
     eval_noise_multiplier : float, default 4.0
     secagg_max_clipping_range : float, default 8.0
         The widest ``±`` range a SecAgg+ setup may ask the node to clip its weights to.
-    approvals : str, default "approvals.jsonl"
+    approvals : str, default "approvals.sqlite"
     require_approval : bool, default True
     test_seed : int, default -1
         ``>= 0`` seeds the node's noise and sampling (tests only); ``-1`` uses the
@@ -91,7 +91,7 @@ class NodePolicy:
     sketch_noise_multiplier: float = 8.0
     eval_noise_multiplier: float = 4.0
     secagg_max_clipping_range: float = 8.0
-    approvals: str = "approvals.jsonl"
+    approvals: str = "approvals.sqlite"
     require_approval: bool = True
     test_seed: int = field(default=-1, repr=False)
 

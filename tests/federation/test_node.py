@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import federation.node as node_pkg
+import federation.node._approvals as approvals_mod
 from consent import ManifestEntry, build_manifest
 from federation._errors import FederationError
 from federation.apps.server_app import secagg_parameters
@@ -20,6 +28,7 @@ from federation.node import (
     ApprovalRegister,
     ModelRegister,
     NodePolicy,
+    approval_payload,
     load_policy,
     models_shaped_by,
     safe_reason,
@@ -99,7 +108,7 @@ def _manifest(entries: list[ManifestEntry], purpose: str = "model_training") -> 
 def test_approvals_cover_only_what_the_merchant_approved(tmp_path: Path) -> None:
     """Same ids, hash, purpose, categories, ranges and retention, or the entry is unmatched."""
     key = Ed25519PrivateKey.generate()
-    register = ApprovalRegister(tmp_path / "approvals.jsonl", key, b"k" * 32)
+    register = ApprovalRegister(tmp_path / "approvals.sqlite", key, b"k" * 32)
     signature = register.register(_approval())
     assert register.verify_countersignature(_approval(), signature)
 
@@ -114,8 +123,97 @@ def test_approvals_cover_only_what_the_merchant_approved(tmp_path: Path) -> None
     register.revoke("c-m1")
     assert register.unmatched(_manifest([ok]), [ok]) == 1  # type: ignore[arg-type]
     # Another node key (HMAC key) reads none of these lines as authentic.
-    other = ApprovalRegister(tmp_path / "approvals.jsonl", key, b"x" * 32)
+    other = ApprovalRegister(tmp_path / "approvals.sqlite", key, b"x" * 32)
     assert other.current() == {}
+
+
+def _forge(path: Path, approval: Approval, mac: bytes) -> None:
+    """What the curious platform can do: write the register file, without the node's key."""
+    terms = rfc8785.dumps(approval.body())
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("INSERT INTO approvals (consent_id, terms, mac) VALUES (?, ?, ?)",
+                    (approval.consent_id, terms, mac))
+
+
+def test_register_rows_without_the_node_key_do_not_count(tmp_path: Path) -> None:
+    """Forged rows never count, never hide an authentic one; the latest authentic row wins."""
+    key, path = Ed25519PrivateKey.generate(), tmp_path / "approvals.sqlite"
+    register = ApprovalRegister(path, key, b"k" * 32)
+    register.register(_approval())
+    ok = _entry()
+    # A forged approval of a consent the ISV never recorded, with a wrong and an empty MAC,
+    # and one MAC'd under another key (another node's register copied in).
+    stranger = replace(_approval(), consent_id="c-m2", merchant_id="m2")
+    _forge(path, stranger, b"\0" * 32)
+    _forge(path, stranger, b"")
+    other_key = hmac.new(b"x" * 32, approval_payload(stranger), hashlib.sha256).digest()
+    _forge(path, stranger, other_key)
+    forged = replace(ok, consent_id="c-m2", merchant_id="m2")
+    assert register.unmatched(_manifest([forged]), [forged]) == 1  # type: ignore[arg-type]
+    assert register.lookup(["c-m2"]) == {} and set(register.current()) == {"c-m1"}
+    # The real MAC over the terms under a row whose (unauthenticated) id column lies.
+    mac = hmac.new(b"k" * 32, approval_payload(_approval()), hashlib.sha256).digest()
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("INSERT INTO approvals (consent_id, terms, mac) VALUES (?, ?, ?)",
+                    ("c-m2", rfc8785.dumps(_approval().body()), mac))
+    assert register.lookup(["c-m2"]) == {}
+
+    # Revocation wins; a forged newer "approved again" row does not undo it.
+    register.revoke("c-m1")
+    assert register.unmatched(_manifest([ok]), [ok]) == 1  # type: ignore[arg-type]
+    _forge(path, _approval(), b"\0" * 32)
+    assert register.unmatched(_manifest([ok]), [ok]) == 1  # type: ignore[arg-type]
+    assert register.lookup(["c-m1"])["c-m1"].revoked
+    # ... nor does a forged newer revocation hide the authentic approval of another consent.
+    register.register(stranger)
+    _forge(path, replace(stranger, revoked=True), b"\0" * 32)
+    assert register.unmatched(_manifest([forged]), [forged]) == 0  # type: ignore[arg-type]
+    # Re-approval by the ISV (a newer authentic row) counts again.
+    register.register(_approval())
+    assert register.unmatched(_manifest([ok]), [ok]) == 0  # type: ignore[arg-type]
+
+
+def test_register_matches_in_chunks_and_imports_in_one_transaction(tmp_path: Path) -> None:
+    """More entries than a chunk match; a failing bulk import records nothing."""
+    key, path = Ed25519PrivateKey.generate(), tmp_path / "approvals.sqlite"
+    register = ApprovalRegister(path, key, b"k" * 32)
+    n = 2 * approvals_mod.CHUNK + 7
+    ids = [f"m{i}" for i in range(n)]
+    assert register.register_many(
+        replace(_approval(), consent_id=f"c-{m}", merchant_id=m) for m in ids
+    ) == n
+    entries = [_entry(consent_id=f"c-{m}", merchant_id=m) for m in ids]
+    assert register.unmatched(_manifest(entries[:1]), entries) == 0  # type: ignore[arg-type]
+    missing = [*entries, _entry(consent_id="c-none", merchant_id="none")]
+    assert register.unmatched(_manifest(entries[:1]), missing) == 1  # type: ignore[arg-type]
+
+    def broken() -> Iterator[Approval]:
+        yield replace(_approval(), consent_id="c-new", merchant_id="new")
+        raise RuntimeError("ERP export cut off")
+
+    with pytest.raises(RuntimeError):
+        register.register_many(broken())
+    assert register.lookup(["c-new"]) == {}
+
+
+def test_a_jsonl_register_is_refused_until_imported(tmp_path: Path) -> None:
+    """A JSON-lines register is refused with a clear error, then imported HMAC-checked."""
+    key = Ed25519PrivateKey.generate()
+    legacy = tmp_path / "approvals.jsonl"
+    good = _approval()
+    mac = hmac.new(b"k" * 32, approval_payload(good), hashlib.sha256).hexdigest()
+    forged = replace(good, consent_id="c-m2", merchant_id="m2")
+    legacy.write_text(
+        json.dumps({"terms": good.body(), "mac": mac}) + "\n"
+        + json.dumps({"terms": forged.body(), "mac": "0" * 64}) + "\n", "utf-8")
+    for path in (legacy, tmp_path / "approvals.sqlite"):
+        with pytest.raises(FederationError, match="import_jsonl") as err:
+            ApprovalRegister(path, key, b"k" * 32)
+        assert err.value.code == "LEGACY_APPROVALS"
+    db = ApprovalRegister(tmp_path / "approvals.sqlite", key, b"k" * 32, check_legacy=False)
+    assert db.import_jsonl(legacy) == (1, 1)
+    reopened = ApprovalRegister(tmp_path / "approvals.sqlite", key, b"k" * 32)  # db exists now
+    assert set(reopened.current()) == {"c-m1"} and reopened.current()["c-m1"] == good
 
 
 def test_error_reasons_keep_codes_and_counts_only() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -37,7 +39,7 @@ def _job(tmp: Path) -> Path:
 
 
 def _registers(cli_env: Path) -> dict[str, Path]:
-    return {isv: cli_env / "data" / "nodes" / isv / "approvals.jsonl" for isv in ("a", "b")}
+    return {isv: cli_env / "data" / "nodes" / isv / "approvals.sqlite" for isv in ("a", "b")}
 
 
 def test_approve_registers_each_isvs_verified_approvals(cli_env: Path) -> None:
@@ -83,7 +85,10 @@ def test_approve_refuses_a_forged_merchant_signature_and_registers_nothing(
     said = " ".join(result.stderr.split())  # the console wraps long paths at 80 columns
     assert "error[SIGNATURE_INVALID]" in said and "line 2" in said
     assert "Traceback" not in result.output
-    assert not any(p.exists() and p.read_text("utf-8") for p in _registers(cli_env).values())
+    for p in _registers(cli_env).values():  # nothing registered: no database, or no row
+        if p.exists():
+            with closing(sqlite3.connect(p)) as db:
+                assert db.execute("SELECT count(*) FROM approvals").fetchone() == (0,)
     for args, code in (([str(cli_env / "gone.jsonl"), "--job", str(cfg)], "UNREADABLE_FILE"),
                        ([str(bad)], "BAD_ARGUMENT")):
         refused = runner.invoke(app, ["node", "approve", *args])

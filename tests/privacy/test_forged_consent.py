@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -95,10 +97,12 @@ def test_revoked_and_unsigned_approvals_do_not_count(
     assert reply.has_error() and reply.error.code == ERR.CONSENT_NOT_APPROVED
 
     # Someone who can append to the register but lacks the node's key adds an approval.
-    terms = next(iter(register.current().values())).body()
+    # (Copied from an approval the forged entry would otherwise match: only the MAC fails.)
+    terms = register.lookup([entries[1].consent_id])[entries[1].consent_id].body()
     forged = {**terms, "consent_id": "c-m9x001", "merchant_id": "m9x001", "revoked": False}
-    with register.path.open("a") as fh:
-        fh.write(json.dumps({"terms": forged, "mac": "0" * 64}) + "\n")
+    with closing(sqlite3.connect(register.path)) as db, db:
+        db.execute("INSERT INTO approvals (consent_id, terms, mac) VALUES (?, ?, ?)",
+                    ("c-m9x001", json.dumps(forged, sort_keys=True).encode(), b"\0" * 32))
     extra = replace(entries[1], merchant_id="m9x001", consent_id="c-m9x001")
     token = manifest(world, "isv2", [*entries[1:], extra], job_id="job-unsigned", round=1)
     reply = send(node, model_message(token, job_id="job-unsigned", round=1,
@@ -116,3 +120,22 @@ def test_approved_manifest_is_served(world: World, tmp_path: Path) -> None:
                                      encoder=grid_encoder(world, "isv0")))
 
     assert not reply.has_error(), reply.error.reason if reply.has_error() else None
+
+
+@pytest.mark.parametrize("how", ["corrupt-database", "json-lines-register"])
+def test_unreadable_approval_register_refuses_and_reads_no_row(
+    world: World, tmp_path: Path, reads: list[int], how: str
+) -> None:
+    """A damaged register, or a JSON-lines one not yet imported, refuses: no row is read."""
+    node = own_node(world, "isv0", tmp_path, "min-cohort = 5")
+    register = node.approvals(node.node_policy())
+    if how == "corrupt-database":  # an SQLite header over garbage
+        register.path.write_bytes(b"SQLite format 3\0" + b"\xff" * 4096)
+    else:
+        register.path.write_text('{"mac": "00", "terms": {}}\n', "utf-8")
+    entries = list(world.cohort.by_isv["isv0"])
+    token = manifest(world, "isv0", entries, job_id=f"job-{how}", round=1)
+    reply = send(node, model_message(token, job_id=f"job-{how}", round=1,
+                                     encoder=grid_encoder(world, "isv0")))
+    assert reply.has_error() and reply.error.code == ERR.NODE_FAILURE
+    assert "BAD_POLICY" in reply.error.reason and reads == []
