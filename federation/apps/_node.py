@@ -236,8 +236,12 @@ class NodeConfig:
         """The node's privacy policy (``FederationError`` ``BAD_POLICY`` if unreadable)."""
         return load_policy(self.policy)
 
-    def approvals(self, policy: NodePolicy) -> ApprovalRegister:
-        """The node's register of merchant approvals (countersigned with the node key)."""
+    def approvals(self, policy: NodePolicy, *, check_legacy: bool = True) -> ApprovalRegister:
+        """The node's register of merchant approvals (countersigned with the node key).
+
+        ``check_legacy=False`` only to import an earlier version's JSON-lines register
+        (``fedgate node import-approvals``).
+        """
         from ..receipts import hash_key
 
         path = Path(policy.approvals)
@@ -245,6 +249,7 @@ class NodeConfig:
             path if path.is_absolute() else self.state_dir / path,
             self.signing_key(),
             hash_key(self.state_dir),
+            check_legacy=check_legacy,
         )
 
     def model_register(self) -> ModelRegister:

@@ -226,8 +226,9 @@ class ApprovalRegister:
             raise FederationError(
                 f"{legacy} is a JSON-lines approval register (or not a register at all); the "
                 f"register is now an SQLite database ({self.path}). Import it once with "
-                "ApprovalRegister(db, key, mac_key, check_legacy=False).import_jsonl(legacy) "
-                "(HMAC-checked), with db a new file that is not the JSON-lines one.",
+                f"`fedgate node import-approvals {legacy} --config node.toml` (HMAC-checked; "
+                "in Python: ApprovalRegister(db, key, mac_key, check_legacy=False)"
+                ".import_jsonl(legacy)), with db a new file that is not the JSON-lines one.",
                 code="LEGACY_APPROVALS",
             )
 
@@ -333,7 +334,25 @@ class ApprovalRegister:
         key, or that do not parse, are skipped; the rest are recorded in file order, so
         the latest authentic line per consent still wins. Returns (imported, skipped).
         The legacy file is left in place: the operator removes or renames it.
+
+        Refused (``REGISTER_NOT_EMPTY``) once the database holds any record: a second
+        import would append the old approvals after later revocations and, the latest
+        record winning, bring them back.
         """
+        conn = self._connect(create=False)
+        if conn is not None:
+            try:
+                held = conn.execute("SELECT EXISTS (SELECT 1 FROM approvals)").fetchone()[0]
+            finally:
+                conn.close()
+            if held:
+                from .._errors import FederationError  # lazily: federation imports torch
+
+                raise FederationError(
+                    f"{self.path} already holds approval records; importing {legacy} again "
+                    "would undo revocations recorded since",
+                    code="REGISTER_NOT_EMPTY",
+                )
         skipped = 0
 
         def authentic() -> Iterator[Approval]:

@@ -137,6 +137,38 @@ def approve(
         fail(exc.code, f"{file}: {exc}")
 
 
+@app.command("import-approvals")
+def import_approvals(
+    legacy: Annotated[Path, typer.Argument(help="The JSON-lines register of an earlier version.")],
+    config: ConfigOpt,
+) -> None:
+    """Import a JSON-lines approval register (earlier versions) into the node's SQLite one.
+
+    Each line counts only if its HMAC verifies under this node's secret key, as it did
+    when the node read the old file; failing lines are skipped and counted. Only into an
+    empty register (``REGISTER_NOT_EMPTY`` otherwise: a second import would bring back
+    approvals revoked since). The old file is left in place for the operator to archive.
+    """
+    from federation import FederationError
+
+    node = _settings(config).node
+    if not legacy.is_file():
+        fail("UNREADABLE_FILE", f"no file {legacy}")
+    register = node.approvals(node.node_policy(), check_legacy=False)
+    if register.path.resolve() == legacy.resolve():
+        fail("BAD_ARGUMENT", f"the node's register ({register.path}) is the JSON-lines file "
+             "itself: set [policy] approvals to a new file (e.g. approvals.sqlite) first")
+    try:
+        imported, skipped = register.import_jsonl(legacy)
+    except (FederationError, OSError, UnicodeDecodeError) as exc:
+        fail(getattr(exc, "code", "UNREADABLE_FILE"), f"{legacy}: {exc}")
+    console.print(
+        f"node {node.isv_id}: {imported} approval record(s) imported into {register.path}; "
+        f"{skipped} line(s) failed the node's HMAC or did not parse and were skipped",
+        highlight=False,
+    )
+
+
 @app.command("run")
 def run(config: ConfigOpt) -> None:
     """Run the node's SuperNode until it exits or this command is stopped (SIGINT/SIGTERM)."""

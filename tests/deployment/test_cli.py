@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from federation.deploy import load_node_settings
-from federation.node import load_policy
+from federation.node import Approval, approval_payload, load_policy
 from gateway.cli import app
 from tests.utils.approvals import signed_consent_line
 from tests.utils.cli import cli_settings
@@ -55,6 +55,7 @@ def test_platform_hands_an_isv_a_node_toml_that_checks(
         settings = load_node_settings(node / "node.toml")
         held = settings.node.approvals(load_policy(settings.path)).current()
         assert list(held) == ["c-m1"] and held["c-m1"].data_provider == "isv01"
+        _import_a_legacy_register(node / "node.toml", held["c-m1"])
         # Nothing listens there: the connection check fails and says so, exit 1.
         res = runner.invoke(app, ["node", "check", "--config", str(node / "node.toml")])
         assert res.exit_code == 1 and "NODE_CHECK_FAILED" in res.output
@@ -63,6 +64,40 @@ def test_platform_hands_an_isv_a_node_toml_that_checks(
         res = runner.invoke(app, ["node", "check", "--config", str(node / "node.toml"),
                                   "--no-connect"])
         assert res.exit_code == 1 and "MISSING_COLUMNS" in res.output
+
+
+def _import_a_legacy_register(config: Path, approval: Approval) -> None:
+    """An earlier version's JSON-lines register: refused over records, imported into none."""
+    import hashlib
+    import hmac
+    import json
+    from dataclasses import replace
+
+    from federation.receipts import hash_key
+
+    settings = load_node_settings(config)
+    state = settings.node.state_dir
+    mac = hmac.new(hash_key(state), approval_payload(approval), hashlib.sha256).hexdigest()
+    forged = replace(approval, consent_id="c-m9", merchant_id="m9")  # the platform's line
+    legacy = state / "approvals.jsonl"
+    legacy.write_text(json.dumps({"terms": approval.body(), "mac": mac}) + "\n"
+                      + json.dumps({"terms": forged.body(), "mac": "0" * 64}) + "\n", "utf-8")
+    register = settings.node.approvals(load_policy(settings.path))
+    register.revoke("c-m1")  # recorded after the old file: an import must not undo it
+    res = runner.invoke(app, ["node", "import-approvals", str(legacy), "--config", str(config)])
+    assert res.exit_code == 1 and "REGISTER_NOT_EMPTY" in res.output, res.output
+    assert register.lookup(["c-m1"])["c-m1"].revoked
+    # A node upgraded from the old format: no database yet, the old file beside it.
+    for leftover in state.glob(register.path.name + "*"):
+        leftover.unlink()
+    res = runner.invoke(app, ["node", "approve", str(legacy), "--config", str(config)])
+    assert res.exit_code == 1 and "LEGACY_APPROVALS" in res.output and "import-approvals" in (
+        res.output), res.output
+    res = runner.invoke(app, ["node", "import-approvals", str(legacy), "--config", str(config)])
+    assert res.exit_code == 0, res.output
+    assert "1 approval record(s) imported" in res.output and "1 line(s) failed" in res.output
+    held = register.current()
+    assert list(held) == ["c-m1"] and not held["c-m1"].revoked
 
 
 def test_node_commands_refuse_a_missing_config(tmp_path: Path) -> None:
