@@ -563,7 +563,7 @@ def run_flower_job(world: FlowerWorld, name: str, **overrides: Any) -> tuple[Any
 
     result = run_job(world.run_config(name, **overrides), world.nodes,
                      cohort_source=world.cohort)
-    node_auc = {r.round: r.weighted("auc") for r in result.rounds}
+    node_auc = {r.round: r.pooled_auc()[0] for r in result.rounds}  # as BestRound pools them
     return result, JobTiming(name, result.seconds, tuple(result.round_seconds),
                              dict(result.epsilon), node_auc)
 
