@@ -61,7 +61,7 @@ from ._errors import (
 )
 from ._export import ExportSummary, export_log
 from ._hasher import EMPTY_ROOT, hash_children, hash_leaf
-from ._log import Entry, append_entries, append_entry, append_many
+from ._log import Entry, append_entries, append_entry, append_many, copy_text
 from ._models import LedgerBase
 from ._money import Money
 from ._note import NoteVerifier, make_vkey, parse_vkey, sign_note, verify_note
@@ -130,6 +130,7 @@ __all__ = [
     "append_entries",
     "append_entry",
     "append_many",
+    "copy_text",
     # proofs: generation from stored nodes
     "ConsistencyProof",
     "InclusionProof",

@@ -18,6 +18,8 @@ from sqlalchemy import ColumnElement, any_, func, literal_column, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ledger import copy_text
+
 __all__ = ["among", "copy_rows"]
 
 
@@ -41,14 +43,7 @@ def among(session: Session, column: Any, ids: Sequence[str]) -> ColumnElement[bo
 def _text(value: Any) -> str:
     """One value in COPY's text format: ``\\N`` for NULL, ``t``/``f``, ISO dates, escapes."""
     if isinstance(value, str):
-        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-            return (
-                value.replace("\\", "\\\\")
-                .replace("\t", "\\t")
-                .replace("\n", "\\n")
-                .replace("\r", "\\r")
-            )
-        return value
+        return copy_text(value)
     if value is None:
         return "\\N"
     if isinstance(value, bool):
