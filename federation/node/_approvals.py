@@ -59,21 +59,22 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from consent import CohortManifest, ManifestEntry, SignedArtefact
+from ledger import canonical_json
 
 __all__ = ["Approval", "ApprovalRegister", "approval_payload"]
 
 _CONTEXT = b"fedgate-node-approval\n"
 _T = TypeVar("_T")
+_decode = json.JSONDecoder().decode  # str in: skips json.loads' per-call encoding sniffing
 CHUNK = 500
 """Consent ids per lookup query (below SQLite's 999 bound-parameter floor)."""
 _MAGIC = b"SQLite format 3\x00"
@@ -107,15 +108,26 @@ class Approval:
     revoked: bool = False
 
     def body(self) -> dict[str, Any]:
-        """JSON-ready terms (dates ISO 8601, times RFC 3339 UTC)."""
-        out = asdict(self)
-        out["purposes"] = sorted(self.purposes)
-        out["categories"] = sorted(self.categories)
-        for k in ("data_from", "data_to"):
-            out[k] = getattr(self, k).isoformat()
-        for k in ("consent_start", "consent_expiry"):
-            out[k] = getattr(self, k).astimezone(UTC).isoformat()
-        return out
+        """JSON-ready terms (dates ISO 8601, times RFC 3339 UTC).
+
+        Spelled out rather than :func:`dataclasses.asdict` (which deep-copies): a bulk
+        registration builds 10⁷ of these, and ``asdict`` was most of their cost.
+        """
+        return {
+            "consent_id": self.consent_id,
+            "merchant_id": self.merchant_id,
+            "artefact_hash": self.artefact_hash,
+            "data_provider": self.data_provider,
+            "data_consumer": self.data_consumer,
+            "purposes": sorted(self.purposes),
+            "categories": sorted(self.categories),
+            "data_from": self.data_from.isoformat(),
+            "data_to": self.data_to.isoformat(),
+            "consent_start": self.consent_start.astimezone(UTC).isoformat(),
+            "consent_expiry": self.consent_expiry.astimezone(UTC).isoformat(),
+            "data_life_days": self.data_life_days,
+            "revoked": self.revoked,
+        }
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Approval:
@@ -175,7 +187,7 @@ class Approval:
 
 def approval_payload(approval: Approval) -> bytes:
     """The bytes the node countersigns: a context string and the canonical terms."""
-    return _CONTEXT + rfc8785.dumps(approval.body())
+    return _CONTEXT + canonical_json(approval.body())
 
 
 class ApprovalRegister:
@@ -247,10 +259,11 @@ class ApprovalRegister:
         return conn
 
     def _terms(self, approval: Approval) -> bytes:
-        return rfc8785.dumps(approval.body())
+        return canonical_json(approval.body())
 
     def _mac(self, terms: bytes) -> bytes:
-        return hmac.new(self._mac_key, _CONTEXT + terms, hashlib.sha256).digest()
+        # hmac.digest: OpenSSL's one-shot path, several times cheaper than hmac.new per row.
+        return hmac.digest(self._mac_key, _CONTEXT + terms, "sha256")
 
     def _row(self, approval: Approval) -> tuple[str, bytes, bytes]:
         terms = self._terms(approval)
@@ -261,7 +274,7 @@ class ApprovalRegister:
         if not isinstance(mac, bytes) or not hmac.compare_digest(mac, self._mac(bytes(terms))):
             return None
         try:
-            return Approval.from_body(json.loads(terms))
+            return Approval.from_body(_decode(bytes(terms).decode("utf-8")))
         except (ValueError, KeyError, TypeError):
             return None
 
