@@ -846,8 +846,10 @@ def scale_section(cfg: BenchConfig, work: Path) -> tuple[list[Row], list[JobTimi
     gen_s = time.perf_counter() - started
     del manifest
     erp_paths = {p.stem: p for p in sorted(data_dir.glob("isv*.parquet"))}
+    started = time.perf_counter()
     world = make_flower_world(work / "scale-flower", erp_paths, data_dir / "platform.parquet",
                               data_from=params.data_from, data_to=params.as_of)
+    register_s = time.perf_counter() - started  # mostly every node registering its approvals
     total = sum(pq.ParquetFile(p).metadata.num_rows for p in erp_paths.values())
     before = tree_rss_bytes()
     with PeakRss(limit=int(cfg.scale_rss_limit_gib * 1024**3)) as peak:
@@ -871,6 +873,8 @@ def scale_section(cfg: BenchConfig, work: Path) -> tuple[list[Row], list[JobTimi
         _row("scale", "largest single child maxrss (getrusage)", children_max / gib, "GiB"),
         _row("scale", "job wall time (incl. Ray start)", timing.seconds, "s",
                  "world generation", gen_s, "ratio"),
+        _row("scale", "node keys + approval registers (every merchant approved)", register_s,
+             "s"),
     ], [timing]
 
 
