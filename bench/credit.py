@@ -172,7 +172,7 @@ def _book(
         seed=seed,
         currency=CUR,
     )
-    sign = {"drawdown": 1, "repayment": -1, "write_off": -1}
+    sign = {"drawdown": 1, "repayment": -1, "write_off": -1, "recovery": 0}
     per_loan: dict[str, list[tuple[date, int, str]]] = defaultdict(list)
     for e in sim.events:
         per_loan[e["loan_id"]].append(
@@ -300,7 +300,7 @@ def _loans_world(
 
 def _memory_close(events: list[dict[str, Any]], lines: dict[str, tuple[int, int]]) -> str:
     """The first month's accrual digest, computed without a database (the peer)."""
-    sign = {"drawdown": 1, "repayment": -1, "write_off": -1}
+    sign = {"drawdown": 1, "repayment": -1, "write_off": -1, "recovery": 0}
     moves: dict[str, list[tuple[date, int]]] = defaultdict(list)
     written: set[str] = set()
     for e in events:

@@ -28,7 +28,7 @@ def import_(
         str | None, typer.Option("--format", help="jsonl or csv; default from the extension.")
     ] = None,
 ) -> None:
-    """Import loan events idempotently (drawdown, repayment, write_off, line_change)."""
+    """Import loan events idempotently (drawdown, repayment, write_off, line_change, recovery)."""
     kind = fmt or ("csv" if file.suffix.lower() == ".csv" else "jsonl")
     try:
         data = file.read_bytes()

@@ -1,7 +1,8 @@
 """``fedgate settle --period`` and ``fedgate statements ISV --period``.
 
 ``settle`` closes the month (daily interest from each loan's balance history),
-posts data-usage fees and interest shares, and instructs (``--clear``: and
+posts data-usage fees, interest shares and share claw-backs, nets claw-backs owed
+against the payout, and instructs (``--clear``: and
 clears) each ISV's payout; re-running it posts only what is new, so nothing is
 paid twice. ``statements`` prints one ISV's statement as JSON or CSV.
 """
@@ -47,6 +48,8 @@ def settle(
         "ISV",
         "fee (fen)",
         "share (fen)",
+        "claw-back",
+        "netted",
         "instructed",
         "cleared",
         "new this run",
@@ -57,6 +60,8 @@ def settle(
             x.isv,
             str(x.fee),
             str(x.share),
+            str(x.clawback),
+            str(x.netted),
             str(x.instructed),
             str(x.cleared),
             str(x.newly_instructed),

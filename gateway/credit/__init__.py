@@ -7,7 +7,13 @@ fen with a currency; each module's docstring states its rounding rule.
 """
 
 from ._accrual import CLOSE_ENTRY, CloseSummary, accrue, close_period, collect_interest
-from ._chart import CREDIT_LOSS, INTEREST_RECEIVABLE, open_credit_chart
+from ._chart import (
+    CREDIT_LOSS,
+    CREDIT_LOSS_RECOVERY,
+    INTEREST_RECEIVABLE,
+    clawback_receivable,
+    open_credit_chart,
+)
 from ._combiner_store import (
     COMBINER_ENTRY,
     COMBINER_SUBDIR,
@@ -84,7 +90,16 @@ from ._settlement import (
     statement,
     statement_csv,
 )
-from ._shares import ShareLine, share_lines, share_requests
+from ._shares import (
+    ClawbackLine,
+    ShareLine,
+    clawback_lines,
+    clawback_requests,
+    clawback_split,
+    share_lines,
+    share_requests,
+    written_off_by_month,
+)
 from ._simulator import SimulatedLoans, simulate_loans
 
 metadata = CreditBase.metadata
@@ -138,6 +153,8 @@ __all__ = [
     "collect_interest",
     "INTEREST_RECEIVABLE",
     "CREDIT_LOSS",
+    "CREDIT_LOSS_RECOVERY",
+    "clawback_receivable",
     "open_credit_chart",
     # fees, shares, settlement
     "BilledReceipt",
@@ -146,6 +163,11 @@ __all__ = [
     "ShareLine",
     "share_lines",
     "share_requests",
+    "ClawbackLine",
+    "clawback_lines",
+    "clawback_requests",
+    "clawback_split",
+    "written_off_by_month",
     "SETTLEMENT_ENTRY",
     "IsvSettlement",
     "settle_period",

@@ -28,6 +28,14 @@ Rules (integers throughout):
   stored as ``credit_accruals.interest_written_off`` and never due again. A partial
   write-off (principal left) writes off no interest: the merchant still owes it.
   Interest due = Σinterest − Σinterest paid − Σinterest written off.
+* **Recoveries.** A ``recovery`` (cash collected after a write-off; the import bounds it
+  by what was written off less earlier recoveries) moves no principal and accrues
+  nothing: the month's recoveries are one ``loans:<period>:recovery`` transfer
+  (platform cash → ``platform:credit-loss-recovery``, income), whose metadata splits
+  them *principal first*: with ``P`` the loan's principal written off to the month's
+  end and ``R₀`` its recoveries before the month, a recovery ``r`` is principal
+  ``min(R₀ + r, P) − min(R₀, P)`` and written-off interest for the rest. A recovered
+  interest fen does not re-earn an ISV's share (see gateway.credit._shares).
 
 :func:`close_period` computes this in one pass over the month's events (no event
 per day per loan), stores one ``credit_accruals`` row per loan, and posts:
@@ -54,8 +62,8 @@ from sqlalchemy.orm import Session
 
 import ledger
 
-from ._bulk import copy_rows
-from ._chart import CREDIT_LOSS, INTEREST_RECEIVABLE, open_credit_chart
+from ._bulk import among, copy_rows
+from ._chart import CREDIT_LOSS, CREDIT_LOSS_RECOVERY, INTEREST_RECEIVABLE, open_credit_chart
 from ._errors import PeriodError
 from ._models import AccrualRow, LoanEventRow, LoanRow, PeriodCloseRow
 from ._period import Period
@@ -157,6 +165,35 @@ def collect_interest(
     return out, paid
 
 
+def _recovered_principal(session: Session, period: Period, recovered: dict[str, int]) -> int:
+    """The principal part of the period's recoveries, principal first per loan.
+
+    With ``P`` a loan's principal written off to the period's end and ``R₀`` its
+    recoveries before the period, the period's ``r`` is principal
+    ``min(R₀ + r, P) − min(R₀, P)``; the rest recovers written-off interest.
+    """
+    loans = sorted(recovered)
+    before: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # [P, R₀]
+    for loan, kind, day, amount in session.execute(
+        select(
+            LoanEventRow.loan_id, LoanEventRow.kind, LoanEventRow.day, LoanEventRow.amount
+        ).where(
+            among(session, LoanEventRow.loan_id, loans),
+            LoanEventRow.kind.in_(("write_off", "recovery")),
+            LoanEventRow.day <= period.last,
+        )
+    ):
+        if kind == "write_off":
+            before[loan][0] += int(amount)
+        elif day < period.first:
+            before[loan][1] += int(amount)
+    total = 0
+    for loan, r in recovered.items():
+        p, r0 = before[loan]
+        total += min(r0 + r, p) - min(r0, p)
+    return total
+
+
 def _digest(lines: list[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
@@ -191,11 +228,11 @@ def close_period(
             code="EARLIER_PERIOD_OPEN",
         )
     open_credit_chart(session, currency)
-    sign = {"drawdown": 1, "repayment": -1, "write_off": -1}
+    sign = {"drawdown": 1, "repayment": -1, "write_off": -1, "recovery": 0}
     opening: dict[str, int] = defaultdict(int)
     for loan, kind, total in session.execute(
         select(LoanEventRow.loan_id, LoanEventRow.kind, func.sum(LoanEventRow.amount))
-        .where(LoanEventRow.day < first, LoanEventRow.kind != "line_change")
+        .where(LoanEventRow.day < first, LoanEventRow.kind.notin_(("line_change", "recovery")))
         .group_by(LoanEventRow.loan_id, LoanEventRow.kind)
     ):
         opening[loan] += sign[kind] * int(total)
@@ -217,6 +254,7 @@ def close_period(
             due[loan] = int(accrued) - int(paid) - int(written_off)
     moves: dict[str, list[tuple[date, int, bool]]] = defaultdict(list)
     written: set[str] = set()  # loans with a write-off in the period
+    recovered: dict[str, int] = defaultdict(int)  # the period's recoveries per loan
     flows: dict[str, list[Any]] = {k: [0, 0, hashlib.sha256()] for k in sign}
     for key, loan, kind, day, amount in session.execute(
         select(
@@ -231,7 +269,10 @@ def close_period(
         )
         .order_by(LoanEventRow.key)
     ):
-        moves[loan].append((day, sign[kind] * int(amount), kind == "repayment"))
+        if kind == "recovery":
+            recovered[loan] += int(amount)
+        else:
+            moves[loan].append((day, sign[kind] * int(amount), kind == "repayment"))
         if kind == "write_off":
             written.add(loan)
         f = flows[kind]
@@ -311,8 +352,16 @@ def close_period(
         "repayment": (ledger.PLATFORM_CASH, ledger.LOANS_RECEIVABLE),
         "drawdown": (ledger.LOANS_RECEIVABLE, ledger.PLATFORM_CASH),
         "write_off": (CREDIT_LOSS, ledger.LOANS_RECEIVABLE),
+        "recovery": (ledger.PLATFORM_CASH, CREDIT_LOSS_RECOVERY),
     }
     flows["repayment"][1] -= total_paid  # the rest of the repayments is principal
+    extra: dict[str, dict[str, int]] = {"recovery": {}}
+    if recovered:
+        rec_principal = _recovered_principal(session, period, recovered)
+        extra["recovery"] = {
+            "principal": rec_principal,
+            "interest": sum(recovered.values()) - rec_principal,
+        }
     flow_reqs = [
         ledger.TransferRequest(
             f"loans:{period}:{kind}",
@@ -323,6 +372,7 @@ def close_period(
                 "period": str(period),
                 "events": flows[kind][0],
                 "keys_sha256": flows[kind][2].hexdigest(),
+                **extra.get(kind, {}),
             },
         )
         for kind, (dr, cr) in legs.items()
@@ -360,6 +410,7 @@ def close_period(
             "interest": total_i,
             "uplift_interest": total_u,
             "interest_written_off": total_wo,
+            **({"recovered": flows["recovery"][1]} if recovered else {}),
             "accruals_sha256": digest,
             "currency": currency,
             "policy_version": policy_version,

@@ -5,7 +5,13 @@ Added to :func:`ledger.open_standard_chart`:
 ================================  =======  ==========================================
 ``platform:interest-receivable``  asset    interest accrued on drawn balances, not yet paid
 ``platform:credit-loss-expense``  expense  principal written off
+``platform:credit-loss-recovery`` income   cash collected on written-off loans
+``isv:<id>:clawback-receivable``  asset    share clawed back from ISV ``<id>``, not yet
+                                           netted against a payout (never negative)
 ================================  =======  ==========================================
+
+Recoveries are income of their own, not a credit to the expense: the loss stays
+visible gross (what was written off) and net (loss − recoveries) for an auditor.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ import ledger
 __all__ = [
     "INTEREST_RECEIVABLE",
     "CREDIT_LOSS",
+    "CREDIT_LOSS_RECOVERY",
+    "clawback_receivable",
+    "ensure_clawback_account",
     "open_credit_chart",
     "post_new",
     "ensure_isv",
@@ -27,10 +36,17 @@ __all__ = [
 
 INTEREST_RECEIVABLE = "platform:interest-receivable"
 CREDIT_LOSS = "platform:credit-loss-expense"
+CREDIT_LOSS_RECOVERY = "platform:credit-loss-recovery"
 _EXTRA = (
     (INTEREST_RECEIVABLE, "Interest receivable", ledger.AccountKind.ASSET),
     (CREDIT_LOSS, "Credit-loss expense", ledger.AccountKind.EXPENSE),
+    (CREDIT_LOSS_RECOVERY, "Credit-loss recovery", ledger.AccountKind.INCOME),
 )
+
+
+def clawback_receivable(isv: str) -> str:
+    """Account code of the share claw-backs ISV ``isv`` owes the platform."""
+    return f"isv:{isv}:clawback-receivable"
 
 
 def _ensure(
@@ -48,7 +64,7 @@ def _ensure(
 
 
 def open_credit_chart(session: Session, currency: str) -> None:
-    """Open (idempotently) the ledger's standard chart and the two credit accounts."""
+    """Open (idempotently) the ledger's standard chart and the three credit accounts."""
     ledger.open_standard_chart(session, currency)
     for code, name, kind in _EXTRA:
         _ensure(session, code, name, kind, currency)
@@ -57,6 +73,27 @@ def open_credit_chart(session: Session, currency: str) -> None:
 def ensure_isv(session: Session, isv: str, currency: str) -> None:
     """Open (idempotently) an ISV's payable and settled accounts."""
     ledger.open_isv_accounts(session, isv, currency)
+
+
+def ensure_clawback_account(session: Session, isv: str, currency: str) -> None:
+    """Open (idempotently) ``isv:<isv>:clawback-receivable`` (asset, never negative)."""
+    code = clawback_receivable(isv)
+    try:
+        acct = ledger.get_account(session, code)
+    except ledger.AccountRejected:
+        ledger.open_account(
+            session,
+            code,
+            f"Share clawed back from ISV {isv}",
+            ledger.AccountKind.ASSET,
+            currency,
+            allow_negative=False,
+        )
+        return
+    if acct.kind != ledger.AccountKind.ASSET or acct.currency != currency:
+        raise ledger.AccountRejected(
+            f"account {code!r} exists with another kind or currency", code="DUPLICATE_ACCOUNT"
+        )
 
 
 def post_new(session: Session, requests: Sequence[ledger.TransferRequest]) -> int:

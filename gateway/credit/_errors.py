@@ -6,7 +6,8 @@
   * :class:`PolicyError` — a policy file that does not parse or breaks a range
     (``BAD_POLICY``); nothing took effect.
   * :class:`ImportRefused` — a loan-event file refused as a whole (``BAD_ROW`` with
-    ``line``, ``CONFLICTING_REPEAT``, ``UNKNOWN_LOAN``, ``BAD_FILE``); nothing was kept.
+    ``line``, ``CONFLICTING_REPEAT``, ``UNKNOWN_LOAN``, ``BAD_FILE``, ``NOT_WRITTEN_OFF``,
+    ``RECOVERY_EXCEEDS_WRITE_OFF``); nothing was kept.
   * :class:`PeriodError` — a bad period string or a period that cannot be closed or
     settled (``BAD_PERIOD``, ``NOT_CLOSED``, ``ALREADY_CLOSED``).
   * :class:`NotFound` — an unknown merchant, loan or ISV (``UNKNOWN_MERCHANT``, …).

@@ -6,7 +6,7 @@ A row (JSON Lines object or CSV record) has these fields:
 ``key``      idempotency key, 1–128 of ``[A-Za-z0-9_.:/@#+-]``
 ``loan_id``  the loan (same alphabet)
 ``merchant`` the merchant; required on a loan's first row, must match afterwards
-``kind``     ``drawdown``, ``repayment``, ``write_off`` or ``line_change``
+``kind``     ``drawdown``, ``repayment``, ``write_off``, ``line_change`` or ``recovery``
 ``date``     ``YYYY-MM-DD``, the value date
 ``amount``   integer fen ≥ 0 (``line_change``: the new line; others > 0)
 ``currency`` ISO 4217, the policy's currency
@@ -21,7 +21,13 @@ A new loan binds to its merchant's latest line decision (``UNKNOWN_MERCHANT``
 without one). A repayment or write-off that would take a loan below zero (the file's
 rows in date order, after everything imported before; a repayment pays interest accrued
 in closed periods first, a write-off takes principal only) refuses the file
-(``NEGATIVE_BALANCE``). Accepted rows go in with one multi-row ``INSERT`` per batch and one
+(``NEGATIVE_BALANCE``). A ``recovery`` is cash collected on a loan after a write-off:
+it moves no principal, and in the same date-order replay it must follow a write-off of
+that loan (``NOT_WRITTEN_OFF``) and stay within what was written off — the principal of
+every write-off up to its date plus the interest receivable written off at closed month
+ends — less the loan's earlier recoveries (``RECOVERY_EXCEEDS_WRITE_OFF``). The interest
+a write-off takes is known once its month closes, so a recovery of written-off interest
+comes in a later month. Accepted rows go in with one multi-row ``INSERT`` per batch and one
 ``credit.loans.imported`` ledger entry (file digest, rows, added, digest of the
 added events) in the caller's transaction.
 """
@@ -63,7 +69,7 @@ __all__ = [
     "events_as_jsonl",
 ]
 
-EVENT_KINDS = ("drawdown", "repayment", "write_off", "line_change")
+EVENT_KINDS = ("drawdown", "repayment", "write_off", "line_change", "recovery")
 IMPORT_ENTRY = "credit.loans.imported"
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@#+\-]{0,127}")
 _FIELDS = ("key", "loan_id", "merchant", "kind", "date", "amount", "currency", "rate_bp")
@@ -307,13 +313,15 @@ def _loans(session: Session, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
 def _positions(
     session: Session, ids: Sequence[str], open_from: date | None
 ) -> tuple[dict[str, list[int]], list[tuple[date, int, str, str, int]]]:
-    """Each loan's ``[principal, interest due]`` at the end of the last closed period, and
-    its stored events in open periods as ``(day, -1, loan, kind, amount)``.
+    """Each loan's ``[principal, interest due, recoverable, written off?]`` at the end of
+    the last closed period, and its stored events in open periods as
+    ``(day, -1, loan, kind, amount)``.
 
     Principal is Σdrawdowns − Σrepayments − Σwrite-offs of closed periods + the interest
     their repayments paid instead of principal; interest due is what closed periods
     accrued and repayments have not yet paid nor a write-off taken (see
-    gateway.credit._accrual).
+    gateway.credit._accrual). Recoverable is Σwrite-offs + Σinterest written off −
+    Σrecoveries; the flag is 1 once the loan had a write-off.
     """
     out: dict[str, list[int]] = {}
     later: list[tuple[date, int, str, str, int]] = []
@@ -328,8 +336,14 @@ def _positions(
         if open_from is None or day >= open_from:
             later.append((day, -1, loan, kind, int(amount)))
             continue
-        pos = out.setdefault(loan, [0, 0])
+        pos = out.setdefault(loan, [0, 0, 0, 0])
+        if kind == "recovery":
+            pos[2] -= int(amount)
+            continue
         pos[0] += int(amount) if kind == "drawdown" else -int(amount)
+        if kind == "write_off":
+            pos[2] += int(amount)
+            pos[3] = 1
     accrued = session.execute(
         select(
             AccrualRow.loan_id,
@@ -341,9 +355,10 @@ def _positions(
         .group_by(AccrualRow.loan_id)
     )
     for loan, interest, paid, written_off in accrued:
-        pos = out.setdefault(loan, [0, 0])
+        pos = out.setdefault(loan, [0, 0, 0, 0])
         pos[0] += int(paid)
         pos[1] += int(interest) - int(paid) - int(written_off)
+        pos[2] += int(written_off)
     return out, later
 
 
@@ -377,7 +392,8 @@ def import_events(
     ------
     ImportRefused
         ``BAD_ROW``, ``CONFLICTING_REPEAT``, ``UNKNOWN_MERCHANT``, ``PERIOD_CLOSED``,
-        ``NEGATIVE_BALANCE``; nothing is written.
+        ``NEGATIVE_BALANCE``, ``NOT_WRITTEN_OFF``, ``RECOVERY_EXCEEDS_WRITE_OFF``; nothing is
+        written.
     """
     now = at or datetime.now(UTC)
     if session.get(ImportRow, file_digest) is not None:
@@ -461,7 +477,9 @@ def import_events(
         )
     # Replay the open periods' stored and new rows in date order on each loan's position
     # at the last close, as the month closes will: a repayment pays due interest first, a
-    # write-off takes principal only; no step may take the principal below zero.
+    # write-off takes principal only; no step may take the principal below zero. A
+    # recovery moves no principal: it needs an earlier write-off and room under what was
+    # written off (principal, and interest at closed month ends) less earlier recoveries.
     open_from = Period(last_closed).next.first if last_closed is not None else None
     position, replay = _positions(session, [lid for lid in loan_ids if lid in known], open_from)
     stored = bool(replay)
@@ -471,7 +489,15 @@ def import_events(
     limits = {ev.loan_id: ev.amount for _, ev in in_date_order if ev.kind == "line_change"}
     for lid in loan_ids:  # one list per loan up front, not one per row
         if lid not in position:
-            position[lid] = [0, 0]
+            position[lid] = [0, 0, 0, 0]
+
+    def blame(i: int, loan: str) -> int:
+        """The loan's latest new row so far (a stored row never errs), else its first."""
+        return next(
+            (r[1] for r in reversed(replay[: i + 1]) if r[2] == loan and r[1] >= 0),
+            0,
+        ) or min(ev.line for _, ev in new if ev.loan_id == loan)
+
     for i, (day, _line, loan, kind, amount) in enumerate(replay):
         if kind == "line_change":
             continue
@@ -479,15 +505,34 @@ def import_events(
         if kind == "drawdown":
             pos[0] += amount
             continue
+        if kind == "recovery":
+            if not pos[3]:
+                line_no = blame(i, loan)
+                raise ImportRefused(
+                    f"line {line_no}: loan {loan} has no write-off on or before {day}: "
+                    "a recovery is cash collected on written-off money",
+                    code="NOT_WRITTEN_OFF",
+                    line=line_no,
+                )
+            pos[2] -= amount
+            if pos[2] < 0:
+                line_no = blame(i, loan)
+                raise ImportRefused(
+                    f"line {line_no}: recoveries of loan {loan} to {day} exceed what was written "
+                    f"off by {-pos[2]} fen (principal written off, plus interest written off at "
+                    "closed month ends, less earlier recoveries)",
+                    code="RECOVERY_EXCEEDS_WRITE_OFF",
+                    line=line_no,
+                )
+            continue
+        if kind == "write_off":
+            pos[2] += amount
+            pos[3] = 1
         to_interest = min(amount, pos[1]) if kind == "repayment" else 0
         pos[1] -= to_interest
         pos[0] -= amount - to_interest
         if pos[0] < 0:
-            # Blame the loan's latest new row so far (a stored row never errs), else its first.
-            line_no = next(
-                (r[1] for r in reversed(replay[: i + 1]) if r[2] == loan and r[1] >= 0),
-                0,
-            ) or min(ev.line for _, ev in new if ev.loan_id == loan)
+            line_no = blame(i, loan)
             raise ImportRefused(
                 f"line {line_no}: loan {loan} would owe {pos[0]} fen on {day} (repaid or written "
                 "off more than the principal and, for a repayment, the interest accrued to "

@@ -128,7 +128,8 @@ class LoanEventRow(CreditBase):
 
     __table_args__ = (
         CheckConstraint(
-            "kind IN ('drawdown', 'repayment', 'write_off', 'line_change')", name="kind"
+            "kind IN ('drawdown', 'repayment', 'write_off', 'line_change', 'recovery')",
+            name="kind",
         ),
         CheckConstraint("amount >= 0", name="amount_nonnegative"),
         Index("ix_credit_loan_events_loan_on", "loan_id", "day"),
@@ -204,7 +205,13 @@ class AlertRow(CreditBase):
 
 
 class SettlementRow(CreditBase):
-    """What one ISV was owed and paid for one period."""
+    """What one ISV was owed and paid for one period.
+
+    ``clawback`` is the share claw-backs this period's settlement booked against the ISV
+    (what it owes back, ``isv:<id>:clawback-receivable``); ``netted`` is the part of earlier
+    and this period's claw-backs taken out of this period's payout (fee + share =
+    instructed + netted once everything is instructed).
+    """
 
     __tablename__ = "credit_settlements"
 
@@ -215,9 +222,15 @@ class SettlementRow(CreditBase):
     share: Mapped[int] = mapped_column(BigInteger, nullable=False)
     instructed: Mapped[int] = mapped_column(BigInteger, nullable=False)
     cleared: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    clawback: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    netted: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     statement_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     settled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
     __table_args__ = (
         CheckConstraint("cleared <= instructed AND instructed <= fee + share", name="paid_le_due"),
+        CheckConstraint(
+            "clawback >= 0 AND netted >= 0 AND instructed + netted <= fee + share",
+            name="netted_le_due",
+        ),
     )

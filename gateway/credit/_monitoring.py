@@ -123,7 +123,8 @@ def loan_positions(session: Session, as_of: date, term_days: int) -> dict[str, t
     per: dict[str, list[tuple[date, str, int]]] = defaultdict(list)
     for loan, day, kind, amount in session.execute(
         select(LoanEventRow.loan_id, LoanEventRow.day, LoanEventRow.kind, LoanEventRow.amount)
-        .where(LoanEventRow.day <= as_of, LoanEventRow.kind != "line_change")
+        # A recovery is cash on written-off money: it moves no drawn balance.
+        .where(LoanEventRow.day <= as_of, LoanEventRow.kind.notin_(("line_change", "recovery")))
         .order_by(LoanEventRow.loan_id, LoanEventRow.day, LoanEventRow.key)
     ):
         per[loan].append((day, kind, int(amount)))

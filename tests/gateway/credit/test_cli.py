@@ -74,6 +74,55 @@ def test_import_settle_statement(cli: CliRunner, tmp_path: Path) -> None:
     assert _events() == 1
 
 
+def test_write_off_clawback_and_recovery_through_the_cli(cli: CliRunner, tmp_path: Path) -> None:
+    """July settled and cleared; August writes the loan off whole: the statement shows both
+    months' shares clawed back, August's share netted and the rest carried; a recovery above
+    what was written off exits 1 with its code and line, one within it is kept."""
+    july = _write(
+        tmp_path / "jul.jsonl",
+        [event("d1", "L1", "drawdown", "2026-07-01", 20_000_000, merchant="m1")],
+    )
+    aug = _write(tmp_path / "aug.jsonl", [event("w1", "L1", "write_off", "2026-08-10", 20_000_000)])
+    too_much = _write(
+        tmp_path / "r1.jsonl",
+        [
+            event("r0", "L1", "recovery", "2026-09-01", 5),
+            event("r1", "L1", "recovery", "2026-09-02", 30_000_000),
+        ],
+    )
+    ok = _write(tmp_path / "r2.jsonl", [event("r2", "L1", "recovery", "2026-09-02", 1_000_000)])
+
+    assert cli.invoke(app, ["loans", "import", str(july)]).exit_code == 0
+    assert cli.invoke(app, ["settle", "--period", "2026-07", "--clear"]).exit_code == 0
+    assert cli.invoke(app, ["loans", "import", str(aug)]).exit_code == 0
+    settled = cli.invoke(app, ["settle", "--period", "2026-08", "--clear"])
+    stmt = cli.invoke(app, ["statements", "isv01", "--period", "2026-08"])
+    csv_out = cli.invoke(app, ["statements", "isv01", "--period", "2026-08", "--format", "csv"])
+    refused = cli.invoke(app, ["loans", "import", str(too_much)])
+    n_refused = _events()
+    kept = cli.invoke(app, ["loans", "import", str(ok)])
+
+    assert settled.exit_code == 0, settled.output
+    doc = json.loads(stmt.stdout)
+    # August: 9 days × 5,000,000 fen above the platform line at 18 % → 22,191 uplift interest,
+    # share 4,438; July's 15,287 was paid. Both come back: 19,725, 4,438 of it netted.
+    assert [(x["share_period"], x["clawback"]) for x in doc["clawbacks"]] == [
+        ("2026-07", 15_287),
+        ("2026-08", 4_438),
+    ]
+    assert (doc["net"]["net"], doc["net"]["payout"], doc["net"]["carried_forward"]) == (
+        -15_287,
+        0,
+        15_287,
+    )
+    assert doc["ties_to_book"]
+    assert csv_out.stdout.splitlines()[-1] == "isv01,2026-08,carried-forward,,,,,-15287"
+    assert refused.exit_code == 1
+    assert "error[RECOVERY_EXCEEDS_WRITE_OFF]: line 2" in refused.output
+    assert n_refused == 2
+    assert kept.exit_code == 0 and _events() == 3
+
+
 def test_bad_file_exits_1_and_keeps_nothing(cli: CliRunner, tmp_path: Path) -> None:
     """A bad row names its line, exits 1 without a traceback, and stores nothing."""
     f = tmp_path / "bad.jsonl"
