@@ -225,7 +225,7 @@ def erp_changes(
     now = _at_or_before(hist, pd.Timestamp(as_of))
     ids = sorted(set(then.index) & set(now.index))
     then, now = then.loc[ids], now.loc[ids]
-    ok = (then[AS_OF] < now[AS_OF]).to_numpy()
+    ok = np.array(then[AS_OF].to_numpy() < now[AS_OF].to_numpy(), dtype=bool)
     raw: dict[str, np.ndarray] = {}
     for name, field in _RATIOS.items():
         a, b = _floats(then[field]), _floats(now[field])
