@@ -85,6 +85,13 @@ from ._settlement import (
     statement_csv,
 )
 from ._shares import ShareLine, share_lines, share_requests
+from ._signals import (
+    SIGNAL_SOURCE,
+    SignalRelease,
+    erp_changes_by_merchant,
+    line_decision_days,
+    query_signals,
+)
 from ._simulator import SimulatedLoans, simulate_loans
 
 metadata = CreditBase.metadata
@@ -180,6 +187,11 @@ __all__ = [
     "OpenLoanCohort",
     "open_loan_merchants",
     "rescore_open_loans",
+    "SIGNAL_SOURCE",
+    "SignalRelease",
+    "query_signals",
+    "erp_changes_by_merchant",
+    "line_decision_days",
     "SimulatedLoans",
     "simulate_loans",
     # storage
