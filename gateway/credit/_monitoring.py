@@ -271,8 +271,9 @@ def _pass_id(
                     sorted((o.erp_now or {}).items()),
                     o.payment_balance,
                     m in consented,
+                    # The released values, not their job: the same changes released
+                    # again make the same pass (a no-op).
                     sorted((o.erp_changes or {}).items()),
-                    sorted((o.erp_source or {}).items(), key=repr),
                 )
             ).encode()
         )
