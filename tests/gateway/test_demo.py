@@ -175,6 +175,15 @@ def test_money_loop_lends_monitors_and_settles(report: DemoReport) -> None:
     assert m.fake_trade_caught <= m.fake_trade_loans
     assert m.paused_monitoring > 0 and report.ledger_kinds["consent.paused"] == m.paused_monitoring
     assert m.rescored > 0  # a real post_loan_monitoring scoring job fed month 2's PDs
+    # ... and a real erp-changes signals job its ERP rules (one receipt per node, ε 0).
+    assert m.signals_released > 0
+    signal_receipts = [
+        r for r in json.loads((report.demo_dir / "jobs" / "demo-signals-monitoring"
+                               / "result.json").read_text())["receipts"]
+    ]  # fmt: skip
+    assert sorted(r["data_provider"] for r in signal_receipts) == sorted(report.isvs)
+    assert all(r["action"] == "query.signals" and r["epsilon_spent"] == 0.0
+               for r in signal_receipts)  # fmt: skip
     assert report.ledger_kinds["credit.line"] == m.merchants
     assert report.ledger_kinds["credit.period.closed"] == 6
 
