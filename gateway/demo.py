@@ -91,6 +91,7 @@ TRAIN_JOB = "demo-train"
 SCORE_JOB = "demo-score"
 RESCORE_JOB = "demo-rescore-monitoring"
 SIGNALS_JOB = "demo-signals-monitoring"
+REVENUE_JOB = "demo-signals-revenue"
 EXPORT_FILE = "ledger-export.jsonl"
 HTML_FILE = "report.html"
 CONSENT_DAYS = 180
@@ -538,6 +539,7 @@ def _money(
     rescore: Any = None,
     erp_month: Any = None,
     signals: Any = None,
+    revenue: Any = None,
 ) -> MoneyReport:
     """Lines, loans, monitoring and settlement on the demo's database (:mod:`.demo_money`)."""
     from consent import pause
@@ -566,6 +568,7 @@ def _money(
             rescore=rescore,
             erp_month=erp_month,
             signals=signals,
+            revenue=revenue,
         )
 
 
@@ -774,6 +777,13 @@ def run_demo(
                     job_id=SIGNALS_JOB, as_of=as_of, since=since, runtime=runtime,
                 )  # fmt: skip
 
+        def revenue(merchants: list[str], as_of: Any) -> credit.SignalRelease:
+            with _quiet_flower():
+                return credit.query_signals(
+                    cfg, wn, kind="revenue-3m", merchants=merchants, cohort_source=cohort,
+                    job_id=REVENUE_JOB, as_of=as_of, runtime=runtime,
+                )  # fmt: skip
+
         money = _money(
             cfg,
             sessions,
@@ -790,6 +800,7 @@ def run_demo(
             rescore,
             erp_month,
             signals,
+            revenue,
         )
         stages.seconds["money loop"] = time.perf_counter() - t0
         export = cfg.data_dir / EXPORT_FILE

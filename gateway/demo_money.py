@@ -25,7 +25,10 @@ Called by :func:`gateway.demo.run_demo` after scoring. Everything goes through
 * off-platform merchants: 3 % of the ISV merchants are treated as having no platform
   sales; their PD is their ERP-only g score (the ``pd-erp`` job's, calibrated on the
   platform's labels: training the ``pd-erp-only`` spec too would double the demo's
-  federated time) and their line base is the ERP-reported turnover.
+  federated time) and their line base is the ERP-reported turnover as the nodes release
+  it: one ``revenue-3m`` signals job under ``credit_scoring`` for those merchants, three
+  months of revenue rounded down to each node's granularity (``revenue=None``: read
+  from the world's ERP tables instead). A merchant no node released gets no line.
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ class MoneyReport:
     paused_monitoring: int
     rescored: int
     signals_released: int
+    revenue_released: int
     fees_total: Mapping[str, int]
     shares_total: Mapping[str, int]
     settled_cleared: Mapping[str, int]
@@ -158,13 +162,15 @@ def run_money_loop(
     rescore: Callable[[list[str]], pd.DataFrame] | None = None,
     erp_month: Callable[[Mapping[str, pd.DataFrame]], None] | None = None,
     signals: Callable[[list[str], date, date], credit.SignalRelease] | None = None,
+    revenue: Callable[[list[str], date], credit.SignalRelease] | None = None,
 ) -> MoneyReport:
     """Run the loop; ``stage``/``advance`` draw progress; ``pause(session, merchant)`` pauses a
     merchant's consent and says whether it could (a revoked one cannot).
 
     ``erp_month(rows)`` appends a month's snapshot rows to each ISV's ERP table and
     ``signals(merchants, as_of, since)`` runs the ``erp-changes`` job; with both, month
-    :data:`RESCORE_MONTH`'s ERP rules read the nodes' release.
+    :data:`RESCORE_MONTH`'s ERP rules read the nodes' release. ``revenue(merchants,
+    as_of)`` runs the ``revenue-3m`` job that gives off-platform merchants their line base.
     """
     from federation.schema import AS_OF, FAKE_LABEL, LABEL
 
@@ -217,16 +223,27 @@ def run_money_loop(
         )
         g_map = {str(m): float(g) for m, g in zip(gated["merchant_id"], gated["g"], strict=True)}
         cal_ids = [m for m in on["merchant_id"].astype(str) if m in g_map]
+        off_ids = sorted(m for m in off if m in g_map)
+        base_3m = {m: 3 * int(latest[isv_of[m]].loc[m, "monthly_revenue"]) for m in off_ids}
+        if revenue is not None and off_ids:
+            # The line base as the nodes release it: 3 months of ERP revenue, floored.
+            rel = revenue(off_ids, now.date()).frame
+            rel = rel[rel["signal"] == "revenue_3m"].drop_duplicates("merchant_id")
+            base_3m = {str(m): int(v) for m, v in zip(rel["merchant_id"], rel["value"],
+                                                      strict=True)}  # fmt: skip
+        revenue_released = len(base_3m) if revenue is not None else 0
         off_rows = pd.DataFrame(
             [
                 {
                     "merchant_id": m,
                     "isv_id": isv_of[m],
                     "g": g_map[m],
-                    "monthly_revenue": int(latest[isv_of[m]].loc[m, "monthly_revenue"]),
+                    # offplatform_scores takes a monthly figure (× 3): a released base
+                    # loses at most 2 fen more to this division.
+                    "monthly_revenue": base_3m[m] // 3,
                 }
-                for m in sorted(off)
-                if m in g_map
+                for m in off_ids
+                if m in base_3m
             ],
             columns=["merchant_id", "isv_id", "g", "monthly_revenue"],
         )
@@ -472,6 +489,7 @@ def run_money_loop(
         paused_monitoring=len(paused),
         rescored=rescored,
         signals_released=released_n,
+        revenue_released=revenue_released,
         fees_total=dict(fees),
         shares_total=dict(shares),
         settled_cleared=dict(cleared),

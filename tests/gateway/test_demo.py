@@ -177,6 +177,10 @@ def test_money_loop_lends_monitors_and_settles(report: DemoReport) -> None:
     assert m.rescored > 0  # a real post_loan_monitoring scoring job fed month 2's PDs
     # ... and a real erp-changes signals job its ERP rules (one receipt per node, ε 0).
     assert m.signals_released > 0
+    # Off-platform line bases came from a revenue-3m release (floored to 1,000 yuan).
+    assert m.revenue_released > 0 and m.off_platform <= m.revenue_released
+    revenue = pd.read_csv(report.demo_dir / "jobs" / "demo-signals-revenue" / "signals.csv")
+    assert (revenue["signal"] == "revenue_3m").all() and not (revenue["value"] % 100_000).any()
     signal_receipts = [
         r for r in json.loads((report.demo_dir / "jobs" / "demo-signals-monitoring"
                                / "result.json").read_text())["receipts"]
