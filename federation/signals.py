@@ -160,7 +160,7 @@ def _on_grid(value: float, step: float) -> bool:
 def _snap(values: np.ndarray, step: float, lo: float, hi: float) -> np.ndarray:
     """Nearest multiple of ``step``, clipped to ``[lo, hi]`` (both on the grid)."""
     q = np.clip(np.round(values / step), round(lo / step), round(hi / step))
-    return np.round(q * step, 10)
+    return np.asarray(np.round(q * step, 10), dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)

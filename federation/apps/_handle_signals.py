@@ -117,7 +117,7 @@ def signals(msg: Message, ctx: Context) -> Message:
     return Message(
         RecordDict(
             {
-                SIGNALS_KEY: ArrayRecord({k: as_array(v) for k, v in out.values.items()}),  # type: ignore[misc]
+                SIGNALS_KEY: ArrayRecord({k: as_array(v) for k, v in out.values.items()}),
                 SIGNAL_IDS_KEY: ConfigRecord({KEY_MERCHANT_IDS: out.merchant_ids}),
                 METRICS_KEY: MetricRecord({NUM_EXAMPLES: len(out.merchant_ids)}),
             }

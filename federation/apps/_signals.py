@@ -105,7 +105,7 @@ def signals(job: Job) -> dict[str, Any]:
     for reply in job.send(msgs):
         isv = job.nodes.get(reply.metadata.src_node_id, "?")
         if reply.has_error():
-            note = job.check_refusal(reply.error.reason, isv, 0, action, roots[isv])
+            note = job.check_refusal(reply.error.reason or "", isv, 0, action, roots[isv])
             job.failures.append(
                 f"signals@{isv}: [{reply.error.code}] {reply.error.reason}"
                 + (f" ({note})" if note else "")
