@@ -121,11 +121,13 @@ def test_ledger_export_audits_and_counts_match(report: DemoReport) -> None:
     assert kinds["consent.granted"] == kinds["consent.activated"] == report.consents_granted
     assert kinds["consent.revoked"] == report.consents_revoked
     # training: a sketch + (train, evaluate) per round per node; scoring: one per node
-    # training (identify + 2 per round), scoring, and month 2's monitoring re-score, where
-    # a node may refuse a cohort below its own minimum: then its signed refusal is ledgered
+    # training (identify + 2 per round), scoring, and one per node for each of the three
+    # money-loop queries (the off-platform revenue-3m release, month 3's monitoring
+    # re-score and its erp-changes release), where a node may refuse a cohort below its
+    # own minimum: then its signed refusal is ledgered instead
     refused = kinds.get("refusal", 0)
-    assert 0 <= refused < ISVS
-    assert kinds["data.used"] == ISVS * (1 + 2 * ROUNDS) + ISVS + ISVS - refused
+    assert 0 <= refused < 3 * ISVS
+    assert kinds["data.used"] == ISVS * (1 + 2 * ROUNDS) + ISVS + 3 * ISVS - refused
     lines = report.export_path.read_text().splitlines()
     leaves = [json.loads(x) for x in lines if '"leaf"' in x]
     assert len(leaves) == report.ledger_entries == sum(kinds.values())
