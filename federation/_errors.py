@@ -21,7 +21,8 @@ Each class carries a machine-readable ``code``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "FederationError",
@@ -71,7 +72,8 @@ class JobFailed(FederationError):
 
     ``scores_path`` names the scores a scoring job did collect from the nodes that
     answered (``None`` when it wrote none), so a caller that treats a node's verified
-    policy refusal as an expected outcome can keep the others' scores.
+    policy refusal as an expected outcome can keep the others' scores; ``signals_path``
+    and ``receipts`` (the verified receipts' ledger bodies) do the same for a signals job.
     """
 
     code = "JOB_FAILED"
@@ -83,10 +85,14 @@ class JobFailed(FederationError):
         code: str | None = None,
         reasons: Sequence[str] = (),
         scores_path: str | None = None,
+        signals_path: str | None = None,
+        receipts: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         super().__init__(message, code=code)
         self.reasons: tuple[str, ...] = tuple(reasons)
         self.scores_path = scores_path
+        self.signals_path = signals_path
+        self.receipts: tuple[Mapping[str, Any], ...] = tuple(receipts)
 
 
 class DataError(FederationError):

@@ -151,6 +151,8 @@ class JobResult:
     """How updates were aggregated: ``strategy`` (``fedavg``/``fedprox``, with
     ``proximal_mu``), ``secure`` (``none`` or ``secagg+`` with its parameters and
     ``masked_rounds``, the rounds whose aggregate came from SecAgg+'s unmasking)."""
+    signals_path: Path | None = None
+    """A signals job's ``signals.csv`` (``merchant_id,isv_id,signal,value``)."""
 
 
 def node_entry(node: NodeConfig) -> dict[str, str]:
@@ -246,6 +248,7 @@ def _read_result(out_dir: Path, seconds: float, round_times: list[float]) -> Job
         seconds=seconds,
         round_seconds=tuple(round_times),
         aggregation=doc.get("aggregation", {}),
+        signals_path=Path(doc["signals_path"]) if doc.get("signals_path") else None,
     )
 
 
@@ -413,5 +416,7 @@ def run_job(
             code=code or "JOB_FAILED",
             reasons=reasons,
             scores_path=doc.get("scores_path"),
+            signals_path=doc.get("signals_path"),
+            receipts=doc.get("receipts", ()),
         )
     return _read_result(out_dir, seconds, round_times)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -89,6 +90,8 @@ CONSUMER = jobs.DEFAULT_CONSUMER
 TRAIN_JOB = "demo-train"
 SCORE_JOB = "demo-score"
 RESCORE_JOB = "demo-rescore-monitoring"
+SIGNALS_JOB = "demo-signals-monitoring"
+REVENUE_JOB = "demo-signals-revenue"
 EXPORT_FILE = "ledger-export.jsonl"
 HTML_FILE = "report.html"
 CONSENT_DAYS = 180
@@ -316,7 +319,9 @@ def _grant_consents(
                     "purposes": ["credit_scoring", "model_training", "post_loan_monitoring"],
                     "categories": sorted(categories),
                     "data_from": doc["data_from"],
-                    "data_to": doc["data_to"],
+                    # Monitoring reads the months after the lines: the consented range runs
+                    # to the consent's end, not only to the world's single snapshot.
+                    "data_to": max(str(doc["data_to"]), f"{now + timedelta(days=CONSENT_DAYS):%F}"),
                     "frequency": {"uses": 1000, "per": "day"},
                     "data_life_days": 90,
                     "consent_start": (now - timedelta(days=1)).isoformat(),
@@ -532,6 +537,9 @@ def _money(
     seed: int,
     stages: _Stages,
     rescore: Any = None,
+    erp_month: Any = None,
+    signals: Any = None,
+    revenue: Any = None,
 ) -> MoneyReport:
     """Lines, loans, monitoring and settlement on the demo's database (:mod:`.demo_money`)."""
     from consent import pause
@@ -558,7 +566,18 @@ def _money(
             advance=stages.advance,
             pause=pause_one,
             rescore=rescore,
+            erp_month=erp_month,
+            signals=signals,
+            revenue=revenue,
         )
+
+
+def _append_snapshot(path: Path, rows: pd.DataFrame) -> None:
+    """Append a month's rows to an ISV's ERP Parquet file (replaced atomically)."""
+    table = pd.concat([pd.read_parquet(path), rows], ignore_index=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def _seeded(node: Any, test_seed: int, folder: Path) -> Any:
@@ -747,6 +766,24 @@ def run_demo(
                     cohort_source=cohort, job_id=RESCORE_JOB, runtime=runtime,
                 )
 
+        def erp_month(rows: Mapping[str, pd.DataFrame]) -> None:  # each ISV's ERP: a month
+            for node in wn.nodes:
+                _append_snapshot(node.erp_path, rows[node.isv_id])
+
+        def signals(merchants: list[str], as_of: Any, since: Any) -> credit.SignalRelease:
+            with _quiet_flower():
+                return credit.query_signals(
+                    cfg, wn, kind="erp-changes", merchants=merchants, cohort_source=cohort,
+                    job_id=SIGNALS_JOB, as_of=as_of, since=since, runtime=runtime,
+                )  # fmt: skip
+
+        def revenue(merchants: list[str], as_of: Any) -> credit.SignalRelease:
+            with _quiet_flower():
+                return credit.query_signals(
+                    cfg, wn, kind="revenue-3m", merchants=merchants, cohort_source=cohort,
+                    job_id=REVENUE_JOB, as_of=as_of, runtime=runtime,
+                )  # fmt: skip
+
         money = _money(
             cfg,
             sessions,
@@ -761,6 +798,9 @@ def run_demo(
             seed,
             stages,
             rescore,
+            erp_month,
+            signals,
+            revenue,
         )
         stages.seconds["money loop"] = time.perf_counter() - t0
         export = cfg.data_dir / EXPORT_FILE

@@ -15,12 +15,20 @@ Called by :func:`gateway.demo.run_demo` after scoring. Everything goes through
   ``RESCORE_MONTH`` the PDs are real instead: one scoring job under
   ``post_loan_monitoring`` (:func:`gateway.credit.rescore_open_loans`) over the
   merchants with an open loan whose consent covers it, mapped to a PD by the
-  origination combiner as stored (:func:`gateway.credit.save_combiner`). The nodes'
-  ERP-signal query under that purpose is not built.
+  origination combiner as stored (:func:`gateway.credit.save_combiner`), and the ERP
+  signals are real too: each ISV's ERP receives that month's snapshot (the simulated
+  values written as a new row per merchant into the node's own ERP file, as the ISV's
+  ERP would), and one ``erp-changes`` signals job under ``post_loan_monitoring``
+  (:func:`gateway.credit.query_signals`) asks the nodes for each open-loan merchant's
+  changes since the snapshot its line was decided on; the rules read the changes the
+  nodes released, coarsened by their own policies, never the levels.
 * off-platform merchants: 3 % of the ISV merchants are treated as having no platform
   sales; their PD is their ERP-only g score (the ``pd-erp`` job's, calibrated on the
   platform's labels: training the ``pd-erp-only`` spec too would double the demo's
-  federated time) and their line base is the ERP-reported turnover.
+  federated time) and their line base is the ERP-reported turnover as the nodes release
+  it: one ``revenue-3m`` signals job under ``credit_scoring`` for those merchants, three
+  months of revenue rounded down to each node's granularity (``revenue=None``: read
+  from the world's ERP tables instead). A merchant no node released gets no line.
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ __all__ = ["MonthResult", "MoneyReport", "run_money_loop", "OFF_PLATFORM_SHARE"]
 OFF_PLATFORM_SHARE = 0.03
 MONTHS = 6
 RESCORE_MONTH = 2
-"""The month whose monitoring pass reads a real re-scoring job (the others simulate PDs)."""
+"""The month whose monitoring pass reads a real re-scoring job and a real ERP signals job
+(the others simulate PDs and ERP values)."""
 SIGNALS = ("gross_margin", "monthly_revenue", "shipping_cost_per_order", "orders_shipped")
 STOPPED_ACCOUNT = 2_000_000
 """Fen left in the payment account of a merchant that stopped paying (early collection takes it)."""
@@ -97,6 +106,8 @@ class MoneyReport:
     collected: int
     paused_monitoring: int
     rescored: int
+    signals_released: int
+    revenue_released: int
     fees_total: Mapping[str, int]
     shares_total: Mapping[str, int]
     settled_cleared: Mapping[str, int]
@@ -149,9 +160,18 @@ def run_money_loop(
     advance: Callable[[Any, int], None],
     pause: Callable[[Any, str], bool],
     rescore: Callable[[list[str]], pd.DataFrame] | None = None,
+    erp_month: Callable[[Mapping[str, pd.DataFrame]], None] | None = None,
+    signals: Callable[[list[str], date, date], credit.SignalRelease] | None = None,
+    revenue: Callable[[list[str], date], credit.SignalRelease] | None = None,
 ) -> MoneyReport:
     """Run the loop; ``stage``/``advance`` draw progress; ``pause(session, merchant)`` pauses a
-    merchant's consent and says whether it could (a revoked one cannot)."""
+    merchant's consent and says whether it could (a revoked one cannot).
+
+    ``erp_month(rows)`` appends a month's snapshot rows to each ISV's ERP table and
+    ``signals(merchants, as_of, since)`` runs the ``erp-changes`` job; with both, month
+    :data:`RESCORE_MONTH`'s ERP rules read the nodes' release. ``revenue(merchants,
+    as_of)`` runs the ``revenue-3m`` job that gives off-platform merchants their line base.
+    """
     from federation.schema import AS_OF, FAKE_LABEL, LABEL
 
     secs: dict[str, float] = {}
@@ -203,16 +223,27 @@ def run_money_loop(
         )
         g_map = {str(m): float(g) for m, g in zip(gated["merchant_id"], gated["g"], strict=True)}
         cal_ids = [m for m in on["merchant_id"].astype(str) if m in g_map]
+        off_ids = sorted(m for m in off if m in g_map)
+        base_3m = {m: 3 * int(latest[isv_of[m]].loc[m, "monthly_revenue"]) for m in off_ids}
+        if revenue is not None and off_ids:
+            # The line base as the nodes release it: 3 months of ERP revenue, floored.
+            rel = revenue(off_ids, now.date()).frame
+            rel = rel[rel["signal"] == "revenue_3m"].drop_duplicates("merchant_id")
+            base_3m = {str(m): int(v) for m, v in zip(rel["merchant_id"], rel["value"],
+                                                      strict=True)}  # fmt: skip
+        revenue_released = len(base_3m) if revenue is not None else 0
         off_rows = pd.DataFrame(
             [
                 {
                     "merchant_id": m,
                     "isv_id": isv_of[m],
                     "g": g_map[m],
-                    "monthly_revenue": int(latest[isv_of[m]].loc[m, "monthly_revenue"]),
+                    # offplatform_scores takes a monthly figure (× 3): a released base
+                    # loses at most 2 fen more to this division.
+                    "monthly_revenue": base_3m[m] // 3,
                 }
-                for m in sorted(off)
-                if m in g_map
+                for m in off_ids
+                if m in base_3m
             ],
             columns=["merchant_id", "isv_id", "g", "monthly_revenue"],
         )
@@ -280,6 +311,39 @@ def run_money_loop(
     stop = dict(zip([f"L-{d.merchant_id}" for d in lent], sim.stop_month.tolist(), strict=True))
     rng = np.random.default_rng([seed, 11])
     brush_month = {m: int(rng.integers(0, MONTHS)) for m in ids if fake.get(m)}
+    # The lines were decided on the world's snapshot: the node compares each later month
+    # with a merchant's latest snapshot at or before that day.
+    decided_on = max(pd.Timestamp(f[AS_OF].max()) for f in erp.values()).date()
+
+    def simulated(m: str, k: int) -> tuple[dict[str, float], dict[str, float]]:
+        """ERP signals at decision time and in month ``k`` (simulated from ground truth)."""
+        row = latest[isv_of[m]].loc[m]
+        then = {key: float(row[key]) for key in SIGNALS}
+        now_s = dict(then)
+        months_out = k - stop[f"L-{m}"] if stop[f"L-{m}"] >= 0 else -1
+        if months_out >= 0:  # first the turnover falls, a month later the margin collapses
+            now_s["monthly_revenue"] *= 0.5
+            if months_out >= 1:
+                now_s["gross_margin"] -= 0.15
+        if m in brush_month and brush_month[m] <= k:
+            now_s["shipping_cost_per_order"] *= 0.65
+            now_s["orders_shipped"] *= 1.3
+        return then, now_s
+
+    def month_rows(k: int, day: date) -> dict[str, pd.DataFrame]:
+        """Each ISV's snapshot of month ``k``: every merchant's latest row, dated ``day``,
+        with the borrowers' simulated signals (money and counts as whole numbers)."""
+        out = {}
+        for isv, frame in latest.items():
+            rows = frame.copy()
+            for d in lent:
+                if isv_of.get(d.merchant_id) == isv:
+                    _, now_s = simulated(d.merchant_id, k)
+                    for key, v in now_s.items():
+                        rows.loc[d.merchant_id, key] = v if key == "gross_margin" else round(v)
+            rows[AS_OF] = pd.Timestamp(day)
+            out[isv] = rows.reset_index().astype(erp[isv].dtypes.to_dict())[list(erp[isv].columns)]
+        return out
 
     # -- months: monitoring, then settlement --------------------------------------------
     months: list[MonthResult] = []
@@ -290,44 +354,51 @@ def run_money_loop(
     paused: list[str] = []
     loan_merchants = sorted({d.merchant_id for d in lent if d.merchant_id in isv_of})
     rescored = 0
+    released_n = 0
     with stage("monitoring + settlement, month by month", MONTHS) as task:
         for k, per in enumerate(periods):
             if k == 3:
                 with sessions() as s, s.begin():
                     paused = [m for m in loan_merchants[::MONITOR_PAUSED_EVERY] if pause(s, m)]
             pd_rescored: dict[str, float] = {}
-            if k == RESCORE_MONTH and rescore is not None:
+            released: dict[str, tuple[str, dict[str, float], dict[str, Any]]] | None = None
+            if k == RESCORE_MONTH and (rescore is not None or signals is not None):
                 with sessions() as s:
                     open_loans = credit.loan_positions(s, per.last, pol.monitoring.term_days)
                 open_merchants = sorted(loan[2:] for loan in open_loans)  # loan ids: L-<merchant>
-                pd_rescored = stored.pds_now(rescore(open_merchants))
-                rescored = len(pd_rescored)
+                if signals is not None and erp_month is not None:
+                    erp_month(month_rows(k, per.last))  # the ISVs' ERPs receive the month
+                if rescore is not None:
+                    pd_rescored = stored.pds_now(rescore(open_merchants))
+                    rescored = len(pd_rescored)
+                if signals is not None and erp_month is not None:
+                    release = signals(
+                        [m for m in open_merchants if m in isv_of], per.last, decided_on
+                    )
+                    released = credit.erp_changes_by_merchant(release)
+                    released_n = len(released)
             obs: dict[str, credit.Observation] = {}
             for d in lent:
                 m = d.merchant_id
                 isv = isv_of.get(m)
-                months_out = k - stop[f"L-{m}"] if stop[f"L-{m}"] >= 0 else -1
-                stopped = months_out >= 0
+                stopped = 0 <= stop[f"L-{m}"] <= k
                 pd0 = d.pd_with if d.pd_with is not None else d.pd_f
                 then = now_s = None
-                if isv is not None:
-                    row = latest[isv].loc[m]
-                    then = {key: float(row[key]) for key in SIGNALS}
-                    now_s = dict(then)
-                    if stopped:  # first the turnover falls, a month later the margin collapses
-                        now_s["monthly_revenue"] *= 0.5
-                        if months_out >= 1:
-                            now_s["gross_margin"] -= 0.15
-                    if m in brush_month and brush_month[m] <= k:
-                        now_s["shipping_cost_per_order"] *= 0.65
-                        now_s["orders_shipped"] *= 1.3
-                simulated = None if pd0 is None else min(1.0, pd0 + (0.10 if stopped else 0.0))
+                changes = source = None
+                if released is not None:  # this month: what the nodes released, nothing else
+                    if m in released:
+                        _, changes, source = released[m]
+                elif isv is not None:
+                    then, now_s = simulated(m, k)
+                pd_sim = None if pd0 is None else min(1.0, pd0 + (0.10 if stopped else 0.0))
                 obs[m] = credit.Observation(
                     merchant_id=m,
-                    pd_now=pd_rescored.get(m, simulated),
+                    pd_now=pd_rescored.get(m, pd_sim),
                     erp_then=then,
                     erp_now=now_s,
                     payment_balance=STOPPED_ACCOUNT if stopped else 10**9,
+                    erp_changes=changes,
+                    erp_source=source,
                 )
             with sessions() as s, s.begin():
                 allowed_m = credit.covering_consents(
@@ -417,6 +488,8 @@ def run_money_loop(
         collected=actions.get("early_collection", 0),
         paused_monitoring=len(paused),
         rescored=rescored,
+        signals_released=released_n,
+        revenue_released=revenue_released,
         fees_total=dict(fees),
         shares_total=dict(shares),
         settled_cleared=dict(cleared),

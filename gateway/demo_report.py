@@ -16,7 +16,9 @@ __all__ = ["write_demo_html"]
 _NOTE = (
     '<p class="note">{n} merchants paused their consent before month 4 and dropped out of '
     "the data-based rules (the overdue rule reads the platform's own loan book). Monitoring "
-    "signals after the single ERP snapshot are simulated from the world's ground truth.</p>"
+    "signals after the single ERP snapshot are simulated from the world's ground truth; in "
+    "month 3 the simulated month is written into each ISV's ERP and the rules read the "
+    "changes the nodes released (an erp-changes query), never the levels.</p>"
 )
 
 

@@ -12,7 +12,8 @@ the simulation runtime:
   ServerApp checks identities and receipts against;
 * one :class:`~federation.apps.NodeConfig` per ISV, keeping its DP ledger and
   replay guard under ``<data_dir>/nodes/<isv>/``;
-* the ServerApp's run config (kebab-case keys) for a training or scoring job,
+* the ServerApp's run config (kebab-case keys) for a training, scoring or ERP
+  signals job,
   naming the gateway's per-merchant lifetime ε account across all ISVs
   (``<data_dir>/privacy/merchants.json``);
 * the cohort source the ServerApp builds each round's manifests from: the live
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +57,7 @@ __all__ = [
     "base_run_config",
     "train_run_config",
     "score_run_config",
+    "signals_run_config",
     "read_lineage",
     "privacy_account_path",
 ]
@@ -412,4 +415,41 @@ def score_run_config(
     config.update({k: v for k, v in spec_values.items() if k != "spec"})
     config["model-dir"] = str(model_dir.resolve())
     config["score-purpose"] = purpose
+    return config
+
+
+def signals_run_config(
+    settings: Settings,
+    wn: WorldNodes,
+    *,
+    job_id: str,
+    kind: str,
+    as_of: date,
+    since: date | None = None,
+    since_file: Path | None = None,
+    consumer: str = DEFAULT_CONSUMER,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """An ERP signals job's run config (``mode = "signals"``, :mod:`federation.signals`).
+
+    ``kind`` is ``erp-changes`` (``post_loan_monitoring``) or ``revenue-3m``
+    (``credit_scoring``); its manifests name the kind's purpose and categories. ``since``
+    applies to every merchant without a day in ``since_file`` (CSV ``merchant_id,since``).
+    The rounding is never in it: each node applies its own policy.
+    """
+    config = base_run_config(
+        settings,
+        job_id=job_id,
+        mode="signals",
+        spec="pd-erp",  # names no model: only the manifests' framing (categories replaced)
+        registry=wn.registry,
+        consumer=consumer,
+        out=out,
+    )
+    config["signal-kind"] = kind
+    config["signal-as-of"] = as_of.isoformat()
+    if since is not None:
+        config["signal-since"] = since.isoformat()
+    if since_file is not None:
+        config["signal-since-file"] = str(since_file.resolve())
     return config

@@ -16,7 +16,7 @@ does the two things every phase needs:
 
 The phases themselves live in their own modules: :mod:`._identify`,
 :mod:`._statistics`, :mod:`._training` (rounds, evaluation, best round),
-:mod:`._scoring`; :meth:`Job.run` calls them and writes ``result.json``.
+:mod:`._scoring`, :mod:`._signals`; :meth:`Job.run` calls them and writes ``result.json``.
 """
 
 from __future__ import annotations
@@ -95,6 +95,9 @@ class Job:
     _prepared: dict[tuple[int, str, str], tuple[ConfigRecord, str, int]] = field(
         default_factory=dict, repr=False
     )
+    # Signals mode only: the merchant ids of each (round, node) manifest, so the request
+    # names per-merchant ``since`` days for that node's own merchants only.
+    manifest_members: dict[tuple[int, str], list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -223,6 +226,8 @@ class Job:
                 np.asarray([e.consent_id for e in entries], dtype=str), "utf-8"
             )
         self.manifest_sizes[(server_round, isv)] = count = len(entries)
+        if s.mode == "signals":
+            self.manifest_members[(server_round, isv)] = [e.merchant_id for e in entries]
         charges = purpose == "model_training" and self._charges(server_round)
         header: dict[str, Any] = {
             "job_id": s.job_id,
@@ -372,12 +377,14 @@ class Job:
     def run(self) -> None:
         """The whole job; writes ``result.json`` whatever happens, raises on any failure."""
         from ._scoring import score
+        from ._signals import signals
         from ._training import train
 
         s = self.settings
         doc: dict[str, Any] = {"job_id": s.job_id, "mode": s.mode, "status": "failed"}
+        phase = {"train": train, "score": score, "signals": signals}[s.mode]
         try:
-            doc.update(train(self) if s.mode == "train" else score(self))
+            doc.update(phase(self))
             doc["status"] = "failed" if self.failures else "succeeded"
         except Exception as exc:
             self.failures.append(f"SERVER_FAILED: {type(exc).__name__}: {exc}")

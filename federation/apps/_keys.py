@@ -10,6 +10,7 @@ __all__ = [
     "ACTION_IDENTIFY",
     "ACTION_MANIFEST",
     "ACTION_SCORE",
+    "ACTION_SIGNALS",
     "ACTION_SKETCH",
     "ALLOWED_METRIC_KEYS",
     "ARRAYS_KEY",
@@ -46,6 +47,13 @@ __all__ = [
     "KEY_SIGNATURE",
     "SCORES_KEY",
     "SCORE_IDS_KEY",
+    "SIGNALS_KEY",
+    "SIGNAL_IDS_KEY",
+    "KEY_SIGNAL_KIND",
+    "KEY_SIGNAL_AS_OF",
+    "KEY_SIGNAL_SINCE",
+    "KEY_SINCE_IDS",
+    "KEY_SINCE_DATES",
     "MANIFEST_ACK_KEY",
     "KEY_MERCHANT_IDS",
     "SKETCH_KEY",
@@ -66,6 +74,8 @@ SKETCH_KEY = "sketch"  # ArrayRecord: mergeable quantile sketch arrays
 SCORES_KEY = "scores"  # ArrayRecord: one float array of per-merchant g-scores
 SCORE_IDS_KEY = "score-ids"  # ConfigRecord: the merchant ids, aligned with SCORES_KEY
 MANIFEST_ACK_KEY = "manifest-ack"  # ConfigRecord: chunks of a streamed manifest accepted
+SIGNALS_KEY = "signals"  # ArrayRecord: one array per released ERP signal (federation.signals)
+SIGNAL_IDS_KEY = "signal-ids"  # ConfigRecord: the merchant ids, aligned with SIGNALS_KEY
 
 # --- keys inside the JOB_KEY ConfigRecord ---------------------------------------------------
 KEY_JOB_ID = "job-id"
@@ -90,6 +100,11 @@ KEY_DP_EPSILON = "dp-epsilon"  # 0.0 means "no DP"
 KEY_DP_DELTA = "dp-delta"
 KEY_DP_MAX_GRAD_NORM = "dp-max-grad-norm"
 KEY_LIFETIME_EPSILON = "dp-lifetime-epsilon"
+KEY_SIGNAL_KIND = "signal-kind"  # which release a signals query asks for (erp-changes, …)
+KEY_SIGNAL_AS_OF = "signal-as-of"  # ISO date: "now" is the latest snapshot at or before it
+KEY_SIGNAL_SINCE = "signal-since"  # ISO date or "": "then" for merchants not listed below
+KEY_SINCE_IDS = "since-merchant-ids"  # list[str]: merchants with their own "since" …
+KEY_SINCE_DATES = "since-dates"  # list[str]: … and those ISO dates, aligned
 
 # --- keys inside reply records ---------------------------------------------------------------
 KEY_RECEIPT = "token"
@@ -103,6 +118,7 @@ AUC_STD = "auc-std"  # a bound on the noise of a node's released AUC (federation
 ACTION_IDENTIFY = "identify"
 ACTION_SKETCH = "sketch"
 ACTION_SCORE = "score"
+ACTION_SIGNALS = "signals"  # coarse per-merchant ERP signals (federation.signals)
 ACTION_MANIFEST = "manifest"  # chunks of a streamed manifest (federation.apps._stream)
 
 # --- egress whitelist ------------------------------------------------------------------------

@@ -6,8 +6,9 @@
   :func:`federation.apps.load_cohort`).
 * :func:`egress_guard_mod` lets a reply out only if it holds the declared
   records: model arrays of the shapes the server sent, whitelisted scalar
-  metrics, a receipt, and per action a sketch (k-anonymous points only) or
-  scores of bounded shape.
+  metrics, a receipt, and per action a sketch (k-anonymous points only),
+  scores of bounded shape, or ERP signals on the node's own grid
+  (:func:`federation.signals.release_problem`).
   Anything else turns the reply into an error and is logged (keys only).
 * :func:`usage_receipt_mod` attaches the node's signed :class:`UsageReceipt`.
 
@@ -40,6 +41,7 @@ from ._keys import (
     ACTION_IDENTIFY,
     ACTION_MANIFEST,
     ACTION_SCORE,
+    ACTION_SIGNALS,
     ACTION_SKETCH,
     ALLOWED_METRIC_KEYS,
     ARRAYS_KEY,
@@ -57,6 +59,7 @@ from ._keys import (
     KEY_NONCE,
     KEY_RECEIPT,
     KEY_ROUND,
+    KEY_SIGNAL_KIND,
     KEY_SIGNATURE,
     KEY_SPEC,
     MAX_SKETCH_ARRAY_SIZE,
@@ -65,6 +68,8 @@ from ._keys import (
     RECEIPT_KEY,
     SCORE_IDS_KEY,
     SCORES_KEY,
+    SIGNAL_IDS_KEY,
+    SIGNALS_KEY,
     SKETCH_KEY,
 )
 from ._node import NodeConfig
@@ -94,10 +99,13 @@ PURPOSE_FOR_ACTION: dict[str, tuple[str, ...]] = {
     "evaluate": ("model_training",),
     f"query.{ACTION_SKETCH}": ("model_training",),
     f"query.{ACTION_SCORE}": ("credit_scoring", "post_loan_monitoring"),
+    f"query.{ACTION_SIGNALS}": ("credit_scoring", "post_loan_monitoring"),
 }
 """The consent purposes a manifest may name for each action: scoring serves origination
 (``credit_scoring``) and the re-scoring of merchants with open loans
-(``post_loan_monitoring``); every entry must still match an approval for that purpose."""
+(``post_loan_monitoring``); every entry must still match an approval for that purpose.
+A signals query's handler narrows it to its kind's one purpose
+(:data:`federation.signals.SIGNAL_PURPOSE`)."""
 
 
 TEST_CLOCK_SKEW_ENV = "FEDGATE_TEST_ONLY_NODE_CLOCK_SKEW_S"
@@ -298,6 +306,7 @@ def make_manifest_mod(
             dp_epsilon=float(cfg.get(KEY_DP_EPSILON, 0.0)),  # type: ignore[arg-type]
             dp_delta=float(cfg.get(KEY_DP_DELTA, 0.0)),  # type: ignore[arg-type]
             unapproved=unapproved,
+            model=action != f"query.{ACTION_SIGNALS}",
         )
         if refusal is not None:
             rule, counts = refusal
@@ -358,6 +367,9 @@ def _egress_problem(msg: Message, reply: Message, request: VerifiedRequest) -> s
     elif action == f"query.{ACTION_SCORE}":
         allowed[SCORES_KEY] = ArrayRecord
         allowed[SCORE_IDS_KEY] = ConfigRecord
+    elif action == f"query.{ACTION_SIGNALS}":
+        allowed[SIGNALS_KEY] = ArrayRecord
+        allowed[SIGNAL_IDS_KEY] = ConfigRecord
     elif action == f"query.{ACTION_IDENTIFY}":
         allowed = {IDENTITY_KEY: ConfigRecord}
     for key, record in content.items():
@@ -384,6 +396,8 @@ def _egress_problem(msg: Message, reply: Message, request: VerifiedRequest) -> s
         return p
     if action == f"query.{ACTION_SCORE}":
         return _scores_problem(content, request)
+    if action == f"query.{ACTION_SIGNALS}":
+        return _signals_problem(msg, content, request)
     if action == f"query.{ACTION_IDENTIFY}":
         ident = content.config_records.get(IDENTITY_KEY)
         if ident is None or set(ident.keys()) != {KEY_ISV_ID, KEY_SIGNATURE}:
@@ -460,6 +474,39 @@ def _scores_problem(content: object, request: VerifiedRequest) -> str | None:
     if not set(map(str, ids)) <= allowed or len(set(ids)) != len(ids):
         return "scores name merchants outside the scoring manifest"
     return None
+
+
+def _signals_problem(msg: Message, content: object, request: VerifiedRequest) -> str | None:
+    """A signals reply leaves only as the node's own coarse release for the asked kind.
+
+    Independent of the handler: the kind must be one the node's policy serves, for the
+    manifest's purpose; then :func:`federation.signals.release_problem` checks the
+    arrays against the policy's grid, clip and minimum cohort and the ids against the
+    manifest. The metrics carry the count only.
+    """
+    from flwr.app import RecordDict
+
+    from ..signals import SIGNAL_PURPOSE, release_problem
+
+    if not isinstance(content, RecordDict) or request.policy is None or not request.manifest:
+        return "a signals reply needs a verified request"
+    if SIGNALS_KEY not in content or SIGNAL_IDS_KEY not in content:
+        return "a signals reply carries signals and their merchant ids"
+    kind = str(msg.content.config_records[JOB_KEY].get(KEY_SIGNAL_KIND, ""))
+    policy = request.policy
+    if kind not in policy.allowed_signals or SIGNAL_PURPOSE.get(kind) != request.manifest.purpose:
+        return f"signal kind {kind!r} is not released under {request.manifest.purpose!r}"
+    ids_rec = content.config_records[SIGNAL_IDS_KEY]
+    ids = ids_rec.get(KEY_MERCHANT_IDS)
+    if set(ids_rec.keys()) != {KEY_MERCHANT_IDS} or not isinstance(ids, list):
+        return "a signals reply carries exactly one merchant id list"
+    metrics = content.metric_records.get(METRICS_KEY)
+    if metrics is not None and set(metrics.keys()) - {NUM_EXAMPLES}:
+        return "a signals reply's metrics carry the count only"
+    values = {k: np.asarray(v.numpy()) for k, v in content.array_records[SIGNALS_KEY].items()}
+    return release_problem(
+        kind, ids, values, policy.signal_rules(), {e.merchant_id for e in request.manifest.entries}
+    )
 
 
 def egress_guard_mod(msg: Message, ctx: Context, call_next: CallNext) -> Message:

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from consent import CohortManifest, ManifestEntry, ManifestReplayGuard
 
+from .._errors import DataError
 from ..data import Connector, RowSelection, load_mapping, make_connector
 from ..node import ApprovalRegister, ModelRegister, NodePolicy, load_policy
 from ..schema import AS_OF, MERCHANT_ID, FieldSpec, job_features
@@ -279,8 +280,8 @@ class Cohort:
 
     @property
     def merchant_ids(self) -> list[str]:
-        """Merchants present (sorted); also every merchant any read row belonged to."""
-        return sorted(self.frame[MERCHANT_ID].astype(str))
+        """Merchants present (sorted, once each); also every merchant any read row belonged to."""
+        return sorted(self.frame[MERCHANT_ID].astype(str).unique())
 
 
 def load_cohort(
@@ -290,6 +291,8 @@ def load_cohort(
     now: datetime,
     select: Callable[[ManifestEntry], bool] | None = None,
     extras: Sequence[FieldSpec] | None = None,
+    fields: Sequence[str] | None = None,
+    history: bool = False,
 ) -> Cohort:
     """Read exactly the rows a verified manifest allows (and the handler needs).
 
@@ -306,11 +309,19 @@ def load_cohort(
     extras : Sequence[FieldSpec] | None, default None
         The job's extra fields (already checked against the node's mapping by the
         manifest mod); ``None`` takes them from the current verified request.
+    fields : Sequence[str] | None, default None
+        Read only these of the consented features (a signals query reads four);
+        ``None`` reads every consented feature. A field the manifest's categories do
+        not cover raises ``DataError`` (``FIELD_NOT_CONSENTED``).
+    history : bool, default False
+        Keep every snapshot inside each merchant's consented range (sorted by merchant
+        and date) instead of only the latest one.
 
     Returns
     -------
     Cohort
-        One row per merchant: its latest ERP snapshot inside its consented data range.
+        One row per merchant (every snapshot with ``history``) inside its consented
+        data range.
 
     Raises
     ------
@@ -329,6 +340,14 @@ def load_cohort(
         req = _request.get()
         extras = req.extras if req is not None else ()
     features = tuple(job_features(manifest.categories, extras))
+    if fields is not None:
+        outside = [f for f in fields if f not in features]
+        if outside:
+            raise DataError(
+                f"{len(outside)} field(s) outside the manifest's categories",
+                code="FIELD_NOT_CONSENTED",
+            )
+        features = tuple(fields)
     selection = RowSelection(
         [e.merchant_id for e in live], [e.data_from for e in live], [e.data_to for e in live]
     )
@@ -336,11 +355,10 @@ def load_cohort(
     frame = connector.read_selected(selection, features, coerce=connector.strict)
     rows_read = len(frame)
     # The latest snapshot per merchant within its consented range (vectorised).
-    frame = (
-        frame.sort_values([MERCHANT_ID, AS_OF], kind="stable")
-        .drop_duplicates(MERCHANT_ID, keep="last")
-        .reset_index(drop=True)
-    )
+    frame = frame.sort_values([MERCHANT_ID, AS_OF], kind="stable")
+    if not history:
+        frame = frame.drop_duplicates(MERCHANT_ID, keep="last")
+    frame = frame.reset_index(drop=True)
     frame[MERCHANT_ID] = frame[MERCHANT_ID].astype(str)
     labels = {e.merchant_id: int(e.label) for e in live if e.label is not None}
     return Cohort(

@@ -1,4 +1,4 @@
-"""What a job leaves in its output directory: result, model, lineage, scores."""
+"""What a job leaves in its output directory: result, model, lineage, scores, signals."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULT_FILE", "MODEL_FILE", "LINEAGE_FILE", "SCORES_FILE", "write_result"]
+__all__ = [
+    "RESULT_FILE", "MODEL_FILE", "LINEAGE_FILE", "SCORES_FILE", "SIGNALS_FILE", "write_result"
+]
 
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.npz"
 LINEAGE_FILE = "lineage.json"
 SCORES_FILE = "scores.csv"
+SIGNALS_FILE = "signals.csv"
+"""A signals job's release: ``merchant_id,isv_id,signal,value``, one row per merchant,
+ISV and signal (:mod:`federation.apps._signals`)."""
 
 
 def write_result(out_dir: Path, doc: dict[str, Any]) -> None:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 from .._errors import FederationError
 from ..holdout import HOLDOUT_BUCKETS
 from ..lifetime import PRIVACY_ACCOUNT_KEY
+from ..signals import ERP_CHANGES, SIGNAL_CATEGORIES, SIGNAL_KINDS
 from ..specs import ModelSpec, spec_from_run_config
 from ._keys import KEY_HOLDOUT_BUCKETS
 from ._stream import DEFAULT_STREAM_ABOVE, stream_above
@@ -44,7 +45,7 @@ class ServerSettings:
     ----------
     job_id : str
     mode : str
-        ``"train"`` or ``"score"``.
+        ``"train"``, ``"score"`` or ``"signals"`` (an ERP signals query, :mod:`._signals`).
     spec : ModelSpec
     db_url : str
         Platform database (consent state, ledger).
@@ -88,6 +89,19 @@ class ServerSettings:
     manifest_stream_above : int, default 65536
         Cohorts with more entries are streamed to the node in chunk messages ahead of
         the work message (run-config ``manifest-stream-above``; ``0``: always).
+    signal_kind : str, default "erp-changes"
+        Signals mode: the release asked for (run-config ``signal-kind``,
+        :data:`federation.signals.SIGNAL_KINDS`); its manifests name the kind's purpose
+        and categories (the spec's categories are replaced by the kind's).
+    signal_as_of : date | None, default None
+        Signals mode: ``now`` is the latest snapshot at or before it (``signal-as-of``,
+        ISO day; ``None``: today, UTC).
+    signal_since : date | None, default None
+        Signals mode, ``erp-changes``: ``then`` is the latest snapshot at or before it
+        (``signal-since``) for merchants without their own.
+    signal_since_file : Path | None, default None
+        Signals mode: a CSV ``merchant_id,since`` of per-merchant ``since`` days
+        (``signal-since-file``).
     """
 
     job_id: str
@@ -112,6 +126,10 @@ class ServerSettings:
     privacy_account: Path | None = None
     holdout_buckets: int = HOLDOUT_BUCKETS
     manifest_stream_above: int = DEFAULT_STREAM_ABOVE
+    signal_kind: str = ERP_CHANGES
+    signal_as_of: date | None = None
+    signal_since: date | None = None
+    signal_since_file: Path | None = None
 
     @classmethod
     def from_run_config(cls, rc: Mapping[str, Any]) -> ServerSettings:
@@ -121,9 +139,25 @@ class ServerSettings:
             v = str(rc.get(key, ""))
             return Path(v) if v else None
 
+        def opt_day(key: str) -> date | None:
+            v = str(rc.get(key, "") or "")
+            try:
+                return date.fromisoformat(v) if v else None
+            except ValueError:
+                raise FederationError(f"{key} must be YYYY-MM-DD, got {v!r}",
+                                      code="BAD_CONFIG") from None  # fmt: skip
+
         mode = str(rc.get("mode", "train"))
-        if mode not in ("train", "score"):
-            raise FederationError(f"mode must be train or score, got {mode!r}", code="BAD_CONFIG")
+        if mode not in ("train", "score", "signals"):
+            raise FederationError(
+                f"mode must be train, score or signals, got {mode!r}", code="BAD_CONFIG"
+            )
+        kind = str(rc.get("signal-kind", ERP_CHANGES))
+        if kind not in SIGNAL_KINDS:
+            raise FederationError(
+                f"signal-kind must be one of {', '.join(SIGNAL_KINDS)}, got {kind!r}",
+                code="BAD_CONFIG",
+            )
         score_purpose = str(rc.get("score-purpose", SCORE_PURPOSES[0]))
         if score_purpose not in SCORE_PURPOSES:
             raise FederationError(
@@ -131,10 +165,13 @@ class ServerSettings:
                 code="BAD_CONFIG",
             )
         try:
+            spec = spec_from_run_config(rc)
+            if mode == "signals":  # its manifests name exactly what the kind reads
+                spec = replace(spec, categories=SIGNAL_CATEGORIES[kind], extras=())
             return cls(
                 job_id=str(rc["job-id"]),
                 mode=mode,
-                spec=spec_from_run_config(rc),
+                spec=spec,
                 db_url=str(rc["db-url"]),
                 gateway_key=Path(str(rc["gateway-key"])),
                 node_keys=Path(str(rc["node-keys"])),
@@ -154,6 +191,10 @@ class ServerSettings:
                 privacy_account=opt_path(PRIVACY_ACCOUNT_KEY),
                 holdout_buckets=int(rc.get(KEY_HOLDOUT_BUCKETS, HOLDOUT_BUCKETS)),
                 manifest_stream_above=stream_above(rc),
+                signal_kind=kind,
+                signal_as_of=opt_day("signal-as-of"),
+                signal_since=opt_day("signal-since"),
+                signal_since_file=opt_path("signal-since-file"),
             )
         except KeyError as exc:
             raise FederationError(f"run config lacks {exc}", code="BAD_CONFIG") from None

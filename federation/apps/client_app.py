@@ -1,4 +1,5 @@
-"""The ISV node's ClientApp: sketch, train, evaluate and score on manifest-filtered ERP rows.
+"""The ISV node's ClientApp: sketch, train, evaluate, score and release ERP signals on
+manifest-filtered ERP rows.
 
 Mods, outermost first: the error guard, SecAgg+ and its legacy bridge,
 :func:`manifest_mod`, :func:`egress_guard_mod`, :func:`usage_receipt_mod`. Every
@@ -6,7 +7,7 @@ handler starts from :func:`current_request` (which exists only after the manifes
 mod verified the message) and reads rows only through :func:`load_cohort`; each
 records what it used for the receipt. One module per handler: ``identify`` here,
 :mod:`._handle_sketch`, :mod:`._handle_train`, :mod:`._handle_evaluate`,
-:mod:`._handle_score`; what they share is in :mod:`._handling`.
+:mod:`._handle_score`, :mod:`._handle_signals`; what they share is in :mod:`._handling`.
 
 Deployment: ``flwr-clientapp`` loads ``federation.apps.client_app:app``; the
 SuperNode's ``--node-config`` carries ``isv-id``, ``erp-path``, ``node-key``,
@@ -26,6 +27,7 @@ from .._errors import FederationError
 from ..node import error_guard_mod
 from ._handle_evaluate import evaluate
 from ._handle_score import score
+from ._handle_signals import signals
 from ._handle_sketch import sketch
 from ._handle_train import train
 from ._handling import data_errors
@@ -33,6 +35,7 @@ from ._keys import (
     ACTION_IDENTIFY,
     ACTION_MANIFEST,
     ACTION_SCORE,
+    ACTION_SIGNALS,
     ACTION_SKETCH,
     ERR,
     IDENTITY_KEY,
@@ -105,6 +108,7 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     client.train()(data_errors(train))
     client.evaluate()(data_errors(evaluate))
     client.query(ACTION_SCORE)(data_errors(score))
+    client.query(ACTION_SIGNALS)(data_errors(signals))
     return client
 
 

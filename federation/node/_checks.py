@@ -30,6 +30,7 @@ def check_request(
     dp_epsilon: float,
     dp_delta: float,
     unapproved: int,
+    model: bool = True,
 ) -> Refusal | None:
     """The first policy rule the request breaks, or ``None``.
 
@@ -46,12 +47,16 @@ def check_request(
         The message's DP budget (``dp_epsilon <= 0``: no DP).
     unapproved : int
         Manifest entries no approval in the node's register covers.
+    model : bool, default True
+        The request runs a model (train, evaluate, sketch, score): its spec and
+        architecture must be allowed. A signals query runs none (its own rules are
+        checked by its handler).
     """
     if policy.require_approval and unapproved:
         return "CONSENT_NOT_APPROVED", {"entries": unapproved}
-    if spec not in policy.allowed_specs:
+    if model and spec not in policy.allowed_specs:
         return "SPEC_NOT_ALLOWED", {}
-    if arch not in policy.allowed_archs:
+    if model and arch not in policy.allowed_archs:
         return "ARCH_NOT_ALLOWED", {}
     outside = [c for c in categories if c not in policy.allowed_categories]
     if outside:

@@ -28,6 +28,19 @@ Keys (kebab-case, all optional)::
     approvals = "approvals.sqlite" # the register of merchant approvals (relative: state dir)
     require-approval = true       # every manifest entry must match an approval the node holds
     test-seed = -1                # tests only: a node-local seed (never from a message)
+    allowed-signals = ["erp-changes", "revenue-3m"]  # ERP signal releases (query.signals)
+    signal-change-step = 0.01     # grid of released ratio changes (revenue, shipping, orders)
+    signal-max-change = 2.0       # ratio changes clipped to [-1, this]
+    signal-margin-step-pt = 0.5   # grid of the released gross-margin change, in points
+    signal-max-margin-pt = 50.0   # margin change clipped to ±this
+    signal-revenue-step = 100000  # revenue-3m rounded down to this many fen (1,000 yuan)
+
+Signal releases (:mod:`federation.signals`) also need ``min-score-cohort`` released
+merchants. Both kinds are allowed by default: each still needs a manifest for its
+own purpose (``post_loan_monitoring`` / ``credit_scoring``) whose every entry
+matches an approval the node holds, and each releases only coarse values (changes
+on a grid, a floored turnover), never an ERP row; an ISV that will not serve one
+removes it from ``allowed-signals``.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ from typing import Any
 
 from .._errors import FederationError
 from ..schema import ERP_CATEGORIES
+from ..signals import SIGNAL_KINDS, SignalRules
 
 __all__ = ["NodePolicy", "SAFE_DEFAULTS", "load_policy", "POLICY_TABLE"]
 
@@ -74,6 +88,11 @@ class NodePolicy:
     test_seed : int, default -1
         ``>= 0`` seeds the node's noise and sampling (tests only); ``-1`` uses the
         operating system's CSPRNG for every draw.
+    allowed_signals : tuple[str, ...], default both kinds
+    signal_change_step, signal_max_change, signal_margin_step_pt, signal_max_margin_pt :
+        float, default 0.01, 2.0, 0.5, 50.0
+    signal_revenue_step : int, default 100000
+        The coarsening of every ERP signal release (:meth:`signal_rules`).
     """
 
     min_cohort: int = 10
@@ -94,6 +113,23 @@ class NodePolicy:
     approvals: str = "approvals.sqlite"
     require_approval: bool = True
     test_seed: int = field(default=-1, repr=False)
+    allowed_signals: tuple[str, ...] = SIGNAL_KINDS
+    signal_change_step: float = 0.01
+    signal_max_change: float = 2.0
+    signal_margin_step_pt: float = 0.5
+    signal_max_margin_pt: float = 50.0
+    signal_revenue_step: int = 100_000
+
+    def signal_rules(self) -> SignalRules:
+        """The coarsening of ERP signal releases (:class:`federation.signals.SignalRules`)."""
+        return SignalRules(
+            change_step=self.signal_change_step,
+            max_change=self.signal_max_change,
+            margin_step_pt=self.signal_margin_step_pt,
+            max_margin_pt=self.signal_max_margin_pt,
+            revenue_step=self.signal_revenue_step,
+            min_cohort=self.min_score_cohort,
+        )
 
     def __post_init__(self) -> None:
         for name in ("min_cohort", "min_score_cohort", "max_bins"):
@@ -114,6 +150,10 @@ class NodePolicy:
             raise ValueError("policy delta must be in (0, 1)")
         if self.min_noise_multiplier < 0:
             raise ValueError("policy min_noise_multiplier must be >= 0")
+        unknown = [k for k in self.allowed_signals if k not in SIGNAL_KINDS]
+        if unknown:
+            raise ValueError(f"policy allowed_signals names unknown kinds {unknown}")
+        self.signal_rules()  # steps positive, clips on their grids (ValueError otherwise)
 
     @classmethod
     def from_mapping(cls, table: Mapping[str, Any]) -> NodePolicy:

@@ -143,6 +143,14 @@ def _print_money(m: MoneyReport) -> None:
         f"({m.fake_trade_alerts} merchants alerted)",
     )
     lines.add_row("paused consents (month 4)", str(m.paused_monitoring))
+    lines.add_row(
+        "off-platform line base from the nodes (revenue-3m)",
+        f"{m.revenue_released} merchants",
+    )
+    lines.add_row(
+        "month 3 from the nodes",
+        f"{m.rescored} re-scored PDs, {m.signals_released} merchants' ERP changes (erp-changes)",
+    )
     lines.add_row("write-offs", f"{m.write_offs} ({_yuan(m.written_off)} yuan)")
     console.print(lines)
     months = Table(

@@ -12,6 +12,16 @@ combiner persisted when the lines were computed (:func:`gateway.credit.load_comb
 its file checked against the ledger's hash); that PD feeds the ``pd_rise`` rule unless
 the observations file gives one. No combiner yet: ``error[NO_COMBINER]``, exit 1, before
 any job starts.
+
+``--signals --world W`` runs a real ERP signals job first (``erp-changes`` under
+``post_loan_monitoring``, :func:`gateway.credit.query_signals`) for the merchants with
+an open loan: each node releases, per merchant whose consent covers monitoring and whose
+approval it holds, the changes between its snapshot at or before ``since`` (each line's
+decision day, or ``--since``) and its latest at or before ``--as-of``, coarsened by the
+node's own policy. Those changes feed the ERP rules (they win over an observations
+file's values) and each alert records them with the job id and the node receipt's
+ledger index. A merchant a node did not release (no two snapshots in the window) gets
+no ERP rule.
 """
 
 from __future__ import annotations
@@ -121,6 +131,68 @@ def _rescore(
     return stored.model_id
 
 
+def _signals(
+    cfg: Any,
+    day: date,
+    world: Path,
+    since: date | None,
+    obs: dict[str, credit.Observation],
+    isv: dict[str, str],
+) -> None:
+    """Run the monitoring signals job; put each released merchant's changes into ``obs``."""
+    from dataclasses import replace
+
+    from federation import FederationError
+
+    from .. import jobs
+
+    try:
+        with session() as s:
+            _, pol = policy_in_force(s)
+            merchants = credit.open_loan_merchants(s, day, pol.monitoring.term_days)
+            per = {} if since is not None else credit.line_decision_days(s, merchants)
+    except credit.CreditError as exc:
+        fail(exc.code, str(exc))
+    if not merchants:
+        console.print("signals: no open loans, no signals job run")
+        return
+    try:
+        wn = jobs.world_nodes(cfg, world)
+    except jobs.JobSetupError as exc:
+        fail(exc.code, str(exc))
+    cohort = jobs.ConsentCohort(cfg)
+    try:
+        release = credit.query_signals(
+            cfg,
+            wn,
+            kind="erp-changes",
+            merchants=merchants,
+            cohort_source=cohort,
+            job_id=f"monitor-signals-{uuid.uuid4().hex[:12]}",
+            as_of=day,
+            since=since,
+            since_by_merchant=per,
+        )
+    except (credit.CreditError, FederationError, jobs.JobSetupError) as exc:
+        fail(getattr(exc, "code", "SIGNALS_FAILED"), str(exc))
+    finally:
+        cohort.close()
+    changes = credit.erp_changes_by_merchant(release)
+    for m, (isv_id, values, source) in changes.items():
+        isv.setdefault(m, isv_id)
+        o = obs.get(m) or credit.Observation(merchant_id=m)
+        obs[m] = replace(o, erp_changes=values, erp_source=source)
+    seqs = ", ".join(f"{k} #{v}" for k, v in sorted(release.receipts.items()))
+    console.print(
+        f"signals: {len(merchants)} merchants with an open loan, {len(changes)} released by "
+        f"the nodes under post_loan_monitoring (job {release.job_id}; receipts {seqs or '-'}"
+        + (f"; {len(release.refused)} node(s) refused" if release.refused else "")
+        + ")",
+        highlight=False,
+        markup=False,
+    )
+
+
 @app.command("run")
 def run(
     as_of: Annotated[
@@ -138,10 +210,21 @@ def run(
         ),
     ] = False,
     world: Annotated[
-        Path | None, typer.Option("--world", help="World directory (with --rescore).")
+        Path | None, typer.Option("--world", help="World directory (--rescore, --signals).")
     ] = None,
     model_dir: Annotated[
         Path | None, typer.Option("--model-dir", help="A training job's output dir (--rescore).")
+    ] = None,
+    signals: Annotated[
+        bool,
+        typer.Option(
+            "--signals",
+            help="Ask the nodes for ERP changes (erp-changes, post_loan_monitoring) first.",
+        ),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="With --signals: 'then' day for all (default: decision day)."),
     ] = None,
 ) -> None:
     """Run every monitoring rule over the open loans, act, and print what was done."""
@@ -154,11 +237,21 @@ def run(
         fail("BAD_DATE", f"--as-of must be YYYY-MM-DD, got {as_of!r}")
     if rescore and (world is None or model_dir is None):
         fail("BAD_ARGUMENT", "--rescore needs --world and --model-dir")
+    if signals and world is None:
+        fail("BAD_ARGUMENT", "--signals needs --world")
+    try:
+        since_day = date.fromisoformat(since) if since else None
+    except ValueError:
+        fail("BAD_DATE", f"--since must be YYYY-MM-DD, got {since!r}")
+    if since_day is not None and not signals:
+        fail("BAD_ARGUMENT", "--since goes with --signals")
     obs, isv = _observations(observations) if observations else ({}, {})
     cfg = settings()
     key = load_or_create_key(cfg.resolved_key_dir, jobs.CONSENT_MANAGER_KEY).public_key()
     if rescore:
         model_version = _rescore(cfg, day, world, model_dir, obs, isv)  # type: ignore[arg-type]
+    if signals:
+        _signals(cfg, day, world, since_day, obs, isv)  # type: ignore[arg-type]
     try:
         with session() as s:
             version, pol = policy_in_force(s)

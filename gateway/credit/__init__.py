@@ -100,6 +100,13 @@ from ._shares import (
     share_requests,
     written_off_by_month,
 )
+from ._signals import (
+    SIGNAL_SOURCE,
+    SignalRelease,
+    erp_changes_by_merchant,
+    line_decision_days,
+    query_signals,
+)
 from ._simulator import SimulatedLoans, simulate_loans
 
 metadata = CreditBase.metadata
@@ -202,6 +209,11 @@ __all__ = [
     "OpenLoanCohort",
     "open_loan_merchants",
     "rescore_open_loans",
+    "SIGNAL_SOURCE",
+    "SignalRelease",
+    "query_signals",
+    "erp_changes_by_merchant",
+    "line_decision_days",
     "SimulatedLoans",
     "simulate_loans",
     # storage

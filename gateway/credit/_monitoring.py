@@ -18,8 +18,20 @@ rule                   fires when                                               
 Only ``overdue`` reads the platform's own loan book; the other four read data
 about the merchant (a re-score, ERP signals) and apply only to merchants whose
 consent covers ``post_loan_monitoring`` — the caller passes that set. The ERP
-signals are the few ratios a node reports for a monitoring request (values before
-and now), never the ERP rows.
+signals come one of two ways:
+
+* **changes released by the node** (``Observation.erp_changes``, from a real
+  ``erp-changes`` signals job, :func:`gateway.credit.query_signals`): the relative
+  change of revenue, shipping cost per order and orders shipped, and the gross
+  margin's change in points, each on the node's own grid; the levels never leave
+  the node. The alert's inputs record the released changes and ``erp_source``
+  (job id, node, ledger index of the node's signed receipt);
+* values before and now (``erp_then`` / ``erp_now``, an operator's observations
+  file or the demo's simulation), from which the same changes are computed.
+
+With both, the node's changes win. The thresholds compare the same quantities
+either way: ``shipping_drop``, ``orders_rise`` and ``turnover_drop`` are shares,
+``margin_drop`` is in margin units (0.10 = 10 points).
 
 Actions: *freeze* sets the loan's limit to its drawn balance (nothing more can be
 drawn); *reduce* lowers the limit to ``reduce_to_bp`` of itself, never below the
@@ -80,9 +92,15 @@ class Observation:
     pd_now : float | None, default None
         The re-scored PD (None: not re-scored).
     erp_then, erp_now : Mapping[str, float] | None, default None
-        The node's signals (:data:`SIGNALS`) at decision time and now.
+        ERP values (:data:`SIGNALS`) at decision time and now (an observations file).
     payment_balance : int, default 0
         Fen in the merchant's platform payment account (what early collection may take).
+    erp_changes : Mapping[str, float] | None, default None
+        The changes a node released (:data:`federation.signals.CHANGE_SIGNALS`:
+        ``revenue_change``, ``shipping_cost_per_order_change``, ``orders_shipped_change``
+        as shares, ``gross_margin_change_pt`` in points); wins over ``erp_then/now``.
+    erp_source : Mapping[str, Any] | None, default None
+        Where ``erp_changes`` came from (job id, node, receipt's ledger index).
     """
 
     merchant_id: str
@@ -90,6 +108,8 @@ class Observation:
     erp_then: Mapping[str, float] | None = None
     erp_now: Mapping[str, float] | None = None
     payment_balance: int = 0
+    erp_changes: Mapping[str, float] | None = None
+    erp_source: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +176,54 @@ def _change(then: Mapping[str, float], now: Mapping[str, float], key: str) -> fl
     return (b - a) / a
 
 
+def _change_rules(
+    rules: MonitoringRules, changes: Mapping[str, float], source: Mapping[str, Any] | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The ERP rules on a node's released changes; inputs name the changes and their source."""
+    fired: list[tuple[str, dict[str, Any]]] = []
+    src = {"erp_source": dict(source)} if source else {}
+    ship = changes.get("shipping_cost_per_order_change")
+    orders = changes.get("orders_shipped_change")
+    if ship is not None and orders is not None and ship <= -rules.shipping_drop \
+            and orders >= rules.orders_rise:  # fmt: skip
+        fired.append(("fake_trade", {"shipping_change": ship, "orders_change": orders, **src}))
+    gm = changes.get("gross_margin_change_pt")
+    # Compared in points: the policy's margin_drop is in margin units (0.10 = 10 points).
+    if gm is not None and -gm >= round(100 * rules.margin_drop, 9):
+        fired.append(("margin_collapse", {"margin_change_pt": gm, **src}))
+    rev = changes.get("revenue_change")
+    if rev is not None and rev <= -rules.turnover_drop:
+        fired.append(("turnover_drop", {"revenue_change": rev, **src}))
+    return fired
+
+
+def _level_rules(
+    rules: MonitoringRules, then: Mapping[str, float], now: Mapping[str, float]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The ERP rules on values before and now (an observations file)."""
+    fired: list[tuple[str, dict[str, Any]]] = []
+    ship = _change(then, now, "shipping_cost_per_order")
+    orders = _change(then, now, "orders_shipped")
+    if (
+        ship is not None
+        and orders is not None
+        and ship <= -rules.shipping_drop
+        and orders >= rules.orders_rise
+    ):
+        fired.append(
+            ("fake_trade", {"shipping_change": round(ship, 4), "orders_change": round(orders, 4)})
+        )
+    gm_then, gm_now = then.get("gross_margin"), now.get("gross_margin")
+    if gm_then is not None and gm_now is not None and gm_then - gm_now >= rules.margin_drop:
+        fired.append(
+            ("margin_collapse", {"margin_then": round(gm_then, 4), "margin_now": round(gm_now, 4)})
+        )
+    rev = _change(then, now, "monthly_revenue")
+    if rev is not None and rev <= -rules.turnover_drop:
+        fired.append(("turnover_drop", {"revenue_change": round(rev, 4)}))
+    return fired
+
+
 def evaluate_rules(
     rules: MonitoringRules,
     *,
@@ -170,33 +238,10 @@ def evaluate_rules(
         fired.append(("overdue", {"days_overdue": overdue_days, "threshold": rules.overdue_days}))
     if obs is None or not consented:
         return fired
-    then, now = obs.erp_then, obs.erp_now
-    if then is not None and now is not None:
-        ship = _change(then, now, "shipping_cost_per_order")
-        orders = _change(then, now, "orders_shipped")
-        if (
-            ship is not None
-            and orders is not None
-            and ship <= -rules.shipping_drop
-            and orders >= rules.orders_rise
-        ):
-            fired.append(
-                (
-                    "fake_trade",
-                    {"shipping_change": round(ship, 4), "orders_change": round(orders, 4)},
-                )
-            )
-        gm_then, gm_now = then.get("gross_margin"), now.get("gross_margin")
-        if gm_then is not None and gm_now is not None and gm_then - gm_now >= rules.margin_drop:
-            fired.append(
-                (
-                    "margin_collapse",
-                    {"margin_then": round(gm_then, 4), "margin_now": round(gm_now, 4)},
-                )
-            )
-        rev = _change(then, now, "monthly_revenue")
-        if rev is not None and rev <= -rules.turnover_drop:
-            fired.append(("turnover_drop", {"revenue_change": round(rev, 4)}))
+    if obs.erp_changes is not None:
+        fired += _change_rules(rules, obs.erp_changes, obs.erp_source)
+    elif obs.erp_then is not None and obs.erp_now is not None:
+        fired += _level_rules(rules, obs.erp_then, obs.erp_now)
     if (
         obs.pd_now is not None
         and decision_pd is not None
@@ -227,6 +272,9 @@ def _pass_id(
                     sorted((o.erp_now or {}).items()),
                     o.payment_balance,
                     m in consented,
+                    # The released values, not their job: the same changes released
+                    # again make the same pass (a no-op).
+                    sorted((o.erp_changes or {}).items()),
                 )
             ).encode()
         )

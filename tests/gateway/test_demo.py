@@ -121,11 +121,13 @@ def test_ledger_export_audits_and_counts_match(report: DemoReport) -> None:
     assert kinds["consent.granted"] == kinds["consent.activated"] == report.consents_granted
     assert kinds["consent.revoked"] == report.consents_revoked
     # training: a sketch + (train, evaluate) per round per node; scoring: one per node
-    # training (identify + 2 per round), scoring, and month 2's monitoring re-score, where
-    # a node may refuse a cohort below its own minimum: then its signed refusal is ledgered
+    # training (identify + 2 per round), scoring, and one per node for each of the three
+    # money-loop queries (the off-platform revenue-3m release, month 3's monitoring
+    # re-score and its erp-changes release), where a node may refuse a cohort below its
+    # own minimum: then its signed refusal is ledgered instead
     refused = kinds.get("refusal", 0)
-    assert 0 <= refused < ISVS
-    assert kinds["data.used"] == ISVS * (1 + 2 * ROUNDS) + ISVS + ISVS - refused
+    assert 0 <= refused < 3 * ISVS
+    assert kinds["data.used"] == ISVS * (1 + 2 * ROUNDS) + ISVS + 3 * ISVS - refused
     lines = report.export_path.read_text().splitlines()
     leaves = [json.loads(x) for x in lines if '"leaf"' in x]
     assert len(leaves) == report.ledger_entries == sum(kinds.values())
@@ -175,6 +177,19 @@ def test_money_loop_lends_monitors_and_settles(report: DemoReport) -> None:
     assert m.fake_trade_caught <= m.fake_trade_loans
     assert m.paused_monitoring > 0 and report.ledger_kinds["consent.paused"] == m.paused_monitoring
     assert m.rescored > 0  # a real post_loan_monitoring scoring job fed month 2's PDs
+    # ... and a real erp-changes signals job its ERP rules (one receipt per node, ε 0).
+    assert m.signals_released > 0
+    # Off-platform line bases came from a revenue-3m release (floored to 1,000 yuan).
+    assert m.revenue_released > 0 and m.off_platform <= m.revenue_released
+    revenue = pd.read_csv(report.demo_dir / "jobs" / "demo-signals-revenue" / "signals.csv")
+    assert (revenue["signal"] == "revenue_3m").all() and not (revenue["value"] % 100_000).any()
+    signal_receipts = [
+        r for r in json.loads((report.demo_dir / "jobs" / "demo-signals-monitoring"
+                               / "result.json").read_text())["receipts"]
+    ]  # fmt: skip
+    assert sorted(r["data_provider"] for r in signal_receipts) == sorted(report.isvs)
+    assert all(r["action"] == "query.signals" and r["epsilon_spent"] == 0.0
+               for r in signal_receipts)  # fmt: skip
     assert report.ledger_kinds["credit.line"] == m.merchants
     assert report.ledger_kinds["credit.period.closed"] == 6
 

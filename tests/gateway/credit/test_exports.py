@@ -28,6 +28,8 @@ EXPECTED = {
     "PlatformPds", "platform_pds", "merchant_scores", "offplatform_scores", "consented_scores",
     "COMBINER_ENTRY", "COMBINER_SUBDIR", "StoredCombiner", "save_combiner", "load_combiner",
     "OpenLoanCohort", "open_loan_merchants", "rescore_open_loans",
+    "SIGNAL_SOURCE", "SignalRelease", "query_signals", "erp_changes_by_merchant",
+    "line_decision_days",
     "SimulatedLoans", "simulate_loans",
     "CreditBase", "metadata",
 }  # fmt: skip
