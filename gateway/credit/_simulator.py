@@ -20,10 +20,17 @@ simulated balance. The simulator replays each loan to be written off through tho
 functions, month by month, at the loan's rate (``rate_bp``, else ``default_rate_bp``,
 which must be the import's ``default_rate_bp``). So after the write-off month closes the
 loan owes nothing: its principal is 0 and the book writes its unpaid interest off with it
-(``interest-write-off``), which is what claws back ISV shares. With ``recovery_bp > 0`` the
-lender also collects ``⌊written-off principal × recovery_bp / 10 000⌋`` (whole yuan) from
-each written-off merchant on day 15 of the month after the write-off, if that is
-inside the simulation: a ``recovery`` row (off by default, so the bench's and the demo's
+(``interest-write-off``), which is what claws back ISV shares. Such a write-off exceeds
+Σdrawdowns − Σrepayments when the merchant repaid before it stopped, and the import counts
+a repayment as interest only for interest of closed months: import those events month by
+month, each after the month before closed (a file sent in advance refuses the write-off,
+``NEGATIVE_BALANCE``). Within six months only merchants that stop in month 0 or 1 reach
+their write-off, and they never repaid, so there the write-off is Σdrawdowns.
+
+With ``recovery_bp > 0`` the lender also collects
+``⌊written-off principal × recovery_bp / 10 000⌋`` (whole yuan) from each written-off
+merchant on day 15 of the month after the write-off, if that is inside the simulation: a
+``recovery`` row (off by default, so the bench's and the demo's
 published outcomes stay as measured).
 
 Events come out as import rows (see :mod:`gateway.credit._loans`), keys
