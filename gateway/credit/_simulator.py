@@ -168,9 +168,9 @@ def simulate_loans(
         alive = has & ((stop < 0) | (stop > m))
         if m == 0:
             draw = np.where(alive | (has & (stop == 0)), target, 0)
-            for i, loan_ in book.items():
-                if draw[i] > 0:
-                    loan_.close([(_date(per, 1 + i % 9), int(draw[i]), False)], per)
+            for j, owed in book.items():
+                if draw[j] > 0:
+                    owed.close([(_date(per, 1 + j % 9), int(draw[j]), False)], per)
             for i in np.flatnonzero(draw > 0):
                 loan = f"L-{ids[i]}"
                 row = {
@@ -178,7 +178,7 @@ def simulate_loans(
                     "loan_id": loan,
                     "merchant": ids[i],
                     "kind": "drawdown",
-                    "date": _day(per, 1 + i % 9),
+                    "date": _day(per, 1 + int(i) % 9),
                     "amount": int(draw[i]),
                     "currency": currency,
                 }
@@ -193,15 +193,15 @@ def simulate_loans(
         redraw = np.where(alive, np.maximum(target - after, 0), 0)
         wo = has & (stop >= 0) & (m == stop + WRITE_OFF_AFTER) & (balance > 0)
         written = np.zeros(n, dtype=np.int64)  # the book's whole principal on the day
-        for i, loan_ in list(book.items()):
-            moves = [(_date(per, 10), -int(repay[i]), True)] if repay[i] > 0 else []
-            if redraw[i] > 0:
-                moves.append((_date(per, 20), int(redraw[i]), False))
-            if wo[i]:
-                written[i] = loan_.principal_on(moves, _date(per, WRITE_OFF_DAY))
-                del book[i]  # owes nothing once the month closes
+        for j, owed in list(book.items()):
+            moves = [(_date(per, 10), -int(repay[j]), True)] if repay[j] > 0 else []
+            if redraw[j] > 0:
+                moves.append((_date(per, 20), int(redraw[j]), False))
+            if wo[j]:
+                written[j] = owed.principal_on(moves, _date(per, WRITE_OFF_DAY))
+                del book[j]  # owes nothing once the month closes
             else:
-                loan_.close(moves, per)
+                owed.close(moves, per)
         for i in np.flatnonzero((repay > 0) | (redraw > 0) | wo):
             loan = f"L-{ids[i]}"
             if repay[i] > 0:
