@@ -125,3 +125,30 @@ def import_rows(s: Session, rows: Sequence[dict[str, Any]]) -> credit.ImportSumm
         default_rate_bp=1800,
         currency=CUR,
     )
+
+
+def import_and_settle_by_month(
+    s: Session,
+    rows: Sequence[dict[str, Any]],
+    start: credit.Period,
+    months: int,
+    version: int,
+    policy: credit.CreditPolicy,
+) -> list[credit.IsvSettlement]:
+    """Import each month's rows, then settle (and so close) that month, ``months`` times.
+
+    The way a lending system sends a simulated history: a repayment pays interest first
+    only for interest accrued in closed months, so a write-off of the whole principal
+    (see :func:`gateway.credit.simulate_loans`) passes the import only once the months
+    before it are closed.
+    """
+    done: list[credit.IsvSettlement] = []
+    period = start
+    for _ in range(months):
+        first, last = period.first.isoformat(), period.last.isoformat()
+        inside = [r for r in rows if first <= r["date"] <= last]
+        if inside:
+            import_rows(s, inside)
+        done += credit.settle_period(s, period, policy_version=version, policy=policy, clear=True)
+        period = period.next
+    return done
