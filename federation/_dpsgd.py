@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from opacus import PrivacyEngine
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from .onehot import OneHotRows
 from .specs import DPBudget
 
 if TYPE_CHECKING:
@@ -32,17 +33,52 @@ class DPRoundResult:
     steps: tuple[HistoryEntry, ...]
 
 
+class _OneHotDataset(Dataset[Any]):
+    """:class:`OneHotRows` and labels as a dataset that builds its dense rows per batch.
+
+    ``__getitems__`` (which torch's fetcher calls with a whole batch of indices) returns
+    one ready ``[X_batch, y_batch]``, and :func:`_one_batch` is the collate function, so
+    a batch is the same tensors a ``TensorDataset`` over the dense matrix would give for
+    the same indices. An empty index list gives ``[]``, which Opacus' empty-batch wrapper
+    turns into zero-row tensors as it does for ``TensorDataset``.
+    """
+
+    def __init__(self, X: OneHotRows, y: np.ndarray) -> None:
+        self.X = X
+        self.y = torch.as_tensor(y, dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.X[i][0]), self.y[i]
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        if not indices:
+            return []
+        idx = np.asarray(indices, dtype=np.intp)
+        return [[torch.from_numpy(self.X[idx]), self.y[torch.from_numpy(idx)]]]
+
+
+def _one_batch(batch: list[Any]) -> Any:
+    """Collate for :class:`_OneHotDataset`: its ``__getitems__`` already made the batch."""
+    return batch[0]
+
+
 def _loader(
-    X: np.ndarray,
+    X: np.ndarray | OneHotRows,
     y: np.ndarray,
     batch_size: int,
     seed: int,
     generator: torch.Generator | None = None,
 ) -> DataLoader[Any]:
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+    if isinstance(X, OneHotRows):
+        return DataLoader(_OneHotDataset(X, y), batch_size=batch_size, shuffle=True,
+                          generator=gen, collate_fn=_one_batch)
     ds = TensorDataset(
         torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
     )
-    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=gen)
 
 
@@ -90,7 +126,7 @@ def _epochs(
 
 def train_dp_sgd(
     model: torch.nn.Module,
-    X: np.ndarray,
+    X: np.ndarray | OneHotRows,
     y: np.ndarray,
     *,
     epochs: int,
@@ -111,7 +147,8 @@ def train_dp_sgd(
     model : torch.nn.Module
         Trained in place; its forward returns logits of shape (n,).
     X, y : np.ndarray
-        Features (float32) and 0/1 labels of the manifest-filtered cohort.
+        Features (float32, or the same one-hot matrix as :class:`OneHotRows`) and 0/1
+        labels of the manifest-filtered cohort.
     epochs, batch_size : int
         Local epochs and expected (Poisson) batch size.
     lr : float
@@ -194,7 +231,7 @@ def train_dp_sgd(
 
 def train_plain_sgd(
     model: torch.nn.Module,
-    X: np.ndarray,
+    X: np.ndarray | OneHotRows,
     y: np.ndarray,
     *,
     epochs: int,

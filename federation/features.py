@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import DataError
+from .onehot import OneHotRows
 
 __all__ = ["DEFAULT_MIN_BUCKET_ROWS", "DEFAULT_SKETCH_SIZE", "QuantileSketch", "BinEncoder"]
 
@@ -392,14 +393,23 @@ class BinEncoder:
 
     def transform(self, df: pd.DataFrame) -> np.ndarray:
         """One-hot bins, float32 ``(n_rows, n_outputs)``; ``DataError`` on a missing column."""
-        out = np.zeros((len(df), self.n_outputs), dtype=np.float32)
-        rows = np.arange(len(df))
+        return self.transform_rows(df).toarray()
+
+    def transform_rows(self, df: pd.DataFrame) -> OneHotRows:
+        """The same matrix as :meth:`transform`, kept as each row's column codes.
+
+        What the node trains, evaluates and scores on: dense rows are built a batch at
+        a time (:mod:`federation.onehot`), so a node's memory does not grow by 1.8 kB
+        per merchant.
+        """
+        codes = np.empty((len(df), len(self.edges)),
+                         dtype=np.uint16 if self.n_outputs <= 0xFFFF else np.int64)
         for i, (col, e) in enumerate(self.edges.items()):
             x = _column_values(df, col)
             idx = np.searchsorted(e, x, side="left")
             idx[np.isnan(x)] = len(e) + 1
-            out[rows, self._offsets[i] + idx] = 1.0
-        return out
+            codes[:, i] = self._offsets[i] + idx
+        return OneHotRows(codes, self.n_outputs)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Numeric arrays only (keys ``NNNN:column:edges``), for an ArrayRecord or a config."""

@@ -111,20 +111,31 @@ class MoneyReport:
     fees_total: Mapping[str, int]
     shares_total: Mapping[str, int]
     settled_cleared: Mapping[str, int]
+    clawbacks: Mapping[str, int]
+    """Shares clawed back per ISV (on interest written off), over the six months."""
+    netted: Mapping[str, int]
+    """Claw-backs netted against each ISV's payouts (the rest is carried forward)."""
     balanced: bool
     ties_to_book: bool
     stage_seconds: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        """Book balanced, every statement ties to the book, every payout cleared."""
-        due = {
-            k: self.fees_total.get(k, 0) + self.shares_total.get(k, 0) for k in self.settled_cleared
-        }
+        """Book balanced, every statement ties to the book, every payout cleared.
+
+        An ISV is due its fees and shares less the claw-backs netted against them
+        (``cleared + netted = fees + shares``); netted never exceeds what was clawed back.
+        """
+        isvs = set(self.settled_cleared) | set(self.fees_total) | set(self.shares_total)
         return (
             self.balanced
             and self.ties_to_book
-            and all(self.settled_cleared[k] == due[k] for k in due)
+            and all(
+                self.settled_cleared.get(k, 0) + self.netted.get(k, 0)
+                == self.fees_total.get(k, 0) + self.shares_total.get(k, 0)
+                and 0 <= self.netted.get(k, 0) <= self.clawbacks.get(k, 0)
+                for k in isvs
+            )
         )
 
 
@@ -451,8 +462,12 @@ def run_money_loop(
         tb = ledger.trial_balance(s)
         written = ledger.balance(s, credit.CREDIT_LOSS).amount
         cleared: dict[str, int] = defaultdict(int)
+        clawed: dict[str, int] = defaultdict(int)
+        netted: dict[str, int] = defaultdict(int)
         for row in credit.settlements(s):
             cleared[row.isv] += int(row.cleared)
+            clawed[row.isv] += int(row.clawback)
+            netted[row.isv] += int(row.netted)
     fees: dict[str, int] = defaultdict(int)
     shares: dict[str, int] = defaultdict(int)
     for mo in months:
@@ -493,6 +508,8 @@ def run_money_loop(
         fees_total=dict(fees),
         shares_total=dict(shares),
         settled_cleared=dict(cleared),
+        clawbacks=dict(clawed),
+        netted=dict(netted),
         balanced=tb.balanced,
         ties_to_book=all(mo.ties_to_book for mo in months),
         stage_seconds=secs,

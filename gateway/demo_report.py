@@ -189,12 +189,15 @@ def write_demo_html(r: DemoReport, path: Path) -> Path:
                     fmt="{:,.2f}",
                 )
                 + table(
-                    ["ISV", "fees (¥)", "shares (¥)", "cleared (¥)"],
+                    ["ISV", "fees (¥)", "shares (¥)", "shares clawed back (¥)", "netted (¥)",
+                     "cleared (¥)"],
                     [
                         [
                             k,
                             _yuan(m.fees_total.get(k, 0)),
                             _yuan(m.shares_total.get(k, 0)),
+                            _yuan(m.clawbacks.get(k, 0)),
+                            _yuan(m.netted.get(k, 0)),
                             _yuan(m.settled_cleared.get(k, 0)),
                         ]
                         for k in isv_pay

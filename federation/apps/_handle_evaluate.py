@@ -89,7 +89,7 @@ def evaluate(msg: Message, ctx: Context) -> Message:
             return refuse(msg, ERR.NO_DATA, "MIN_COHORT", {"min": policy.min_score_cohort})
         eps = ledger.record(job_id, [(sigma, 1.0, 1)], streams=("eval",))
         delta = budget.delta
-    X = encoder.transform(part)
+    X = encoder.transform_rows(part)
     p = predict_proba(message_model(msg, X.shape[1]), X)
     values = noisy_metrics(y, p, sigma, numpy_generator(policy, 2))
     current_usage().record(

@@ -43,7 +43,7 @@ def score(msg: Message, ctx: Context) -> Message:
     encoder = checked_encoder(msg, cohort)
     if isinstance(encoder, Message):
         return encoder  # the policy refused it
-    X = encoder.transform(cohort.frame)
+    X = encoder.transform_rows(cohort.frame)
     p = predict_proba(message_model(msg, X.shape[1]), X).astype(np.float64)
     ids = [str(m) for m in cohort.frame[MERCHANT_ID]]
     current_usage().record(

@@ -74,7 +74,7 @@ def train(msg: Message, ctx: Context) -> Message:
             return refuse(msg, ERR.POLICY_REFUSED, "MIN_COHORT", {"min": policy.min_cohort})
         part = only_merchants(cohort.frame, admitted)
         y, ids = label_vector(cohort, part), [str(m) for m in part[MERCHANT_ID]]
-        X = encoder.transform(part)
+        X = encoder.transform_rows(part)
         model = message_model(msg, X.shape[1])
         common = dict(
             epochs=int(cfg[KEY_EPOCHS]),  # type: ignore[arg-type]
@@ -115,7 +115,7 @@ def train(msg: Message, ctx: Context) -> Message:
                         msg, ERR.POLICY_REFUSED, "MIN_COHORT", {"min": policy.min_cohort}
                     )
                 part = only_merchants(part, ids)
-                y, X = label_vector(cohort, part), encoder.transform(part)
+                y, X = label_vector(cohort, part), encoder.transform_rows(part)
             result = train_dp_sgd(
                 model,
                 X,

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .._errors import ModelError
+from ..onehot import OneHotRows
 
 __all__ = [
     "G_ARCHS",
@@ -97,7 +98,7 @@ def build_g_erp(arch: str, n_inputs: int, *, hidden: int = 32) -> nn.Module:
     raise ValueError(f"arch must be one of {G_ARCHS}, got {arch!r}")
 
 
-def _check_xy(model: nn.Module, X: np.ndarray, y: np.ndarray | None = None) -> None:
+def _check_xy(model: nn.Module, X: np.ndarray | OneHotRows, y: np.ndarray | None = None) -> None:
     if X.ndim != 2:
         raise ModelError(f"X must be 2-D, got shape {X.shape}", code="BAD_INPUT")
     first = next(model.parameters())
@@ -110,7 +111,7 @@ def _check_xy(model: nn.Module, X: np.ndarray, y: np.ndarray | None = None) -> N
 
 def train_local(
     model: nn.Module,
-    X: np.ndarray,
+    X: np.ndarray | OneHotRows,
     y: np.ndarray,
     *,
     epochs: int,
@@ -126,8 +127,8 @@ def train_local(
     ----------
     model : torch.nn.Module
         A :func:`build_g_erp` model (weights at entry are the global model).
-    X : numpy.ndarray
-        Inputs ``(n, d)`` (float32 one-hot bins).
+    X : numpy.ndarray | OneHotRows
+        Inputs ``(n, d)`` (float32 one-hot bins, dense or as codes).
     y : numpy.ndarray
         Labels ``(n,)`` in {0, 1}.
     epochs, batch_size : int
@@ -154,7 +155,9 @@ def train_local(
     n = X.shape[0]
     if n == 0:
         return float("nan")
-    xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    # One-hot codes (the node's rows) stay codes: dense rows are built per batch below.
+    rows = X if isinstance(X, OneHotRows) else None
+    xt = None if rows is not None else torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
     yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
     opt: torch.optim.Optimizer = (torch.optim.Adam(model.parameters(), lr=lr)
@@ -167,11 +170,14 @@ def train_local(
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)
         # One gather per epoch; the batches are then cheap contiguous views.
-        xs, ys = xt[perm], yt[perm]
+        xs = xt[perm] if xt is not None else None
+        ys = yt[perm]
         total, batches = 0.0, 0
         for start in range(0, n, batch_size):
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xs[start:start + batch_size]), ys[start:start + batch_size])
+            xb = (xs[start:start + batch_size] if xs is not None else
+                  torch.from_numpy(rows[perm[start:start + batch_size].numpy()]))  # type: ignore[index]
+            loss = loss_fn(model(xb), ys[start:start + batch_size])
             objective = loss
             if anchor:
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor,
@@ -185,7 +191,7 @@ def train_local(
     return last
 
 
-def predict_proba(model: nn.Module, X: np.ndarray) -> np.ndarray:
+def predict_proba(model: nn.Module, X: np.ndarray | OneHotRows) -> np.ndarray:
     """Default probabilities ``(n,)`` as float64 (sigmoid of the logits), in eval mode."""
     _check_xy(model, X)
     model.eval()

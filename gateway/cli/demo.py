@@ -176,12 +176,15 @@ def _print_money(m: MoneyReport) -> None:
             _ok(x.ties_to_book),
         )
     console.print(months)
-    pay = Table("ISV", "fees ¥", "shares ¥", "cleared ¥", title="Paid to ISVs")
+    pay = Table("ISV", "fees ¥", "shares ¥", "clawed back ¥", "netted ¥", "cleared ¥",
+                title="Paid to ISVs (cleared = fees + shares − netted claw-backs)")
     for k in sorted(set(m.fees_total) | set(m.shares_total)):
         pay.add_row(
             k,
             _yuan(m.fees_total.get(k, 0)),
             _yuan(m.shares_total.get(k, 0)),
+            _yuan(m.clawbacks.get(k, 0)),
+            _yuan(m.netted.get(k, 0)),
             _yuan(m.settled_cleared.get(k, 0)),
         )
     console.print(pay)
