@@ -2,9 +2,10 @@
 
 What is billed: each ``data.used`` entry (a node's signed receipt, verified when it
 was recorded) whose ``action`` is in the policy's ``billed_actions`` (default
-``train`` and ``query.score``) and whose ``issued_at`` falls in the period. The fee is
-``fee_per_merchant_round × merchants_used`` — merchants the node says it *used*
-(trained on, or scored), not merchants it merely *read*: rows read but filtered out
+``train``, ``query.score`` and ``query.signals``) and whose ``issued_at`` falls in the
+period. The fee is ``fee_per_merchant_round × merchants_used`` — merchants the node says
+it *used* (trained on, scored, or released ERP signals of: each feeds a credit
+decision), not merchants it merely *read*: rows read but filtered out
 (below a cohort, outside a window) earned the platform nothing. ``evaluate`` (the
 node's own held-out check) and ``query.sketch`` (bin edges for everyone) are not
 billed by default. No rounding: the fee is an exact integer product.

@@ -65,7 +65,7 @@ pd_cutoff = 0.12       # h(PD) = 1 - PD / 0.12, zero at or above a 12 % PD
 rate_bp = 1800                    # 18 % a year on the drawn balance, accrued daily (/365)
 fee_per_merchant_round_fen = 50   # data-usage fee: 0.50 yuan per merchant-round used
 share_bp = 2000                   # ISVs get 20 % of the interest earned on the uplift
-billed_actions = ["train", "query.score"]
+billed_actions = ["train", "query.score", "query.signals"]  # used for a decision: billed
 
 [monitoring]
 pd_rise = 0.05          # re-scored PD above the decision's PD by 5 points: reduce the line

@@ -72,6 +72,15 @@ def _world(s: Session) -> tuple[int, credit.CreditPolicy]:
     receipt(
         s,
         "isv02",
+        "query.signals",
+        used=200,
+        read=250,
+        issued_at="2026-07-06T10:00:00.000000Z",
+        token="tok-f",
+    )
+    receipt(
+        s,
+        "isv02",
         "train",
         used=999,
         read=999,
@@ -82,7 +91,7 @@ def _world(s: Session) -> tuple[int, credit.CreditPolicy]:
 
 
 def test_fee_and_share_by_hand(sessions: sessionmaker[Session]) -> None:
-    """Fees = 50 fen × merchants used (train, score); share = 20 % of uplift interest, floored."""
+    """Fees = 50 fen × merchants used (train, score, signals); share = 20 % of uplift interest, floored."""
     with sessions() as s, s.begin():
         v, pol = _world(s)
         done = {x.isv: x for x in credit.settle_period(s, JUL, policy_version=v, policy=pol)}
@@ -94,9 +103,9 @@ def test_fee_and_share_by_hand(sessions: sessionmaker[Session]) -> None:
     # platform line: 5,000,000 fen × 31 days × 1800 bp / 3,650,000 = 76,438.3 → 76,438 fen;
     # share 20 % → 15,287.6 → 15,287 fen.
     assert (done["isv01"].fee, done["isv01"].share) == (90_000, 15_287)
-    # isv02: 500 × 50 = 25,000 fen (the August receipt belongs to August); its merchant's
-    # uplift is negative: no share.
-    assert (done["isv02"].fee, done["isv02"].share) == (25_000, 0)
+    # isv02: (500 train + 200 signals released) × 50 = 35,000 fen (the August receipt
+    # belongs to August); its merchant's uplift is negative: no share.
+    assert (done["isv02"].fee, done["isv02"].share) == (35_000, 0)
     assert (
         fee_a is not None and fee_a.amount.amount == 50_000 and fee_a.credit == "isv:isv01:payable"
     )
@@ -141,8 +150,8 @@ def test_late_receipt_tops_up_without_double_paying(sessions: sessionmaker[Sessi
         done = {x.isv: x for x in credit.settle_period(s, JUL, policy_version=v, policy=pol)}
 
     assert (done["isv02"].fee, done["isv02"].instructed, done["isv02"].newly_instructed) == (
-        25_500,
-        25_500,
+        35_500,
+        35_500,
         500,
     )
 
