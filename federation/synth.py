@@ -381,23 +381,28 @@ def generate_world(params: SynthParams) -> SynthWorld:
     -------
     SynthWorld
         ``erp[isv_id]`` holds ``merchant_id``, ``as_of`` and the ERP fields; the
-        platform table has the platform fields, ``isv``, ``default_12m`` and ``fake_trade``.
+        platform table has the platform fields, ``isv``, ``default_12m`` and ``fake_trade``
+        (only the merchants on the platform); ``off_platform`` the others' ground truth.
     """
-    plats, erps = [], []
-    for plat, erp in _chunks(params):
-        plats.append(plat)
+    plats, erps, truths = [], [], []
+    total, none, off = _Tally(), _Tally(), _Tally()
+    per_isv = {k: _Tally() for k in isv_ids(params.isvs)}
+    for index, (plat, erp) in enumerate(_chunks(params)):
+        total.add(plat)
+        none.add(plat[plat[ISV_COLUMN] == NO_ISV])
+        for k, t in per_isv.items():
+            t.add(plat[plat[ISV_COLUMN] == k])
+        on, truth = _off_platform(params, index, plat)
+        off.add(truth)
+        plats.append(on)
+        truths.append(truth)
         erps.append(erp)
     platform = pd.concat(plats, ignore_index=True)
     erp_all = pd.concat(erps, ignore_index=True)
     erp = {k: g.drop(columns=ISV_COLUMN).reset_index(drop=True)
            for k, g in erp_all.groupby(ISV_COLUMN, sort=True)}
-    total, none = _Tally(), _Tally()
-    per_isv = {k: _Tally() for k in isv_ids(params.isvs)}
-    total.add(platform)
-    none.add(platform[platform[ISV_COLUMN] == NO_ISV])
-    for k, t in per_isv.items():
-        t.add(platform[platform[ISV_COLUMN] == k])
-    return SynthWorld(platform, erp, _manifest(params, total, per_isv, none, {}))
+    manifest = _manifest(params, total, per_isv, none, {}, off)
+    return SynthWorld(platform, erp, manifest, pd.concat(truths, ignore_index=True))
 
 
 class _TableWriter:
