@@ -214,9 +214,15 @@ def decide(
         )
     if off is not None and outcome is not None:
         lined = [d for d in off_decisions if d.line_with > 0]
+        priced = [d.pd_with for d in off_decisions if d.pd_with is not None]
+        # The mean PD is printed because nothing else checks the model's calibration: a
+        # DP-trained pd-erp-only can rank well and still put its PDs far under the default
+        # rate (README: "Off-platform merchants: measured").
+        mean_pd = f"mean PD {100 * sum(priced) / len(priced):.2f} % over {len(priced)}; " \
+            if priced else ""
         console.print(
             f"{len(off_decisions)} off-platform merchants decided under policy v{version} with "
-            f"{off[0].recorded_as}: {len(lined)} given a line (all ISV uplift, "
+            f"{off[0].recorded_as}: {mean_pd}{len(lined)} given a line (all ISV uplift, "
             f"{sum(d.line_with for d in lined) // 100:,} yuan); "
             f"{outcome.without_turnover} without a revenue_3m row got no line; "
             f"{outcome.without_consent} scores without a covering consent were not used; "
