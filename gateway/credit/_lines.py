@@ -344,6 +344,10 @@ def _explain_off_platform(d: LineDecision, models: Mapping[str, Any]) -> list[st
         why = _NO_LINE.get(str(off.get("no_line")), "no consented ERP-only score")
         lines.append(f"No line: {why} (model {model}).")
         return lines
+    calibrated = (
+        ", its g mapped to a PD on platform merchants' labels"
+        if str(model).endswith("+calibration") else ""
+    )
     source = off.get("turnover_isv")
     sha = str(off.get("turnover_sha256", ""))[:16]
     origin = (
@@ -354,7 +358,7 @@ def _explain_off_platform(d: LineDecision, models: Mapping[str, Any]) -> list[st
         f"ERP-reported trailing three-month revenue{origin}: "
         f"{_yuan(int(d.inputs.get('sales_3m', 0)))}.",
         f"With ISV data from {_isvs(d)}: PD {_pct(d.pd_with)} from the ERP-only model "
-        f"{model} (no platform score, no combiner) on that turnover -> line "
+        f"{model}{calibrated} (no platform score, no combiner) on that turnover -> line "
         f"{_yuan(d.line_with)}.",
     ]
     if d.uplift > 0:
