@@ -344,3 +344,20 @@ def test_off_platform_end_to_end_with_pd_erp_only(cli: CliRunner, tmp_path: Path
     assert "off-platform merchant" in said
     assert "pd-erp-only:t-off@" in said and "revenue_3m" in said
     assert "the whole line is the ISVs' uplift" in said
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--off-platform-scores", "s.csv"],
+        ["--off-platform-scores", "s.csv", "--off-platform-turnover", "t.csv"],
+        ["--scores", "s.csv", "--off-platform-calibrate"],
+        ["--scores", "s.csv", "--off-platform-model-dir", "m"],
+    ],
+)
+def test_off_platform_options_go_together(cli: CliRunner, tmp_path: Path, args: list[str]) -> None:
+    """Nothing to decide, or off-platform options without their partners: BAD_ARGUMENT, exit 1."""
+    result = cli.invoke(app, ["credit", "decide", "--world", str(tmp_path / "w"), *args])
+
+    assert result.exit_code == 1 and "error[BAD_ARGUMENT]" in result.output, result.output
