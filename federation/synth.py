@@ -52,6 +52,13 @@ per parcel, books revenue that is high for the parcels it ships, and refunds
 the brushers: visible only with ERP data (on the platform the fake orders
 look like real ones, apart from a slightly higher conversion).
 
+Off-platform merchants (phase 2 of the business: ERP data, no platform sales): with
+``off_platform_share = x`` each merchant that uses an ISV is, with probability ``x``
+(its own random stream, so ``x = 0`` leaves every table byte for byte as before),
+dropped from the platform table and keeps only its ERP rows. Its ground truth (ISV,
+``default_12m``, ``fake_trade``) goes to :data:`OFF_PLATFORM_TRUTH_FILE`, which only
+simulations and benchmarks read: the platform has no label for these merchants.
+
 ISVs are non-IID. ISV *k* has a sector mix ``p_k ~ Dirichlet(0.7)``, a market
 share ``w_k ~ Dirichlet(2)`` and a size tilt ``b_k ~ Uniform(-0.8, 0.8)``; a
 merchant uses no ISV with probability ``no_isv_share`` and otherwise ISV *k*
@@ -83,6 +90,7 @@ __all__ = [
     "DEFAULT_AS_OF",
     "ISV_COLUMN",
     "NO_ISV",
+    "OFF_PLATFORM_TRUTH_FILE",
     "SynthParams",
     "SynthWorld",
     "generate_world",
@@ -94,6 +102,11 @@ DEFAULT_AS_OF = date(2026, 6, 30)
 ISV_COLUMN = "isv"
 """Platform-table column naming the merchant's ISV (ground truth; :data:`NO_ISV` if none)."""
 NO_ISV = ""
+OFF_PLATFORM_TRUTH_FILE = "ground-truth-off-platform"
+"""Stem of the world file (``.parquet``/``.csv``) holding off-platform merchants' ground truth
+(``merchant_id``, ``isv``, ``sector``, ``default_12m``, ``fake_trade``): for simulations and
+benches only, never for training or decisions."""
+_OFF_PLATFORM_STREAM = 2**32 - 2  # the off-platform draw's own stream: x = 0 changes nothing
 _CHUNK = 131_072  # fixed so that the output depends on the seed only
 _SNAPSHOT_SPREAD_DAYS = 90
 _ERP_INT = [f.name for f in ERP_FIELDS if f.dtype == "int64"]
@@ -121,6 +134,9 @@ class SynthParams:
         Target 12-month default rate (the realised rate is within about 1 point).
     no_isv_share : float, default 0.2
         Share of merchants that use no ISV.
+    off_platform_share : float, default 0.0
+        Share of the ISV merchants that have no platform row (ERP data only); their
+        ground truth goes to :data:`OFF_PLATFORM_TRUTH_FILE`.
     as_of : datetime.date, default DEFAULT_AS_OF
         Latest ERP snapshot date; snapshots spread over the 90 days before it.
     """
@@ -131,6 +147,7 @@ class SynthParams:
     fake_rate: float = 0.05
     default_rate: float = 0.05
     no_isv_share: float = 0.2
+    off_platform_share: float = 0.0
     as_of: date = DEFAULT_AS_OF
 
     def __post_init__(self) -> None:
@@ -143,6 +160,10 @@ class SynthParams:
                 raise ValueError(f"{name} must be in (0, 0.5), got {getattr(self, name)}")
         if not 0.0 <= self.no_isv_share < 1.0:
             raise ValueError(f"no_isv_share must be in [0, 1), got {self.no_isv_share}")
+        if not 0.0 <= self.off_platform_share < 1.0:
+            raise ValueError(
+                f"off_platform_share must be in [0, 1), got {self.off_platform_share}"
+            )
 
     @property
     def data_from(self) -> date:
@@ -272,6 +293,25 @@ def _chunks(p: SynthParams) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
         yield _chunk(p, mix, index, start, min(_CHUNK, p.merchants - start))
 
 
+_TRUTH_COLUMNS = (MERCHANT_ID, ISV_COLUMN, SECTOR, LABEL, FAKE_LABEL)
+
+
+def _off_platform(p: SynthParams, index: int, platform: pd.DataFrame
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a chunk's platform rows into (on-platform rows, off-platform ground truth).
+
+    Each ISV merchant is off-platform with probability ``off_platform_share``, drawn
+    from the chunk's own stream ``[seed, index, 2**32 - 2]`` (not the chunk's feature
+    stream, so a world with share 0 is the world it always was).
+    """
+    if p.off_platform_share <= 0:
+        return platform, platform[list(_TRUTH_COLUMNS)].iloc[:0]
+    draw = np.random.default_rng([p.seed, index, _OFF_PLATFORM_STREAM]).random(len(platform))
+    off = (platform[ISV_COLUMN].to_numpy() != NO_ISV) & (draw < p.off_platform_share)
+    truth = platform.loc[off, list(_TRUTH_COLUMNS)].reset_index(drop=True)
+    return platform[~off].reset_index(drop=True), truth
+
+
 @dataclass
 class _Tally:
     merchants: int = 0
@@ -294,13 +334,20 @@ class _Tally:
 
 
 def _manifest(p: SynthParams, total: _Tally, per_isv: dict[str, _Tally], none: _Tally,
-              files: dict[str, str]) -> dict[str, Any]:
+              files: dict[str, str], off: _Tally | None = None) -> dict[str, Any]:
+    params: dict[str, Any] = {"merchants": p.merchants, "isvs": p.isvs, "seed": p.seed,
+                              "fake_rate": p.fake_rate, "default_rate": p.default_rate,
+                              "no_isv_share": p.no_isv_share}
+    extra: dict[str, Any] = {}
+    if p.off_platform_share > 0:  # absent otherwise: a share-0 world.json is as it was
+        params["off_platform_share"] = p.off_platform_share
+        extra["off_platform"] = {**(off or _Tally()).summary(),
+                                 "ground_truth_file": files.get(OFF_PLATFORM_TRUTH_FILE)}
     return {
+        **extra,
         "version": 1,
         "generator": "federation.synth",
-        "params": {"merchants": p.merchants, "isvs": p.isvs, "seed": p.seed,
-                   "fake_rate": p.fake_rate, "default_rate": p.default_rate,
-                   "no_isv_share": p.no_isv_share},
+        "params": params,
         "as_of": p.as_of.isoformat(),
         "data_from": p.data_from.isoformat(),
         "data_to": p.as_of.isoformat(),
@@ -313,11 +360,18 @@ def _manifest(p: SynthParams, total: _Tally, per_isv: dict[str, _Tally], none: _
 
 @dataclass(frozen=True, slots=True)
 class SynthWorld:
-    """An in-memory world: the platform table, one ERP table per ISV, and the manifest."""
+    """An in-memory world: the platform table, one ERP table per ISV, and the manifest.
+
+    ``off_platform`` is the ground truth of the merchants without a platform row
+    (``merchant_id``, ``isv``, ``sector``, ``default_12m``, ``fake_trade``; empty at share 0).
+    """
 
     platform: pd.DataFrame
     erp: dict[str, pd.DataFrame]
     manifest: dict[str, Any]
+    off_platform: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(_TRUTH_COLUMNS))
+    )
 
 
 def generate_world(params: SynthParams) -> SynthWorld:
@@ -327,23 +381,28 @@ def generate_world(params: SynthParams) -> SynthWorld:
     -------
     SynthWorld
         ``erp[isv_id]`` holds ``merchant_id``, ``as_of`` and the ERP fields; the
-        platform table has the platform fields, ``isv``, ``default_12m`` and ``fake_trade``.
+        platform table has the platform fields, ``isv``, ``default_12m`` and ``fake_trade``
+        (only the merchants on the platform); ``off_platform`` the others' ground truth.
     """
-    plats, erps = [], []
-    for plat, erp in _chunks(params):
-        plats.append(plat)
+    plats, erps, truths = [], [], []
+    total, none, off = _Tally(), _Tally(), _Tally()
+    per_isv = {k: _Tally() for k in isv_ids(params.isvs)}
+    for index, (plat, erp) in enumerate(_chunks(params)):
+        total.add(plat)
+        none.add(plat[plat[ISV_COLUMN] == NO_ISV])
+        for k, t in per_isv.items():
+            t.add(plat[plat[ISV_COLUMN] == k])
+        on, truth = _off_platform(params, index, plat)
+        off.add(truth)
+        plats.append(on)
+        truths.append(truth)
         erps.append(erp)
     platform = pd.concat(plats, ignore_index=True)
     erp_all = pd.concat(erps, ignore_index=True)
     erp = {k: g.drop(columns=ISV_COLUMN).reset_index(drop=True)
            for k, g in erp_all.groupby(ISV_COLUMN, sort=True)}
-    total, none = _Tally(), _Tally()
-    per_isv = {k: _Tally() for k in isv_ids(params.isvs)}
-    total.add(platform)
-    none.add(platform[platform[ISV_COLUMN] == NO_ISV])
-    for k, t in per_isv.items():
-        t.add(platform[platform[ISV_COLUMN] == k])
-    return SynthWorld(platform, erp, _manifest(params, total, per_isv, none, {}))
+    manifest = _manifest(params, total, per_isv, none, {}, off)
+    return SynthWorld(platform, erp, manifest, pd.concat(truths, ignore_index=True))
 
 
 class _TableWriter:
@@ -375,7 +434,12 @@ def write_world(params: SynthParams, out_dir: str | Path, *, fmt: str = "parquet
     """Generate a world chunk by chunk and stream it to ``out_dir``.
 
     Writes ``platform.<fmt>``, ``isvNN.<fmt>`` per ISV (in ERP schema names, so the
-    identity column mapping reads them) and ``world.json`` (the manifest, returned).
+    identity column mapping reads them) and ``world.json`` (the manifest, returned);
+    with ``off_platform_share > 0`` also ``ground-truth-off-platform.<fmt>`` (the
+    off-platform merchants' labels, for simulations only) and an ``off_platform``
+    section in ``world.json``. The manifest's ``world`` and per-ISV tallies count every
+    merchant, off-platform ones included; the platform table holds
+    ``world.merchants − off_platform.merchants`` rows.
 
     Parameters
     ----------
@@ -390,12 +454,18 @@ def write_world(params: SynthParams, out_dir: str | Path, *, fmt: str = "parquet
     out.mkdir(parents=True, exist_ok=True)
     ids = isv_ids(params.isvs)
     files = {k: f"{k}.{fmt}" for k in ["platform", *ids]}
+    if params.off_platform_share > 0:
+        files[OFF_PLATFORM_TRUTH_FILE] = f"{OFF_PLATFORM_TRUTH_FILE}.{fmt}"
     writers = {k: _TableWriter(out / f, fmt) for k, f in files.items()}
-    total, none = _Tally(), _Tally()
+    total, none, off = _Tally(), _Tally(), _Tally()
     per_isv = {k: _Tally() for k in ids}
     try:
-        for plat, erp in _chunks(params):
-            writers["platform"].write(plat)
+        for index, (plat, erp) in enumerate(_chunks(params)):
+            on, truth = _off_platform(params, index, plat)
+            writers["platform"].write(on)
+            if OFF_PLATFORM_TRUTH_FILE in writers:
+                writers[OFF_PLATFORM_TRUTH_FILE].write(truth)
+                off.add(truth)
             total.add(plat)
             none.add(plat[plat[ISV_COLUMN] == NO_ISV])
             for k, g in erp.groupby(ISV_COLUMN, sort=True):
@@ -411,6 +481,6 @@ def write_world(params: SynthParams, out_dir: str | Path, *, fmt: str = "parquet
             writers[k] = _TableWriter(out / files[k], fmt)
             writers[k].write(empty.drop(columns=ISV_COLUMN))
             writers[k].close()
-    manifest = _manifest(params, total, per_isv, none, files)
+    manifest = _manifest(params, total, per_isv, none, files, off)
     (out / "world.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

@@ -39,7 +39,7 @@ from .keys import load_or_create_key, public_key_pem
 from .settings import Settings
 
 if TYPE_CHECKING:  # the apps package pulls in Flower and Ray: imported when a job is built
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
     from federation.apps import NodeConfig
     from federation.jobconfig import JobConfig
@@ -51,6 +51,8 @@ __all__ = [
     "JobSetupError",
     "WorldNodes",
     "ConsentCohort",
+    "ListedCohort",
+    "read_merchant_list",
     "load_world",
     "world_nodes",
     "config_nodes",
@@ -140,6 +142,51 @@ class ConsentCohort(ConsentCohortSource):
         key = load_or_create_key(settings.resolved_key_dir, CONSENT_MANAGER_KEY)
         engine = make_engine(settings.resolved_database_url)
         super().__init__(make_sessionmaker(engine), key.public_key(), engine=engine)
+
+
+class ListedCohort:
+    """A cohort source narrowed to listed merchants (``fedgate fl score --merchants``).
+
+    Nobody outside ``merchants`` enters a manifest, and nobody inside it without a
+    consent that allows the use (the inner source decides that). Scoring only the
+    merchants a decision needs bills only those (a ``query.score`` receipt is billed per
+    merchant used), e.g. a ``pd-erp-only`` job over the off-platform merchants.
+
+    Parameters
+    ----------
+    inner : CohortSource
+        The consent cohort.
+    merchants : Collection[str]
+    """
+
+    def __init__(self, inner: Any, merchants: Collection[str]) -> None:
+        self._inner = inner
+        self._merchants = frozenset(merchants)
+
+    def entries(self, use: Any) -> list[Any]:
+        """The inner source's entries for ``use``, narrowed to the listed merchants."""
+        return [e for e in self._inner.entries(use) if e.merchant_id in self._merchants]
+
+
+def read_merchant_list(path: Path) -> list[str]:
+    """Merchant ids, one per line (first CSV field; a ``merchant_id`` header line is skipped).
+
+    Raises
+    ------
+    JobSetupError
+        ``BAD_MERCHANTS``: unreadable, or no merchant id in it.
+    """
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobSetupError(f"cannot read {path}: {exc}", code="BAD_MERCHANTS") from exc
+    ids = [ln.split(",", 1)[0].strip() for ln in lines]
+    if ids and ids[0] == "merchant_id":
+        ids = ids[1:]
+    out = sorted({m for m in ids if m})
+    if not out:
+        raise JobSetupError(f"{path} lists no merchant id", code="BAD_MERCHANTS")
+    return out
 
 
 def load_world(world: Path) -> dict[str, Any]:

@@ -34,13 +34,23 @@ def synth(
     isvs: Annotated[int, typer.Option("--isvs", min=1, max=99)] = 3,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     fake_rate: Annotated[float, typer.Option("--fake-rate")] = 0.05,
+    default_rate: Annotated[
+        float, typer.Option("--default-rate", help="Target 12-month default rate.")
+    ] = 0.05,
     no_isv_share: Annotated[float, typer.Option("--no-isv-share")] = 0.2,
+    off_platform_share: Annotated[
+        float,
+        typer.Option("--off-platform-share", help="Share of the ISV merchants with no platform "
+                     "row (ERP data only); their ground truth goes to "
+                     "ground-truth-off-platform.<format>, for simulations only."),
+    ] = 0.0,
     fmt: Annotated[TableFormat, typer.Option("--format")] = TableFormat.parquet,
 ) -> None:
     """Write a synthetic merchant world: platform table, one ERP table per ISV, world.json."""
     try:
         params = SynthParams(merchants=merchants, isvs=isvs, seed=seed, fake_rate=fake_rate,
-                             no_isv_share=no_isv_share)
+                             default_rate=default_rate, no_isv_share=no_isv_share,
+                             off_platform_share=off_platform_share)
     except ValueError as exc:
         fail("BAD_ARGUMENT", str(exc))
     started = time.perf_counter()
@@ -48,12 +58,19 @@ def synth(
     elapsed = time.perf_counter() - started
     table = Table("table", "merchants", "default rate", "fake rate")
     world = manifest["world"]
-    table.add_row(str(manifest["platform_file"]), str(world["merchants"]),
-                  f"{world['default_rate']:.2%}", f"{world['fake_rate']:.2%}")
+    off = manifest.get("off_platform")
+    on_platform = world["merchants"] - (off["merchants"] if off else 0)
+    table.add_row(str(manifest["platform_file"]), str(on_platform),
+                  f"{world['default_rate']:.2%}" + (" (all)" if off else ""),
+                  f"{world['fake_rate']:.2%}" + (" (all)" if off else ""))
     for isv, info in manifest["isvs"].items():
         table.add_row(f"{info['file']} ({isv})", str(info["merchants"]),
                       f"{info['default_rate']:.2%}", f"{info['fake_rate']:.2%}")
     table.add_row("(no ISV)", str(manifest["no_isv"]["merchants"]), "", "")
+    if off:
+        table.add_row(f"{off['ground_truth_file']} (off-platform: ERP only; ground truth)",
+                      str(off["merchants"]), f"{off['default_rate']:.2%}",
+                      f"{off['fake_rate']:.2%}")
     console.print(table)
     console.print(f"wrote {out} in {elapsed:.1f} s (snapshots {manifest['data_from']} .. "
                   f"{manifest['data_to']})")

@@ -137,13 +137,14 @@ def _refusals(wn: jobs.WorldNodes, config: dict[str, Any], mode: str) -> Any:
 
 
 def _run(config: dict[str, Any], nodes: list[Any], verbose: bool, refusals: Any = None,
-         phases: tuple[str, int] = ("rounds", 0)) -> Any:
+         phases: tuple[str, int] = ("rounds", 0), merchants: list[str] | None = None) -> Any:
     from federation import FederationError, SimulationRuntime, run_job
 
     from ._progress import LOG_FILE, job_output
 
     out_dir = Path(str(config["out-dir"]))
     cohort = jobs.ConsentCohort(settings())
+    source: Any = cohort if merchants is None else jobs.ListedCohort(cohort, merchants)
     name, total = phases
     try:
         with job_output(out_dir, verbose=verbose) as progress:
@@ -157,7 +158,7 @@ def _run(config: dict[str, Any], nodes: list[Any], verbose: bool, refusals: Any 
                 progress.advance("training rounds", note)
 
             result = run_job(
-                config, nodes, cohort_source=cohort, on_round=on_round,
+                config, nodes, cohort_source=source, on_round=on_round,
                 runtime=SimulationRuntime(verbose=verbose),
             )
             progress.finish("training rounds" if name == "rounds" else name)
@@ -291,11 +292,17 @@ def score(
     job_id: Annotated[str | None, typer.Option("--job-id")] = None,
     consumer: Annotated[str, typer.Option("--consumer")] = DEFAULT_CONSUMER,
     out: Annotated[Path | None, typer.Option("--out")] = None,
+    merchants_file: Annotated[
+        Path | None,
+        typer.Option("--merchants", help="Score only these merchants (one id per line, or a "
+                     "CSV whose first column is merchant_id), e.g. the off-platform ones."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose")] = False,
 ) -> None:
     """Collect g-scores from the nodes for merchants whose consent covers credit_scoring."""
     try:
         lineage = jobs.read_lineage(model_dir)  # refuse a bad model dir before any key is made
+        listed = None if merchants_file is None else jobs.read_merchant_list(merchants_file)
     except jobs.JobSetupError as exc:
         fail(exc.code, str(exc))
     job = job_id or f"score-{uuid.uuid4().hex[:12]}"
@@ -309,7 +316,7 @@ def score(
     except jobs.JobSetupError as exc:
         fail(exc.code, str(exc))
     refusals = _refusals(wn, config, "score")
-    result = _run(config, list(wn.nodes), verbose, refusals, ("scoring", 1))
+    result = _run(config, list(wn.nodes), verbose, refusals, ("scoring", 1), listed)
     for line in refusals.lines():
         console.print(f"consent refusals: {line}")
     console.print(f"scores: {result.scores_path} ({result.seconds:.1f} s)")

@@ -27,7 +27,14 @@ from ._consents import (
     SCORING_PURPOSE,
     covering_consents,
 )
-from ._errors import CreditError, ImportRefused, NotFound, PeriodError, PolicyError
+from ._errors import (
+    CreditError,
+    ImportRefused,
+    NotFound,
+    OffPlatformInputError,
+    PeriodError,
+    PolicyError,
+)
 from ._fees import BilledReceipt, billable_receipts, fee_requests
 from ._lines import (
     LINE_ENTRY,
@@ -59,6 +66,17 @@ from ._monitoring import (
     evaluate_rules,
     loan_positions,
     monitor_pass,
+)
+from ._offplatform import (
+    MAX_REVENUE_3M,
+    SIGNAL_COLUMNS,
+    TURNOVER_SIGNAL,
+    OffPlatformModel,
+    OffPlatformOutcome,
+    offplatform_decision_inputs,
+    read_offplatform_model,
+    read_score_rows,
+    read_turnover,
 )
 from ._period import Period, parse_period, period_of
 from ._policy import (
@@ -118,6 +136,7 @@ __all__ = [
     "ImportRefused",
     "PeriodError",
     "NotFound",
+    "OffPlatformInputError",
     # periods
     "Period",
     "parse_period",
@@ -200,6 +219,16 @@ __all__ = [
     "merchant_scores",
     "offplatform_scores",
     "consented_scores",
+    # off-platform merchants (ERP-only PD, ERP-reported turnover)
+    "TURNOVER_SIGNAL",
+    "SIGNAL_COLUMNS",
+    "MAX_REVENUE_3M",
+    "OffPlatformModel",
+    "OffPlatformOutcome",
+    "read_offplatform_model",
+    "read_score_rows",
+    "read_turnover",
+    "offplatform_decision_inputs",
     "COMBINER_ENTRY",
     "COMBINER_SUBDIR",
     "StoredCombiner",

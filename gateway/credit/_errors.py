@@ -11,13 +11,24 @@
   * :class:`PeriodError` — a bad period string or a period that cannot be closed or
     settled (``BAD_PERIOD``, ``NOT_CLOSED``, ``ALREADY_CLOSED``).
   * :class:`NotFound` — an unknown merchant, loan or ISV (``UNKNOWN_MERCHANT``, …).
+  * :class:`OffPlatformInputError` — an off-platform scores file, signals (turnover)
+    file or model refused as a whole (``BAD_COLUMNS``, ``BAD_ROW``, ``BAD_TURNOVER``,
+    ``NEGATIVE_TURNOVER``, ``DUPLICATE_TURNOVER``, ``DUPLICATE_SCORE``, ``BAD_MODEL``,
+    ``UNKNOWN_SPEC``, ``CALIBRATION_REQUIRED``, … with ``line``); nothing was decided.
 """
 
 from __future__ import annotations
 
 from .._errors import GatewayError
 
-__all__ = ["CreditError", "PolicyError", "ImportRefused", "PeriodError", "NotFound"]
+__all__ = [
+    "CreditError",
+    "PolicyError",
+    "ImportRefused",
+    "PeriodError",
+    "NotFound",
+    "OffPlatformInputError",
+]
 
 
 class CreditError(GatewayError):
@@ -42,3 +53,11 @@ class PeriodError(CreditError):
 
 class NotFound(CreditError):
     """The merchant, loan or ISV is unknown."""
+
+
+class OffPlatformInputError(CreditError):
+    """An off-platform input was refused; ``line`` is the 1-based line of the bad row, if any."""
+
+    def __init__(self, message: str, *, code: str, line: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.line = line

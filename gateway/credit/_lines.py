@@ -71,6 +71,9 @@ class MerchantScores:
         PD with each single ISV's score (for attribution); with one ISV, ``{isv: pd_with}``.
     consent_ids : Mapping[str, str], default {}
         ISV → the consent that covered its score.
+    extra_inputs : Mapping[str, Any], default {}
+        More inputs recorded with the decision (JSON values; an off-platform merchant's
+        turnover source, or why it got no line).
     """
 
     merchant_id: str
@@ -79,6 +82,7 @@ class MerchantScores:
     pd_with: float | None
     isv_pd: Mapping[str, float] = field(default_factory=dict)
     consent_ids: Mapping[str, str] = field(default_factory=dict)
+    extra_inputs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def basis(self) -> str:
@@ -170,6 +174,7 @@ def decide_lines(
             "consents": dict(sorted(m.consent_ids.items())),
             "isv_lines": isv_lines,
             "sales_3m": int(sales[i]),
+            **m.extra_inputs,
         }
         row = {
             "merchant_id": m.merchant_id,
@@ -285,27 +290,20 @@ def explain(session: Session, merchant_id: str) -> str:
     if d is None:
         raise NotFound(f"no line decision for merchant {merchant_id!r}", code="UNKNOWN_MERCHANT")
     models = d.inputs.get("models", {})
+    if d.basis == "off-platform":
+        return "\n".join(_explain_off_platform(d, models))
     lines = [
         f"Merchant {d.merchant_id} ({d.basis} merchant), decision #{d.id} of "
         f"{d.decided_at:%Y-%m-%d %H:%M} UTC under credit policy v{d.policy_version}.",
         f"Trailing three-month sales: {_yuan(int(d.inputs.get('sales_3m', 0)))}.",
+        f"Platform data only (f {models.get('f', '?')}): PD {_pct(d.pd_f)} "
+        f"-> line {_yuan(d.line_f)}.",
     ]
-    if d.basis == "platform":
-        lines.append(
-            f"Platform data only (f {models.get('f', '?')}): PD {_pct(d.pd_f)} "
-            f"-> line {_yuan(d.line_f)}."
-        )
-    else:
-        lines.append("No platform sales: without ISV data the merchant gets no line.")
     if d.pd_with is None:
         lines.append("No consented ERP score: the line stays the platform-only line.")
     else:
-        isvs = ", ".join(
-            f"{k} (consent {d.inputs.get('consents', {}).get(k, '?')})"
-            for k in d.inputs.get("isvs", [])
-        )
         lines.append(
-            f"With ISV data from {isvs} (g {models.get('g', '?')}, combiner "
+            f"With ISV data from {_isvs(d)} (g {models.get('g', '?')}, combiner "
             f"{models.get('combiner', '?')}): PD {_pct(d.pd_with)} -> line {_yuan(d.line_with)}."
         )
     if d.uplift > 0:
@@ -319,3 +317,56 @@ def explain(session: Session, merchant_id: str) -> str:
     else:
         lines.append("ISV data did not change the line; no interest share is owed.")
     return "\n".join(lines)
+
+
+def _isvs(d: LineDecision) -> str:
+    consents = d.inputs.get("consents", {})
+    return ", ".join(f"{k} (consent {consents.get(k, '?')})" for k in d.inputs.get("isvs", []))
+
+
+_NO_LINE = {
+    "no_turnover": "no ISV whose score a consent covers reported its revenue_3m",
+    "no_consented_score": "no live credit_scoring consent covers its ERP-only score",
+}
+
+
+def _explain_off_platform(d: LineDecision, models: Mapping[str, Any]) -> list[str]:
+    """An off-platform decision: ERP-only PD, ERP-reported turnover, the whole line uplift."""
+    off = d.inputs.get("off_platform", {})
+    model = models.get("g_only", "?")
+    lines = [
+        f"Merchant {d.merchant_id} (off-platform merchant: ERP data, no platform sales), "
+        f"decision #{d.id} of {d.decided_at:%Y-%m-%d %H:%M} UTC under credit policy "
+        f"v{d.policy_version}.",
+        "No platform sales: without ISV data the merchant gets no line.",
+    ]
+    if d.pd_with is None:
+        why = _NO_LINE.get(str(off.get("no_line")), "no consented ERP-only score")
+        lines.append(f"No line: {why} (model {model}).")
+        return lines
+    calibrated = (
+        ", its g mapped to a PD on platform merchants' labels"
+        if str(model).endswith("+calibration") else ""
+    )
+    source = off.get("turnover_isv")
+    sha = str(off.get("turnover_sha256", ""))[:16]
+    origin = (
+        f" ({off.get('turnover_signal', 'revenue_3m')} reported by {source}'s ERP, signals "
+        f"file sha256 {sha}…)" if source else ""
+    )
+    lines += [
+        f"ERP-reported trailing three-month revenue{origin}: "
+        f"{_yuan(int(d.inputs.get('sales_3m', 0)))}.",
+        f"With ISV data from {_isvs(d)}: PD {_pct(d.pd_with)} from the ERP-only model "
+        f"{model}{calibrated} (no platform score, no combiner) on that turnover -> line "
+        f"{_yuan(d.line_with)}.",
+    ]
+    if d.uplift > 0:
+        split = ", ".join(f"{k} weight {w}" for k, w in d.attribution.items())
+        lines.append(
+            f"Uplift +{_yuan(d.uplift)}: the whole line is the ISVs' uplift; the ISV share "
+            f"of its interest goes to {split}."
+        )
+    else:
+        lines.append("The PD or the turnover gives no line under the policy; nothing is owed.")
+    return lines

@@ -7,9 +7,11 @@ gate: a g score without one is dropped before the combiner sees it). With severa
 ISVs for one merchant, the combiner reads the mean logit of their scores, and each
 ISV's own PD (for attribution) reads its score alone.
 
-Off-platform merchants (ERP data, no platform sales): PD from an ERP-only score
-calibrated on the platform's labels (a one-feature logistic regression), line base
-from the ERP-reported turnover.
+Off-platform merchants (ERP data, no platform sales), as the demo decides them in
+memory: PD from an ERP-only score calibrated on the platform's labels (a one-feature
+logistic regression), line base from the ERP-reported turnover. The operator's path
+(``fedgate credit decide --off-platform-…``: a ``pd-erp-only`` PD used as is, the node's
+``revenue_3m`` release, strict files) is :mod:`gateway.credit._offplatform`.
 """
 
 from __future__ import annotations

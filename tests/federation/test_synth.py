@@ -16,6 +16,7 @@ from federation.schema import AS_OF, ERP_FEATURES, FAKE_LABEL, LABEL, MERCHANT_I
 from federation.synth import (
     ISV_COLUMN,
     NO_ISV,
+    OFF_PLATFORM_TRUTH_FILE,
     SynthParams,
     SynthWorld,
     generate_world,
@@ -104,6 +105,47 @@ def test_cli_synth_writes_csv_world(tmp_path: Path) -> None:
         "isv01.csv", "isv02.csv", "platform.csv", "world.json"]
 
 
+def test_off_platform_merchants_leave_the_platform_table_only() -> None:
+    """A share of ISV merchants has no platform row, keeps its ERP rows, and its truth apart."""
+    params = SynthParams(merchants=4000, isvs=3, seed=4, off_platform_share=0.25)
+    full = generate_world(SynthParams(merchants=4000, isvs=3, seed=4))
+
+    w = generate_world(params)
+    truth, on = w.off_platform, set(w.platform[MERCHANT_ID])
+    erp_ids = set(pd.concat(w.erp.values())[MERCHANT_ID])
+
+    assert on.isdisjoint(truth[MERCHANT_ID]) and len(on) + len(truth) == 4000
+    assert set(truth[MERCHANT_ID]) <= erp_ids and (truth[ISV_COLUMN] != NO_ISV).all()
+    with_isv = int((full.platform[ISV_COLUMN] != NO_ISV).sum())
+    assert 0.21 <= len(truth) / with_isv <= 0.29
+    # Everything else is the world it was: same rows, same ERP tables, same labels.
+    pd.testing.assert_frame_equal(
+        full.platform[full.platform[MERCHANT_ID].isin(on)].reset_index(drop=True), w.platform)
+    for k in full.erp:
+        pd.testing.assert_frame_equal(full.erp[k], w.erp[k])
+    by_id = full.platform.set_index(MERCHANT_ID)
+    assert (by_id.loc[truth[MERCHANT_ID], LABEL].to_numpy() == truth[LABEL].to_numpy()).all()
+    assert w.manifest["off_platform"]["merchants"] == len(truth)
+    assert "off_platform" not in full.manifest and full.off_platform.empty
+
+
+def test_cli_synth_off_platform_writes_ground_truth_apart(tmp_path: Path) -> None:
+    """`--off-platform-share` writes the ground truth to its own, clearly named file."""
+    result = CliRunner().invoke(app, ["data", "synth", "--merchants", "800", "--isvs", "2",
+                                      "--seed", "2", "--out", str(tmp_path),
+                                      "--off-platform-share", "0.5"])
+    doc = json.loads((tmp_path / "world.json").read_text())
+    truth = pd.read_parquet(tmp_path / f"{OFF_PLATFORM_TRUTH_FILE}.parquet")
+    platform = pd.read_parquet(tmp_path / "platform.parquet")
+
+    assert result.exit_code == 0, result.output
+    assert doc["off_platform"]["ground_truth_file"] == f"{OFF_PLATFORM_TRUTH_FILE}.parquet"
+    assert doc["params"]["off_platform_share"] == 0.5
+    assert len(platform) + len(truth) == 800 == doc["world"]["merchants"]
+    assert set(platform[MERCHANT_ID]).isdisjoint(truth[MERCHANT_ID])
+    assert list(truth.columns) == [MERCHANT_ID, ISV_COLUMN, SECTOR, LABEL, FAKE_LABEL]
+
+
 def test_cli_check_reports_out_of_range(tmp_path: Path) -> None:
     """`fedgate data check` exits non-zero with the error code for rows outside the range."""
     write_world(SynthParams(merchants=500, isvs=1, seed=0), tmp_path)
@@ -119,3 +161,5 @@ def test_bad_params_refused() -> None:
     """Out-of-range parameters raise ValueError naming the parameter."""
     with pytest.raises(ValueError, match="isvs"):
         SynthParams(merchants=10, isvs=0)
+    with pytest.raises(ValueError, match="off_platform_share"):
+        SynthParams(merchants=10, isvs=1, off_platform_share=1.0)

@@ -6,6 +6,7 @@ from gateway import credit
 
 EXPECTED = {
     "CreditError", "PolicyError", "ImportRefused", "PeriodError", "NotFound",
+    "OffPlatformInputError",
     "Period", "parse_period", "period_of",
     "DEFAULT_POLICY_TOML", "POLICY_ENTRY", "CreditPolicy", "LinePolicy", "Pricing",
     "MonitoringRules", "parse_policy", "activate_policy", "current_policy", "policy_version",
@@ -26,6 +27,9 @@ EXPECTED = {
     "evaluate_rules", "monitor_pass",
     "SCORING_PURPOSE", "MONITORING_PURPOSE", "MONITORING_CATEGORIES", "covering_consents",
     "PlatformPds", "platform_pds", "merchant_scores", "offplatform_scores", "consented_scores",
+    "TURNOVER_SIGNAL", "SIGNAL_COLUMNS", "MAX_REVENUE_3M", "OffPlatformModel",
+    "OffPlatformOutcome", "read_offplatform_model", "read_score_rows", "read_turnover",
+    "offplatform_decision_inputs",
     "COMBINER_ENTRY", "COMBINER_SUBDIR", "StoredCombiner", "save_combiner", "load_combiner",
     "OpenLoanCohort", "open_loan_merchants", "rescore_open_loans",
     "SIGNAL_SOURCE", "SignalRelease", "query_signals", "erp_changes_by_merchant",
