@@ -7,7 +7,9 @@ approved) against them, each step in a **fresh process**, so the RSS is what a
 new actor pays:
 
 * ``new``: :class:`federation.node.ApprovalRegister` (SQLite, chunked lookups);
-* ``old``: the JSON-lines register from ``git show <--old-rev>:federation/node/_approvals.py``
+* ``old``: the register at ``--old-rev`` (default the last JSON-lines one,
+  :data:`JSONL_REV`; an SQLite-era revision compares two SQLite versions), from
+  ``git show <--old-rev>:federation/node/_approvals.py``
   loaded into a temporary module.
 
 Both match through ``unmatched(manifest, entries)`` with the entries streamed from a
@@ -35,6 +37,8 @@ from types import ModuleType
 from typing import Any
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+JSONL_REV = "f79f976"
+"""The last revision whose register was JSON lines (the next one made it SQLite)."""
 
 
 def _status(field: str) -> int:
@@ -99,7 +103,8 @@ def _step(impl: str, step: str, n: int, workdir: Path, rev: str) -> dict[str, An
 
     mod: Any = _module(rev if impl == "old" else None, workdir)
     key = Ed25519PrivateKey.from_private_bytes(b"\1" * 32)
-    path = workdir / ("approvals.jsonl" if impl == "old" else "approvals.sqlite")
+    # An SQLite-era module (it has CHUNK) gets a database file, a JSON-lines one its .jsonl.
+    path = workdir / ("approvals.sqlite" if hasattr(mod, "CHUNK") else "approvals.jsonl")
     register = mod.ApprovalRegister(path, key, b"k" * 32)
     # A manifest with one entry carries the header; entries are streamed separately.
     manifest = build_manifest(
@@ -127,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--impl", nargs="+", default=["new", "old"], choices=["new", "old"])
-    ap.add_argument("--old-rev", default="main")
+    ap.add_argument("--old-rev", default=JSONL_REV,
+                    help="the revision 'old' loads (default: the last JSON-lines register)")
     ap.add_argument("--step", choices=["register", "match"], help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

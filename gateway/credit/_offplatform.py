@@ -6,7 +6,10 @@ line is the ISV's uplift** (:mod:`gateway.credit._lines`). Its two inputs:
 
 * **PD** — the ``g`` of a scoring job of a model trained on ``default_12m``:
 
-  - ``pd-erp-only`` (the spec made for this): its ``g`` *is* the PD, used as is;
+  - ``pd-erp-only`` (the spec made for this): its ``g`` is a PD, used as is — or, with
+    ``calibrate=True``, recalibrated like ``pd-erp``'s: DP-SGD's clipping and noise bend
+    the intercept, and on a 10,000-merchant world its mean PD was 0.74 % against a
+    4.03 % default rate (ranking AUC 0.748), enough to give nearly everyone a line;
   - ``pd-erp`` with explicit calibration (``calibrate=True``): ``g`` mapped to a PD by a
     one-feature logistic regression ``PD = σ(c0 + c1·logit g)`` fitted on the
     consented ``g`` of the merchants that *do* have a platform row and their platform
@@ -104,7 +107,7 @@ class OffPlatformModel:
     model_id : str
         ``<spec>:<job_id>@<first 16 hex of SHA-256(model.npz)>``: what decisions record.
     calibrated : bool
-        ``True`` when ``g`` goes through the calibration (``pd-erp`` only).
+        ``True`` when ``g`` goes through the calibration (required for ``pd-erp``).
     categories : tuple[str, ...]
         The consent categories the model reads (the consent gate checks these).
     """
@@ -130,7 +133,7 @@ def read_offplatform_model(model_dir: Path, *, calibrate: bool) -> OffPlatformMo
         ``BAD_MODEL`` (no lineage or model file), ``UNKNOWN_SPEC`` (a spec other than
         ``pd-erp-only`` / ``pd-erp``, or a label other than ``default_12m``),
         ``CALIBRATION_REQUIRED`` (``pd-erp`` without ``calibrate``: its ``g`` is a score,
-        not a PD), ``CALIBRATION_NOT_APPLICABLE`` (``pd-erp-only`` with ``calibrate``).
+        not a PD).
     """
     lineage_file, model_file = model_dir / "lineage.json", model_dir / "model.npz"
     if not lineage_file.is_file() or not model_file.is_file():
@@ -161,12 +164,6 @@ def read_offplatform_model(model_dir: Path, *, calibrate: bool) -> OffPlatformMo
             f"{CALIBRATED_SPEC}'s g is a score, not a PD: pass --off-platform-calibrate to map "
             "it to a PD on the platform's labels, or score with a pd-erp-only model",
             code="CALIBRATION_REQUIRED",
-        )
-    if spec == DIRECT_SPEC and calibrate:
-        raise OffPlatformInputError(
-            f"{DIRECT_SPEC}'s g is already a PD (trained on {_LABEL}); "
-            "--off-platform-calibrate is for pd-erp scores",
-            code="CALIBRATION_NOT_APPLICABLE",
         )
     digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
     return OffPlatformModel(spec, job_id, f"{spec}:{job_id}@{digest[:16]}", calibrate, categories)

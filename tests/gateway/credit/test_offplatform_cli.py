@@ -223,8 +223,6 @@ def test_bad_turnover_is_refused_and_nothing_written(
         ("fake-trade", "fake_trade", [], "UNKNOWN_SPEC"),
         ("my-spec", "default_12m", [], "UNKNOWN_SPEC"),
         ("pd-erp", "default_12m", [], "CALIBRATION_REQUIRED"),
-        ("pd-erp-only", "default_12m", ["--off-platform-calibrate"],
-         "CALIBRATION_NOT_APPLICABLE"),
     ],
 )
 def test_wrong_model_is_refused(
@@ -248,8 +246,10 @@ def test_wrong_model_is_refused(
     assert _counts() == before
 
 
-def test_calibrated_pd_erp_scores(cli: CliRunner, tmp_path: Path) -> None:
-    """pd-erp g with --off-platform-calibrate: PDs from the platform merchants' labels, recorded."""
+@pytest.mark.parametrize("spec", ["pd-erp", "pd-erp-only"])
+def test_calibrated_scores(cli: CliRunner, tmp_path: Path, spec: str) -> None:
+    """g with --off-platform-calibrate (required for pd-erp, allowed for pd-erp-only, whose
+    DP-trained PDs ran 5x low): PDs from the platform merchants' labels, recorded."""
     world, erp, truth = _small_world(tmp_path)
     platform = pd.read_parquet(world / "platform.parquet").set_index("merchant_id")
     y = platform["default_12m"].reindex(erp["merchant_id"]).fillna(0).to_numpy()
@@ -263,7 +263,7 @@ def test_calibrated_pd_erp_scores(cli: CliRunner, tmp_path: Path) -> None:
                               "--off-platform-scores", str(tmp_path / "scores.csv"),
                               "--off-platform-turnover", str(tmp_path / "signals.csv"),
                               "--off-platform-model-dir",
-                              str(_fake_model(tmp_path / "m", "pd-erp")),
+                              str(_fake_model(tmp_path / "m", spec)),
                               "--off-platform-calibrate"])  # fmt: skip
     with _common.session() as s:
         decisions = credit.latest_decisions(s)
@@ -272,7 +272,7 @@ def test_calibrated_pd_erp_scores(cli: CliRunner, tmp_path: Path) -> None:
     assert "calibrated on" in " ".join(result.output.split())
     priced = [d for d in decisions.values() if d.pd_with is not None]
     assert priced and set(decisions) == set(truth["merchant_id"])
-    assert {d.inputs["models"]["g_only"].split("@")[0] for d in priced} == {"pd-erp:t-fake"}
+    assert {d.inputs["models"]["g_only"].split("@")[0] for d in priced} == {f"{spec}:t-fake"}
     assert all(d.inputs["models"]["g_only"].endswith("+calibration") for d in priced)
     # A calibrated PD is not the raw g: the platform's default rate pulls it.
     raw = pd.read_csv(tmp_path / "scores.csv").set_index("merchant_id")["g"]

@@ -91,7 +91,7 @@ def _world(s: Session) -> tuple[int, credit.CreditPolicy]:
 
 
 def test_fee_and_share_by_hand(sessions: sessionmaker[Session]) -> None:
-    """Fees = 50 fen × merchants used (train, score, signals); share = 20 % of uplift interest, floored."""
+    """Fees = 50 fen × merchants used (train, score, signals); share = 20 % of uplift interest."""
     with sessions() as s, s.begin():
         v, pol = _world(s)
         done = {x.isv: x for x in credit.settle_period(s, JUL, policy_version=v, policy=pol)}
