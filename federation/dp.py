@@ -42,7 +42,7 @@ import math
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -386,10 +386,8 @@ class PrivacyLedger:
             conn.execute("COMMIT")
         finally:
             conn.close()
-        try:
+        with suppress(FileNotFoundError):  # another process imported and renamed it
             os.replace(legacy, legacy.with_name(legacy.name + ".imported"))
-        except FileNotFoundError:
-            pass  # another process imported and renamed it
 
     # -- queries --------------------------------------------------------------------------
     def job_history(self, job_id: str, stream: str = "train") -> list[HistoryEntry]:
@@ -546,8 +544,8 @@ class PrivacyLedger:
                             left_out.append(mid)
                             continue
                         new.append((mid, m_eps + job_eps))
-                    elif (
-                        dry_run and rising and eps.get(mid, 0.0) + rise > lifetime_epsilon + _EPS_SLACK
+                    elif dry_run and rising and (
+                        eps.get(mid, 0.0) + rise > lifetime_epsilon + _EPS_SLACK
                     ):
                         left_out.append(mid)  # the rise would exclude it (written only for real)
                         continue

@@ -259,8 +259,11 @@ class NodeConfig:
 
     @property
     def privacy_ledger_path(self) -> Path:
-        """Where the node's cumulative DP accounting lives (SQLite; an earlier version's
-        ``privacy.json`` beside it is imported on first open, see :class:`~federation.dp.PrivacyLedger`)."""
+        """Where the node's cumulative DP accounting lives (an SQLite file).
+
+        An earlier version's ``privacy.json`` beside it is imported on first open
+        (:class:`~federation.dp.PrivacyLedger`).
+        """
         return self.state_dir / "privacy.sqlite"
 
 

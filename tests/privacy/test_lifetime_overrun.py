@@ -88,8 +88,9 @@ def test_a_node_upgraded_from_the_json_ledger_still_refuses_its_spent_merchants(
     world: World, tmp_path: Path
 ) -> None:
     """A node whose accounting is an earlier version's ``privacy.json`` (half its training
-    merchants at ε 5.5 of the node's lifetime 6.0) is sent a job: the SQLite ledger imports the file on first
-    open, so the spent half sits out and only the fresh half is trained and charged."""
+    merchants at ε 5.5 of the node's lifetime 6.0) is sent a job: the SQLite ledger imports
+    the file on first open, so the spent half sits out and only the fresh half is trained
+    and charged (without the import all of them are)."""
     node = own_node(world, "isv1", tmp_path,
                     "min-cohort = 5\nmax-epsilon-lifetime = 6.0\nmax-epsilon-per-job = 3.0")
     training = [e.merchant_id for e in world.cohort.by_isv["isv1"] if not is_holdout(e.merchant_id)]
