@@ -422,7 +422,7 @@ class PrivacyLedger:
         BudgetExceeded
             Nothing is charged when any merchant or the job would overrun.
         """
-        ids = sorted(set(merchant_ids))
+        ids = _unique_sorted(merchant_ids)
         with self._writing() as conn:
             result = _check(conn, job_id=job_id, budget=budget, merchant_ids=ids)
             if not result.ok:
@@ -507,7 +507,7 @@ class PrivacyLedger:
         BudgetExceeded
             The job has spent its ε (nothing is charged).
         """
-        ids = sorted(set(merchant_ids))
+        ids = _unique_sorted(merchant_ids)
         with self._reading() if dry_run else self._writing() as conn:
             job = conn.execute("SELECT epsilon FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             job_epsilon = float(job[0]) if job else float(budget.epsilon)
@@ -576,6 +576,18 @@ class PrivacyLedger:
                     "SELECT job_id FROM charges WHERE merchant_id = ? ORDER BY seq", (merchant_id,)
                 )
             ]
+
+
+def _unique_sorted(ids: Iterable[str]) -> list[str]:
+    """``sorted(set(ids))`` without the set (a hash table of every id: ~32 MiB per 10⁶)."""
+    out = sorted(ids)
+    kept = 0
+    for mid in out:  # drop adjacent duplicates in place
+        if kept == 0 or mid != out[kept - 1]:
+            out[kept] = mid
+            kept += 1
+    del out[kept:]
+    return out
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -713,7 +725,7 @@ def _check(
     if spent >= budget.epsilon:
         return BudgetCheck(False, spent, (), f"job {job_id} has spent its ε={budget.epsilon}")
     over: list[str] = []
-    for chunk in _chunks(sorted(set(merchant_ids))):
+    for chunk in _chunks(_unique_sorted(merchant_ids)):
         eps, charged, _ = _chunk_state(conn, job_id, chunk)
         over.extend(
             mid

@@ -254,3 +254,14 @@ def test_summary_aggregates_without_loading_merchants(tmp_path: Path) -> None:
     s = ledger.summary()
     assert s.job_epsilon == {"j": 0.0, "k": 0.0}
     assert (s.merchants_charged, s.max_merchant_epsilon) == (2, 3.0)
+
+
+def test_a_merchant_named_twice_in_one_call_is_charged_once(tmp_path: Path) -> None:
+    ledger = PrivacyLedger(tmp_path / "privacy.sqlite")
+    budget = DPBudget(epsilon=1.0, lifetime_epsilon=LIFETIME)
+    assert ledger.admit(job_id="j", budget=budget, merchant_ids=["b", "a", "b", "b"],
+                        lifetime_epsilon=LIFETIME) == (["a", "b"], [])
+    ledger.reserve(job_id="k", budget=budget, merchant_ids=["b", "b"])
+    assert ledger.merchant_spent("b") == 2.0 and ledger.jobs_of("b") == ["j", "k"]
+    assert ledger.check(job_id="x", budget=DPBudget(epsilon=4.0, lifetime_epsilon=LIFETIME),
+                        merchant_ids=["b", "a", "b"]).over_budget == ("b",)
