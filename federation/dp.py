@@ -36,12 +36,13 @@ tighter bound than the full set and move σ by < 1 % for the budgets used).
 
 from __future__ import annotations
 
-import fcntl
+import hashlib
 import json
 import math
 import os
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,12 @@ from opacus.accountants.analysis.rdp import get_privacy_spent as privacy_spent
 from scipy.special import gammaln, logsumexp
 
 from ._dpsgd import DPRoundResult, train_dp_sgd, train_plain_sgd
-from ._errors import BudgetExceeded
+from ._errors import BudgetExceeded, FederationError
 from .specs import DPBudget
 
 __all__ = [
     "PrivacyLedger",
+    "LedgerSummary",
     "BudgetCheck",
     "check_job_budget",
     "epsilon_of",
@@ -69,6 +71,31 @@ __all__ = [
 
 HistoryEntry = tuple[float, float, int]  # (noise multiplier, sample rate, steps)
 
+CHUNK = 500
+"""Merchant ids per lookup query (below SQLite's 999 bound-parameter floor)."""
+_MAGIC = b"SQLite format 3\x00"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY, epsilon REAL NOT NULL, delta REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    job_id TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+    sigma REAL NOT NULL, q REAL NOT NULL, steps INTEGER NOT NULL,
+    PRIMARY KEY (job_id, stream, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS merchants (
+    merchant_id TEXT PRIMARY KEY, epsilon REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS charges (
+    seq INTEGER PRIMARY KEY, job_id TEXT NOT NULL, merchant_id TEXT NOT NULL,
+    UNIQUE (job_id, merchant_id)
+);
+CREATE INDEX IF NOT EXISTS charges_merchant ON charges (merchant_id, seq);
+CREATE TABLE IF NOT EXISTS exclusions (
+    job_id TEXT NOT NULL, merchant_id TEXT NOT NULL, PRIMARY KEY (job_id, merchant_id)
+) WITHOUT ROWID;
+"""
 _STREAMS = {"train": "history", "eval": "eval_history"}
 _EPS_SLACK = 1e-12
 _MIN_SIGMA = 0.3
@@ -210,51 +237,164 @@ class BudgetCheck:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerSummary:
+    """A node ledger at a glance (:meth:`PrivacyLedger.summary`)."""
+
+    job_epsilon: dict[str, float]
+    merchants_charged: int
+    max_merchant_epsilon: float
+
+
 class PrivacyLedger:
-    """A node's persisted privacy accounting (a JSON file, locked while updated).
+    """A node's persisted privacy accounting: an SQLite file, updated one transaction a call.
+
+    Tables (see :data:`_SCHEMA`): ``jobs`` (each job's ε and δ at this node),
+    ``history`` (its RDP releases per stream), ``merchants`` (each merchant's
+    lifetime ε here), ``charges`` (which jobs were charged to which merchant, in
+    charge order) and ``exclusions`` (merchants a job's ε rise left out). Every
+    call reads and writes the merchants it is given in chunks of :data:`CHUNK`
+    through the primary keys, so memory is O(chunk), never O(ledger). A
+    :meth:`reserve`, :meth:`admit` or :meth:`record` runs in one ``BEGIN
+    IMMEDIATE`` transaction: concurrent jobs on a node are serialised by it, and
+    a call that raises midway leaves nothing charged. Reads (:meth:`check`,
+    ``admit(dry_run=True)``, the queries) run in one read transaction (one
+    consistent snapshot) and write nothing.
+
+    Each merchant's ε is the same float sum, in the same order, as the earlier
+    JSON ledger computed (``epsilon + charge`` in Python, stored as an IEEE double).
+
+    **An earlier version's JSON ledger is imported automatically** on first open
+    (:meth:`_import_legacy`): forgetting a merchant's spent ε would let it be
+    charged past its lifetime cap, and refusing to open would stop every job of
+    the node until an operator acts, for no gain — the JSON file is the node's
+    own state, as trusted as the database. The import is one transaction
+    (all of it or none) that also records the file's SHA-256; only after it
+    commits is the file renamed ``<name>.json.imported``. A crash in between is
+    finished on the next open (the marker says it is done). A JSON ledger that
+    changed after its import, or one found beside a database that already holds
+    accounting of its own, is refused with :class:`~federation.FederationError`
+    ``LEGACY_PRIVACY_LEDGER`` (merging them by guess could lose charges).
 
     Parameters
     ----------
     path : Path
-        The JSON file; created on first write.
+        The database (``<name>.sqlite``). A path ending ``.json`` (the earlier
+        version's name) means ``<name>.sqlite`` beside it; either way the legacy
+        JSON ledger looked for is ``<name>.json``. Created on first write.
     """
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+        path = Path(path)
+        self.path = path.with_suffix(".sqlite") if path.suffix == ".json" else path
+        self.legacy_path = self.path.with_suffix(".json")
 
     # -- storage --------------------------------------------------------------------------
-    def _read(self) -> dict[str, Any]:
-        if not self.path.exists():
-            return {"jobs": {}, "merchants": {}}
-        return dict(json.loads(self.path.read_text(encoding="utf-8")))
+    def _open(self, path: Path | str) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN (IMMEDIATE) ourselves, as ledger._engine does.
+        conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=60000")
+        if path != ":memory:":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(_SCHEMA)
+        return conn
 
-    def _write(self, state: dict[str, Any]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
-
-    @contextmanager
-    def _locked(self) -> Iterator[dict[str, Any]]:
-        # Jobs may run concurrently on one node; the lock serialises read-modify-write.
+    def _connect(self, *, create: bool) -> sqlite3.Connection:
+        self._import_legacy()
+        if self.path.exists():
+            if self.path.stat().st_size:
+                with self.path.open("rb") as fh:
+                    if fh.read(len(_MAGIC)) != _MAGIC:
+                        raise FederationError(
+                            f"{self.path} is not an SQLite privacy ledger",
+                            code="LEGACY_PRIVACY_LEDGER",
+                        )
+        elif not create:
+            return self._open(":memory:")  # nothing recorded yet: every query is empty
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                state = self._read()
-                yield state
-                self._write(state)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return self._open(self.path)
 
     @contextmanager
-    def _peek(self) -> Iterator[dict[str, Any]]:
-        yield self._read()  # a private copy: changes are dropped
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed if the body returns, rolled back if it raises."""
+        conn = self._connect(create=True)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction (a consistent snapshot across chunked queries); writes nothing."""
+        conn = self._connect(create=False)
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+
+    def _import_legacy(self) -> None:
+        """Import ``<name>.json`` (the earlier JSON ledger) once, atomically; then rename it."""
+        legacy = self.legacy_path
+        if not legacy.is_file():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._open(self.path)
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # two processes opening at once: one imports
+            try:
+                done = conn.execute(
+                    "SELECT value FROM meta WHERE key = 'legacy_json_sha256'"
+                ).fetchone()
+                if legacy.is_file():
+                    raw = legacy.read_bytes()
+                    digest = hashlib.sha256(raw).hexdigest()
+                    if done is not None and done[0] != digest:
+                        raise FederationError(
+                            f"{legacy} changed after it was imported into {self.path}; "
+                            "its new charges would be lost. Reconcile it by hand.",
+                            code="LEGACY_PRIVACY_LEDGER",
+                        )
+                    if done is None:
+                        if conn.execute(
+                            "SELECT 1 FROM jobs UNION ALL SELECT 1 FROM merchants LIMIT 1"
+                        ).fetchone():
+                            raise FederationError(
+                                f"{legacy} (a JSON privacy ledger) lies beside {self.path}, "
+                                "which already holds accounting; refusing to merge them by guess.",
+                                code="LEGACY_PRIVACY_LEDGER",
+                            )
+                        _import_state(conn, json.loads(raw))
+                        del raw
+                        conn.execute(
+                            "INSERT INTO meta (key, value) VALUES ('legacy_json_sha256', ?)",
+                            (digest,),
+                        )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        with suppress(FileNotFoundError):  # another process imported and renamed it
+            os.replace(legacy, legacy.with_name(legacy.name + ".imported"))
 
     # -- queries --------------------------------------------------------------------------
     def job_history(self, job_id: str, stream: str = "train") -> list[HistoryEntry]:
         """The job's RDP history at this node (``stream``: ``train`` or ``eval``)."""
-        job = self._read()["jobs"].get(job_id)
-        return [tuple(h) for h in job.get(_STREAMS[stream], [])] if job else []  # type: ignore[misc]
+        _STREAMS[stream]  # KeyError on an unknown stream, as before
+        with self._reading() as conn:
+            return _history(conn, job_id, stream)
 
     def job_epsilon(self, job_id: str, delta: float) -> float:
         """ε the job has spent at this node so far."""
@@ -262,12 +402,16 @@ class PrivacyLedger:
 
     def merchant_spent(self, merchant_id: str) -> float:
         """The merchant's lifetime ε charged at this node."""
-        m = self._read()["merchants"].get(merchant_id)
-        return float(m["epsilon"]) if m else 0.0
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT epsilon FROM merchants WHERE merchant_id = ?", (merchant_id,)
+            ).fetchone()
+        return float(row[0]) if row else 0.0
 
     def check(self, *, job_id: str, budget: DPBudget, merchant_ids: Iterable[str]) -> BudgetCheck:
         """Would training ``merchant_ids`` in ``job_id`` fit both budgets? Pure read."""
-        return _check(self._read(), job_id=job_id, budget=budget, merchant_ids=merchant_ids)
+        with self._reading() as conn:
+            return _check(conn, job_id=job_id, budget=budget, merchant_ids=merchant_ids)
 
     # -- updates --------------------------------------------------------------------------
     def reserve(self, *, job_id: str, budget: DPBudget, merchant_ids: Iterable[str]) -> None:
@@ -278,23 +422,26 @@ class PrivacyLedger:
         BudgetExceeded
             Nothing is charged when any merchant or the job would overrun.
         """
-        ids = sorted(set(merchant_ids))
-        with self._locked() as state:
-            result = _check(state, job_id=job_id, budget=budget, merchant_ids=ids)
+        ids = _unique_sorted(merchant_ids)
+        with self._writing() as conn:
+            result = _check(conn, job_id=job_id, budget=budget, merchant_ids=ids)
             if not result.ok:
                 raise BudgetExceeded(result.reason)
-            job = state["jobs"].setdefault(
-                job_id, {"epsilon": budget.epsilon, "delta": budget.delta, "history": []}
+            conn.execute(
+                "INSERT OR IGNORE INTO jobs (job_id, epsilon, delta) VALUES (?, ?, ?)",
+                (job_id, budget.epsilon, budget.delta),
             )
-            charged = set(job.setdefault("merchants", []))
-            for mid in ids:
-                if mid in charged:
-                    continue
-                m = state["merchants"].setdefault(mid, {"epsilon": 0.0, "jobs": []})
-                m["epsilon"] = float(m["epsilon"]) + budget.epsilon
-                m["jobs"].append(job_id)
-                charged.add(mid)
-            job["merchants"] = sorted(charged)
+            for chunk in _chunks(ids):
+                spent, charged, _ = _chunk_state(conn, job_id, chunk)
+                _charge(
+                    conn,
+                    job_id,
+                    [
+                        (mid, spent.get(mid, 0.0) + budget.epsilon)
+                        for mid in chunk
+                        if mid not in charged
+                    ],
+                )
 
     def record(
         self, job_id: str, steps: Sequence[HistoryEntry], streams: Sequence[str] = ("train",)
@@ -304,16 +451,31 @@ class PrivacyLedger:
         ``streams``: ``train`` (DP-SGD on the training merchants), ``eval`` (metrics
         of the held-out merchants, a disjoint set), or both (a sketch covers every
         merchant). The job's ε is the larger of the two streams' (parallel composition).
+
+        Raises
+        ------
+        KeyError
+            The job was never reserved or admitted at this node (nothing is written).
         """
-        with self._locked() as state:
-            job = state["jobs"][job_id]
+        rows = [(float(s), float(q), int(n)) for s, q, n in steps]
+        with self._writing() as conn:
+            job = conn.execute("SELECT delta FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if job is None:
+                raise KeyError(job_id)
             for stream in streams:
-                job.setdefault(_STREAMS[stream], []).extend(
-                    [float(s), float(q), int(n)] for s, q, n in steps
+                _STREAMS[stream]  # KeyError on an unknown stream
+                (start,) = conn.execute(
+                    "SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE job_id = ? AND stream = ?",
+                    (job_id, stream),
+                ).fetchone()
+                conn.executemany(
+                    "INSERT INTO history (job_id, stream, seq, sigma, q, steps) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(job_id, stream, start + i, *row) for i, row in enumerate(rows)],
                 )
-            delta = float(job["delta"])
-            histories = [job.get(v, []) for v in _STREAMS.values()]
-        return max(epsilon_of([tuple(h) for h in hist], delta) for hist in histories)  # type: ignore[misc]
+            delta = float(job[0])
+            histories = [_history(conn, job_id, s) for s in _STREAMS]
+        return max(epsilon_of(hist, delta) for hist in histories)
 
     def admit(
         self,
@@ -333,7 +495,7 @@ class PrivacyLedger:
         the rest go on. A job whose ε rises mid-job charges the rise to every
         merchant it already charged; one that cannot take the rise is excluded
         from the job's later rounds. ``dry_run`` computes the same answer and
-        writes nothing.
+        writes nothing (it reads the rise's exclusions for ``merchant_ids`` only).
 
         Returns
         -------
@@ -345,76 +507,237 @@ class PrivacyLedger:
         BudgetExceeded
             The job has spent its ε (nothing is charged).
         """
-        ids = sorted(set(merchant_ids))
-        with self._peek() if dry_run else self._locked() as state:
-            merchants = state["merchants"]
-            job = state["jobs"].setdefault(
-                job_id,
-                {"epsilon": budget.epsilon, "delta": budget.delta, "history": [], "merchants": []},
-            )
-            spent = max(
-                epsilon_of([tuple(h) for h in job.get(v, [])], budget.delta)  # type: ignore[misc]
-                for v in _STREAMS.values()
-            )
+        ids = _unique_sorted(merchant_ids)
+        with self._reading() if dry_run else self._writing() as conn:
+            job = conn.execute("SELECT epsilon FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            job_epsilon = float(job[0]) if job else float(budget.epsilon)
+            if job is None and not dry_run:
+                conn.execute(
+                    "INSERT INTO jobs (job_id, epsilon, delta) VALUES (?, ?, ?)",
+                    (job_id, budget.epsilon, budget.delta),
+                )
+            spent = max(epsilon_of(_history(conn, job_id, s), budget.delta) for s in _STREAMS)
             if spent >= budget.epsilon:
                 raise BudgetExceeded(f"job {job_id} has spent its ε={budget.epsilon}")
-            charged = set(job.setdefault("merchants", []))
-            excluded = set(job.get("excluded", []))
-            rise = budget.epsilon - float(job["epsilon"])
-            if rise > _EPS_SLACK:
-                for mid in sorted(charged - excluded):
-                    m = merchants[mid]
-                    if float(m["epsilon"]) + rise > lifetime_epsilon + _EPS_SLACK:
-                        excluded.add(mid)
-                        continue
-                    m["epsilon"] = float(m["epsilon"]) + rise
-                job["epsilon"] = budget.epsilon
-            job_eps = max(float(job["epsilon"]), budget.epsilon)
-            admitted, left_out = [], []
-            for mid in ids:
-                if mid in excluded:
-                    left_out.append(mid)
-                    continue
-                if mid not in charged:
-                    m = merchants.setdefault(mid, {"epsilon": 0.0, "jobs": []})
-                    if float(m["epsilon"]) + job_eps > lifetime_epsilon + _EPS_SLACK:
+            rise = budget.epsilon - job_epsilon
+            rising = rise > _EPS_SLACK
+            if rising:
+                if not dry_run:
+                    _charge_rise(conn, job_id, rise, lifetime_epsilon)
+                    conn.execute(
+                        "UPDATE jobs SET epsilon = ? WHERE job_id = ?", (budget.epsilon, job_id)
+                    )
+                job_epsilon = budget.epsilon
+            job_eps = max(job_epsilon, budget.epsilon)
+            admitted: list[str] = []
+            left_out: list[str] = []
+            for chunk in _chunks(ids):
+                eps, charged, excluded = _chunk_state(conn, job_id, chunk)
+                new: list[tuple[str, float]] = []
+                for mid in chunk:
+                    if mid in excluded:
                         left_out.append(mid)
                         continue
-                    m["epsilon"] = float(m["epsilon"]) + job_eps
-                    m["jobs"].append(job_id)
-                    charged.add(mid)
-                admitted.append(mid)
-            job["merchants"] = sorted(charged)
-            job["excluded"] = sorted(excluded)
+                    if mid not in charged:
+                        m_eps = eps.get(mid, 0.0)
+                        if m_eps + job_eps > lifetime_epsilon + _EPS_SLACK:
+                            left_out.append(mid)
+                            continue
+                        new.append((mid, m_eps + job_eps))
+                    elif dry_run and rising and (
+                        eps.get(mid, 0.0) + rise > lifetime_epsilon + _EPS_SLACK
+                    ):
+                        left_out.append(mid)  # the rise would exclude it (written only for real)
+                        continue
+                    admitted.append(mid)
+                if not dry_run:
+                    _charge(conn, job_id, new)
         return admitted, left_out
+
+    def summary(self) -> LedgerSummary:
+        """Each job's ε spent (its training releases, at its δ), merchants charged, the largest ε.
+
+        Aggregates in SQL: memory is O(jobs), not O(merchants).
+        """
+        with self._reading() as conn:
+            jobs = conn.execute("SELECT job_id, delta FROM jobs ORDER BY job_id").fetchall()
+            job_eps = {j: epsilon_of(_history(conn, j, "train"), float(d)) for j, d in jobs}
+            count, worst = conn.execute(
+                "SELECT COUNT(*), COALESCE(MAX(epsilon), 0.0) FROM merchants WHERE epsilon > 0"
+            ).fetchone()
+        return LedgerSummary(job_eps, int(count), float(worst))
 
     def jobs_of(self, merchant_id: str) -> list[str]:
         """The jobs whose releases were charged to ``merchant_id`` at this node (lineage)."""
-        m = self._read()["merchants"].get(merchant_id)
-        return list(m["jobs"]) if m else []
+        with self._reading() as conn:
+            return [
+                r[0]
+                for r in conn.execute(
+                    "SELECT job_id FROM charges WHERE merchant_id = ? ORDER BY seq", (merchant_id,)
+                )
+            ]
+
+
+def _unique_sorted(ids: Iterable[str]) -> list[str]:
+    """``sorted(set(ids))`` without the set (a hash table of every id: ~32 MiB per 10⁶)."""
+    out = sorted(ids)
+    kept = 0
+    for mid in out:  # drop adjacent duplicates in place
+        if kept == 0 or mid != out[kept - 1]:
+            out[kept] = mid
+            kept += 1
+    del out[kept:]
+    return out
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    """``items`` in slices of :data:`CHUNK`."""
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def _history(conn: sqlite3.Connection, job_id: str, stream: str) -> list[HistoryEntry]:
+    return [
+        (float(s), float(q), int(n))
+        for s, q, n in conn.execute(
+            "SELECT sigma, q, steps FROM history WHERE job_id = ? AND stream = ? ORDER BY seq",
+            (job_id, stream),
+        )
+    ]
+
+
+def _chunk_state(
+    conn: sqlite3.Connection, job_id: str, chunk: Sequence[str]
+) -> tuple[dict[str, float], set[str], set[str]]:
+    """For ≤ :data:`CHUNK` merchants: their lifetime ε here, and which the job charged/excluded."""
+    marks = ",".join("?" * len(chunk))
+    eps = {
+        mid: float(e)
+        for mid, e in conn.execute(
+            f"SELECT merchant_id, epsilon FROM merchants WHERE merchant_id IN ({marks})", chunk
+        )
+    }
+    charged = {
+        r[0]
+        for r in conn.execute(
+            f"SELECT merchant_id FROM charges WHERE job_id = ? AND merchant_id IN ({marks})",
+            (job_id, *chunk),
+        )
+    }
+    excluded = {
+        r[0]
+        for r in conn.execute(
+            f"SELECT merchant_id FROM exclusions WHERE job_id = ? AND merchant_id IN ({marks})",
+            (job_id, *chunk),
+        )
+    }
+    return eps, charged, excluded
+
+
+def _charge(conn: sqlite3.Connection, job_id: str, rows: Sequence[tuple[str, float]]) -> None:
+    """Set each merchant's new lifetime ε and record the job's charge to it."""
+    conn.executemany(
+        "INSERT INTO merchants (merchant_id, epsilon) VALUES (?, ?) "
+        "ON CONFLICT (merchant_id) DO UPDATE SET epsilon = excluded.epsilon",
+        rows,
+    )
+    conn.executemany(
+        "INSERT INTO charges (job_id, merchant_id) VALUES (?, ?)",
+        [(job_id, mid) for mid, _ in rows],
+    )
+
+
+def _charge_rise(
+    conn: sqlite3.Connection, job_id: str, rise: float, lifetime_epsilon: float
+) -> None:
+    """Charge ``rise`` to every merchant the job charged and did not exclude, or exclude it.
+
+    Walks the job's charges in merchant order, :data:`CHUNK` at a time (keyset
+    pagination, so updating while walking is safe and memory stays O(chunk)).
+    """
+    sql = (
+        "SELECT c.merchant_id, m.epsilon FROM charges c "
+        "JOIN merchants m ON m.merchant_id = c.merchant_id WHERE c.job_id = ? {after}"
+        "AND NOT EXISTS (SELECT 1 FROM exclusions e "
+        "WHERE e.job_id = c.job_id AND e.merchant_id = c.merchant_id) "
+        "ORDER BY c.merchant_id LIMIT ?"
+    )
+    rows = conn.execute(sql.format(after=""), (job_id, CHUNK)).fetchall()
+    while rows:
+        out = [(job_id, mid) for mid, e in rows if float(e) + rise > lifetime_epsilon + _EPS_SLACK]
+        gone = {mid for _, mid in out}
+        conn.executemany("INSERT INTO exclusions (job_id, merchant_id) VALUES (?, ?)", out)
+        conn.executemany(
+            "UPDATE merchants SET epsilon = ? WHERE merchant_id = ?",
+            [(float(e) + rise, mid) for mid, e in rows if mid not in gone],
+        )
+        rows = conn.execute(
+            sql.format(after="AND c.merchant_id > ? "), (job_id, rows[-1][0], CHUNK)
+        ).fetchall()
+
+
+def _import_state(conn: sqlite3.Connection, state: dict[str, Any]) -> None:
+    """Copy an earlier version's JSON ledger (``{"jobs": …, "merchants": …}``) into ``conn``.
+
+    A merchant's jobs are inserted in its list's order, so :meth:`PrivacyLedger.jobs_of`
+    keeps the order; a job's own ``merchants`` list is added too (the charged set).
+    """
+    jobs: dict[str, Any] = state.get("jobs", {})
+    for job_id, job in jobs.items():
+        conn.execute(
+            "INSERT INTO jobs (job_id, epsilon, delta) VALUES (?, ?, ?)",
+            (job_id, float(job["epsilon"]), float(job["delta"])),
+        )
+        for stream, key in _STREAMS.items():
+            conn.executemany(
+                "INSERT INTO history (job_id, stream, seq, sigma, q, steps) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (job_id, stream, i, float(s), float(q), int(n))
+                    for i, (s, q, n) in enumerate(job.get(key, []))
+                ],
+            )
+        conn.executemany(
+            "INSERT OR IGNORE INTO exclusions (job_id, merchant_id) VALUES (?, ?)",
+            ((job_id, mid) for mid in job.get("excluded", [])),
+        )
+    merchants: dict[str, Any] = state.get("merchants", {})
+    conn.executemany(
+        "INSERT INTO merchants (merchant_id, epsilon) VALUES (?, ?)",
+        ((mid, float(m["epsilon"])) for mid, m in merchants.items()),
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO charges (job_id, merchant_id) VALUES (?, ?)",
+        ((job_id, mid) for mid, m in merchants.items() for job_id in m.get("jobs", [])),
+    )
+    for job_id, job in jobs.items():
+        conn.executemany(
+            "INSERT OR IGNORE INTO charges (job_id, merchant_id) VALUES (?, ?)",
+            ((job_id, mid) for mid in job.get("merchants", [])),
+        )
 
 
 def _check(
-    state: dict[str, Any], *, job_id: str, budget: DPBudget, merchant_ids: Iterable[str]
+    conn: sqlite3.Connection, *, job_id: str, budget: DPBudget, merchant_ids: Iterable[str]
 ) -> BudgetCheck:
-    job = state["jobs"].get(job_id)
-    spent = epsilon_of([tuple(h) for h in job["history"]], budget.delta) if job else 0.0
+    job = conn.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    spent = epsilon_of(_history(conn, job_id, "train"), budget.delta) if job else 0.0
     if spent >= budget.epsilon:
         return BudgetCheck(False, spent, (), f"job {job_id} has spent its ε={budget.epsilon}")
-    charged = set(job.get("merchants", [])) if job else set()
-    over = tuple(
-        sorted(
+    over: list[str] = []
+    for chunk in _chunks(_unique_sorted(merchant_ids)):
+        eps, charged, _ = _chunk_state(conn, job_id, chunk)
+        over.extend(
             mid
-            for mid in set(merchant_ids) - charged
-            if float(state["merchants"].get(mid, {}).get("epsilon", 0.0)) + budget.epsilon
-            > budget.lifetime_epsilon + 1e-12
+            for mid in chunk
+            if mid not in charged
+            and eps.get(mid, 0.0) + budget.epsilon > budget.lifetime_epsilon + 1e-12
         )
-    )
     if over:
         return BudgetCheck(
             False,
             spent,
-            over,
+            tuple(over),
             f"{len(over)} merchant(s) would exceed lifetime ε={budget.lifetime_epsilon}",
         )
     return BudgetCheck(True, spent, ())

@@ -259,8 +259,12 @@ class NodeConfig:
 
     @property
     def privacy_ledger_path(self) -> Path:
-        """Where the node's cumulative DP accounting lives."""
-        return self.state_dir / "privacy.json"
+        """Where the node's cumulative DP accounting lives (an SQLite file).
+
+        An earlier version's ``privacy.json`` beside it is imported on first open
+        (:class:`~federation.dp.PrivacyLedger`).
+        """
+        return self.state_dir / "privacy.sqlite"
 
 
 @dataclass(frozen=True, slots=True)

@@ -450,7 +450,6 @@ def budget(
 ) -> None:
     """Show each node's DP spending and whether a job of ``--spec`` still fits."""
     from federation import BudgetExceeded, FederationError, PrivacyLedger, spec_from_run_config
-    from federation.dp import epsilon_of
 
     wn = _nodes(world)
     sessions()  # creates the schema on first use
@@ -467,14 +466,12 @@ def budget(
     table = Table("node", "jobs", "max merchant ε", "merchants charged")
     for node in nodes:
         ledger = PrivacyLedger(node.privacy_ledger_path)
-        state = ledger._read()  # noqa: SLF001 - a read-only summary of the node's own file
-        merchants = state["merchants"]
-        worst = max((float(m["epsilon"]) for m in merchants.values()), default=0.0)
-        spent = ", ".join(
-            f"{j}:{epsilon_of([tuple(h) for h in v['history']], float(v['delta'])):.2f}"
-            for j, v in sorted(state["jobs"].items())
+        summary = ledger.summary()
+        spent = ", ".join(f"{j}:{eps:.2f}" for j, eps in sorted(summary.job_epsilon.items()))
+        table.add_row(
+            node.isv_id, spent or "-", f"{summary.max_merchant_epsilon:.2f}",
+            str(summary.merchants_charged),
         )
-        table.add_row(node.isv_id, spent or "-", f"{worst:.2f}", str(len(merchants)))
     console.print(table)
     from federation.lifetime import MerchantPrivacyAccount
 

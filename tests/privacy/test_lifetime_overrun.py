@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from federation import is_holdout
@@ -81,3 +82,35 @@ def test_raising_epsilon_mid_job_is_charged_at_its_true_cost(world: World, tmp_p
     used = [e.merchant_id for e in entries if not is_holdout(e.merchant_id)]
     assert [ledger.merchant_spent(m) for m in used] == [3.0] * len(used)
     assert reply_receipt(node, reply).epsilon_spent <= 3.0 + 1e-9
+
+
+def test_a_node_upgraded_from_the_json_ledger_still_refuses_its_spent_merchants(
+    world: World, tmp_path: Path
+) -> None:
+    """A node whose accounting is an earlier version's ``privacy.json`` (half its training
+    merchants at ε 5.5 of the node's lifetime 6.0) is sent a job: the SQLite ledger imports
+    the file on first open, so the spent half sits out and only the fresh half is trained
+    and charged (without the import all of them are)."""
+    node = own_node(world, "isv1", tmp_path,
+                    "min-cohort = 5\nmax-epsilon-lifetime = 6.0\nmax-epsilon-per-job = 3.0")
+    training = [e.merchant_id for e in world.cohort.by_isv["isv1"] if not is_holdout(e.merchant_id)]
+    spent, fresh = training[: len(training) // 2], training[len(training) // 2 :]
+    legacy = node.state_dir / "privacy.json"
+    legacy.parent.mkdir(parents=True, exist_ok=True)
+    legacy.write_text(json.dumps({  # the earlier version's layout, as its reserve() wrote it
+        "jobs": {"earlier": {"epsilon": 5.5, "delta": 1e-5, "history": [],
+                             "merchants": sorted(spent)}},
+        "merchants": {m: {"epsilon": 5.5, "jobs": ["earlier"]} for m in spent},
+    }))
+    token = manifest(world, "isv1", world.cohort.by_isv["isv1"], job_id="job-after", round=1)
+
+    reply = send(node, model_message(token, job_id="job-after", round=1,
+                                     encoder=grid_encoder(world, "isv1")))
+
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else None
+    assert reply_receipt(node, reply).merchants_used == len(fresh)
+    ledger = PrivacyLedger(node.privacy_ledger_path)
+    assert all(ledger.merchant_spent(m) == 5.5 for m in spent)
+    assert all(ledger.merchant_spent(m) == 3.0 for m in fresh)
+    assert all(ledger.jobs_of(m) == ["earlier"] for m in spent)
+    assert (node.state_dir / "privacy.json.imported").is_file() and not legacy.exists()
