@@ -117,6 +117,14 @@ class StandardEncoder:
             out[:, 2 * i + 1] = missing
         return out
 
+    def transform_rows(self, df: pd.DataFrame) -> np.ndarray:
+        """What the node trains on: :meth:`transform` itself.
+
+        The bin encoder's one-hot rows are kept as codes (:mod:`federation.onehot`);
+        these rows are already two float32 cells per column, so they stay dense.
+        """
+        return self.transform(df)
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """``NNNN:column:standard`` = ``[mean, scale, levels]`` per column."""
         return {
