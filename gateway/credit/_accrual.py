@@ -46,7 +46,10 @@ then one ``interest:<loan>:<period>`` transfer per loan (all in one
 ``credit.period.closed`` ledger entry with the digest of the accrual rows. A
 closed month is closed for good: closing again is a no-op and imports dated in
 it are refused. Months close in order: a month is refused (``EARLIER_PERIOD_OPEN``)
-while an earlier month that holds events is open, so every event reaches the book.
+while any month from the first one with loan events up to it is open — one without
+events of its own too, since loans drawn earlier accrue in it — so every event and every
+day of interest reaches the book before a later month's close (and its write-offs) sees
+the loan.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ from ._bulk import among, copy_rows
 from ._chart import CREDIT_LOSS, CREDIT_LOSS_RECOVERY, INTEREST_RECEIVABLE, open_credit_chart
 from ._errors import PeriodError
 from ._models import AccrualRow, LoanEventRow, LoanRow, PeriodCloseRow
-from ._period import Period
+from ._period import Period, period_of
 
 __all__ = ["CLOSE_ENTRY", "CloseSummary", "LoanAccrual", "accrue", "close_period"]
 
@@ -165,6 +168,22 @@ def collect_interest(
     return out, paid
 
 
+def open_months_before(earliest: date | None, period: Period, closed: set[str]) -> list[str]:
+    """The months from ``earliest``'s to the one before ``period`` not in ``closed``. Pure.
+
+    ``earliest`` is the first day with a loan event before ``period`` (``None``: none).
+    """
+    out: list[str] = []
+    if earliest is None:
+        return out
+    month = period_of(earliest)
+    while month < period:
+        if month not in closed:
+            out.append(str(month))
+        month = month.next
+    return out
+
+
 def _recovered_principal(session: Session, period: Period, recovered: dict[str, int]) -> int:
     """The principal part of the period's recoveries, principal first per loan.
 
@@ -220,11 +239,17 @@ def close_period(
     now = at or datetime.now(UTC)
     first, last = period.first, period.last
     closed = set(session.execute(select(PeriodCloseRow.period)).scalars())
-    days = session.execute(select(LoanEventRow.day).where(LoanEventRow.day < first).distinct())
-    earlier = sorted({f"{d:%Y-%m}" for (d,) in days} - closed)
+    earliest = session.execute(
+        select(func.min(LoanEventRow.day)).where(LoanEventRow.day < first)
+    ).scalar_one_or_none()
+    # Every month from the first one with loan events on must be closed before this one,
+    # those without events of their own too: a loan drawn earlier accrues in them, and a
+    # later close (its write-off taking "the whole" interest receivable) must see it.
+    earlier = open_months_before(earliest, period, closed)
     if earlier:
         raise PeriodError(
-            f"close {earlier[0]} first: it holds loan events and is still open",
+            f"close {earlier[0]} first: loan events start in "
+            f"{earliest:%Y-%m} and months close in order",
             code="EARLIER_PERIOD_OPEN",
         )
     open_credit_chart(session, currency)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import ledger
 from gateway import credit
-from gateway.credit._models import AccrualRow
+from gateway.credit._models import AccrualRow, PeriodCloseRow
 
 from ._helpers import decide, event, import_rows, merchant, setup_book
 
@@ -257,3 +257,52 @@ def test_write_off_takes_the_interest_receivable_by_hand(sessions: sessionmaker[
     assert end[credit.CREDIT_LOSS] == after_feb[credit.CREDIT_LOSS]
     assert cash0 - cash == 1_500_000 - 20_000
     assert tb.balanced and book.ok
+
+
+def test_a_month_without_events_still_closes_before_the_next(
+    sessions: sessionmaker[Session],
+) -> None:
+    """1,000,000 fen at 36.5 % (1,000 a day) drawn Jan 1, written off whole on Mar 10;
+    February holds no event. March cannot close before February (the loan accrues in it):
+    refused with ``EARLIER_PERIOD_OPEN`` and nothing kept. In order, the write-off takes
+    Jan 31,000 + Feb 28,000 + Mar 9 × 1,000 = 68,000 fen of interest, and the claw-back
+    reads exactly those months (the Hypothesis property found March closed first, leaving
+    February's 28,000 receivable on a written-off loan)."""
+    jan, feb, mar = (credit.parse_period(p) for p in ("2026-01", "2026-02", "2026-03"))
+    with sessions() as s, s.begin():
+        v, pol = setup_book(s)
+        decide(s, v, pol, [merchant("m1", 600_000_00, 0.06, 0.03)])
+        import_rows(
+            s, [event("d1", "L1", "drawdown", "2026-01-01", 1_000_000, merchant="m1", rate_bp=3650)]
+        )
+        credit.close_period(s, jan, currency="CNY", policy_version=v)
+        import_rows(s, [event("w1", "L1", "write_off", "2026-03-10", 1_000_000)])
+        before = _state(s)
+        with pytest.raises(credit.PeriodError) as refused:
+            credit.close_period(s, mar, currency="CNY", policy_version=v)
+        after = _state(s)
+        credit.close_period(s, feb, currency="CNY", policy_version=v)
+        credit.close_period(s, mar, currency="CNY", policy_version=v)
+        rows = {
+            r.period: (r.interest, r.interest_paid, r.closing_balance, r.interest_written_off)
+            for r in s.execute(select(AccrualRow)).scalars()
+        }
+        receivable = ledger.balance(s, credit.INTEREST_RECEIVABLE).amount
+        tb = ledger.trial_balance(s)
+
+    assert refused.value.code == "EARLIER_PERIOD_OPEN" and "2026-02" in str(refused.value)
+    assert after == before and before[1:] == (["2026-01"], 1)
+    assert rows == {
+        "2026-01": (31_000, 0, 1_000_000, 0),
+        "2026-02": (28_000, 0, 1_000_000, 0),
+        "2026-03": (9_000, 0, 0, 68_000),
+    }
+    assert receivable == 0 and tb.balanced
+    taken = credit.written_off_by_month((p, i, paid, wo) for p, (i, paid, _, wo) in rows.items())
+    assert taken == {"2026-03": {"2026-01": 31_000, "2026-02": 28_000, "2026-03": 9_000}}
+
+
+def _state(s: Session) -> tuple[object, list[str], int]:
+    """The trial balance, the closed months and the number of accrual rows."""
+    closed = sorted(s.execute(select(PeriodCloseRow.period)).scalars())
+    return ledger.trial_balance(s), closed, len(s.execute(select(AccrualRow)).scalars().all())
