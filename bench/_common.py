@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import math
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 __all__ = [
@@ -35,6 +39,8 @@ __all__ = [
     "finish",
     "gc_off",
     "missed",
+    "module_at",
+    "proc_status",
     "require",
     "timed",
 ]
@@ -188,3 +194,32 @@ def finish(rows: Iterable[Row], *, no_fail: bool = False) -> int:
         return 0
     print(f"✘ targets missed: {', '.join(gone)}", file=sys.stderr)
     return 0 if no_fail else 1
+
+
+def proc_status(field: str) -> int:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``, …) in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def module_at(rev: str, path: str, workdir: Path, name: str) -> ModuleType:
+    """The module ``path`` (repository-relative) as it was at git revision ``rev``.
+
+    Written to ``workdir`` and loaded as ``name`` (a dotted name inside a package lets
+    its relative imports resolve), so a bench can run an old implementation beside
+    the working tree's in the same way.
+    """
+    text = subprocess.run(
+        ["git", "show", f"{rev}:{path}"], check=True, capture_output=True, text=True
+    ).stdout
+    src = workdir / f"_old_{Path(path).name}"
+    src.write_text(text, "utf-8")
+    spec = importlib.util.spec_from_file_location(name, src)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path} at {rev}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod

@@ -36,17 +36,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ._common import module_at, proc_status
+
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 JSONL_REV = "f79f976"
 """The last revision whose register was JSON lines (the next one made it SQLite)."""
-
-
-def _status(field: str) -> int:
-    """A ``/proc/self/status`` memory field in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
 
 
 def _module(rev: str | None, workdir: Path) -> ModuleType:
@@ -55,14 +49,9 @@ def _module(rev: str | None, workdir: Path) -> ModuleType:
     Loaded on its own, as both versions import only :mod:`consent` at the top, so the
     RSS is not that of importing :mod:`federation` (torch, Flower).
     """
-    src = Path(__file__).parents[1] / "federation" / "node" / "_approvals.py"
     if rev is not None:
-        text = subprocess.run(
-            ["git", "show", f"{rev}:federation/node/_approvals.py"],
-            check=True, capture_output=True, text=True,
-        ).stdout
-        src = workdir / "_old_approvals.py"
-        src.write_text(text, "utf-8")
+        return module_at(rev, "federation/node/_approvals.py", workdir, "_bench_approvals")
+    src = Path(__file__).parents[1] / "federation" / "node" / "_approvals.py"
     spec = importlib.util.spec_from_file_location("_bench_approvals", src)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
@@ -112,7 +101,7 @@ def _step(impl: str, step: str, n: int, workdir: Path, rev: str) -> dict[str, An
         purpose="model_training", categories=["margins", "turnover"],
         entries=list(_entries(1)), issued_at=NOW, ttl=timedelta(minutes=5),
     )
-    rss0 = _status("VmRSS")
+    rss0 = proc_status("VmRSS")
     t0 = time.perf_counter()
     if step == "register":
         result = register.register_many(_approvals(mod, n))
@@ -121,8 +110,8 @@ def _step(impl: str, step: str, n: int, workdir: Path, rev: str) -> dict[str, An
     seconds = time.perf_counter() - t0
     return {
         "impl": impl, "step": step, "n": n, "result": result, "seconds": round(seconds, 1),
-        "peak_rss_mib": round(_status("VmHWM") / 2**20), "rss_growth_mib":
-        round((_status("VmRSS") - rss0) / 2**20), "load1": os.getloadavg()[0],
+        "peak_rss_mib": round(proc_status("VmHWM") / 2**20), "rss_growth_mib":
+        round((proc_status("VmRSS") - rss0) / 2**20), "load1": os.getloadavg()[0],
         "file_mib": round(path.stat().st_size / 2**20),
     }
 

@@ -28,7 +28,6 @@ Run: ``python -m bench.privacy_ledger [--n 1000000] [--impl new old]``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -39,16 +38,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ._common import module_at, proc_status
+
 OLD_REV = "d84cfdd856ee14a668cf912a93493cbb8681e1db"
 """The last commit with the JSON ledger."""
-
-
-def _status(field: str) -> int:
-    """A ``/proc/self/status`` memory field in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
 
 
 def _module(rev: str | None, workdir: Path) -> ModuleType:
@@ -57,18 +50,8 @@ def _module(rev: str | None, workdir: Path) -> ModuleType:
 
     if rev is None:
         return federation.dp
-    text = subprocess.run(
-        ["git", "show", f"{rev}:federation/dp.py"], check=True, capture_output=True, text=True
-    ).stdout
-    src = workdir / "_old_dp.py"
-    src.write_text(text, "utf-8")
-    name = "federation._bench_old_dp"  # inside the package: its relative imports resolve
-    spec = importlib.util.spec_from_file_location(name, src)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    # Inside the package: its relative imports resolve.
+    return module_at(rev, "federation/dp.py", workdir, "federation._bench_old_dp")
 
 
 def _step(impl: str, step: str, n: int, workdir: Path, rev: str) -> dict[str, Any]:
@@ -80,7 +63,7 @@ def _step(impl: str, step: str, n: int, workdir: Path, rev: str) -> dict[str, An
     ledger = mod.PrivacyLedger(path)
     budget = DPBudget(epsilon=1.0, delta=1e-5, lifetime_epsilon=10.0)
     ids = [f"m{i:07d}" for i in range(n)]
-    rss0 = _status("VmRSS")
+    rss0 = proc_status("VmRSS")
     t0 = time.perf_counter()
     if step == "admit":
         admitted, _ = ledger.admit(
@@ -98,9 +81,9 @@ def _step(impl: str, step: str, n: int, workdir: Path, rev: str) -> dict[str, An
     size = sum(p.stat().st_size for p in workdir.glob(path.name + "*"))
     return {
         "impl": impl, "step": step, "n": n, "result": result, "seconds": round(seconds, 1),
-        "peak_rss_mib": round(_status("VmHWM") / 2**20),
-        "rss_growth_mib": round((_status("VmRSS") - rss0) / 2**20),
-        "hwm_over_start_mib": round((_status("VmHWM") - rss0) / 2**20),
+        "peak_rss_mib": round(proc_status("VmHWM") / 2**20),
+        "rss_growth_mib": round((proc_status("VmRSS") - rss0) / 2**20),
+        "hwm_over_start_mib": round((proc_status("VmHWM") - rss0) / 2**20),
         "load1": os.getloadavg()[0], "file_mib": round(size / 2**20),
     }
 

@@ -37,6 +37,7 @@ import ledger
 from ledger._models import LogEntryRow
 
 from ._errors import CreditError
+from ._logodds import logit, sigmoid
 
 __all__ = [
     "COMBINER_ENTRY",
@@ -50,16 +51,8 @@ COMBINER_ENTRY = "credit.combiner"
 COMBINER_SUBDIR = Path("credit") / "combiners"
 """Where documents live, under the data directory."""
 FORMAT = "fedgate.combiner/1"
-_EPS = 1e-6
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
-    return np.log(q / (1 - q))
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +100,10 @@ class StoredCombiner:
         ids = sorted(per)
         if not ids:
             return {}
-        lf = _logit(np.asarray([self.f[m] for m in ids]))
-        lg = np.asarray([float(np.mean(_logit(np.asarray(per[m])))) for m in ids])
+        lf = logit(np.asarray([self.f[m] for m in ids]))
+        lg = np.asarray([float(np.mean(logit(np.asarray(per[m])))) for m in ids])
         b0, b1, b2 = self.erp
-        pd_ = _sigmoid(b0 + b1 * lf + b2 * lg)
+        pd_ = sigmoid(b0 + b1 * lf + b2 * lg)
         return {m: float(p) for m, p in zip(ids, pd_, strict=True)}
 
 

@@ -53,6 +53,7 @@ import numpy as np
 
 from ._errors import OffPlatformInputError
 from ._lines import MerchantScores
+from ._logodds import logit, sigmoid
 
 __all__ = [
     "TURNOVER_SIGNAL",
@@ -82,16 +83,8 @@ DIRECT_SPEC = "pd-erp-only"
 CALIBRATED_SPEC = "pd-erp"
 _LABEL = "default_12m"
 _INT = re.compile(r"[0-9]+")
-_EPS = 1e-6
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
-    return np.log(q / (1 - q))
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,8 +314,8 @@ def _calibrator(g: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarr
     """``PD = σ(c0 + c1·logit g)`` fitted on labelled merchants' scores."""
     from sklearn.linear_model import LogisticRegression
 
-    lr = LogisticRegression().fit(_logit(g)[:, None], y.astype(int))
-    return lambda x: np.asarray(lr.predict_proba(_logit(x)[:, None])[:, 1], dtype=np.float64)
+    lr = LogisticRegression().fit(logit(g)[:, None], y.astype(int))
+    return lambda x: np.asarray(lr.predict_proba(logit(x)[:, None])[:, 1], dtype=np.float64)
 
 
 def offplatform_decision_inputs(
@@ -406,7 +399,7 @@ def offplatform_decision_inputs(
             continue
         # Only ISVs that reported the revenue too: each ISV's line reads the same base.
         used = {k: p for k, p in pd_k.items() if k in revenue}
-        p = float(_sigmoid(np.mean(_logit(np.asarray(list(used.values()))))))
+        p = float(sigmoid(np.mean(logit(np.asarray(list(used.values()))))))
         source = min(revenue, key=lambda k: (revenue[k], k))
         out.append(
             MerchantScores(

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ._lines import MerchantScores
+from ._logodds import logit, sigmoid
 
 __all__ = [
     "PlatformPds",
@@ -32,16 +33,8 @@ __all__ = [
     "consented_scores",
 ]
 
-_EPS = 1e-6
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
-    return np.log(q / (1 - q))
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +83,7 @@ def platform_pds(
         per.setdefault(m, {})[isv] = float(g)
     g_mean = np.asarray(
         [
-            _sigmoid(np.mean(_logit(np.asarray(list(per[m].values()))))) if m in per else np.nan
+            sigmoid(np.mean(logit(np.asarray(list(per[m].values()))))) if m in per else np.nan
             for m in ids
         ]
     )
@@ -151,8 +144,8 @@ def offplatform_scores(
     from sklearn.linear_model import LogisticRegression
 
     g_cal, y_cal = calibration
-    lr = LogisticRegression().fit(_logit(np.asarray(g_cal))[:, None], np.asarray(y_cal).astype(int))
-    pd_ = lr.predict_proba(_logit(erp_rows["g"].to_numpy())[:, None])[:, 1]
+    lr = LogisticRegression().fit(logit(np.asarray(g_cal))[:, None], np.asarray(y_cal).astype(int))
+    pd_ = lr.predict_proba(logit(erp_rows["g"].to_numpy())[:, None])[:, 1]
     out: list[MerchantScores] = []
     for (m, isv, rev), p in zip(
         erp_rows[["merchant_id", "isv_id", "monthly_revenue"]].itertuples(index=False),
