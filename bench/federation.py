@@ -149,6 +149,9 @@ class BenchConfig:
         Scale job: ISVs, and merchants in the world (``fedgate data synth --merchants``),
         every one of them at some ISV, so the nodes hold ``scale_merchants`` ERP rows
         between them (non-IID shares).
+    scale_even : bool, default False
+        Give every scale ISV the same number of merchants (``SynthParams.even_isvs``):
+        ``scale_merchants / scale_isvs`` per node.
     scale_rounds : int, default 2
     scale_rss_limit_gib : float, default 14.0
         Stop the whole run if the process tree passes this (see :class:`PeakRss`).
@@ -176,6 +179,7 @@ class BenchConfig:
     scale_isvs: int = 10
     scale_merchants: int = 1_000_000
     scale_rounds: int = 2
+    scale_even: bool = False
     scale_rss_limit_gib: float = 14.0
 
     @classmethod
@@ -839,7 +843,7 @@ def synth_section(cfg: BenchConfig, work: Path, digest: _Digest
 def scale_section(cfg: BenchConfig, work: Path) -> tuple[list[Row], list[JobTiming]]:
     """A Flower job on ``scale_merchants`` spread over ``scale_isvs``: s per round, peak RSS."""
     params = SynthParams(merchants=cfg.scale_merchants, isvs=cfg.scale_isvs,
-                         seed=cfg.seed, no_isv_share=0.0)
+                         seed=cfg.seed, no_isv_share=0.0, even_isvs=cfg.scale_even)
     data_dir = work / "scale-data"
     started = time.perf_counter()
     manifest = write_world(params, data_dir)
@@ -860,7 +864,8 @@ def scale_section(cfg: BenchConfig, work: Path) -> tuple[list[Row], list[JobTimi
     rs = timing.round_seconds
     # Round 1's clock also runs through identification and the statistics round.
     per_round = statistics.mean(rs[1:]) if len(rs) > 1 else rs[0]
-    label = f"{cfg.scale_isvs} ISVs, {cfg.scale_merchants:,} merchants ({total:,} ERP rows)"
+    label = f"{cfg.scale_isvs} ISVs, {cfg.scale_merchants:,} merchants ({total:,} ERP rows" + (
+        ", the same number at each)" if cfg.scale_even else ")")
     gib = 1024**3
     return [
         _row("scale", f"seconds per round, {label}", per_round, "s",
@@ -1035,6 +1040,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="merchants in the scale job's world, across all its ISVs")
     parser.add_argument("--scale-rounds", type=_positive, default=None)
     parser.add_argument("--scale-rss-limit-gib", type=float, default=None)
+    parser.add_argument("--scale-even", action="store_true", default=None,
+                        help="the same number of merchants at every scale ISV")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep node files and job outputs here (default: a temp folder)")
     add_exit_option(parser)
@@ -1050,7 +1057,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.archs is not None:
         overrides["archs"] = tuple(a for a in args.archs.split(",") if a)
     for name in ("gmsc_rounds", "gmsc_local_epochs", "pakdd_local_epochs", "scale_isvs",
-                 "scale_merchants", "scale_rounds", "scale_rss_limit_gib"):
+                 "scale_merchants", "scale_rounds", "scale_rss_limit_gib", "scale_even"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if overrides:

@@ -16,6 +16,7 @@ from ._artefact import (
 )
 from ._bulk import ImportResult, consent_lines, import_consents
 from ._check import ConsentRecord, Decision, evaluate
+from ._entry_table import EntryTable, parse_entry_table
 from ._errors import (
     ConsentDenied,
     ConsentError,
@@ -117,6 +118,8 @@ __all__ = [
     "MAX_MANIFEST_TTL",
     "CohortManifest",
     "ManifestEntry",
+    "EntryTable",
+    "parse_entry_table",
     "ManifestReplayGuard",
     "build_manifest",
     "sign_manifest",

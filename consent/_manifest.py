@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import operator
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
@@ -133,7 +133,8 @@ class CohortManifest:
     categories: tuple[str, ...]
     issued_at: datetime
     valid_until: datetime
-    entries: tuple[ManifestEntry, ...]
+    # A tuple, or (a node's streamed cohort) an :class:`consent.EntryTable` of columns.
+    entries: Sequence[ManifestEntry]
     root: str  # hex Merkle root over the canonical entry lines (RFC 9162 hashing)
 
 

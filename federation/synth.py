@@ -137,6 +137,12 @@ class SynthParams:
     off_platform_share : float, default 0.0
         Share of the ISV merchants that have no platform row (ERP data only); their
         ground truth goes to :data:`OFF_PLATFORM_TRUTH_FILE`.
+    even_isvs : bool, default False
+        Deal the merchants out to ISVs round-robin by merchant number, so with
+        ``no_isv_share=0`` every ISV holds the same number (±1) — for scale benchmarks
+        that mean "N merchants per node".
+        The default draws each merchant's ISV from the non-IID market mix (ISVs differ
+        in size, sector and merchant size).
     as_of : datetime.date, default DEFAULT_AS_OF
         Latest ERP snapshot date; snapshots spread over the 90 days before it.
     """
@@ -148,6 +154,7 @@ class SynthParams:
     default_rate: float = 0.05
     no_isv_share: float = 0.2
     off_platform_share: float = 0.0
+    even_isvs: bool = False
     as_of: date = DEFAULT_AS_OF
 
     def __post_init__(self) -> None:
@@ -232,6 +239,8 @@ def _chunk(p: SynthParams, mix: _IsvMix, index: int, start: int, n: int
     w = mix.share[None, :] * mix.sector_mix.T[s] * np.exp(z[:, None] * mix.size_tilt[None, :])
     cum = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
     pick = np.minimum((rng.random(n)[:, None] > cum).sum(axis=1), p.isvs - 1)
+    if p.even_isvs:  # drawn above all the same, so the world's other columns do not move
+        pick = np.arange(start, start + n) % p.isvs
     none = rng.random(n) < p.no_isv_share
     names = np.array(isv_ids(p.isvs) + [NO_ISV], dtype=object)
     isv = names[np.where(none, p.isvs, pick)]

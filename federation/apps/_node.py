@@ -22,7 +22,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -333,11 +333,19 @@ def load_cohort(
         The connector is misconfigured or the table unreadable or invalid.
     """
     at = now.astimezone(UTC)
-    live = [
-        e
-        for e in manifest.entries
-        if e.consent_start <= at < e.consent_expiry and (select is None or select(e))
-    ]
+    # One pass that keeps only what the read needs: a manifest's entries may be a
+    # node's 10^6 streamed ones (columns, rebuilt when iterated), never held as objects.
+    ids: list[str] = []
+    data_from: list[date] = []
+    data_to: list[date] = []
+    labels: dict[str, int] = {}
+    for e in manifest.entries:
+        if e.consent_start <= at < e.consent_expiry and (select is None or select(e)):
+            ids.append(e.merchant_id)
+            data_from.append(e.data_from)
+            data_to.append(e.data_to)
+            if e.label is not None:
+                labels[e.merchant_id] = int(e.label)
     if extras is None:
         from ._request import _request  # the manifest mod's verified request, if bound
 
@@ -352,9 +360,8 @@ def load_cohort(
                 code="FIELD_NOT_CONSENTED",
             )
         features = tuple(fields)
-    selection = RowSelection(
-        [e.merchant_id for e in live], [e.data_from for e in live], [e.data_to for e in live]
-    )
+    selection = RowSelection(ids, data_from, data_to)
+    del ids, data_from, data_to
     connector = node.erp_connector()
     frame = connector.read_selected(selection, features, coerce=connector.strict)
     rows_read = len(frame)
@@ -364,7 +371,6 @@ def load_cohort(
         frame = frame.drop_duplicates(MERCHANT_ID, keep="last")
     frame = frame.reset_index(drop=True)
     frame[MERCHANT_ID] = frame[MERCHANT_ID].astype(str)
-    labels = {e.merchant_id: int(e.label) for e in live if e.label is not None}
     return Cohort(
         frame=frame[[MERCHANT_ID, AS_OF, *features]],
         features=features,

@@ -45,8 +45,8 @@ from consent import (
     ManifestStream,
     StreamVerifier,
     open_stream,
+    parse_entry_table,
 )
-from consent._entries import parse_entries
 
 from ._keys import (
     ACTION_MANIFEST,
@@ -311,8 +311,13 @@ def load_stream(node: NodeConfig, header: bytes, now: datetime) -> CohortManifes
         raise ManifestRejected(
             "no finished stream for this manifest at this node", code="CHUNK_MISSING"
         )
-    blob = lines_path.read_bytes() if verifier.count else b""
-    entries = parse_entries(blob, verifier.count, now, DEFAULT_CLOCK_SKEW)
+    # Columns, a batch of lines at a time: a node's 10^6 entries as objects would cost
+    # ≈ 0.9 GB of this process (consent._entry_table).
+    entries = (
+        parse_entry_table(lines_path, verifier.count, now, DEFAULT_CLOCK_SKEW)
+        if verifier.count
+        else ()
+    )
     return replace(verifier.manifest, entries=entries)
 
 

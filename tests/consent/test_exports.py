@@ -20,6 +20,7 @@ EXPECTED = {
     "Use", "Decision", "ConsentRecord", "evaluate", "check", "require",
     "ConsentIndex", "Cohort", "cohort_entries",
     "DEFAULT_CLOCK_SKEW", "MAX_MANIFEST_TTL", "CohortManifest", "ManifestEntry",
+    "EntryTable", "parse_entry_table",
     "ManifestReplayGuard", "build_manifest", "sign_manifest", "verify_manifest",
     "DEFAULT_CHUNK_SIZE", "ManifestStream", "StreamVerifier", "open_stream", "stream_manifest",
     "verify_stream",

@@ -163,3 +163,16 @@ def test_bad_params_refused() -> None:
         SynthParams(merchants=10, isvs=0)
     with pytest.raises(ValueError, match="off_platform_share"):
         SynthParams(merchants=10, isvs=1, off_platform_share=1.0)
+
+
+def test_even_isvs_hold_the_same_number_and_change_nothing_else() -> None:
+    """``even_isvs``: 10,001 merchants at 4 ISVs are 2,501/2,500/2,500/2,500; every other
+    platform column is the market-mix world's, value for value."""
+    even = generate_world(SynthParams(merchants=10_001, isvs=4, seed=5, no_isv_share=0.0,
+                                      even_isvs=True))
+    mixed = generate_world(SynthParams(merchants=10_001, isvs=4, seed=5, no_isv_share=0.0))
+
+    assert sorted(len(e) for e in even.erp.values()) == [2_500, 2_500, 2_500, 2_501]
+    assert sorted(len(e) for e in mixed.erp.values()) != [2_500, 2_500, 2_500, 2_501]
+    others = [c for c in even.platform.columns if c != ISV_COLUMN]
+    pd.testing.assert_frame_equal(even.platform[others], mixed.platform[others])
