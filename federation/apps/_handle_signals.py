@@ -44,7 +44,7 @@ from ._keys import (
     SIGNALS_KEY,
 )
 from ._mods import refuse
-from ._node import load_cohort
+from ._node import load_cohort, manifest_merchant_ids
 from ._request import current_request, current_usage
 
 __all__ = ["signals", "parse_day"]
@@ -92,7 +92,7 @@ def signals(msg: Message, ctx: Context) -> Message:
         or any(d is None for d in per)
     ):
         return refuse(msg, ERR.POLICY_REFUSED, "BAD_REQUEST")
-    listed = {e.merchant_id for e in manifest.entries}
+    listed = set(manifest_merchant_ids(manifest))
     # Ids outside the manifest are ignored: the cohort is the manifest's, whatever is listed.
     since_by = {str(m): d for m, d in zip(ids, per, strict=True) if str(m) in listed and d}
     if kind == ERP_CHANGES and since is None and not since_by:

@@ -72,7 +72,7 @@ from ._keys import (
     SIGNALS_KEY,
     SKETCH_KEY,
 )
-from ._node import NodeConfig
+from ._node import NodeConfig, manifest_merchant_ids
 from ._request import Usage, VerifiedRequest, bind, current_request, secagg_active
 from ._secagg import remember_policy
 from ._stream import load_stream, receive_chunks
@@ -275,16 +275,16 @@ def make_manifest_mod(
                 f"manifest says {manifest.purpose!r}",
             )
         # Defence in depth: re-check every consent window here, not only inside consent/.
-        stale = [
-            e.merchant_id for e in manifest.entries if not e.consent_start <= now < e.consent_expiry
-        ]
-        bad_range = [e.merchant_id for e in manifest.entries if e.data_from > e.data_to]
+        stale, bad_range = 0, 0
+        for e in manifest.entries:  # one pass: a streamed cohort's entries are rebuilt to read
+            stale += not e.consent_start <= now < e.consent_expiry
+            bad_range += e.data_from > e.data_to
         if stale or bad_range:
             return _error(
                 msg,
                 ERR.MANIFEST_REJECTED,
-                f"ENTRY_INVALID: {len(stale)} entries outside their consent window, "
-                f"{len(bad_range)} with an empty data range",
+                f"ENTRY_INVALID: {stale} entries outside their consent window, "
+                f"{bad_range} with an empty data range",
             )
         request = VerifiedRequest(node=node, manifest=manifest, action=action)
         try:
@@ -470,7 +470,7 @@ def _scores_problem(content: object, request: VerifiedRequest) -> str | None:
     g = scores["g"]
     if not isinstance(ids, list) or tuple(g.shape) != (len(ids),):
         return "scores and merchant ids differ in length"
-    allowed = {e.merchant_id for e in request.manifest.entries} if request.manifest else set()
+    allowed = set(manifest_merchant_ids(request.manifest)) if request.manifest else set()
     if not set(map(str, ids)) <= allowed or len(set(ids)) != len(ids):
         return "scores name merchants outside the scoring manifest"
     return None
@@ -505,7 +505,7 @@ def _signals_problem(msg: Message, content: object, request: VerifiedRequest) ->
         return "a signals reply's metrics carry the count only"
     values = {k: np.asarray(v.numpy()) for k, v in content.array_records[SIGNALS_KEY].items()}
     return release_problem(
-        kind, ids, values, policy.signal_rules(), {e.merchant_id for e in request.manifest.entries}
+        kind, ids, values, policy.signal_rules(), set(manifest_merchant_ids(request.manifest))
     )
 
 
@@ -538,7 +538,8 @@ def usage_receipt_mod(msg: Message, ctx: Context, call_next: CallNext) -> Messag
     read = set(usage.read_ids)
     if not set(usage.merchant_ids) <= read or usage.rows_used > usage.rows_read:
         return _error(msg, ERR.NODE_FAILURE, "handler used rows it did not record reading")
-    if not read <= {e.merchant_id for e in manifest.entries}:
+    listed = manifest_merchant_ids(manifest)
+    if not read <= set(listed):
         return _error(msg, ERR.NODE_FAILURE, "handler read merchants outside its manifest")
     key = hash_key(request.node.state_dir)  # keyed: no one without it can test guesses
     used = set(usage.merchant_ids)
@@ -559,8 +560,7 @@ def usage_receipt_mod(msg: Message, ctx: Context, call_next: CallNext) -> Messag
         issued_at=_stamp(),
         aggregation="secagg+" if request.action == "train" and secagg_active() else "",
         unused_entries=entry_bitmap(
-            (i for i, e in enumerate(manifest.entries) if e.merchant_id not in used),
-            len(manifest.entries),
+            (i for i, m in enumerate(listed) if m not in used), len(listed)
         ),
     )
     token = sign_receipt(receipt, request.node.signing_key())

@@ -31,7 +31,7 @@ import pandas as pd
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from consent import CohortManifest, ManifestEntry, ManifestReplayGuard
+from consent import CohortManifest, EntryTable, ManifestEntry, ManifestReplayGuard
 
 from .._errors import DataError
 from ..data import Connector, RowSelection, load_mapping, make_connector
@@ -43,6 +43,7 @@ __all__ = [
     "Cohort",
     "load_cohort",
     "label_vector",
+    "manifest_merchant_ids",
     "NODE_CONFIG_KEYS",
     "OPTIONAL_NODE_CONFIG_KEYS",
     "SIM_NODES_KEY",
@@ -377,6 +378,17 @@ def load_cohort(
         labels=labels,
         rows_read=rows_read,
     )
+
+
+def manifest_merchant_ids(manifest: CohortManifest) -> list[str]:
+    """Every merchant the manifest lists, in its order.
+
+    A streamed manifest's come straight from its id column (0.25 s for 10^6, where
+    rebuilding the entries to read one field takes 2 s).
+    """
+    if isinstance(manifest.entries, EntryTable):
+        return manifest.entries.merchant_ids()
+    return [e.merchant_id for e in manifest.entries]
 
 
 def label_vector(cohort: Cohort, frame: pd.DataFrame) -> np.ndarray:
