@@ -5,7 +5,7 @@ minutes on 2 cores; ``--isvs``/``--merchants`` to change, ``--old-merchants`` to
 the whole-manifest peer at a smaller size when the full one does not fit).
 
 Each row runs in a fresh Python process and reports that process's peak RSS
-(``getrusage`` ``ru_maxrss``) and wall time. Three scopes, each for both paths:
+(``getrusage`` ``ru_maxrss``) and wall time. Four scopes, each for both paths:
 
 * **gateway**: build and sign one manifest per ISV for a round and hold what the
   round holds until the replies are in. Whole (peer): the cohort list of
@@ -21,6 +21,12 @@ Each row runs in a fresh Python process and reports that process's peak RSS
 * **one machine**: the gateway and every node in one process, as the simulation
   runtime runs them (all nodes' cohorts held at once; the streamed path sends chunk
   ``i`` of every node in turn).
+* **spool**: one node loading its finished stream from its
+  spool for the handlers, as every data message does. Whole (peer): the spool parsed
+  into :class:`consent.ManifestEntry` objects at once (:func:`consent._entries.parse_entries`,
+  what the node did before). Streamed: :func:`consent.parse_entry_table`, the same
+  checks a batch at a time into an :class:`consent.EntryTable`; then one pass over
+  the entries (what ``load_cohort`` does) on both paths.
 
 Every run folds each ISV's verified ``(root, count, first id, last id)`` into a
 digest; the whole and streamed runs of one size must give the same digest (the same
@@ -48,14 +54,17 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consent import (
+    DEFAULT_CLOCK_SKEW,
     ManifestEntry,
     ManifestReplayGuard,
     build_manifest,
     open_stream,
+    parse_entry_table,
     sign_manifest,
     stream_manifest,
     verify_manifest,
 )
+from consent._entries import encode_entries, parse_entries
 
 NOW = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 START, EXPIRY = NOW - timedelta(days=30), NOW + timedelta(days=300)
@@ -67,6 +76,7 @@ EXPECTED_DIGESTS: dict[tuple[int, int, str], str] = {
     (2, 3000, "gateway"): "e3535ee3374966990b2eeb0a049ea9fd359ebc1b95f9d9f2cc3d26defad62c94",
     (2, 3000, "node"): "4927d84d47bf0e912cf1e56eda9817e20c952bee1489cf04cc3bb807ad2d1fb7",
     (2, 3000, "machine"): "e3535ee3374966990b2eeb0a049ea9fd359ebc1b95f9d9f2cc3d26defad62c94",
+    (2, 3000, "spool"): "15ff97199acc151dbade3e4178d5025bfb67ab7b4d31c15693f45e15178deb9a",
 }
 """Stored digests of the smoke size (ISVs, merchants, scope): fixed inputs, fixed roots."""
 
@@ -115,7 +125,44 @@ def _fold(digest: Any, root: str, count: int, first: str, last: str) -> None:
 # --- one measurement (runs in a child process) -----------------------------------------
 
 
+_LOAD_SECONDS: list[float] = []
+
+
+def _spool(n: int, columns: bool) -> str:
+    """Write ISV 0's verified entry lines, then load them as the node's handlers get them."""
+    from pathlib import Path
+
+    path = Path(f"/tmp/bench-manifests-{os.getpid()}.lines")
+    with path.open("wb") as fh:
+        batch: list[ManifestEntry] = []
+        for i, entry in enumerate(cohort(0, n)):
+            batch.append(entry)
+            if len(batch) == 65_536 or i == n - 1:
+                fh.write((b"\n" if fh.tell() else b"") + b"\n".join(encode_entries(batch)))
+                batch = []
+    _reset_peak()
+    started = time.perf_counter()
+    now = NOW + timedelta(seconds=1)
+    entries = (
+        parse_entry_table(path, n, now, DEFAULT_CLOCK_SKEW)
+        if columns
+        else parse_entries(path.read_bytes(), n, now, DEFAULT_CLOCK_SKEW)
+    )
+    path.unlink()
+    digest = hashlib.sha256()
+    first = last = ""
+    labelled = 0
+    for e in entries:  # what load_cohort reads of every entry
+        first, last = first or e.merchant_id, e.merchant_id
+        labelled += e.label is not None and e.consent_start <= now < e.consent_expiry
+    _fold(digest, f"labelled {labelled}", len(entries), first, last)
+    _LOAD_SECONDS.append(time.perf_counter() - started)  # the spool's writing is not the node's
+    return digest.hexdigest()
+
+
 def _whole(scope: str, isvs: int, n: int, key: Ed25519PrivateKey) -> str:
+    if scope == "spool":
+        return _spool(n, columns=False)
     digest = hashlib.sha256()
     signed: list[bytes] = []
     if scope in ("gateway", "machine"):
@@ -140,6 +187,8 @@ def _whole(scope: str, isvs: int, n: int, key: Ed25519PrivateKey) -> str:
 
 
 def _streamed(scope: str, isvs: int, n: int, key: Ed25519PrivateKey) -> str:
+    if scope == "spool":
+        return _spool(n, columns=True)
     digest = hashlib.sha256()
     count = isvs if scope != "node" else 1
     streams = [
@@ -263,7 +312,7 @@ def _child(path: str, scope: str, isvs: int, n: int, limit_gib: float) -> None:
     except MemoryError:
         print(json.dumps({"error": f"MemoryError under a {limit_gib:g} GiB address-space cap"}))
         return
-    seconds = time.perf_counter() - t0
+    seconds = _LOAD_SECONDS[-1] if _LOAD_SECONDS else time.perf_counter() - t0
     print(json.dumps({"peak": _peak_rss(), "seconds": seconds, "digest": digest}))
 
 
@@ -294,7 +343,7 @@ def _measure(path: str, scope: str, isvs: int, n: int, limit_gib: float) -> Row:
         got = json.loads(out.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         got = {"error": f"exit {out.returncode}: {out.stderr.strip()[-300:]}"}
-    shown = 1 if scope == "node" else isvs  # a node verifies its own ISV's manifest only
+    shown = 1 if scope in ("node", "spool") else isvs  # a node verifies its own ISV's manifest only
     if "error" in got:
         return Row(scope, path, shown, n, None, None, "", got["error"])
     return Row(scope, path, shown, n, got["peak"] / GIB, got["seconds"], got["digest"])
@@ -307,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merchants", type=int, default=1_000_000, help="per ISV")
     parser.add_argument("--old-merchants", type=int, default=None,
                         help="per ISV for the whole-manifest peer (default: --merchants)")
-    parser.add_argument("--scopes", default="gateway,node,machine")
+    parser.add_argument("--scopes", default="gateway,node,machine,spool")
     parser.add_argument("--limit-gib", type=float, default=14.0,
                         help="address-space cap per child (0: none)")
     parser.add_argument("--child", nargs=2, metavar=("PATH", "SCOPE"), help=argparse.SUPPRESS)

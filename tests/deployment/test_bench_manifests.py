@@ -13,7 +13,7 @@ def test_bench_smoke_run_matches_stored_digests(capsys: pytest.CaptureFixture[st
 
     out = capsys.readouterr().out
     assert code == 0, out
-    assert out.count("| streamed |") == 3 and out.count("| whole |") == 3
+    assert out.count("| streamed |") == 4 and out.count("| whole |") == 4
     assert "error" not in out.split("| scope |")[1]
 
 
