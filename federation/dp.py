@@ -42,7 +42,7 @@ import math
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from scipy.special import gammaln, logsumexp
 
 from ._dpsgd import DPRoundResult, train_dp_sgd, train_plain_sgd
 from ._errors import BudgetExceeded, FederationError
+from ._sqlite import connect, is_sqlite_file, write_transaction
 from .specs import DPBudget
 
 __all__ = [
@@ -73,7 +74,6 @@ HistoryEntry = tuple[float, float, int]  # (noise multiplier, sample rate, steps
 
 CHUNK = 500
 """Merchant ids per lookup query (below SQLite's 999 bound-parameter floor)."""
-_MAGIC = b"SQLite format 3\x00"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -290,45 +290,21 @@ class PrivacyLedger:
         self.legacy_path = self.path.with_suffix(".json")
 
     # -- storage --------------------------------------------------------------------------
-    def _open(self, path: Path | str) -> sqlite3.Connection:
-        # isolation_level=None: we issue BEGIN (IMMEDIATE) ourselves, as ledger._engine does.
-        conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout=60000")
-        if path != ":memory:":
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(_SCHEMA)
-        return conn
-
     def _connect(self, *, create: bool) -> sqlite3.Connection:
         self._import_legacy()
         if self.path.exists():
-            if self.path.stat().st_size:
-                with self.path.open("rb") as fh:
-                    if fh.read(len(_MAGIC)) != _MAGIC:
-                        raise FederationError(
-                            f"{self.path} is not an SQLite privacy ledger",
-                            code="LEGACY_PRIVACY_LEDGER",
-                        )
+            if self.path.stat().st_size and not is_sqlite_file(self.path):
+                raise FederationError(
+                    f"{self.path} is not an SQLite privacy ledger", code="LEGACY_PRIVACY_LEDGER"
+                )
         elif not create:
-            return self._open(":memory:")  # nothing recorded yet: every query is empty
+            return connect(":memory:", schema=_SCHEMA)  # nothing recorded yet: queries are empty
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        return self._open(self.path)
+        return connect(self.path, schema=_SCHEMA)
 
-    @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
+    def _writing(self) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction: committed if the body returns, rolled back if it raises."""
-        conn = self._connect(create=True)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+        return write_transaction(self._connect(create=True))
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -349,43 +325,35 @@ class PrivacyLedger:
         if not legacy.is_file():
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._open(self.path)
-        try:
-            conn.execute("BEGIN IMMEDIATE")  # two processes opening at once: one imports
-            try:
-                done = conn.execute(
-                    "SELECT value FROM meta WHERE key = 'legacy_json_sha256'"
-                ).fetchone()
-                if legacy.is_file():
-                    raw = legacy.read_bytes()
-                    digest = hashlib.sha256(raw).hexdigest()
-                    if done is not None and done[0] != digest:
+        # Two processes opening at once: BEGIN IMMEDIATE lets one import, the other see it.
+        with write_transaction(connect(self.path, schema=_SCHEMA)) as conn:
+            done = conn.execute(
+                "SELECT value FROM meta WHERE key = 'legacy_json_sha256'"
+            ).fetchone()
+            if legacy.is_file():
+                raw = legacy.read_bytes()
+                digest = hashlib.sha256(raw).hexdigest()
+                if done is not None and done[0] != digest:
+                    raise FederationError(
+                        f"{legacy} changed after it was imported into {self.path}; "
+                        "its new charges would be lost. Reconcile it by hand.",
+                        code="LEGACY_PRIVACY_LEDGER",
+                    )
+                if done is None:
+                    if conn.execute(
+                        "SELECT 1 FROM jobs UNION ALL SELECT 1 FROM merchants LIMIT 1"
+                    ).fetchone():
                         raise FederationError(
-                            f"{legacy} changed after it was imported into {self.path}; "
-                            "its new charges would be lost. Reconcile it by hand.",
+                            f"{legacy} (a JSON privacy ledger) lies beside {self.path}, "
+                            "which already holds accounting; refusing to merge them by guess.",
                             code="LEGACY_PRIVACY_LEDGER",
                         )
-                    if done is None:
-                        if conn.execute(
-                            "SELECT 1 FROM jobs UNION ALL SELECT 1 FROM merchants LIMIT 1"
-                        ).fetchone():
-                            raise FederationError(
-                                f"{legacy} (a JSON privacy ledger) lies beside {self.path}, "
-                                "which already holds accounting; refusing to merge them by guess.",
-                                code="LEGACY_PRIVACY_LEDGER",
-                            )
-                        _import_state(conn, json.loads(raw))
-                        del raw
-                        conn.execute(
-                            "INSERT INTO meta (key, value) VALUES ('legacy_json_sha256', ?)",
-                            (digest,),
-                        )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+                    _import_state(conn, json.loads(raw))
+                    del raw
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('legacy_json_sha256', ?)",
+                        (digest,),
+                    )
         with suppress(FileNotFoundError):  # another process imported and renamed it
             os.replace(legacy, legacy.with_name(legacy.name + ".imported"))
 

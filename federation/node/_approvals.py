@@ -70,6 +70,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from consent import CohortManifest, ManifestEntry, SignedArtefact
 from ledger import canonical_json
 
+from .._sqlite import connect, is_sqlite_file, write_transaction
+
 __all__ = ["Approval", "ApprovalRegister", "approval_payload"]
 
 _CONTEXT = b"fedgate-node-approval\n"
@@ -77,7 +79,6 @@ _T = TypeVar("_T")
 _decode = json.JSONDecoder().decode  # str in: skips json.loads' per-call encoding sniffing
 CHUNK = 500
 """Consent ids per lookup query (below SQLite's 999 bound-parameter floor)."""
-_MAGIC = b"SQLite format 3\x00"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS approvals (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -226,10 +227,8 @@ class ApprovalRegister:
 
     def _check_not_legacy(self) -> None:
         legacy: Path | None = None
-        if self.path.is_file() and self.path.stat().st_size:
-            with self.path.open("rb") as fh:
-                if fh.read(len(_MAGIC)) != _MAGIC:
-                    legacy = self.path
+        if self.path.is_file() and self.path.stat().st_size and not is_sqlite_file(self.path):
+            legacy = self.path
         elif not self.path.exists() and _is_jsonl_register(self.path.parent / "approvals.jsonl"):
             legacy = self.path.parent / "approvals.jsonl"
         if legacy is not None:
@@ -249,14 +248,7 @@ class ApprovalRegister:
             return None
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves (see ledger._engine).
-        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout=60000")
-        if create:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-        conn.execute("PRAGMA synchronous=FULL")
-        return conn
+        return connect(self.path, schema=_SCHEMA if create else None)
 
     def _terms(self, approval: Approval) -> bytes:
         return canonical_json(approval.body())
@@ -317,18 +309,10 @@ class ApprovalRegister:
                 count += 1
                 yield self._row(a)
 
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO approvals (consent_id, terms, mac) VALUES (?, ?, ?)", rows()
-                )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+        with write_transaction(conn):
+            conn.executemany(
+                "INSERT INTO approvals (consent_id, terms, mac) VALUES (?, ?, ?)", rows()
+            )
         return count
 
     def revoke(self, consent_id: str) -> None:

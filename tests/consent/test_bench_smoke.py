@@ -36,7 +36,7 @@ def test_wrong_answer_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
 
     code = bench.main(
         ["--merchants", "400", "--cohort", "3000", "--manifest", "200", "--snapshot", "50",
-         "--single-calls", "200", "--single-rounds", "1"]
+         "--single-calls", "200", "--single-rounds", "1", "--bulk", "300"]
     )  # fmt: skip
 
     assert code == 1
