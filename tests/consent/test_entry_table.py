@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import consent._entry_table as entry_table
-from consent import EntryTable, InvalidConsentRequest, ManifestEntry, parse_entry_table
+from consent import EntryTable, ManifestEntry, parse_entry_table
 from consent._entries import encode_entries, parse_entries
 
-from .test_manifest_columns import NOW, _good_entry, _outcome, cohorts
+from .test_manifest_columns import NOW, _good_entry, _outcome, cohorts, edited_lines
 
 SKEW = timedelta(seconds=60)
 
@@ -39,20 +39,13 @@ def test_table_parse_equals_whole_parse(
     batch: list[ManifestEntry], edits: list[tuple[int, int]], offset: int,
 ) -> None:
     """Same entries for good lines (in order, equal field by field), the same refusal for bad."""
-    try:
-        lines = encode_entries(batch)
-    except InvalidConsentRequest:
-        lines = []
-    blob = bytearray(b"\n".join(lines))
-    for position, byte in edits:
-        if blob:
-            blob[position % len(blob)] = byte
+    blob = edited_lines(batch, edits)
     path = tmp_path / "spool.lines"
-    path.write_bytes(bytes(blob))
+    path.write_bytes(blob)
     count = blob.count(b"\n") + 1 if blob else 0
     now = NOW + timedelta(days=offset)
 
-    whole = _outcome(parse_entries, bytes(blob), count, now, SKEW)
+    whole = _outcome(parse_entries, blob, count, now, SKEW)
     table = _outcome(parse_entry_table, path, count, now, SKEW)
 
     assert table[0] == whole[0]

@@ -76,6 +76,19 @@ def cohorts(draw: st.DrawFn) -> list[ManifestEntry]:
     return batch
 
 
+def edited_lines(batch: list[ManifestEntry], edits: list[tuple[int, int]]) -> bytes:
+    """The cohort's entry lines (none if it does not encode) with the given bytes changed."""
+    try:
+        lines = encode_entries(batch)
+    except InvalidConsentRequest:
+        lines = []
+    blob = bytearray(b"\n".join(lines))
+    for position, byte in edits:
+        if blob:
+            blob[position % len(blob)] = byte
+    return bytes(blob)
+
+
 def _outcome(fn: Any, *args: Any) -> tuple[str, Any]:
     """What ``fn`` returns, or the code and message of the refusal it raises."""
     try:
@@ -114,19 +127,12 @@ def test_column_parsing_equals_per_line_parsing(
     batch: list[ManifestEntry], edits: list[tuple[int, int]], offset: int
 ) -> None:
     """Same entries for good lines, the same refusal for lines with bytes changed."""
-    try:
-        lines = encode_entries(batch)
-    except InvalidConsentRequest:
-        lines = []
-    blob = bytearray(b"\n".join(lines))
-    for position, byte in edits:
-        if blob:
-            blob[position % len(blob)] = byte
+    blob = edited_lines(batch, edits)
     now = NOW + timedelta(days=offset)
     count = blob.count(b"\n") + 1 if blob else 0
 
-    fast = _outcome(parse_entries, bytes(blob), count, now, timedelta(seconds=60))
-    slow = _outcome(_parse_one_by_one, bytes(blob), now, timedelta(seconds=60))
+    fast = _outcome(parse_entries, blob, count, now, timedelta(seconds=60))
+    slow = _outcome(_parse_one_by_one, blob, now, timedelta(seconds=60))
 
     assert fast == (slow if slow[0] != "ok" else ("ok", tuple(slow[1])))
 
