@@ -69,7 +69,16 @@ def _parse_ints(texts: Sequence[str], low: int) -> list[int | None]:
 def _parse_columns(
     blob: bytes, count: int, now: datetime, max_skew: timedelta
 ) -> tuple[ManifestEntry, ...]:
-    """:func:`parse_entries` over columns, or :class:`_BadEntries`.
+    """:func:`parse_entries` over columns, or :class:`_BadEntries`."""
+    columns = parse_columns(blob, count, now, max_skew)
+    return _bulk_entries(columns) if columns[0] else ()
+
+
+def parse_columns(
+    blob: bytes, count: int, now: datetime, max_skew: timedelta
+) -> tuple[Sequence[Any], ...]:
+    """The entries' nine fields as columns (in :class:`ManifestEntry` field order), or
+    :class:`_BadEntries`.
 
     One regex call parses every line; times are parsed with C-level maps,
     dates and integers once per distinct value (a cohort shares a few data
@@ -85,7 +94,7 @@ def _parse_columns(
     if len(rows) != count:
         raise _BadEntries
     if not rows:
-        return ()
+        return ((),) * len(_SLOTS)
     merchants, consents, hashes, start_s, expiry_s, from_s, to_s, label_s, life_s = zip(
         *rows, strict=True
     )
@@ -107,7 +116,7 @@ def _parse_columns(
     ):
         raise _BadEntries
     labels, lives = _parse_ints(label_s, -MAX_INT), _parse_ints(life_s, 0)
-    return _bulk_entries((merchants, consents, hashes, starts, expiries, froms, tos, labels, lives))
+    return merchants, consents, hashes, starts, expiries, froms, tos, labels, lives
 
 
 def parse_entries(

@@ -13,10 +13,11 @@ read, so every consumer of ``CohortManifest.entries`` works unchanged, a batch
 of :data:`BATCH` entries at a time when iterated.
 
 :func:`parse_entry_table` reads a node's spool of verified entry lines a batch at
-a time through :func:`parse_entries` (the same grammar, window and order checks)
-and adds the one check a batch cannot make: order across batch boundaries. Any
-refusal is re-worded by :func:`parse_entries` over the whole file, so a bad line
-is named exactly as before.
+a time through the column parser behind :func:`parse_entries` (the same grammar,
+window and order checks, straight to columns without building entries) and adds
+the one check a batch cannot make: order across batch boundaries. Any refusal is
+re-worded by :func:`parse_entries` over the whole file, so a bad line is named
+exactly as before.
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ from typing import Any, overload
 
 import numpy as np
 
-from ._entries_parse import _bulk_entries, parse_entries
+from ._entries_parse import _BadEntries, _bulk_entries, _gc_paused, parse_columns, parse_entries
 from ._entry_line import ManifestEntry
-from ._errors import ManifestRejected
 
 __all__ = ["BATCH", "EntryTable", "parse_entry_table"]
 
 BATCH = 1 << 16
 """Entries parsed, or rebuilt when iterated, at a time (≈ 60 MB of transient objects)."""
 
-_TEXT = ("merchant_id", "consent_id", "artefact_hash")  # fixed-width ASCII columns
+# ManifestEntry's fields, in order: the first three kept as fixed-width ASCII arrays.
+_TEXT = ("merchant_id", "consent_id", "artefact_hash")
 _SHARED = ("consent_start", "consent_expiry", "data_from", "data_to", "label", "data_life_days")
 
 
@@ -69,19 +70,24 @@ class EntryTable(Sequence[ManifestEntry]):
     @classmethod
     def from_batches(cls, batches: Iterable[Sequence[ManifestEntry]]) -> EntryTable:
         """Columns of every entry of ``batches`` in order (equal values stored once)."""
+        return cls._from_columns(
+            [[getattr(e, name) for e in batch] for name in (*_TEXT, *_SHARED)]
+            for batch in batches
+        )
+
+    @classmethod
+    def _from_columns(cls, batches: Iterable[Sequence[Sequence[Any]]]) -> EntryTable:
+        """From batches of the nine field columns (:class:`ManifestEntry` order)."""
         text: list[list[np.ndarray[Any, Any]]] = [[] for _ in _TEXT]
         shared: list[list[Any]] = [[] for _ in _SHARED]
-        interned: dict[Any, Any] = {}
-        for batch in batches:
-            for parts, name in zip(text, _TEXT, strict=True):
-                parts.append(np.array([getattr(e, name) for e in batch], dtype="S"))
-            for column, name in zip(shared, _SHARED, strict=True):
-                # (type, value) keys: 1 == True and a date never equals a datetime, but
-                # keeping types apart costs nothing and makes that obvious.
-                column.extend(
-                    interned.setdefault((type(v), v), v)
-                    for v in (getattr(e, name) for e in batch)
-                )
+        # One memo per column (each holds one type, or ints and None), so equal values
+        # across batches become one object; map() keeps the per-value step in C.
+        memos: list[dict[Any, Any]] = [{} for _ in _SHARED]
+        for columns in batches:
+            for parts, column in zip(text, columns[: len(_TEXT)], strict=True):
+                parts.append(np.array(column, dtype="S"))
+            for out, memo, column in zip(shared, memos, columns[len(_TEXT) :], strict=True):
+                out.extend(map(memo.setdefault, column, column))
         return cls(
             [np.concatenate(p) if p else np.array([], dtype="S1") for p in text], shared
         )
@@ -144,8 +150,8 @@ def parse_entry_table(
         ``ENTRY_INVALID``, worded by :func:`parse_entries` over the whole file.
     """
     try:
-        table = EntryTable.from_batches(_batches(path, now, max_skew))
-    except (ManifestRejected, _OutOfOrder):
+        table = EntryTable._from_columns(_batches(path, count, now, max_skew))
+    except (_BadEntries, _OutOfOrder):
         table = None
     if table is None or len(table) != count:
         entries = parse_entries(path.read_bytes(), count, now, max_skew)  # words the refusal
@@ -158,15 +164,18 @@ class _OutOfOrder(Exception):
 
 
 def _batches(
-    path: Path, now: datetime, max_skew: timedelta
-) -> Iterator[tuple[ManifestEntry, ...]]:
+    path: Path, count: int, now: datetime, max_skew: timedelta
+) -> Iterator[tuple[Sequence[Any], ...]]:
+    """The file's field columns, :data:`BATCH` lines at a time (``_BadEntries`` on any fault)."""
     previous = ""
     with path.open("rb") as lines:
         while batch := list(islice(lines, BATCH)):
             blob = b"".join(batch)
             blob = blob[:-1] if blob.endswith(b"\n") else blob
-            entries = parse_entries(blob, len(batch), now, max_skew)
-            if entries and entries[0].merchant_id <= previous:
+            with _gc_paused():
+                columns = parse_columns(blob, len(batch), now, max_skew)
+            merchants = columns[0]
+            if merchants and merchants[0] <= previous:
                 raise _OutOfOrder
-            previous = entries[-1].merchant_id if entries else previous
-            yield entries
+            previous = merchants[-1] if merchants else previous
+            yield columns
