@@ -17,6 +17,20 @@ from ._helpers import decide, event, import_rows, merchant, setup_book
 JUL = credit.parse_period("2026-07")
 
 
+def _one_loan_closed_through_january(s: Session) -> tuple[int, int]:
+    """m1's line decided, loan L1 of 1,000,000 fen at 36.5 % (1,000 a day) drawn on
+    2026-01-01 and January closed; returns the policy version and the platform's cash
+    before the drawdown."""
+    v, pol = setup_book(s)
+    decide(s, v, pol, [merchant("m1", 600_000_00, 0.06, 0.03)])
+    cash0 = ledger.balance(s, ledger.PLATFORM_CASH).amount
+    import_rows(
+        s, [event("d1", "L1", "drawdown", "2026-01-01", 1_000_000, merchant="m1", rate_bp=3650)]
+    )
+    credit.close_period(s, credit.parse_period("2026-01"), currency="CNY", policy_version=v)
+    return v, cash0
+
+
 def test_accrue_by_hand() -> None:
     """1,000,000 fen for 31 days at 18 %: floor(31e6 × 1800 / 3,650,000) = 15,287 fen."""
     bd, ubd, i, u, closing = credit.accrue(
@@ -107,15 +121,9 @@ def test_repayments_pay_interest_first_by_hand(sessions: sessionmaker[Session]) 
          9 days × 1,000,000 + 19 days × 531,000 = 19,089,000 balance-days → 19,089.
     Mar: 550,089 repaid on the 1st pays 19,089 interest and the last 531,000 → nothing owed.
     """
-    jan, feb, mar = (credit.parse_period(p) for p in ("2026-01", "2026-02", "2026-03"))
+    feb, mar = (credit.parse_period(p) for p in ("2026-02", "2026-03"))
     with sessions() as s, s.begin():
-        v, pol = setup_book(s)
-        decide(s, v, pol, [merchant("m1", 600_000_00, 0.06, 0.03)])
-        cash0 = ledger.balance(s, ledger.PLATFORM_CASH).amount
-        import_rows(
-            s, [event("d1", "L1", "drawdown", "2026-01-01", 1_000_000, merchant="m1", rate_bp=3650)]
-        )
-        credit.close_period(s, jan, currency="CNY", policy_version=v)
+        v, cash0 = _one_loan_closed_through_january(s)
         import_rows(s, [event("r1", "L1", "repayment", "2026-02-10", 500_000)])
         credit.close_period(s, feb, currency="CNY", policy_version=v)
         after_feb = {
@@ -165,14 +173,8 @@ def test_repaying_more_than_principal_and_interest_is_refused(
     sessions: sessionmaker[Session],
 ) -> None:
     """One fen more than principal plus accrued interest: NEGATIVE_BALANCE, nothing kept."""
-    jan = credit.parse_period("2026-01")
     with sessions() as s, s.begin():
-        v, pol = setup_book(s)
-        decide(s, v, pol, [merchant("m1", 600_000_00, 0.06, 0.03)])
-        import_rows(
-            s, [event("d1", "L1", "drawdown", "2026-01-01", 1_000_000, merchant="m1", rate_bp=3650)]
-        )
-        credit.close_period(s, jan, currency="CNY", policy_version=v)
+        _one_loan_closed_through_january(s)
 
     with pytest.raises(credit.ImportRefused) as info, sessions() as s, s.begin():
         import_rows(s, [event("r1", "L1", "repayment", "2026-02-10", 1_031_001)])
@@ -268,14 +270,9 @@ def test_a_month_without_events_still_closes_before_the_next(
     Jan 31,000 + Feb 28,000 + Mar 9 × 1,000 = 68,000 fen of interest, and the claw-back
     reads exactly those months (the Hypothesis property found March closed first, leaving
     February's 28,000 receivable on a written-off loan)."""
-    jan, feb, mar = (credit.parse_period(p) for p in ("2026-01", "2026-02", "2026-03"))
+    feb, mar = (credit.parse_period(p) for p in ("2026-02", "2026-03"))
     with sessions() as s, s.begin():
-        v, pol = setup_book(s)
-        decide(s, v, pol, [merchant("m1", 600_000_00, 0.06, 0.03)])
-        import_rows(
-            s, [event("d1", "L1", "drawdown", "2026-01-01", 1_000_000, merchant="m1", rate_bp=3650)]
-        )
-        credit.close_period(s, jan, currency="CNY", policy_version=v)
+        v, _ = _one_loan_closed_through_january(s)
         import_rows(s, [event("w1", "L1", "write_off", "2026-03-10", 1_000_000)])
         before = _state(s)
         with pytest.raises(credit.PeriodError) as refused:
